@@ -1,0 +1,144 @@
+"""Audio I/O: reading any format soundfile knows into 16 kHz mono, and atomic writes."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from uniaudio_cli.errors import AudioError, OutputExistsError, UsageError
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".opus", ".w64", ".caf"}
+
+# Peak below this (about -80 dBFS) counts as digital silence.
+SILENCE_PEAK = 1e-4
+
+
+def load_audio(
+    path: str | Path,
+    sample_rate: int = 16000,
+    max_seconds: float | None = None,
+    allow_silence: bool = False,
+) -> np.ndarray:
+    """Read ``path`` as float32 mono ``(T,)`` at ``sample_rate``, downmixing and resampling.
+
+    Raises :class:`AudioError` naming the file for missing, empty, unreadable, silent
+    (unless ``allow_silence``) or too long (over ``max_seconds``) input.
+    """
+    import soundfile as sf
+
+    p = Path(path)
+    if not p.exists():
+        raise AudioError(f"{p}: no such file", "check the path")
+    if p.is_dir():
+        raise AudioError(f"{p}: is a folder, expected an audio file", "pass the files inside it")
+    if p.stat().st_size == 0:
+        raise AudioError(f"{p}: empty file (0 bytes)", "re-export or remove it")
+    try:
+        info = sf.info(str(p))
+        if max_seconds is not None and info.frames / max(info.samplerate, 1) > max_seconds:
+            raise AudioError(
+                f"{p}: {info.frames / info.samplerate:.1f} s long, the limit is {max_seconds:g} s",
+                "cut it into shorter clips (e.g. sox in.wav out.wav trim 0 30) or raise the limit",
+            )
+        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
+    except AudioError:
+        raise
+    except Exception as e:  # soundfile raises several types (LibsndfileError, RuntimeError, ...)
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise AudioError(
+            f"{p}: not a readable audio file ({detail})",
+            "convert it to WAV or FLAC (e.g. ffmpeg -i in out.wav)",
+        ) from e
+    if data.shape[0] == 0:
+        raise AudioError(f"{p}: contains no samples", "re-export or remove it")
+    wav = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if not np.all(np.isfinite(wav)):
+        raise AudioError(f"{p}: contains NaN or infinite samples", "re-export it")
+    if sr != sample_rate:
+        import librosa
+
+        wav = librosa.resample(wav, orig_sr=sr, target_sr=sample_rate, res_type="soxr_hq")
+    if not allow_silence and float(np.abs(wav).max()) < SILENCE_PEAK:
+        raise AudioError(f"{p}: is silent", "pass a clip with audible sound")
+    return np.ascontiguousarray(wav, dtype=np.float32)
+
+
+def write_audio(path: str | Path, wav: np.ndarray, sample_rate: int, force: bool = False) -> Path:
+    """Write ``(T,)`` float audio as 16-bit PCM atomically (temp file + rename).
+
+    Refuses to replace an existing file unless ``force``.
+    """
+    import soundfile as sf
+
+    p = Path(path)
+    if p.exists() and not force:
+        raise OutputExistsError(f"{p}: exists", "pass --force to overwrite, or choose another output")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    suffix = p.suffix.lower() or ".wav"
+    fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}.get(suffix)
+    if fmt is None:
+        raise UsageError(f"{p}: unsupported output format {suffix!r}", "use a .wav or .flac file name")
+    audio = np.clip(np.asarray(wav, dtype=np.float32).reshape(-1), -1.0, 1.0)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=suffix, dir=p.parent)
+    os.close(fd)
+    try:
+        subtype = "VORBIS" if fmt == "OGG" else "PCM_16"
+        sf.write(tmp, audio, sample_rate, format=fmt, subtype=subtype)
+        os.replace(tmp, p)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return p
+
+
+def write_text_atomic(path: str | Path, text: str, force: bool = False) -> Path:
+    """Write ``text`` to ``path`` atomically; refuse to overwrite unless ``force``."""
+    p = Path(path)
+    if p.exists() and not force:
+        raise OutputExistsError(f"{p}: exists", "pass --force to overwrite, or choose another output")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, p)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return p
+
+
+def is_audio_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES and not path.name.startswith(".")
+
+
+def expand_inputs(items: Iterable[str], suffixes: set[str] | None = None) -> list[Path]:
+    """Turn CLI arguments into files: folders expand (recursively, sorted), ``-`` reads paths
+    from stdin, one per line. Missing paths are kept so that the caller reports them per file."""
+    wanted = suffixes or AUDIO_SUFFIXES
+    out: list[Path] = []
+    for item in items:
+        if item == "-":
+            out.extend(Path(line.strip()) for line in sys.stdin if line.strip())
+            continue
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in wanted)
+            if not found:
+                raise UsageError(f"{p}: folder holds no {'/'.join(sorted(wanted))} files", "check the folder")
+            out.extend(found)
+        else:
+            out.append(p)
+    if not out:
+        raise UsageError("no inputs given", "pass files, folders, or - to read paths from stdin")
+    return out
+
+
+def output_path_for(inp: Path, out_dir: Path, suffix: str) -> Path:
+    """``<out_dir>/<input stem><suffix>``."""
+    return out_dir / f"{inp.stem}{suffix}"

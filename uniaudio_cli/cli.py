@@ -1,0 +1,188 @@
+"""The ``uniaudio`` command line: a thin layer over the library.
+
+Heavy modules (torch, transformers) are imported inside the commands so ``--help`` is instant.
+Every :class:`UniaudioError` becomes one line on stderr with its fix and a non-zero exit code;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from uniaudio_cli.errors import UniaudioError, UsageError
+
+app = typer.Typer(
+    name="uniaudio",
+    help="Few-shot audio tasks on frozen LLMs through the LLM-Codec (UniAudio 1.5).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+eval_app = typer.Typer(help="Measure the codec and the tasks.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+_state: dict[str, bool] = {"debug": False}
+F = TypeVar("F", bound=Callable[..., Any])
+
+CodecOpt = Annotated[
+    str | None,
+    typer.Option("--codec", help="Codec checkpoint folder or published .pth [default: shipped checkpoint]"),
+]
+LlmOpt = Annotated[
+    str | None,
+    typer.Option("--llm", help="LLM whose vocabulary the codec uses: HF id, folder or .gguf [default: embedded]"),
+]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N [default: cuda if present]")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summaries on stderr.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
+
+
+def _fail(message: str, code: int) -> None:
+    from uniaudio_cli.batch import stderr
+
+    stderr.print(f"[red]error:[/red] {message}", markup=True, soft_wrap=True, highlight=False)
+    raise typer.Exit(code)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn library errors into one line and an exit code (traceback only with --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UniaudioError as e:
+            if _state["debug"]:
+                raise
+            _fail(e.one_line(), e.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except MemoryError:
+            if _state["debug"]:
+                raise
+            _fail("out of memory", 1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def main_options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+) -> None:
+    _state["debug"] = debug
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr
+    )
+    if not debug:
+        import os
+        import warnings
+
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        warnings.filterwarnings("ignore")
+
+
+def _check_outputs(n_inputs: int, output: Path | None, out_dir: Path | None) -> None:
+    if output is not None and out_dir is not None:
+        raise UsageError("-o and --out-dir both given", "use -o for one input, --out-dir for many")
+    if output is not None and n_inputs != 1:
+        raise UsageError(f"-o takes one input, {n_inputs} given", "use --out-dir DIR for several inputs")
+
+
+@app.command()
+@handle_errors
+def encode(
+    inputs: Annotated[list[str], typer.Argument(help="Audio files or folders; - reads paths from stdin.")],
+    codec: CodecOpt = None,
+    llm: LlmOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per input on stdout.")] = False,
+    out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Write <stem>.json per input here.")] = None,
+    max_seconds: Annotated[float, typer.Option("--max-seconds", help="Refuse longer inputs.")] = 600.0,
+    device: DeviceOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Encode audio into LLM tokens: text (one line per layer), --json, or --out-dir files."""
+    from uniaudio_cli.audio import expand_inputs, output_path_for, write_text_atomic
+    from uniaudio_cli.batch import run_batch
+    from uniaudio_cli.codec.api import load_codec
+
+    paths = expand_inputs(inputs)
+    model = load_codec(codec, llm=llm, device=device)
+    multi = len(paths) > 1
+
+    def emit(path: Path, clip: Any) -> None:
+        if out_dir is not None:
+            write_text_atomic(output_path_for(path, out_dir, ".json"), clip.to_json() + "\n", force=force)
+        elif as_json:
+            typer.echo(clip.to_json())
+        else:
+            if multi:
+                typer.echo(f"==> {path} <==")
+            for layer, line in enumerate(model.token_text(clip.codes), 1):
+                typer.echo(f"L{layer}: {line}")
+
+    report = run_batch(paths, lambda p: model.encode_file(p, max_seconds), emit, quiet, "encoding")
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
+@handle_errors
+def decode(
+    inputs: Annotated[list[str], typer.Argument(help="Codes JSON files from `encode --json`; - reads paths.")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Output WAV (one input).")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Write <stem>.wav per input here.")] = None,
+    codec: CodecOpt = None,
+    llm: LlmOpt = None,
+    device: DeviceOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Decode LLM tokens (from `encode --json`) back to 16 kHz WAV."""
+    from uniaudio_cli.audio import expand_inputs, output_path_for, write_audio
+    from uniaudio_cli.batch import run_batch
+    from uniaudio_cli.codec.api import load_codec
+    from uniaudio_cli.codec.io import read_encoded
+
+    if output is None and out_dir is None:
+        raise UsageError("no output given", "pass -o OUT.wav or --out-dir DIR")
+    paths = expand_inputs(inputs, suffixes={".json", ".jsonl"})
+    _check_outputs(len(paths), output, out_dir)
+    if output is not None and output.exists() and not force:
+        raise UsageError(f"{output}: exists", "pass --force to overwrite, or choose another output")
+    model = load_codec(codec, llm=llm, device=device)
+
+    def run(path: Path) -> list[Any]:
+        clips = read_encoded(path)
+        if len(clips) > 1 and output is not None:
+            raise UsageError(f"{path}: holds {len(clips)} clips", "use --out-dir to write one WAV per clip")
+        return [model.decode_clip(c, str(path)) for c in clips]
+
+    def emit(path: Path, wavs: list[Any]) -> None:
+        for i, wav in enumerate(wavs):
+            if output is not None:
+                dest = output
+            else:
+                assert out_dir is not None
+                suffix = ".wav" if len(wavs) == 1 else f"_{i:03d}.wav"
+                dest = output_path_for(path, out_dir, suffix)
+            write_audio(dest, wav, model.sample_rate, force=force)
+
+    report = run_batch(paths, run, emit, quiet, "decoding")
+    raise typer.Exit(report.exit_code)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""The public codec object: audio in, LLM token ids out, and back."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from uniaudio_cli.audio import load_audio
+from uniaudio_cli.bridge import TokenBridge, codebook_tables
+from uniaudio_cli.codec.checkpoint import build_codec, load_codec_weights
+from uniaudio_cli.codec.io import EncodedClip
+from uniaudio_cli.codec.model import LLMCodec
+from uniaudio_cli.errors import CheckpointError, UsageError
+from uniaudio_cli.llm import Vocabulary, load_vocabulary
+from uniaudio_cli.paths import default_codec_path
+from uniaudio_cli.runtime import resolve_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Codec:
+    """A loaded LLM-Codec with its token bridge.
+
+    ``encode`` returns, per layer, the LLM token ids of a clip (layer ``i`` has
+    ``ceil(T / pad_multiple) * pad_multiple / hop / stride_i`` codes); ``decode`` inverts it.
+    """
+
+    model: LLMCodec
+    bridge: TokenBridge
+    device: torch.device
+    source: str
+    vocabulary: Vocabulary | None = None
+
+    @property
+    def sample_rate(self) -> int:
+        return self.model.sample_rate
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.model.cfg.tokens_per_second
+
+    def _wav_tensor(self, wav: np.ndarray | torch.Tensor) -> torch.Tensor:
+        x = torch.as_tensor(np.asarray(wav, dtype=np.float32) if not isinstance(wav, torch.Tensor) else wav)
+        if x.ndim != 1:
+            raise ValueError(f"expected mono audio (T,), got shape {tuple(x.shape)}")
+        return x.float().view(1, 1, -1).to(self.device)
+
+    def encode_codes(self, wav: np.ndarray | torch.Tensor) -> list[list[int]]:
+        """Mono ``(T,)`` at ``sample_rate`` -> codebook indices per layer."""
+        codes = self.model.encode(self._wav_tensor(wav))
+        return [c[0].tolist() for c in codes]
+
+    def encode(self, wav: np.ndarray | torch.Tensor) -> list[list[int]]:
+        """Mono ``(T,)`` at ``sample_rate`` -> LLM token ids per layer."""
+        return self.bridge.to_token_ids(self.encode_codes(wav))
+
+    def decode(self, token_ids: list[list[int]], length: int | None = None, source: str = "codes") -> np.ndarray:
+        """LLM token ids per layer -> mono waveform ``(T,)``, cropped to ``length`` samples if given.
+
+        Layers must have consistent lengths: layer ``i`` holds ``n * stride_0 / stride_i`` codes.
+        """
+        codes = self.bridge.from_token_ids(token_ids, source)
+        strides = self.model.cfg.vq_strides
+        frames = {len(c) * s for c, s in zip(codes, strides, strict=True)}
+        if len(frames) != 1 or 0 in frames:
+            counts = ", ".join(f"layer {i + 1}: {len(c)}" for i, c in enumerate(codes))
+            raise UsageError(
+                f"{source}: code layers have inconsistent lengths ({counts}; strides {strides})",
+                "pass codes written by `uniaudio encode --json` unchanged",
+            )
+        tensors = [torch.tensor(c, dtype=torch.long, device=self.device)[None] for c in codes]
+        audio = self.model.decode(tensors, length)
+        return audio[0, 0].float().cpu().numpy()
+
+    def encode_file(self, path: str | Path, max_seconds: float | None = None) -> EncodedClip:
+        """Read an audio file (any rate/channels soundfile reads) and encode it."""
+        wav = load_audio(path, self.sample_rate, max_seconds=max_seconds)
+        return EncodedClip(str(path), self.sample_rate, self.encode(wav), len(wav), self.source)
+
+    def decode_clip(self, clip: EncodedClip, source: str = "codes") -> np.ndarray:
+        """Decode an :class:`EncodedClip` to ``(T,)`` (cropped to its ``num_samples`` when known)."""
+        if clip.sample_rate != self.sample_rate:
+            raise UsageError(
+                f"{source}: codes are for {clip.sample_rate} Hz, this codec runs at {self.sample_rate} Hz",
+                "decode with the codec that encoded them",
+            )
+        return self.decode(clip.codes, clip.num_samples, source)
+
+    def token_text(self, token_ids: list[list[int]]) -> list[str]:
+        """One line of LLM text per layer (the "foreign language" view of a clip)."""
+        return [" ".join(self.bridge.token_text(ids, layer)) for layer, ids in enumerate(token_ids)]
+
+
+def load_codec(
+    path: str | Path | None = None,
+    llm: str | None = None,
+    vocabulary: Vocabulary | None = None,
+    device: str | torch.device | None = None,
+) -> Codec:
+    """Load a codec: ``None`` = the shipped default, a checkpoint folder, or a published ``.pth``.
+
+    Our checkpoints rebuild their frozen codebooks from the LLM (``vocabulary``, else loaded
+    from ``llm``, else the embedded default) and refuse a mismatched one.
+    """
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    p = Path(path) if path is not None else default_codec_path()
+    if path is None and not p.exists():
+        raise CheckpointError(
+            f"{p}: the default codec checkpoint is missing",
+            "reinstall uniaudio, or pass --codec FOLDER or a published .pth file",
+        )
+    if p.suffix in (".pth", ".pt", ".ckpt"):
+        return _load_published(p, llm, vocabulary, dev)
+    cfg, sd = load_codec_weights(p)
+    if cfg.vocab is None:
+        raise CheckpointError(f"{p}: config.json records no vocabulary", "re-export the checkpoint with uniaudio")
+    vocab = vocabulary or load_vocabulary(llm)
+    tables, banned = codebook_tables(cfg.vocab, vocab, str(p))
+    model = build_codec(cfg, sd, str(p))
+    model.set_codebooks(tables, banned)
+    bridge = TokenBridge(
+        layer_token_ids=[list(cfg.vocab.layer1_token_ids), None, None],
+        codebook_sizes=list(cfg.codebook_sizes),
+        tokenizer=vocab.tokenizer,
+        excluded=frozenset(cfg.vocab.excluded_token_ids),
+    )
+    return Codec(model.to(dev), bridge, dev, str(p), vocab)
+
+
+def _load_published(path: Path, llm: str | None, vocabulary: Vocabulary | None, dev: torch.device) -> Codec:
+    from uniaudio_cli.codec.published_ckpt import load_published_state_dict
+
+    cfg, sd = load_published_state_dict(path)
+    model = LLMCodec(cfg)
+    model.load_state_dict(sd, strict=True)
+    model.eval()
+    vocab = vocabulary if vocabulary is not None else (load_vocabulary(llm) if llm is not None else None)
+    if vocab is not None and (vocab.size, int(vocab.embeddings.shape[1])) != (
+        cfg.codebook_sizes[1],
+        cfg.codebook_dims[1],
+    ):
+        raise CheckpointError(
+            f"{path}: codebooks are {cfg.codebook_sizes[1]} x {cfg.codebook_dims[1]}, "
+            f"the LLM {vocab.name} has {vocab.size} x {vocab.embeddings.shape[1]}",
+            "the published codec pairs with LLaMA 2 (e.g. --llm meta-llama/Llama-2-7b-hf)",
+        )
+    # Layer 1 is either the full LLaMA table (codes are token ids) or a 3,248-word list whose
+    # words may span several tokens; then its codes stay word indices.
+    full_layer1 = cfg.codebook_sizes[0] == cfg.codebook_sizes[1]
+    bridge = TokenBridge(
+        layer_token_ids=[None, None, None],
+        codebook_sizes=list(cfg.codebook_sizes),
+        tokenizer=vocab.tokenizer if vocab is not None else None,
+    )
+    if not full_layer1:
+        log.info("%s: layer 1 codes are indices into its %d-word list", path, cfg.codebook_sizes[0])
+    return Codec(model.to(dev), bridge, dev, str(path), vocab)

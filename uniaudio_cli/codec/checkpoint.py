@@ -1,0 +1,103 @@
+"""Codec checkpoints: our folder format and the published UniAudio 1.5 ``.pth``.
+
+Our format is a folder with ``config.json`` (:class:`CodecConfig`, versioned) and
+``model.safetensors``. The frozen codebooks are not stored; they are rebuilt from the LLM at
+load time and checked against the vocabulary fingerprint in the config.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from uniaudio_cli.codec.config import CodecConfig
+from uniaudio_cli.codec.model import LLMCodec
+from uniaudio_cli.errors import CheckpointError
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+_CODEBOOK = re.compile(r"^quantizer\.quantizers\.\d+\.codebook\.weight$")
+
+
+def trainable_state_dict(model: LLMCodec) -> dict[str, torch.Tensor]:
+    """The model's state dict without the frozen codebook tables."""
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not _CODEBOOK.match(k)}
+
+
+def save_codec(model: LLMCodec, out_dir: str | Path) -> Path:
+    """Write ``out_dir/config.json`` + ``out_dir/model.safetensors`` atomically (whole folder)."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.cfg.save(tmp / CONFIG_FILE)
+        save_file(trainable_state_dict(model), str(tmp / WEIGHTS_FILE), metadata={"format": "uniaudio-llm-codec"})
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def load_codec_weights(path: str | Path) -> tuple[CodecConfig, dict[str, torch.Tensor]]:
+    """Read a checkpoint folder: its config and its (codebook-free) weights."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(path)
+    if not folder.exists():
+        raise CheckpointError(f"{folder}: no such codec checkpoint", "pass --codec FOLDER or a published .pth file")
+    if not folder.is_dir():
+        raise CheckpointError(
+            f"{folder}: not a codec checkpoint folder",
+            "pass a folder holding config.json + model.safetensors, or a published .pth file",
+        )
+    cfg = CodecConfig.load(folder / CONFIG_FILE)
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: missing", "the checkpoint folder is incomplete; copy it again")
+    try:
+        sd = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{weights}: unreadable ({e})", "the file is corrupt; copy the checkpoint again") from e
+    return cfg, sd
+
+
+def build_codec(cfg: CodecConfig, state_dict: dict[str, torch.Tensor], source: str) -> LLMCodec:
+    """Instantiate ``cfg`` and load ``state_dict`` strictly (frozen codebooks may be absent)."""
+    model = LLMCodec(cfg)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict and not _CODEBOOK.match(k)]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong = [
+        f"{k} {tuple(state_dict[k].shape)} != {tuple(expected[k].shape)}"
+        for k in state_dict
+        if k in expected and tuple(state_dict[k].shape) != tuple(expected[k].shape)
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:3]}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:3]}")
+        if wrong:
+            parts.append(f"wrong shape {wrong[:3]}")
+        raise CheckpointError(
+            f"{source}: weights do not match its config ({'; '.join(parts)})",
+            "the weights and config.json come from different models; copy the checkpoint folder again",
+        )
+    model.load_state_dict(state_dict, strict=False)
+    return model.eval()

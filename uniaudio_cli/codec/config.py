@@ -1,0 +1,147 @@
+"""Codec configuration: one dataclass, saved as ``config.json`` next to ``model.safetensors``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from uniaudio_cli.errors import CheckpointError
+
+FORMAT_NAME = "uniaudio-llm-codec"
+FORMAT_VERSION = 1
+
+Backbone = Literal["small", "published"]
+
+
+@dataclass
+class VocabSpec:
+    """Which LLM vocabulary the frozen codebooks come from.
+
+    Codebooks are not stored in checkpoints; they are rebuilt from the LLM at load time and
+    checked against this record.
+
+    Attributes:
+        llm: human-readable name of the LLM / tokenizer the codec was built on.
+        vocab_size: rows of the LLM's input-embedding table.
+        embedding_dim: columns of that table.
+        embedding_sha256: fingerprint of the table (see ``vocab.embedding_fingerprint``).
+        layer1_token_ids: LLM token ids of the word-level layer-1 codebook, in code order.
+        acoustic_token_ids: token ids excluded from layers 2-3 (special/control tokens).
+    """
+
+    llm: str
+    vocab_size: int
+    embedding_dim: int
+    embedding_sha256: str
+    layer1_token_ids: list[int]
+    excluded_token_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class CodecConfig:
+    """Sizes of an LLM-Codec.
+
+    Two backbones share the multi-scale quantizer:
+
+    * ``published``: the UniAudio 1.5 waveform architecture (SEANet-style convs with Snake,
+      windowed attention, NoiseBlocks); fields ``encoder_*``, ``decoder_*``, ``attn_window_size``,
+      ``noise``, ``depthwise``.
+    * ``small``: a frame-rate ConvNeXt encoder/decoder with an inverse-STFT head that trains and
+      runs fast on a CPU; fields ``small_*``.
+
+    ``hop_length`` samples make one latent frame; layer ``i`` emits one code every
+    ``vq_strides[i]`` frames.
+    """
+
+    backbone: Backbone = "small"
+    sample_rate: int = 16000
+    latent_dim: int = 512
+    vq_strides: list[int] = field(default_factory=lambda: [4, 2, 1])
+    codebook_sizes: list[int] = field(default_factory=lambda: [3000, 49152, 49152])
+    codebook_dims: list[int] = field(default_factory=lambda: [576, 576, 576])
+    # published backbone
+    encoder_dim: int = 32
+    encoder_rates: list[int] = field(default_factory=lambda: [3, 4, 5, 8])
+    decoder_dim: int = 1536
+    decoder_rates: list[int] = field(default_factory=lambda: [8, 5, 4, 3])
+    attn_window_size: int = 8
+    noise: bool = True
+    depthwise: bool = True
+    # small backbone
+    small_hop: int = 480
+    small_n_fft: int = 640
+    small_stft_hop: int = 160
+    small_dim: int = 384
+    small_intermediate: int = 1152
+    small_encoder_layers: int = 6
+    small_decoder_layers: int = 8
+    vocab: VocabSpec | None = None
+
+    @property
+    def hop_length(self) -> int:
+        if self.backbone == "published":
+            return math.prod(self.encoder_rates)
+        return self.small_hop
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    @property
+    def tokens_per_second(self) -> float:
+        return sum(self.frame_rate / s for s in self.vq_strides)
+
+    @property
+    def pad_multiple(self) -> int:
+        """Inputs are right-padded to a multiple of this many samples before encoding."""
+        window = self.attn_window_size if self.backbone == "published" else 1
+        return self.hop_length * math.lcm(self.vq_strides[0], window or 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **dataclasses.asdict(self)}
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> CodecConfig:
+        data = dict(data)
+        fmt = data.pop("format", None)
+        version = data.pop("format_version", None)
+        if fmt != FORMAT_NAME:
+            raise CheckpointError(
+                f"{source}: not a uniaudio codec config (format={fmt!r})",
+                "point --codec at a folder made by uniaudio (config.json + model.safetensors) or a .pth file",
+            )
+        if version != FORMAT_VERSION:
+            raise CheckpointError(
+                f"{source}: codec format version {version}, this uniaudio reads version {FORMAT_VERSION}",
+                "upgrade uniaudio, or re-export the checkpoint with this version",
+            )
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise CheckpointError(
+                f"{source}: unknown codec config fields {unknown}",
+                "the checkpoint was written by another uniaudio version; use that version or re-export it",
+            )
+        vocab = data.pop("vocab", None)
+        cfg = cls(**data)
+        if vocab is not None:
+            cfg.vocab = VocabSpec(**vocab)
+        return cfg
+
+    @classmethod
+    def load(cls, path: str | Path) -> CodecConfig:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError as e:
+            raise CheckpointError(f"{path}: missing", "a codec checkpoint folder needs config.json") from e
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{path}: not valid JSON ({e})", "restore the file from the checkpoint") from e
+        return cls.from_dict(data, source=str(path))

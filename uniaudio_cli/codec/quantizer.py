@@ -1,0 +1,165 @@
+"""Multi-scale residual VQ whose frozen codebooks are rows of an LLM's embedding table.
+
+Each layer average-pools the residual by its stride, picks the nearest codebook row by cosine
+after a learned linear projection into the latent space, repeats the projected vector back to
+frame rate and subtracts it from the residual. Parameter names follow the published
+checkpoint (``quantizers.{i}.cb_proj``, ``quantizers.{i}.codebook.weight``) so its state dict
+loads as is; in our own checkpoints the frozen ``codebook`` rows are not stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class FrozenCodebook(nn.Module):
+    """Holds a frozen ``(K, E)`` table as ``weight`` (a buffer, so optimisers never see it)."""
+
+    def __init__(self, size: int, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.zeros(size, dim), persistent=True)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.weight)
+
+
+class LLMVectorQuantizer(nn.Module):
+    """One VQ layer with a frozen LLM codebook and a learned projection into the latent space.
+
+    Args:
+        input_dim: latent channels D.
+        codebook_size: rows K of the frozen table.
+        codebook_dim: columns E of the frozen table.
+        stride: temporal pooling factor of this layer.
+    """
+
+    def __init__(self, input_dim: int, codebook_size: int, codebook_dim: int, stride: int = 1) -> None:
+        super().__init__()
+        self.stride = stride
+        self.codebook = FrozenCodebook(codebook_size, codebook_dim)
+        self.cb_proj = nn.Linear(codebook_dim, input_dim)
+        # Codes that must never be chosen (e.g. special tokens of the LLM); not part of the weights.
+        self.register_buffer("banned", torch.zeros(codebook_size, dtype=torch.bool), persistent=False)
+        self._cache: torch.Tensor | None = None
+        self._cache_key: tuple | None = None
+
+    @property
+    def codebook_size(self) -> int:
+        return self.codebook.weight.shape[0]
+
+    def projected_codebook(self) -> torch.Tensor:
+        """``(K, D)`` codebook rows mapped into the latent space.
+
+        Cached outside autograd: projecting a 49k-row table costs more than the rest of an
+        inference pass. The key uses the tensors' version counters, which every in-place
+        update (optimizer step, ``load_state_dict``, ``set_codebooks``) bumps.
+        """
+        if torch.is_grad_enabled():
+            return self.cb_proj(self.codebook.weight)
+        w, b, cb = self.cb_proj.weight, self.cb_proj.bias, self.codebook.weight
+        key = (w._version, b._version, cb._version, w.data_ptr(), cb.data_ptr(), w.dtype, w.device)
+        if self._cache_key != key:
+            self._cache = self.cb_proj(cb)
+            self._cache_key = key
+        return self._cache
+
+    def nearest(self, z: torch.Tensor, projected: torch.Tensor | None = None) -> torch.Tensor:
+        """Cosine nearest neighbour. ``z``: ``(B, D, T)`` pooled latents -> codes ``(B, T)``."""
+        cb = projected if projected is not None else self.projected_codebook()
+        enc = F.normalize(z.transpose(1, 2).reshape(-1, z.shape[1]), dim=-1)
+        cbn = F.normalize(cb, dim=-1)
+        # Squared distance between unit vectors, written out as the reference does so that
+        # near-ties break the same way and codes match it exactly.
+        sim = 2 * enc @ cbn.t() - enc.pow(2).sum(1, keepdim=True) - cbn.pow(2).sum(1)[None]
+        if self.banned.any():
+            sim = sim.masked_fill(self.banned, float("-inf"))
+        return sim.argmax(dim=-1).view(z.shape[0], z.shape[2])
+
+    def pool(self, z: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool1d(z, self.stride, self.stride) if self.stride > 1 else z
+
+    def embed(self, codes: torch.Tensor, projected: torch.Tensor | None = None) -> torch.Tensor:
+        """Codes ``(B, T_i)`` -> projected code vectors at frame rate ``(B, D, T_i * stride)``."""
+        cb = projected if projected is not None else self.projected_codebook()
+        z_q = F.embedding(codes, cb).transpose(1, 2)
+        return z_q.repeat_interleave(self.stride, dim=-1) if self.stride > 1 else z_q
+
+
+@dataclass
+class QuantizerOutput:
+    """``z_q``: ``(B, D, T)`` sum of the layers; ``codes``: per layer ``(B, T // stride_i)``;
+    ``layers``: per-layer quantized contribution ``(B, D, T)`` (straight-through);
+    ``pooled``: per-layer pooled pre-quantization residual ``(B, D, T // stride_i)``;
+    ``commitment``: scalar commitment loss (encoder pulled towards the chosen codes)."""
+
+    z_q: torch.Tensor
+    codes: list[torch.Tensor]
+    layers: list[torch.Tensor]
+    pooled: list[torch.Tensor]
+    commitment: torch.Tensor
+
+
+class MultiScaleRVQ(nn.Module):
+    """Residual VQ over layers with strides ``vq_strides`` (default ``[4, 2, 1]``)."""
+
+    def __init__(self, input_dim: int, strides: list[int], sizes: list[int], dims: list[int]) -> None:
+        super().__init__()
+        if not len(strides) == len(sizes) == len(dims):
+            raise ValueError("vq_strides, codebook_sizes and codebook_dims must have one entry per layer")
+        self.quantizers = nn.ModuleList(
+            LLMVectorQuantizer(input_dim, k, e, s) for s, k, e in zip(strides, sizes, dims, strict=True)
+        )
+
+    @property
+    def strides(self) -> list[int]:
+        return [q.stride for q in self.quantizers]
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        """``z``: ``(B, D, T)`` with ``T`` a multiple of every stride."""
+        residual = z
+        z_q = torch.zeros_like(z)
+        codes, layers, pooled = [], [], []
+        commitment = z.new_zeros(())
+        for q in self.quantizers:
+            z_e = q.pool(residual)
+            # Search under no_grad and re-project only the chosen rows: projecting the whole
+            # table (up to 49k x 576) with autograd would dominate a CPU training step.
+            with torch.no_grad():
+                idx = q.nearest(z_e, q.projected_codebook())
+            z_c = q.cb_proj(q.codebook(idx)).transpose(1, 2)
+            # Codebook rows are frozen but the projection learns, so both sides get a gradient.
+            commitment = commitment + F.mse_loss(z_e, z_c.detach()) + F.mse_loss(z_c, z_e.detach())
+            z_c = z_e + (z_c - z_e).detach()
+            z_i = z_c.repeat_interleave(q.stride, dim=-1) if q.stride > 1 else z_c
+            z_q = z_q + z_i
+            residual = residual - z_i
+            codes.append(idx)
+            layers.append(z_i)
+            pooled.append(z_e)
+        return QuantizerOutput(z_q, codes, layers, pooled, commitment)
+
+    @torch.no_grad()
+    def encode(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """``(B, D, T)`` -> per-layer codes ``(B, T // stride_i)``, without gradients."""
+        residual = z
+        codes = []
+        for q in self.quantizers:
+            projected = q.projected_codebook()
+            z_e = q.pool(residual)
+            idx = q.nearest(z_e, projected)
+            # z_e + (z_c - z_e) rather than z_c: the training-time straight-through form, kept
+            # so that the residual, and so the next layer's codes, are bit-identical to training.
+            z_c = z_e + (F.embedding(idx, projected).transpose(1, 2) - z_e)
+            residual = residual - (z_c.repeat_interleave(q.stride, dim=-1) if q.stride > 1 else z_c)
+            codes.append(idx)
+        return codes
+
+    def decode(self, codes: list[torch.Tensor]) -> torch.Tensor:
+        """Per-layer codes ``(B, T // stride_i)`` -> summed latent ``(B, D, T)``."""
+        if len(codes) != len(self.quantizers):
+            raise ValueError(f"expected {len(self.quantizers)} code layers, got {len(codes)}")
+        return sum(q.embed(c) for q, c in zip(self.quantizers, codes, strict=True))

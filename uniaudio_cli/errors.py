@@ -1,0 +1,47 @@
+"""Typed errors. Each carries the one-line message and the fix the CLI prints."""
+
+from __future__ import annotations
+
+
+class UniaudioError(Exception):
+    """Base class: ``message`` says what went wrong (naming the file), ``fix`` what to do."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+    def one_line(self) -> str:
+        return f"{self.message} (fix: {self.fix})" if self.fix else self.message
+
+
+class UsageError(UniaudioError):
+    """Bad arguments or options (CLI exit code 2)."""
+
+    exit_code = 2
+
+
+class AudioError(UniaudioError):
+    """An input audio file is missing, empty, corrupt, silent or too long."""
+
+
+class CheckpointError(UniaudioError):
+    """A checkpoint is missing, malformed, of another version, or does not match its config."""
+
+
+class VocabularyMismatchError(CheckpointError):
+    """A codec checkpoint belongs to another LLM vocabulary than the one loaded."""
+
+
+class ModelLoadError(UniaudioError):
+    """An LLM (or its tokenizer) could not be found or loaded."""
+
+
+class OutputExistsError(UniaudioError):
+    """An output file exists and ``--force`` was not given."""
+
+
+class PromptTooLongError(UniaudioError):
+    """A prompt does not fit the LLM's context window."""

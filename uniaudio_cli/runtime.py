@@ -1,0 +1,48 @@
+"""Device and dtype resolution, done once per run."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from uniaudio_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str | None = None) -> torch.device:
+    """``None`` means CUDA when present, else CPU; an unavailable CUDA request falls back with a warning."""
+    import torch
+
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise UsageError(f"unknown device {device!r}", "use cpu, cuda or cuda:N") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        log.warning("CUDA requested but not available; running on CPU")
+        return torch.device("cpu")
+    return dev
+
+
+def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+    """``None``/``auto``: bfloat16 on CUDA (float16 where bf16 is unsupported), float32 on CPU."""
+    import torch
+
+    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if dtype is None or dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if dtype not in names:
+        raise UsageError(f"unknown dtype {dtype!r}", f"use one of {', '.join(sorted(names))}")
+    resolved = names[dtype]
+    if device.type == "cpu" and resolved == torch.float16:
+        log.warning("float16 is slow and inaccurate on CPU; using float32")
+        return torch.float32
+    return resolved
