@@ -16,6 +16,9 @@ class UniaudioError(Exception):
     def one_line(self) -> str:
         return f"{self.message} (fix: {self.fix})" if self.fix else self.message
 
+    def __str__(self) -> str:
+        return self.one_line()
+
 
 class UsageError(UniaudioError):
     """Bad arguments or options (CLI exit code 2)."""

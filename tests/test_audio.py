@@ -1,0 +1,91 @@
+"""Audio I/O: every kind of bad input gives a one-line AudioError naming the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.conftest import write_tone
+from uniaudio_cli.audio import expand_inputs, load_audio, write_audio, write_text_atomic
+from uniaudio_cli.errors import AudioError, OutputExistsError, UsageError
+
+
+def test_resamples_and_downmixes(tmp_path: Path) -> None:
+    p = write_tone(tmp_path / "stereo44.wav", seconds=0.5, sr=44100, channels=2)
+    wav = load_audio(p, 16000)
+    assert wav.dtype == np.float32 and wav.ndim == 1
+    assert len(wav) == pytest.approx(8000, abs=2)
+    assert 0.25 < np.abs(wav).max() < 0.35
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda d: d / "missing.wav", "no such file"),
+        (lambda d: _write(d / "empty.wav", b""), "empty file"),
+        (lambda d: _write(d / "text.wav", b"hello, not audio"), "not a readable audio file"),
+        (lambda d: d, "is a folder"),
+    ],
+)
+def test_bad_files(tmp_path: Path, make, match: str) -> None:
+    path = make(tmp_path)
+    with pytest.raises(AudioError, match=match) as info:
+        load_audio(path)
+    assert str(path) in info.value.message
+    assert info.value.fix
+    assert "\n" not in info.value.one_line()
+
+
+def test_silence_and_length_limits(tmp_path: Path) -> None:
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(16000), 16000)
+    with pytest.raises(AudioError, match="silent"):
+        load_audio(silent)
+    assert load_audio(silent, allow_silence=True).shape == (16000,)
+    long = write_tone(tmp_path / "long.wav", seconds=3.0)
+    with pytest.raises(AudioError, match="limit is 2 s"):
+        load_audio(long, max_seconds=2)
+    no_samples = tmp_path / "zero.wav"
+    sf.write(no_samples, np.zeros(0), 16000)
+    with pytest.raises(AudioError):
+        load_audio(no_samples)
+
+
+def test_write_is_atomic_and_refuses_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "sub" / "out.wav"
+    write_audio(out, np.zeros(160, dtype=np.float32) + 0.1, 16000)
+    assert sf.info(out).samplerate == 16000
+    with pytest.raises(OutputExistsError, match="--force"):
+        write_audio(out, np.zeros(160, dtype=np.float32), 16000)
+    write_audio(out, np.zeros(320, dtype=np.float32), 16000, force=True)
+    assert sf.info(out).frames == 320
+    assert [p.name for p in out.parent.iterdir()] == ["out.wav"]  # no temp files left behind
+    with pytest.raises(UsageError, match="unsupported output format"):
+        write_audio(tmp_path / "x.mp4", np.zeros(10), 16000)
+    write_text_atomic(tmp_path / "a.json", "{}")
+    with pytest.raises(OutputExistsError):
+        write_text_atomic(tmp_path / "a.json", "{}")
+
+
+def test_expand_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = write_tone(tmp_path / "d" / "b.wav")
+    b = write_tone(tmp_path / "d" / "sub" / "a.flac")
+    (tmp_path / "d" / "notes.txt").write_text("x")
+    assert expand_inputs([str(tmp_path / "d")]) == sorted([a, b])
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{a}\n\n{b}\n"))
+    assert expand_inputs(["-"]) == [a, b]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="holds no"):
+        expand_inputs([str(tmp_path / "empty")])
+    with pytest.raises(UsageError, match="no inputs"):
+        expand_inputs([])

@@ -1,0 +1,76 @@
+"""`uniaudio encode` / `decode` end to end on a tiny codec (the LLM vocabulary is patched in)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from tests.conftest import write_tone
+from uniaudio_cli.cli import app
+from uniaudio_cli.codec.checkpoint import save_codec
+
+
+@pytest.fixture()
+def codec_dir(tmp_path: Path, tiny_codec, vocab, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr("uniaudio_cli.codec.api.load_vocabulary", lambda llm=None: vocab)
+    return save_codec(tiny_codec, tmp_path / "codec")
+
+
+def run(*args: str, input: str | None = None):
+    return CliRunner().invoke(app, list(args), input=input)
+
+
+def test_encode_text_json_and_decode(tmp_path: Path, codec_dir: Path) -> None:
+    clip = write_tone(tmp_path / "in" / "tone.wav", seconds=0.7)
+    res = run("encode", "--codec", str(codec_dir), str(clip))
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.strip().splitlines()
+    assert [line[:3] for line in lines] == ["L1:", "L2:", "L3:"]
+    res = run("encode", "--codec", str(codec_dir), "--json", str(clip))
+    obj = json.loads(res.stdout)
+    assert obj["path"] == str(clip) and obj["sample_rate"] == 16000
+    assert [len(c) for c in obj["codes"]] == [6, 12, 24]  # 0.7 s pads to 1.2 s = 24 frames
+    codes = tmp_path / "tone.json"
+    codes.write_text(res.stdout)
+    out = tmp_path / "out.wav"
+    res = run("decode", "--codec", str(codec_dir), str(codes), "-o", str(out))
+    assert res.exit_code == 0, res.output
+    info = sf.info(out)
+    assert info.samplerate == 16000 and info.frames == int(0.7 * 16000)
+    # No overwrite without --force: one line, exit 2 (usage).
+    res = run("decode", "--codec", str(codec_dir), str(codes), "-o", str(out))
+    assert res.exit_code == 2 and "--force" in res.stderr
+    assert run("decode", "--codec", str(codec_dir), str(codes), "-o", str(out), "--force").exit_code == 0
+
+
+def test_batch_goes_on_past_bad_files(tmp_path: Path, codec_dir: Path) -> None:
+    good = write_tone(tmp_path / "in" / "a.wav")
+    bad = tmp_path / "in" / "b.wav"
+    bad.write_text("not audio")
+    out_dir = tmp_path / "codes"
+    res = run("encode", "--codec", str(codec_dir), "--out-dir", str(out_dir), str(good), str(bad))
+    assert res.exit_code == 1
+    assert "b.wav: not a readable audio file" in res.stderr
+    assert "Traceback" not in res.output
+    assert (out_dir / "a.json").is_file()
+    res = run("decode", "--codec", str(codec_dir), "--out-dir", str(tmp_path / "wav"), str(out_dir))
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "wav" / "a.wav").is_file()
+
+
+def test_stdin_list_and_usage_errors(tmp_path: Path, codec_dir: Path) -> None:
+    a = write_tone(tmp_path / "a.wav")
+    res = run("encode", "--codec", str(codec_dir), "--json", "-", input=f"{a}\n")
+    assert res.exit_code == 0 and json.loads(res.stdout)["path"] == str(a)
+    res = run("decode", "--codec", str(codec_dir), str(tmp_path / "x.json"))
+    assert res.exit_code == 2 and "pass -o" in res.stderr
+    res = run("encode", "--codec", str(tmp_path / "nope"), str(a))
+    assert res.exit_code == 1 and "no such codec checkpoint" in res.stderr
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"codes": [[1], [2]]}))
+    res = run("decode", "--codec", str(codec_dir), str(bad), "-o", str(tmp_path / "o.wav"))
+    assert res.exit_code == 1 and "2 code layers" in res.stderr

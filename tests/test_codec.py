@@ -1,0 +1,173 @@
+"""The codec core: shapes, the token bridge, checkpoints and their errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import WORDS, TinyTokenizer, tiny_config, tiny_vocabulary
+from uniaudio_cli.bridge import TokenBridge, embedding_fingerprint, word_token_ids
+from uniaudio_cli.codec.api import load_codec
+from uniaudio_cli.codec.checkpoint import CONFIG_FILE, WEIGHTS_FILE, save_codec
+from uniaudio_cli.codec.config import CodecConfig
+from uniaudio_cli.codec.model import LLMCodec
+from uniaudio_cli.errors import CheckpointError, UsageError, VocabularyMismatchError
+
+
+def test_default_config_rates() -> None:
+    cfg = CodecConfig()
+    assert cfg.hop_length == 480
+    assert cfg.frame_rate == pytest.approx(100 / 3)
+    # 8.33 + 16.67 + 33.33 tokens per second, as in the paper (about 58)
+    assert cfg.tokens_per_second == pytest.approx(58.333, abs=1e-3)
+    published = CodecConfig(backbone="published")
+    assert published.hop_length == 480
+    assert published.pad_multiple == 480 * 8
+
+
+@pytest.mark.parametrize("seconds", [0.05, 1.0, 1.3])
+def test_shapes_and_token_counts(tiny_codec: LLMCodec, seconds: float) -> None:
+    n = int(seconds * 16000)
+    wav = torch.randn(2, 1, n) * 0.1
+    out = tiny_codec(wav)
+    assert out.audio.shape == (2, 1, n)
+    padded = -(-n // 1920) * 1920
+    frames = padded // 480
+    assert [tuple(c.shape) for c in out.quant.codes] == [(2, frames // 4), (2, frames // 2), (2, frames)]
+    assert tiny_codec.codes_length(n) == [frames // 4, frames // 2, frames]
+    codes = tiny_codec.encode(wav)
+    for c, ref in zip(codes, out.quant.codes, strict=True):
+        assert torch.equal(c, ref)
+    assert tiny_codec.decode(codes, n).shape == (2, 1, n)
+
+
+def test_quantizer_is_residual(tiny_codec: LLMCodec) -> None:
+    z = torch.randn(1, 16, 8)
+    q = tiny_codec.quantizer
+    codes = q.encode(z)
+    z_q = q.decode(codes)
+    # Each layer reduces (or keeps) the residual energy relative to nothing quantized.
+    assert z_q.shape == z.shape
+    assert torch.allclose(q(z).z_q, z_q, atol=1e-5)
+
+
+def test_banned_codes_never_emitted(tiny_codec: LLMCodec) -> None:
+    q = tiny_codec.quantizer.quantizers[1]
+    # Make the special tokens the best match for everything, then check they are still avoided.
+    with torch.no_grad():
+        q.codebook.weight[0] = 100.0
+        q.codebook.weight[1] = -100.0
+    z = torch.randn(4, 16, 32)
+    codes = q.nearest(z)
+    assert not torch.isin(codes, torch.tensor([0, 1])).any()
+
+
+def test_word_token_ids_whole_words_in_id_order() -> None:
+    tok = TinyTokenizer()
+    ids = word_token_ids(tok, n=5, words=set(WORDS))
+    assert tok.convert_ids_to_tokens(ids) == ["Ġthe", "Ġdog", "Ġrain", "Ġbark", "Ġsea"]
+    # Without a dictionary, lower-case alphabetic word starts still qualify; capitals and digits never.
+    loose = tok.convert_ids_to_tokens(word_token_ids(tok, n=3))
+    assert loose == ["Ġst", "Ġxq", "Ġthe"]
+    with pytest.raises(ValueError):
+        word_token_ids(tok, n=100)
+
+
+def test_fingerprint_ignores_storage_dtype() -> None:
+    t = torch.randn(10, 4).to(torch.float16).float()
+    assert embedding_fingerprint(t) == embedding_fingerprint(t.half())
+    assert embedding_fingerprint(t) != embedding_fingerprint(t + 1e-2)
+
+
+def test_bridge_round_trip_and_errors() -> None:
+    bridge = TokenBridge([[5, 9, 7], None, None], [3, 20, 20], excluded=frozenset({0}))
+    codes = [[0, 2, 1], [3, 4, 5, 6], [1, 2, 3, 4]]
+    ids = bridge.to_token_ids(codes)
+    assert ids[0] == [5, 7, 9]
+    assert ids[1:] == codes[1:]
+    assert bridge.from_token_ids(ids) == codes
+    with pytest.raises(UsageError, match="not a code of layer 1"):
+        bridge.from_token_ids([[6], [1], [1]])
+    with pytest.raises(UsageError, match="not a code of layer 2"):
+        bridge.from_token_ids([[5], [0], [1]])
+    with pytest.raises(UsageError, match="2 code layers, this codec has 3"):
+        bridge.from_token_ids([[5], [1]])
+    assert bridge.valid_token_ids(0) == [5, 9, 7]
+    assert 0 not in bridge.valid_token_ids(1)
+
+
+def test_checkpoint_round_trip(tmp_path: Path, tiny_codec: LLMCodec, vocab) -> None:
+    out = save_codec(tiny_codec, tmp_path / "codec")
+    assert sorted(p.name for p in out.iterdir()) == [CONFIG_FILE, WEIGHTS_FILE]
+    # Frozen codebooks are rebuilt from the LLM, not stored.
+    from safetensors.torch import load_file
+
+    assert not any("codebook" in k for k in load_file(str(out / WEIGHTS_FILE)))
+    codec = load_codec(out, vocabulary=vocab, device="cpu")
+    wav = np.random.default_rng(0).standard_normal(8000).astype(np.float32) * 0.1
+    ids = codec.encode(wav)
+    expected = codec.bridge.to_token_ids([c[0].tolist() for c in tiny_codec.encode(torch.tensor(wav)[None, None])])
+    assert ids == expected
+    # Layer-1 token ids are the word subset; layers 2-3 never use special tokens.
+    assert set(ids[0]) <= set(tiny_codec.cfg.vocab.layer1_token_ids)
+    assert not {0, 1} & (set(ids[1]) | set(ids[2]))
+    audio = codec.decode(ids, length=len(wav))
+    assert audio.shape == wav.shape
+    ref = tiny_codec.decode([c for c in tiny_codec.encode(torch.tensor(wav)[None, None])], len(wav))[0, 0].numpy()
+    np.testing.assert_allclose(audio, ref, atol=1e-5)
+    assert codec.token_text(ids)[0].split()[0] in WORDS
+
+
+def test_checkpoint_refuses_other_vocabulary(tmp_path: Path, tiny_codec: LLMCodec) -> None:
+    out = save_codec(tiny_codec, tmp_path / "codec")
+    with pytest.raises(VocabularyMismatchError, match="embedding table"):
+        load_codec(out, vocabulary=tiny_vocabulary(seed=1, name="other"), device="cpu")
+    small = tiny_vocabulary()
+    small.embeddings = small.embeddings[:, :4]
+    with pytest.raises(VocabularyMismatchError, match="x 4"):
+        load_codec(out, vocabulary=small, device="cpu")
+
+
+def test_checkpoint_errors_name_file_and_fix(tmp_path: Path, tiny_codec: LLMCodec, vocab) -> None:
+    out = save_codec(tiny_codec, tmp_path / "codec")
+    cfg_path = out / CONFIG_FILE
+    original = json.loads(cfg_path.read_text())
+
+    def expect(data: dict, match: str) -> None:
+        cfg_path.write_text(json.dumps(data))
+        with pytest.raises(CheckpointError, match=match) as info:
+            load_codec(out, vocabulary=vocab, device="cpu")
+        assert str(out) in info.value.message and info.value.fix
+
+    expect({**original, "format_version": 99}, "version 99")
+    expect({**original, "bogus": 1}, "unknown codec config fields")
+    expect({**original, "format": "other"}, "not a uniaudio codec config")
+    expect({**original, "small_dim": 48}, "wrong shape")
+    cfg_path.write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_codec(out, vocabulary=vocab, device="cpu")
+    cfg_path.write_text(json.dumps(original))
+    (out / WEIGHTS_FILE).write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="unreadable"):
+        load_codec(out, vocabulary=vocab, device="cpu")
+    with pytest.raises(CheckpointError, match="no such codec checkpoint"):
+        load_codec(tmp_path / "missing", vocabulary=vocab, device="cpu")
+
+
+def test_decode_rejects_inconsistent_layers(tmp_path: Path, tiny_codec: LLMCodec, vocab) -> None:
+    codec = load_codec(save_codec(tiny_codec, tmp_path / "codec"), vocabulary=vocab, device="cpu")
+    ids = codec.encode(np.random.default_rng(0).standard_normal(4000).astype(np.float32) * 0.1)
+    with pytest.raises(UsageError, match="inconsistent lengths"):
+        codec.decode([ids[0], ids[1][:-1], ids[2]])
+
+
+def test_config_round_trip(tmp_path: Path) -> None:
+    vocab = tiny_vocabulary()
+    cfg = tiny_config(vocab)
+    cfg.save(tmp_path / "c.json")
+    again = CodecConfig.load(tmp_path / "c.json")
+    assert again == cfg
