@@ -185,11 +185,11 @@ def main() -> None:
 
     total = [0, 0, 0]
     equal = [0, 0, 0]
+    distinct = [0, 0, 0]  # sum over clips of distinct codes: equality of constant codes would prove little
+    out_std, saturated = [], []
     worst = {"latent": 0.0, "dec_abs": 0.0, "dec_rel": 0.0, "noisy_abs": 0.0, "noisy_rel": 0.0}
     noise_blocks = ref_noise_off(ref)
-    header = (
-        f"{'clip':<22}{'frames':>7}  {'codes equal (L1/L2/L3)':<26}{'latent':>10}{'decode':>10}{'rel':>10}"
-    )
+    header = f"{'clip':<22}{'frames':>7}  {'codes equal (L1/L2/L3)':<26}{'latent':>10}{'decode':>10}{'rel':>10}"
     print(header)
     with torch.no_grad():
         for name, wav in load_clips(args.seconds, args.clips, cfg.sample_rate):
@@ -202,10 +202,14 @@ def main() -> None:
             for i, (a, b) in enumerate(zip(our_codes, ref_codes, strict=True)):
                 total[i] += b.numel()
                 equal[i] += int((a == b).sum())
+                distinct[i] += b.unique().numel()
                 agree.append(100.0 * (a == b).float().mean().item())
             # decode the reference codes with both, so encoder differences cannot leak in
             with noise_disabled(ours):
-                dec_abs, dec_rel = errors(ours.decode(ref_codes), ref.decode(ref_codes))
+                ref_audio = ref.decode(ref_codes)
+                dec_abs, dec_rel = errors(ours.decode(ref_codes), ref_audio)
+            out_std.append(ref_audio.std().item())
+            saturated.append((ref_audio.abs() > 0.999).float().mean().item())
             ref_noise_on(noise_blocks)
             torch.manual_seed(7)
             ref_noisy = ref.decode(ref_codes)
@@ -230,15 +234,14 @@ def main() -> None:
         "code agreement per layer: "
         + ", ".join(f"L{i + 1} {p:.2f}% of {n}" for i, (p, n) in enumerate(zip(pct, total, strict=True)))
     )
+    print("distinct codes per clip, summed: " + ", ".join(f"L{i + 1} {d}" for i, d in enumerate(distinct)))
+    print(
+        f"decoded output (noise off): std {min(out_std):.3f}..{max(out_std):.3f}, "
+        f"|x| > 0.999 in {100 * max(saturated):.2f}% of samples at most"
+    )
     print(f"encoder latent max abs error: {worst['latent']:.3e}")
-    print(
-        f"decode (noise off) max abs error: {worst['dec_abs']:.3e}, "
-        f"relative to max |ref|: {worst['dec_rel']:.3e}"
-    )
-    print(
-        f"decode (noise on, same seed) max abs error: {worst['noisy_abs']:.3e}, "
-        f"relative: {worst['noisy_rel']:.3e}"
-    )
+    print(f"decode (noise off) max abs error: {worst['dec_abs']:.3e}, relative to max |ref|: {worst['dec_rel']:.3e}")
+    print(f"decode (noise on, same seed) max abs error: {worst['noisy_abs']:.3e}, relative: {worst['noisy_rel']:.3e}")
     ok = all(p == 100.0 for p in pct) and worst["dec_rel"] < 1e-4 and worst["noisy_rel"] < 1e-4
     print("RESULT:", "EQUAL" if ok else "DIFFERENT")
     sys.exit(0 if ok else 1)

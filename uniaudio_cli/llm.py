@@ -138,7 +138,16 @@ def convert_gguf(gguf: Path, with_model: bool = False) -> Path:
         tok.save_pretrained(tmp)
         if with_model:
             model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-            model.save_pretrained(tmp, safe_serialization=True)
+            # save_pretrained refuses models loaded from GGUF; the dequantised weights are plain
+            # tensors, so write config + safetensors ourselves (tied lm_head left out).
+            model.config.save_pretrained(tmp)
+            tied = bool(getattr(model.config, "tie_word_embeddings", False))
+            sd = {
+                k: v.detach().contiguous()
+                for k, v in model.state_dict().items()
+                if not (tied and k == "lm_head.weight")
+            }
+            save_file(sd, str(tmp / "model.safetensors"), metadata={"format": "pt"})
             emb = model.get_input_embeddings().weight.detach().float().contiguous()
         else:
             emb = torch.from_numpy(_gguf_embeddings(gguf))
@@ -245,3 +254,60 @@ def load_vocabulary(llm: str | None = None) -> Vocabulary:
     if not isinstance(emb, torch.Tensor) or emb.ndim != 2:
         raise ModelLoadError(f"{source}: embedding table not found", "pass a causal LM")
     return Vocabulary(name=name, tokenizer=tok, embeddings=emb, special_ids=_special_ids(tok))
+
+
+@dataclass
+class LoadedLLM:
+    """A frozen causal LM ready for prompting.
+
+    Attributes:
+        model: a transformers ``PreTrainedModel`` in eval mode, gradients off.
+        vocabulary: its tokenizer and input-embedding table (what codec codebooks are built on).
+        device: where inputs go (the first device under a ``device_map``).
+        context_length: the most tokens one prompt may hold.
+    """
+
+    model: Any
+    vocabulary: Vocabulary
+    device: torch.device
+    context_length: int
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.vocabulary.tokenizer
+
+
+def load_llm(llm: str | None = None, device: str | None = None, dtype: str | None = None) -> LoadedLLM:
+    """Load a frozen causal LM (see :func:`resolve_llm`) on ``device`` in ``dtype``.
+
+    On CUDA, models that may not fit one GPU are placed with accelerate's ``device_map="auto"``.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from uniaudio_cli.runtime import resolve_device, resolve_dtype
+
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    name, source, is_gguf = resolve_llm(llm)
+    folder: Path | str = convert_gguf(Path(source), with_model=True) if is_gguf else source
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "low_cpu_mem_usage": True}
+    if dev.type == "cuda":
+        kwargs["device_map"] = "auto" if dev.index is None else {"": dev.index}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+    except Exception as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelLoadError(
+            f"{source}: cannot load the LLM ({first})",
+            "pass a local model folder, a .gguf file, or a model id present in the Hugging Face cache",
+        ) from e
+    if dev.type != "cuda":
+        model = model.to(dev)
+    model.eval().requires_grad_(False)
+    # The codec's codebooks come from the stored table, not the model's copy: a bf16/fp16 cast
+    # on the GPU would change the table's fingerprint.
+    vocab = load_vocabulary(llm)
+    ctx = int(getattr(model.config, "max_position_embeddings", 0) or 4096)
+    first_device = next(model.parameters()).device
+    return LoadedLLM(model=model, vocabulary=vocab, device=first_device, context_length=ctx)

@@ -139,6 +139,10 @@ def _load_published(path: Path, llm: str | None, vocabulary: Vocabulary | None, 
     model = LLMCodec(cfg)
     model.load_state_dict(sd, strict=True)
     model.eval()
+    from uniaudio_cli.codec.published import set_noise
+
+    # The decoder's NoiseBlocks draw Gaussian noise; a seeded generator keeps decoding repeatable.
+    set_noise(model, enabled=True, generator=torch.Generator(device=dev).manual_seed(0))
     vocab = vocabulary if vocabulary is not None else (load_vocabulary(llm) if llm is not None else None)
     if vocab is not None and (vocab.size, int(vocab.embeddings.shape[1])) != (
         cfg.codebook_sizes[1],

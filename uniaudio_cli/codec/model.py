@@ -96,5 +96,16 @@ class LLMCodec(nn.Module):
     @torch.no_grad()
     def decode(self, codes: list[torch.Tensor], length: int | None = None) -> torch.Tensor:
         """Codebook indices per layer ``(B, T_i)`` -> waveform ``(B, 1, T)`` (cropped to ``length``)."""
+        frames = codes[-1].shape[-1] * self.cfg.vq_strides[-1]
+        unit = self.cfg.pad_multiple // self.cfg.hop_length
+        pad_frames = -frames % unit
+        if pad_frames:
+            # Codes written by an LLM need not fill whole attention windows; repeat the last
+            # code of each layer to fill them and crop the padding off the audio.
+            codes = [
+                torch.cat([c, c[..., -1:].expand(*c.shape[:-1], pad_frames // s)], dim=-1)
+                for c, s in zip(codes, self.cfg.vq_strides, strict=True)
+            ]
         audio = self.decoder(self.quantizer.decode(codes))
-        return audio[..., :length] if length is not None else audio
+        end = frames * self.cfg.hop_length if length is None else min(length, frames * self.cfg.hop_length)
+        return audio[..., :end]

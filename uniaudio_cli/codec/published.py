@@ -395,9 +395,7 @@ class PublishedDecoder(nn.Module):
         out_dim = channels
         for i, stride in enumerate(cfg.decoder_rates):
             in_dim, out_dim = channels // 2**i, channels // 2 ** (i + 1)
-            layers.append(
-                DecoderBlock(in_dim, out_dim, stride, cfg.noise, groups=out_dim if cfg.depthwise else 1)
-            )
+            layers.append(DecoderBlock(in_dim, out_dim, stride, cfg.noise, groups=out_dim if cfg.depthwise else 1))
         layers += [Snake1d(out_dim), WNConv1d(out_dim, 1, kernel_size=7, padding=3), nn.Tanh()]
         self.model = nn.Sequential(*layers)
         self.hop_length = math.prod(cfg.decoder_rates)

@@ -177,12 +177,13 @@ def _torch_load(path: Path) -> object:
                 path,
                 "holds pickled Python objects other than tensors and plain containers; "
                 "uniaudio never executes pickled code",
-                "in a trusted Python session, load it and re-save just the weights: "
+                "only if you trust its source, re-save just the weights from Python: "
                 "torch.save({'codec_model': torch.load(p, weights_only=False)['codec_model']}, p2)",
             ) from e
         raise _fail(path, f"not a PyTorch checkpoint ({e})") from e
     except (RuntimeError, EOFError, ValueError, OSError, AttributeError, KeyError, IndexError) as e:
-        raise _fail(path, f"not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+        detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        raise _fail(path, f"not a readable PyTorch checkpoint ({detail})") from e
 
 
 def _state_dict_of(obj: object, path: Path) -> dict[str, torch.Tensor]:
@@ -210,9 +211,7 @@ def _check_layout(sd: dict[str, torch.Tensor], cfg: CodecConfig, path: Path) -> 
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
     wrong = [
-        f"{k} {tuple(sd[k].shape)} != {expected[k]}"
-        for k in expected
-        if k in sd and tuple(sd[k].shape) != expected[k]
+        f"{k} {tuple(sd[k].shape)} != {expected[k]}" for k in expected if k in sd and tuple(sd[k].shape) != expected[k]
     ]
     problems = []
     if missing:
@@ -238,7 +237,8 @@ def load_published_state_dict(path: str | Path) -> tuple[CodecConfig, dict[str, 
     """
     path = Path(path)
     if not path.is_file():
-        raise _fail(path, "no such file", "pass the path of the published codec .pth file")
+        what = "is not a file" if path.exists() else "no such file"
+        raise _fail(path, what, "pass the path of the published codec .pth file")
     sd = _state_dict_of(_torch_load(path), path)
     cfg = infer_published_config(sd, path)
     _check_layout(sd, cfg, path)

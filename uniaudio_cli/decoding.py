@@ -1,0 +1,155 @@
+"""Running the frozen LLM: a reusable KV cache of the shared prompt prefix, scoring of
+candidate answers, and generation constrained to allowed-token sets.
+
+Answers are never parsed from free text: labels are scored, and generated audio tokens are
+drawn only from the codes valid at each position.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from uniaudio_cli.errors import PromptTooLongError
+
+
+class PrefixCache:
+    """The KV cache of a prompt prefix, computed once and reused for every query.
+
+    ``extend`` runs more tokens on top of the prefix; ``reset`` crops the cache back so the
+    next query starts from the same prefix. ``reuse=False`` recomputes the prefix for each
+    query instead (for measuring what the cache saves).
+    """
+
+    def __init__(self, model: Any, prefix: Sequence[int], device: torch.device, context_length: int,
+                 reuse: bool = True, source: str = "prompt") -> None:
+        self.model = model
+        self.device = device
+        self.prefix = list(prefix)
+        self.context_length = context_length
+        self.reuse = reuse
+        self.source = source
+        self._cache: Any = None
+        self._logits: torch.Tensor | None = None
+        if reuse:
+            self._cache, self._logits = self._run(self.prefix, None)
+
+    def check_length(self, extra: int) -> None:
+        n = len(self.prefix) + extra
+        if n > self.context_length:
+            raise PromptTooLongError(
+                f"{self.source}: prompt of {n} tokens exceeds the LLM's context of {self.context_length}",
+                "use fewer --shots/--repeats, a shorter --crop, --layers semantic, or an LLM with a longer context",
+            )
+
+    @torch.no_grad()
+    def _run(self, ids: Sequence[int], cache: Any) -> tuple[Any, torch.Tensor]:
+        from transformers import DynamicCache
+
+        if cache is None:
+            cache = DynamicCache()
+        x = torch.tensor([list(ids)], dtype=torch.long, device=self.device)
+        out = self.model(input_ids=x, past_key_values=cache, use_cache=True)
+        return out.past_key_values, out.logits[0].float()
+
+    def start(self) -> tuple[Any, torch.Tensor]:
+        """A cache holding the prefix and the logits after its last token."""
+        if not self.reuse:
+            return self._run(self.prefix, None)
+        assert self._cache is not None and self._logits is not None
+        self._cache.crop(len(self.prefix))
+        return self._cache, self._logits
+
+    def extend(self, cache: Any, ids: Sequence[int]) -> tuple[Any, torch.Tensor]:
+        """Run ``ids`` on top of ``cache``; returns the cache and logits ``(len(ids), V)``."""
+        self.check_length(cache.get_seq_length() - len(self.prefix) + len(ids))
+        return self._run(ids, cache)
+
+    def fork(self, cache: Any) -> Any:
+        """An independent copy of ``cache`` (for scoring several continuations of one state)."""
+        return copy.deepcopy(cache)
+
+
+def continuation_logprobs(
+    prefix: PrefixCache, query: Sequence[int], candidates: Sequence[Sequence[int]]
+) -> torch.Tensor:
+    """Log-probability of each candidate continuation after ``prefix + query``.
+
+    Returns ``(C,)``: the sum over each candidate's tokens. The query is run once; candidates
+    share its cache, which is cropped back after each.
+    """
+    prefix.check_length(len(query) + max(len(c) for c in candidates))
+    cache, last = prefix.start()
+    if query:
+        cache, logits = prefix.extend(cache, query)
+        last = logits[-1]
+    base = cache.get_seq_length()
+    first = torch.log_softmax(last, dim=-1)
+    scores = []
+    for cand in candidates:
+        total = first[cand[0]].item()
+        if len(cand) > 1:
+            cache, logits = prefix._run(cand[:-1], cache)
+            lp = torch.log_softmax(logits, dim=-1)
+            total += lp[torch.arange(len(cand) - 1), torch.tensor(cand[1:])].sum().item()
+            cache.crop(base)
+        scores.append(total)
+    return torch.tensor(scores)
+
+
+def allowed_mask(vocab_size: int, allowed: Sequence[int], device: torch.device) -> torch.Tensor:
+    """Boolean ``(V,)`` mask of allowed token ids."""
+    mask = torch.zeros(vocab_size, dtype=torch.bool, device=device)
+    mask[torch.as_tensor(list(allowed), dtype=torch.long, device=device)] = True
+    return mask
+
+
+@torch.no_grad()
+def generate_constrained(
+    prefix: PrefixCache,
+    query: Sequence[int],
+    schedule: Sequence[torch.Tensor],
+    temperature: float = 0.0,
+    top_k: int = 0,
+    bias: Sequence[torch.Tensor | None] | None = None,
+    generator: torch.Generator | None = None,
+) -> list[int]:
+    """Generate ``len(schedule)`` tokens after ``prefix + query``; step ``i`` may only emit
+    tokens where ``schedule[i]`` (a boolean ``(V,)`` mask) is true. ``bias[i]`` (optional,
+    ``(V,)``) is added to the log-probabilities first (steering). Greedy when ``temperature``
+    is 0."""
+    prefix.check_length(len(query) + len(schedule))
+    cache, last = prefix.start()
+    if query:
+        cache, logits = prefix.extend(cache, query)
+        last = logits[-1]
+    out: list[int] = []
+    for i, mask in enumerate(schedule):
+        logp = torch.log_softmax(last, dim=-1)
+        if bias is not None and bias[i] is not None:
+            logp = logp + bias[i].to(logp.device)
+        logp = logp.masked_fill(~mask.to(logp.device), float("-inf"))
+        if temperature <= 0:
+            tok = int(logp.argmax())
+        else:
+            scaled = logp / temperature
+            if top_k > 0:
+                kth = torch.topk(scaled, min(top_k, int(mask.sum()))).values[-1]
+                scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+            tok = int(torch.multinomial(torch.softmax(scaled, -1).cpu(), 1, generator=generator))
+        out.append(tok)
+        if i + 1 < len(schedule):
+            cache, logits = prefix._run([tok], cache)
+            last = logits[-1]
+    return out
+
+
+@torch.no_grad()
+def hidden_mean(model: Any, ids: Sequence[int], positions: slice, device: torch.device) -> torch.Tensor:
+    """Mean last-layer hidden state ``(H,)`` over ``positions`` of ``ids``."""
+    x = torch.tensor([list(ids)], dtype=torch.long, device=device)
+    out = model(input_ids=x, output_hidden_states=True, use_cache=False)
+    return out.hidden_states[-1][0, positions].float().mean(0).cpu()
