@@ -179,6 +179,45 @@ def decode(
     raise typer.Exit(report.exit_code)
 
 
+@eval_app.command("codec")
+@handle_errors
+def eval_codec(
+    inputs: Annotated[list[str], typer.Argument(help="Audio files or folders; - reads paths from stdin.")],
+    codec: CodecOpt = None,
+    llm: LlmOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full results as JSON on stdout.")] = False,
+    max_files: Annotated[int | None, typer.Option("--max-files", min=1, help="Evaluate the first N files.")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="Also write the tables as Markdown.")] = None,
+    device: DeviceOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Round-trip audio through the codec: PESQ, STOI, mel distance, tokens/s, codebook usage, RTF."""
+    from rich.console import Console
+
+    from uniaudio_cli.audio import expand_inputs, write_text_atomic
+    from uniaudio_cli.codec.api import load_codec
+    from uniaudio_cli.errors import AudioError
+    from uniaudio_cli.evaluate.codec_eval import evaluate_codec
+    from uniaudio_cli.evaluate.report import render_rich, to_json, to_markdown
+
+    paths = expand_inputs(inputs)
+    if markdown is not None and markdown.exists() and not force:
+        raise UsageError(f"{markdown}: exists", "pass --force to overwrite, or choose another output")
+    model = load_codec(codec, llm=llm, device=device)
+    result = evaluate_codec(model, paths, max_files=max_files, progress=not quiet)
+    if not result.clips:
+        raise AudioError(f"none of the {len(result.failed)} inputs could be evaluated", "see the errors above")
+    report = result.to_report()
+    if as_json:
+        typer.echo(to_json(report))
+    else:
+        render_rich(report, Console())
+    if markdown is not None:
+        write_text_atomic(markdown, to_markdown(report), force=force)
+    raise typer.Exit(1 if result.failed else 0)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -16,6 +16,13 @@ import torch
 from uniaudio_cli.errors import PromptTooLongError
 
 
+def crop_cache(cache: Any, length: int) -> None:
+    """Drop cached positions past ``length`` (a negative ``crop`` works across transformers versions)."""
+    extra = cache.get_seq_length() - length
+    if extra > 0:
+        cache.crop(-extra)
+
+
 class PrefixCache:
     """The KV cache of a prompt prefix, computed once and reused for every query.
 
@@ -60,7 +67,7 @@ class PrefixCache:
         if not self.reuse:
             return self._run(self.prefix, None)
         assert self._cache is not None and self._logits is not None
-        self._cache.crop(len(self.prefix))
+        crop_cache(self._cache, len(self.prefix))
         return self._cache, self._logits
 
     def extend(self, cache: Any, ids: Sequence[int]) -> tuple[Any, torch.Tensor]:
@@ -95,7 +102,7 @@ def continuation_logprobs(
             cache, logits = prefix._run(cand[:-1], cache)
             lp = torch.log_softmax(logits, dim=-1)
             total += lp[torch.arange(len(cand) - 1), torch.tensor(cand[1:])].sum().item()
-            cache.crop(base)
+            crop_cache(cache, base)
         scores.append(total)
     return torch.tensor(scores)
 

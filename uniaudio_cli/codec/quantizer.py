@@ -46,6 +46,7 @@ class LLMVectorQuantizer(nn.Module):
         self.register_buffer("banned", torch.zeros(codebook_size, dtype=torch.bool), persistent=False)
         self._cache: torch.Tensor | None = None
         self._cache_key: tuple | None = None
+        self._cache_normed: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def codebook_size(self) -> int:
@@ -64,6 +65,8 @@ class LLMVectorQuantizer(nn.Module):
         key = (w._version, b._version, cb._version, w.data_ptr(), cb.data_ptr(), w.dtype, w.device)
         if self._cache_key != key:
             self._cache = self.cb_proj(cb)
+            normed = F.normalize(self._cache, dim=-1)
+            self._cache_normed = (normed, normed.pow(2).sum(1))
             self._cache_key = key
         return self._cache
 
@@ -71,10 +74,14 @@ class LLMVectorQuantizer(nn.Module):
         """Cosine nearest neighbour. ``z``: ``(B, D, T)`` pooled latents -> codes ``(B, T)``."""
         cb = projected if projected is not None else self.projected_codebook()
         enc = F.normalize(z.transpose(1, 2).reshape(-1, z.shape[1]), dim=-1)
-        cbn = F.normalize(cb, dim=-1)
+        if cb is self._cache and self._cache_normed is not None:
+            cbn, cb_sq = self._cache_normed
+        else:
+            cbn = F.normalize(cb, dim=-1)
+            cb_sq = cbn.pow(2).sum(1)
         # Squared distance between unit vectors, written out as the reference does so that
         # near-ties break the same way and codes match it exactly.
-        sim = 2 * enc @ cbn.t() - enc.pow(2).sum(1, keepdim=True) - cbn.pow(2).sum(1)[None]
+        sim = 2 * enc @ cbn.t() - enc.pow(2).sum(1, keepdim=True) - cb_sq[None]
         if self.banned.any():
             sim = sim.masked_fill(self.banned, float("-inf"))
         return sim.argmax(dim=-1).view(z.shape[0], z.shape[2])
