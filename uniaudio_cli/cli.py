@@ -179,6 +179,183 @@ def decode(
     raise typer.Exit(report.exit_code)
 
 
+DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="float32, bfloat16, float16 [default: bf16 on GPU]")]
+ModeOpt = Annotated[
+    str,
+    typer.Option("--mode", help="default (works with small LLMs) or paper (the paper's exact protocol)."),
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (demonstration draws, sampling).")]
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise UsageError(f"{name} {value!r} is not one of {', '.join(allowed)}", f"use {name} {allowed[0]}")
+    return value
+
+
+def load_models(llm: str | None, codec: str | None, device: str | None, dtype: str | None) -> tuple[Any, Any]:
+    """The frozen LLM and the codec built on its vocabulary (a mismatched codec is refused)."""
+    from uniaudio_cli.codec.api import load_codec
+    from uniaudio_cli.llm import load_llm
+
+    model = load_llm(llm, device=device, dtype=dtype)
+    return model, load_codec(codec, vocabulary=model.vocabulary, device=str(model.device))
+
+
+def _slug(text: str) -> str:
+    import re
+
+    slug = re.sub(r"[^A-Za-z0-9+\-]+", "_", text.strip()).strip("_")
+    return (slug or "tts")[:60]
+
+
+@app.command()
+@handle_errors
+def classify(
+    queries: Annotated[list[str], typer.Argument(help="Audio files or folders to label; - reads paths from stdin.")],
+    demos: Annotated[Path, typer.Option("--demos", help="Demonstrations: DIR/<label>/<clips>.")],
+    method: Annotated[str, typer.Option("--method", help="icl (in-context prompt) or prototype.")] = "icl",
+    mode: ModeOpt = "default",
+    shots: Annotated[int, typer.Option("--shots", min=1, help="Demonstration clips per label.")] = 1,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Copies of the demonstration block.")] = 1,
+    layers: Annotated[str, typer.Option("--layers", help="semantic (layer 1) or all (layers 1-3).")] = "semantic",
+    no_induction: Annotated[bool, typer.Option("--no-induction", help="Leave out the instruction line.")] = False,
+    crop: Annotated[float, typer.Option("--crop", help="Crop/pad clips to SECONDS (0: whole clips).")] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON Lines with every label's probability.")] = False,
+    seed: SeedOpt = 0,
+    llm: LlmOpt = None,
+    codec: CodecOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Label audio from a few demonstrations per label: prints path, label, probability."""
+    import json
+
+    from uniaudio_cli.audio import expand_inputs
+    from uniaudio_cli.batch import run_batch
+    from uniaudio_cli.tasks.classify import Classifier, ClassifyOptions
+    from uniaudio_cli.tasks.demos import load_demo_folder
+
+    opts = ClassifyOptions(
+        method=_choice("--method", method, ("icl", "prototype")),  # type: ignore[arg-type]
+        mode=_choice("--mode", mode, ("default", "paper")),  # type: ignore[arg-type]
+        shots=shots, repeats=repeats,
+        layers=_choice("--layers", layers, ("semantic", "all")),  # type: ignore[arg-type]
+        induction=not no_induction, crop=crop or None,
+    )
+    folder = load_demo_folder(demos)
+    paths = expand_inputs(queries)
+    lm, cdc = load_models(llm, codec, device, dtype)
+    clf = Classifier(lm, cdc, folder.pick(shots, seed), opts)
+
+    def emit(path: Path, pred: Any) -> None:
+        if as_json:
+            typer.echo(json.dumps({"path": pred.path, "label": pred.label, "probability": pred.probability,
+                                   "probabilities": pred.probabilities}))
+        else:
+            typer.echo(f"{pred.path}\t{pred.label}\t{pred.probability:.4f}")
+
+    report = run_batch(paths, clf.classify, emit, quiet, "classifying")
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
+@handle_errors
+def tts(
+    texts: Annotated[list[str], typer.Argument(help='Texts to speak, e.g. "1+1"; - reads one per line from stdin.')],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Output WAV (one text).")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Write <text>.wav per text here.")] = None,
+    demos: Annotated[Path | None, typer.Option("--demos", help="DIR/<text>/<clips> [default: spoken digits]")] = None,
+    mode: ModeOpt = "default",
+    shots: Annotated[int, typer.Option("--shots", min=1, help="Demonstration clips per text.")] = 5,
+    temperature: Annotated[float, typer.Option("--temperature", help="paper mode: 0 = greedy.")] = 0.0,
+    seed: SeedOpt = 0,
+    llm: LlmOpt = None,
+    codec: CodecOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Speak the answer to simple questions (digits) learnt from spoken demonstrations."""
+    from uniaudio_cli.audio import write_audio
+    from uniaudio_cli.batch import run_batch
+    from uniaudio_cli.tasks.demos import load_demo_folder
+    from uniaudio_cli.tasks.tts import Synthesizer, TTSOptions, default_tts_demos
+
+    if texts == ["-"]:
+        texts = [line.strip() for line in sys.stdin if line.strip()]
+    if not texts:
+        raise UsageError("no texts given", 'pass texts, e.g. uniaudio tts "1+1" -o two.wav')
+    if output is None and out_dir is None:
+        raise UsageError("no output given", "pass -o OUT.wav or --out-dir DIR")
+    _check_outputs(len(texts), output, out_dir)
+    if output is not None and output.exists() and not force:
+        raise UsageError(f"{output}: exists", "pass --force to overwrite, or choose another output")
+    opts = TTSOptions(mode=_choice("--mode", mode, ("default", "paper")), shots=shots,  # type: ignore[arg-type]
+                      temperature=temperature, seed=seed)
+    folder = load_demo_folder(demos or default_tts_demos())
+    lm, cdc = load_models(llm, codec, device, dtype)
+    synth = Synthesizer(lm, cdc, folder.clips, opts)
+    by_item = {Path(f"{i:06d}"): t for i, t in enumerate(texts)}
+
+    def emit(item: Path, speech: Any) -> None:
+        dest = output if output is not None else out_dir / f"{_slug(speech.text)}.wav"  # type: ignore[operator]
+        write_audio(dest, speech.audio, speech.sample_rate, force=force)
+        extra = f"\tanswer={speech.answer}" if speech.answer is not None else ""
+        follows = f"\tfollows={speech.follows}" if speech.follows else ""
+        typer.echo(f"{speech.text}\t{dest}{extra}{follows}")
+
+    report = run_batch(list(by_item), lambda item: synth.speak(by_item[item]), emit, quiet, "speaking")
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
+@handle_errors
+def denoise(
+    inputs: Annotated[list[str], typer.Argument(help="Noisy audio files or folders; - reads paths from stdin.")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Output WAV (one input).")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Write <stem>.wav per input here.")] = None,
+    demos: Annotated[
+        Path | None, typer.Option("--demos", help="DIR/<name>/clean.wav + noisy*.wav [default: shipped pairs]")
+    ] = None,
+    mode: ModeOpt = "default",
+    pairs: Annotated[int, typer.Option("--pairs", min=1, help="(noisy, clean) demonstration pairs.")] = 4,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Copies of the demonstrations.")] = 1,
+    llm: LlmOpt = None,
+    codec: CodecOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Remove noise from speech, learnt from (noisy, clean) demonstration pairs."""
+    from uniaudio_cli.audio import expand_inputs, output_path_for, write_audio
+    from uniaudio_cli.batch import run_batch
+    from uniaudio_cli.tasks.denoise import DenoiseOptions, Denoiser, default_denoise_demos, load_pair_folder
+
+    paths = expand_inputs(inputs)
+    if output is None and out_dir is None:
+        raise UsageError("no output given", "pass -o OUT.wav or --out-dir DIR")
+    _check_outputs(len(paths), output, out_dir)
+    if output is not None and output.exists() and not force:
+        raise UsageError(f"{output}: exists", "pass --force to overwrite, or choose another output")
+    pair_set = load_pair_folder(demos or default_denoise_demos())
+    opts = DenoiseOptions(mode=_choice("--mode", mode, ("default", "paper")), pairs=pairs,  # type: ignore[arg-type]
+                          repeats=repeats)
+    lm, cdc = load_models(llm, codec, device, dtype)
+    den = Denoiser(lm, cdc, pair_set, opts)
+
+    def emit(path: Path, wav: Any) -> None:
+        dest = output if output is not None else output_path_for(path, out_dir, ".wav")  # type: ignore[arg-type]
+        write_audio(dest, wav, cdc.sample_rate, force=force)
+        typer.echo(f"{path}\t{dest}")
+
+    report = run_batch(paths, den.denoise, emit, quiet, "denoising")
+    raise typer.Exit(report.exit_code)
+
+
 @eval_app.command("codec")
 @handle_errors
 def eval_codec(

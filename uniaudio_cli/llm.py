@@ -282,14 +282,13 @@ def load_llm(llm: str | None = None, device: str | None = None, dtype: str | Non
 
     On CUDA, models that may not fit one GPU are placed with accelerate's ``device_map="auto"``.
     """
-    import torch
     from transformers import AutoModelForCausalLM
 
     from uniaudio_cli.runtime import resolve_device, resolve_dtype
 
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    name, source, is_gguf = resolve_llm(llm)
+    _, source, is_gguf = resolve_llm(llm)
     folder: Path | str = convert_gguf(Path(source), with_model=True) if is_gguf else source
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "low_cpu_mem_usage": True}
     if dev.type == "cuda":

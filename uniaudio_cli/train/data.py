@@ -1,0 +1,315 @@
+"""Training data: labelled audio folders cached in memory, cut into random fixed-length segments.
+
+A data folder is either in the layout of the shared development data (``metadata.csv`` with
+``path,label,seconds,...`` and one sub-folder per label) or any folder of audio files, whose
+label is then each file's parent folder name. A folder without ``metadata.csv`` whose
+sub-folders have one (e.g. the shared data root) is expanded into those sub-folders, so that
+their metadata, and with it the held-out rules, still apply.
+
+Every clip also gets a *semantic target text* (see :func:`target_text`) that the trainer
+embeds with the frozen LLM for the layer-1 semantic loss.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from uniaudio_cli.errors import AudioError, UsageError
+
+log = logging.getLogger(__name__)
+
+METADATA_FILE = "metadata.csv"
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".opus", ".w64", ".caf"}
+TEXT_COLUMNS = ("text", "transcript", "transcription", "sentence", "caption")
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+RAVDESS_EMOTIONS = {
+    "01": "neutral", "02": "calm", "03": "happy", "04": "sad",
+    "05": "angry", "06": "fearful", "07": "disgust", "08": "surprised",
+}
+RAVDESS_STATEMENTS = {"01": "kids are talking by the door", "02": "dogs are sitting by the door"}
+_RAVDESS_NAME = re.compile(r"^\d{2}(?:-\d{2}){6}$")
+# FSDD file names are {digit}_{speaker}_{index}.
+_FSDD_NAME = re.compile(r"^(\d)_([a-z]+)_(\d+)$")
+
+#: FSDD speakers kept out of training for evaluation.
+HELD_OUT_FSDD_SPEAKERS = frozenset({"nicolas"})
+
+
+@dataclass
+class ClipInfo:
+    """One audio file found in a data folder.
+
+    Attributes:
+        source: name of the data folder it came from (e.g. ``fsdd``).
+        path: absolute path of the file.
+        label: class label (the ``label`` column, else the parent folder name).
+        row: the file's ``metadata.csv`` row (empty without metadata).
+    """
+
+    source: str
+    path: Path
+    label: str
+    row: dict[str, str] = field(default_factory=dict)
+
+
+def default_exclude(info: ClipInfo) -> bool:
+    """The default held-out rule.
+
+    * FSDD speaker ``nicolas`` (``speaker`` column or the ``{digit}_{speaker}_{n}`` file name).
+    * LibriSpeech test-other excerpts. In the shared ``librispeech/metadata.csv`` the
+      train-clean-100 rows have ``split = librispeech_train-clean-100`` while the test-other
+      excerpts carry their numeric speaker id in ``split``; a numeric ``split`` is held out.
+    """
+    speaker = info.row.get("speaker")
+    if speaker is None:
+        m = _FSDD_NAME.match(info.path.stem)
+        speaker = m.group(2) if m else None
+    if speaker in HELD_OUT_FSDD_SPEAKERS:
+        return True
+    split = info.row.get("split", "").strip()
+    return split.isdigit()
+
+
+def target_text(info: ClipInfo) -> str:
+    """The text whose LLM embedding layer 1 of the codec is pulled towards, lower case.
+
+    In order: a transcript column of ``metadata.csv`` (``text``, ``transcript``, ...); a
+    RAVDESS file name (modality-vocal-emotion-intensity-statement-repetition-actor) gives
+    ``"<emotion>, <sentence>"``; a one-digit label (FSDD) its number word; a numeric label
+    (a LibriSpeech speaker id) or a LibriSpeech folder the generic ``"speech"``; any other label
+    itself with ``_`` read as a space (``dog_bark`` -> ``"dog bark"``).
+    """
+    for col in TEXT_COLUMNS:
+        text = (info.row.get(col) or "").strip()
+        if text:
+            return text.lower()
+    stem = info.path.stem
+    if _RAVDESS_NAME.match(stem):
+        fields = stem.split("-")
+        emotion = info.label if info.label and not info.label.isdigit() else RAVDESS_EMOTIONS.get(fields[2], "")
+        sentence = RAVDESS_STATEMENTS.get(fields[4], "")
+        return ", ".join(p for p in (emotion.replace("_", " ").lower(), sentence) if p) or "speech"
+    label = info.label.strip()
+    if len(label) == 1 and label.isdigit():
+        return NUMBER_WORDS[int(label)]
+    if label.isdigit() or "librispeech" in info.source.lower():
+        return "speech"
+    return label.replace("_", " ").replace("-", " ").lower() or "sound"
+
+
+def _metadata_clips(folder: Path) -> list[ClipInfo]:
+    with open(folder / METADATA_FILE, newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or "path" not in reader.fieldnames:
+            raise UsageError(
+                f"{folder / METADATA_FILE}: no 'path' column",
+                "metadata.csv needs a header with at least path,label",
+            )
+        clips = []
+        for row in reader:
+            rel = row["path"]
+            label = row.get("label") or Path(rel).parent.name
+            clips.append(ClipInfo(folder.name, folder / rel, label, dict(row)))
+    return clips
+
+
+def _scan_clips(folder: Path, skip: Sequence[Path] = ()) -> list[ClipInfo]:
+    out = []
+    for p in sorted(folder.rglob("*")):
+        if p.suffix.lower() not in AUDIO_SUFFIXES or not p.is_file():
+            continue
+        if any(p.is_relative_to(s) for s in skip):
+            continue
+        out.append(ClipInfo(folder.name, p, p.parent.name))
+    return out
+
+
+def discover_clips(data_dirs: Iterable[str | Path]) -> list[ClipInfo]:
+    """All audio files of ``data_dirs`` (see the module docstring for the accepted layouts)."""
+    clips: list[ClipInfo] = []
+    for d in data_dirs:
+        folder = Path(d).expanduser()
+        if not folder.is_dir():
+            raise UsageError(f"{folder}: not a folder", "pass folders of audio files to --data")
+        if (folder / METADATA_FILE).is_file():
+            clips += _metadata_clips(folder)
+            continue
+        subsets = sorted(p for p in folder.iterdir() if p.is_dir() and (p / METADATA_FILE).is_file())
+        for sub in subsets:
+            clips += _metadata_clips(sub)
+        clips += _scan_clips(folder, subsets)
+    return clips
+
+
+def _read_int16(path: Path, sample_rate: int) -> np.ndarray:
+    """``(T,)`` int16 mono at ``sample_rate``; reads PCM directly when no conversion is needed."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+        if info.samplerate == sample_rate and info.channels == 1 and info.subtype.startswith("PCM"):
+            return sf.read(str(path), dtype="int16")[0]
+    except Exception:
+        pass
+    from uniaudio_cli.audio import load_audio
+
+    wav = load_audio(path, sample_rate, allow_silence=True)
+    return (np.clip(wav, -1.0, 1.0) * 32767.0).astype(np.int16)
+
+
+class SegmentDataset(torch.utils.data.Dataset):
+    """Labelled clips cached as int16, served as random fixed-length segments.
+
+    ``dataset[i]`` is a random segment of clip ``i``: ``(wav (1, T) float32, text)``. The trainer
+    uses :meth:`sample_batch` instead, which draws clips in proportion to their duration and is
+    driven by an explicit generator so that a resumed run sees the same batches.
+
+    Args:
+        data_dirs: data folders (see :func:`discover_clips`).
+        segment_samples: segment length T; shorter clips are zero-padded at a random offset.
+        sample_rate: audio is converted to this rate.
+        exclude: clips for which this returns True are dropped (default: :func:`default_exclude`;
+            pass ``lambda c: False`` to keep everything).
+        gain_db: random gain range in dB applied per segment (peaks are kept below 0 dBFS).
+        seed: seed of the generator used by ``__getitem__``.
+    """
+
+    def __init__(
+        self,
+        data_dirs: Iterable[str | Path],
+        segment_samples: int,
+        sample_rate: int = 16000,
+        exclude: Callable[[ClipInfo], bool] | None = default_exclude,
+        gain_db: tuple[float, float] = (-12.0, 3.0),
+        seed: int = 0,
+    ) -> None:
+        self.segment_samples = int(segment_samples)
+        self.sample_rate = sample_rate
+        self.gain_db = gain_db
+        self.rng = np.random.default_rng(seed)
+        found = discover_clips(data_dirs)
+        kept = [c for c in found if exclude is None or not exclude(c)]
+        if len(found) != len(kept):
+            log.info("held out %d of %d clips", len(found) - len(kept), len(found))
+        self.infos: list[ClipInfo] = []
+        self.audio: list[np.ndarray] = []
+        for info in kept:
+            try:
+                wav = _read_int16(info.path, sample_rate)
+            except AudioError as e:
+                log.warning("skipping %s", e.one_line())
+                continue
+            if wav.size == 0:
+                continue
+            self.infos.append(info)
+            self.audio.append(wav)
+        if not self.audio:
+            raise UsageError("no readable audio in the training folders", "check the --data folders")
+        texts = [target_text(i) for i in self.infos]
+        #: distinct target texts; ``text_ids[i]`` indexes this list for clip ``i``.
+        self.texts: list[str] = sorted(set(texts))
+        index = {t: k for k, t in enumerate(self.texts)}
+        self.text_ids = np.array([index[t] for t in texts], dtype=np.int64)
+        # Sampling range of each clip; a validation split may reserve the end of a long clip.
+        self.train_end = np.array([a.size for a in self.audio], dtype=np.int64)
+        self._update_weights()
+        log.info(
+            "training data: %d clips, %.2f h, %d distinct target texts",
+            len(self.audio), self.hours, len(self.texts),
+        )
+
+    @property
+    def hours(self) -> float:
+        return float(sum(a.size for a in self.audio)) / self.sample_rate / 3600.0
+
+    def __len__(self) -> int:
+        return len(self.audio)
+
+    def _update_weights(self) -> None:
+        # Drawing clips in proportion to duration samples the audio uniformly in time, so 2000
+        # half-second digits do not outweigh an hour of speech; a floor of one segment keeps
+        # very short clips from vanishing.
+        w = np.maximum(self.train_end, self.segment_samples // 4).astype(np.float64)
+        w[self.train_end == 0] = 0.0
+        self._cdf = np.cumsum(w / w.sum())
+        self._cdf[-1] = 1.0
+
+    def split_validation(self, n: int, seed: int = 1234) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reserve ``n`` fixed segments for validation and return them.
+
+        Clips are picked round-robin over the data folders. From a clip at least four segments
+        long only its last segment is reserved (training samples from the rest); a shorter clip
+        is withdrawn from training entirely.
+
+        Returns:
+            ``(wav (n, 1, T) float32, text_ids (n,))``.
+        """
+        rng = np.random.default_rng(seed)
+        by_source: dict[str, list[int]] = {}
+        for i, info in enumerate(self.infos):
+            by_source.setdefault(info.source, []).append(i)
+        queues = [list(rng.permutation(v)) for _, v in sorted(by_source.items())]
+        picked: list[int] = []
+        while len(picked) < n and any(queues):
+            for q in queues:
+                if q and len(picked) < n:
+                    picked.append(int(q.pop()))
+        if len(picked) >= len(self.audio):
+            raise UsageError("too little data for a validation split", "add data or lower val_segments")
+        T = self.segment_samples
+        wav = np.zeros((len(picked), 1, T), dtype=np.float32)
+        for k, i in enumerate(picked):
+            a = self.audio[i]
+            if a.size >= 4 * T:
+                wav[k, 0] = a[a.size - T :] / 32768.0
+                self.train_end[i] = a.size - T
+            else:
+                seg = a[:T]
+                wav[k, 0, : seg.size] = seg / 32768.0
+                self.train_end[i] = 0
+        self._update_weights()
+        return torch.from_numpy(wav), torch.from_numpy(self.text_ids[picked].copy())
+
+    def _segment(self, i: int, rng: np.random.Generator, out: np.ndarray) -> None:
+        a = self.audio[i]
+        end = int(self.train_end[i])
+        T = out.size
+        out[:] = 0
+        if end >= T:
+            start = int(rng.integers(0, end - T + 1))
+            out[:] = a[start : start + T]
+        else:
+            pos = int(rng.integers(0, T - end + 1))
+            out[pos : pos + end] = a[:end]
+
+    def _to_float(self, seg: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``(B, T)`` int16 -> float32 with a random per-row gain, peaks kept under 0.99."""
+        x = seg.astype(np.float32) * (1.0 / 32768.0)
+        gain = 10.0 ** (rng.uniform(self.gain_db[0], self.gain_db[1], size=(x.shape[0], 1)) / 20.0)
+        peak = np.abs(x).max(axis=1, keepdims=True) * gain
+        gain = np.where(peak > 0.99, gain * 0.99 / np.maximum(peak, 1e-8), gain)
+        return (x * gain).astype(np.float32)
+
+    def sample_batch(self, rng: np.random.Generator, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A random batch: ``(wav (B, 1, T) float32, text_ids (B,) int64)``."""
+        idx = np.searchsorted(self._cdf, rng.random(batch_size), side="right")
+        idx = np.minimum(idx, len(self.audio) - 1)
+        seg = np.empty((batch_size, self.segment_samples), dtype=np.int16)
+        for row, i in enumerate(idx):
+            self._segment(int(i), rng, seg[row])
+        wav = self._to_float(seg, rng)
+        return torch.from_numpy(wav).unsqueeze(1), torch.from_numpy(self.text_ids[idx])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
+        seg = np.empty((1, self.segment_samples), dtype=np.int16)
+        self._segment(i, self.rng, seg[0])
+        wav = self._to_float(seg, self.rng)
+        return torch.from_numpy(wav), self.texts[int(self.text_ids[i])]

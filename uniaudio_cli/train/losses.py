@@ -1,0 +1,232 @@
+"""Training losses of the LLM-Codec.
+
+Reconstruction: time-domain L1, multi-resolution STFT (log-magnitude L1 + spectral
+convergence) and multi-resolution log-mel L1 as in DAC, all from one set of STFTs. Adversarial:
+hinge losses and feature matching. Codebook-specific: the layer-1 *semantic* loss and the
+layer-1+2 *consistency* loss (our offline replacement for the paper's Whisper loss).
+
+All functions take float32 tensors; call them outside autocast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_LOG_EPS = 1e-5
+
+
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    # Slaney scale: linear below 1 kHz, logarithmic above.
+    f = np.asarray(f, dtype=np.float64)
+    mel = f / (200.0 / 3)
+    log_region = f >= 1000.0
+    return np.where(log_region, 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0), mel)
+
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    m = np.asarray(m, dtype=np.float64)
+    return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)), m * (200.0 / 3))
+
+
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> torch.Tensor:
+    """Slaney-style, area-normalised mel filters ``(n_mels, n_fft // 2 + 1)``, 0 Hz to Nyquist.
+
+    The same matrix as ``librosa.filters.mel`` (which DAC uses), computed here because importing
+    librosa costs seconds.
+    """
+    fft_freqs = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
+    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(sample_rate / 2), n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = mel_f[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper)) * (2.0 / (mel_f[2:] - mel_f[:-2]))[:, None]
+    return torch.from_numpy(np.ascontiguousarray(weights, dtype=np.float32))
+
+
+def l1_time(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean absolute sample error of ``(B, 1, T)`` waveforms."""
+    return F.l1_loss(pred, target)
+
+
+@dataclass
+class SpectralLossValues:
+    """Scalar losses of :class:`SpectralLoss` (each averaged over its resolutions)."""
+
+    stft_mag: torch.Tensor
+    stft_sc: torch.Tensor
+    mel: torch.Tensor
+
+
+class SpectralLoss(nn.Module):
+    """Multi-resolution STFT and mel losses sharing one STFT per resolution.
+
+    For every window length ``w`` (hop ``w // 4``, Hann window) the magnitude is computed once
+    for prediction and target; it feeds a log-mel L1 with ``n_mels`` bands (log10, as DAC) and,
+    for ``w >= stft_min_window``, a natural-log magnitude L1 plus spectral convergence
+    ``||S - S_hat||_F / ||S||_F`` (Parallel WaveGAN).
+
+    Args:
+        sample_rate: audio rate.
+        windows: window lengths (default DAC's seven, 32 to 2048 samples).
+        n_mels: mel bands per window (same length as ``windows``).
+        stft_min_window: smallest window that also enters the STFT loss.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        windows: Sequence[int] = (32, 64, 128, 256, 512, 1024, 2048),
+        n_mels: Sequence[int] = (5, 10, 20, 40, 80, 160, 320),
+        stft_min_window: int = 128,
+    ) -> None:
+        super().__init__()
+        if len(windows) != len(n_mels):
+            raise ValueError("windows and n_mels need one entry per resolution")
+        self.windows = [int(w) for w in windows]
+        self.stft_min_window = stft_min_window
+        for w, m in zip(self.windows, n_mels, strict=True):
+            self.register_buffer(f"window_{w}", torch.hann_window(w), persistent=False)
+            self.register_buffer(f"mel_{w}", mel_filterbank(sample_rate, w, int(m)), persistent=False)
+
+    def _mag(self, x: torch.Tensor, w: int) -> torch.Tensor:
+        spec = torch.stft(x, w, w // 4, window=getattr(self, f"window_{w}"), center=True, return_complex=True)
+        # sqrt(re^2 + im^2 + eps) rather than abs(): abs() has an infinite gradient at zero,
+        # which digital silence (zero padding) hits.
+        return torch.sqrt(spec.real.square() + spec.imag.square() + 1e-9)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> SpectralLossValues:
+        """``pred``, ``target``: ``(B, 1, T)`` float32."""
+        x = pred.squeeze(1)
+        y = target.squeeze(1)
+        mag_l1, sc, mel = [], [], []
+        for w in self.windows:
+            px = self._mag(x, w)
+            with torch.no_grad():
+                py = self._mag(y, w)
+            fb = getattr(self, f"mel_{w}")
+            mx = torch.log10(torch.matmul(fb, px).clamp_min(_LOG_EPS))
+            my = torch.log10(torch.matmul(fb, py).clamp_min(_LOG_EPS))
+            mel.append(F.l1_loss(mx, my))
+            if w >= self.stft_min_window:
+                mag_l1.append(F.l1_loss(torch.log(px.clamp_min(_LOG_EPS)), torch.log(py.clamp_min(_LOG_EPS))))
+                sc.append(torch.linalg.vector_norm(py - px) / torch.linalg.vector_norm(py).clamp_min(1e-6))
+        zero = x.new_zeros(())
+        return SpectralLossValues(
+            stft_mag=torch.stack(mag_l1).mean() if mag_l1 else zero,
+            stft_sc=torch.stack(sc).mean() if sc else zero,
+            mel=torch.stack(mel).mean(),
+        )
+
+
+def mel_loss(pred: torch.Tensor, target: torch.Tensor, spectral: SpectralLoss) -> torch.Tensor:
+    """Only the multi-resolution log-mel L1 (used as the validation metric)."""
+    return spectral(pred, target).mel
+
+
+class FrameLogMel(nn.Module):
+    """Log-mel spectrogram at the codec's latent frame rate: ``(B, 1, T)`` -> ``(B, n_mels, T // hop)``.
+
+    Frame ``t`` is centred on latent frame ``t`` (samples ``[t*hop, (t+1)*hop)``): the signal is
+    padded by ``(n_fft - hop) / 2`` on each side and framed without centring, so ``T`` a
+    multiple of ``hop`` gives exactly ``T // hop`` frames.
+    """
+
+    def __init__(self, sample_rate: int = 16000, hop: int = 480, n_fft: int = 1024, n_mels: int = 80) -> None:
+        super().__init__()
+        if n_fft < hop:
+            raise ValueError("n_fft must be at least hop")
+        self.hop, self.n_fft = hop, n_fft
+        self.pad = ((n_fft - hop) // 2, n_fft - hop - (n_fft - hop) // 2)
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.register_buffer("fb", mel_filterbank(sample_rate, n_fft, n_mels), persistent=False)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        x = F.pad(wav.squeeze(1), self.pad, mode="constant")
+        spec = torch.stft(x, self.n_fft, self.hop, window=self.window, center=False, return_complex=True)
+        return torch.log(torch.matmul(self.fb, spec.abs()).clamp_min(_LOG_EPS))
+
+
+class ConsistencyHead(nn.Module):
+    """Linear map from the coarse quantized latent to the frame log-mel: ``(B, D, T) -> (B, n_mels, T)``.
+
+    An auxiliary training module (not part of the codec checkpoint).
+    """
+
+    def __init__(self, latent_dim: int, n_mels: int = 80) -> None:
+        super().__init__()
+        self.proj = nn.Conv1d(latent_dim, n_mels, kernel_size=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.proj(z)
+
+
+def consistency_loss(coarse: torch.Tensor, target_logmel: torch.Tensor, head: ConsistencyHead) -> torch.Tensor:
+    """Layer-2 consistency loss, our stand-in for the paper's Whisper loss.
+
+    The paper pulls layer 2 towards frozen Whisper-encoder features, which stabilised training
+    and gave the coarse layers the content of the signal. No Whisper model is available
+    offline, but Whisper's encoder features are a function of the 80-band log-mel spectrogram,
+    so we ask the same of the coarse layers directly: a linear head must predict the log-mel at
+    the latent frame rate from layers 1+2. That makes layers 1-2 carry the spectral envelope
+    (the content-bearing part layer 2 had in the paper) and leaves fine detail to layer 3.
+
+    Args:
+        coarse: ``quant.layers[0] + quant.layers[1]``, ``(B, D, T')``.
+        target_logmel: :class:`FrameLogMel` of the input, ``(B, 80, T')``.
+        head: the trainable linear head.
+    """
+    pred = head(coarse)
+    frames = min(pred.shape[-1], target_logmel.shape[-1])
+    return F.l1_loss(pred[..., :frames], target_logmel[..., :frames])
+
+
+def semantic_loss(pooled: torch.Tensor, text_emb: torch.Tensor, cb_proj: nn.Module) -> torch.Tensor:
+    """Layer-1 semantic loss: ``1 - cos`` between the clip's pooled latent and its text.
+
+    The text embedding (the mean of the frozen LLM input embeddings of the clip's target-text
+    tokens) lives in the codebook space, so it goes through layer 1's learned ``cb_proj`` into
+    the latent space, where it is compared with the time-mean of layer 1's pre-quantization
+    residual. Gradients reach both the encoder and ``cb_proj``.
+
+    Args:
+        pooled: ``quant.pooled[0]``, ``(B, D, T1)``.
+        text_emb: ``(B, E)``.
+        cb_proj: ``quantizers[0].cb_proj`` (``Linear(E -> D)``).
+    """
+    target = cb_proj(text_emb)
+    return (1.0 - F.cosine_similarity(pooled.mean(dim=-1), target, dim=-1)).mean()
+
+
+def hinge_d_loss(real_logits: Sequence[torch.Tensor], fake_logits: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Discriminator hinge loss, summed over sub-discriminators."""
+    loss = real_logits[0].new_zeros(())
+    for r, f in zip(real_logits, fake_logits, strict=True):
+        loss = loss + F.relu(1.0 - r).mean() + F.relu(1.0 + f).mean()
+    return loss
+
+
+def hinge_g_loss(fake_logits: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Generator hinge loss, summed over sub-discriminators."""
+    loss = fake_logits[0].new_zeros(())
+    for f in fake_logits:
+        loss = loss + F.relu(1.0 - f).mean()
+    return loss
+
+
+def feature_matching_loss(
+    real_feats: Sequence[Sequence[torch.Tensor]], fake_feats: Sequence[Sequence[torch.Tensor]]
+) -> torch.Tensor:
+    """L1 between discriminator feature maps of fake and (detached) real audio, averaged over
+    the layers of each sub-discriminator and summed over sub-discriminators."""
+    loss = fake_feats[0][0].new_zeros(())
+    for rs, fs in zip(real_feats, fake_feats, strict=True):
+        per = [F.l1_loss(f, r.detach()) for r, f in zip(rs, fs, strict=True)]
+        loss = loss + torch.stack(per).mean()
+    return loss

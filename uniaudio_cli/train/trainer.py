@@ -1,0 +1,700 @@
+"""The codec training loop, with crash-safe checkpoints and exact resume.
+
+``out_dir`` of a run holds:
+
+* ``codec/``: the inference checkpoint (:func:`uniaudio_cli.codec.checkpoint.save_codec`);
+* ``codec-best/``: the same for the lowest validation mel loss so far (when validating);
+* ``train_state.safetensors``: everything needed to resume (model, auxiliary head,
+  discriminator, both optimizers, RNG states) as tensors, with the scalar state as JSON in the
+  file's metadata, so one atomic rename commits a checkpoint;
+* ``train_state.json``: a readable copy of that scalar state;
+* ``metrics.jsonl``: one line per logging interval and per validation.
+
+Every file and folder is written under a temporary name and renamed into place, so a process
+killed at any moment leaves the previous checkpoint or the new one, never a torn one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+
+from uniaudio_cli.codec.checkpoint import save_codec, trainable_state_dict
+from uniaudio_cli.codec.config import CodecConfig
+from uniaudio_cli.codec.model import LLMCodec
+from uniaudio_cli.errors import CheckpointError, UniaudioError, UsageError
+from uniaudio_cli.train.data import SegmentDataset, default_exclude
+from uniaudio_cli.train.discriminators import MultiResolutionDiscriminator
+from uniaudio_cli.train.losses import (
+    ConsistencyHead,
+    FrameLogMel,
+    SpectralLoss,
+    consistency_loss,
+    feature_matching_loss,
+    hinge_d_loss,
+    hinge_g_loss,
+    l1_time,
+    semantic_loss,
+)
+
+if TYPE_CHECKING:
+    from uniaudio_cli.llm import Vocabulary
+
+log = logging.getLogger(__name__)
+
+STATE_FORMAT = "uniaudio-train-state"
+STATE_VERSION = 1
+STATE_FILE = "train_state.safetensors"
+STATE_JSON = "train_state.json"
+CODEC_DIR = "codec"
+BEST_DIR = "codec-best"
+METRICS_FILE = "metrics.jsonl"
+
+# Fields a resumed run takes from the new TrainConfig; all others come from the checkpoint so
+# that the optimisation continues unchanged.
+RUNTIME_FIELDS = ("steps", "device", "bf16", "num_threads", "checkpoint_every", "log_every", "time_limit_s")
+
+
+class TrainingInterrupted(UniaudioError):
+    """SIGINT/SIGTERM stopped training after a checkpoint was written."""
+
+    exit_code = 130
+
+
+class TrainingDiverged(UniaudioError):
+    """Losses or gradients stayed non-finite."""
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of a codec training run.
+
+    Loss weights (``w_*``) multiply: time-domain L1, STFT (log-magnitude L1 + spectral
+    convergence, each averaged over resolutions), multi-resolution log-mel L1 (averaged over
+    resolutions), the quantizer commitment loss, the layer-1 semantic loss, the layer-1+2
+    consistency loss, and, from ``gan_start_step`` on, the hinge adversarial and feature-matching
+    losses.
+
+    ``segment_seconds`` is rounded to a whole number of the codec's ``pad_multiple`` (2.0 s ->
+    2.04 s for the default codec) so no step computes padding. ``lr`` warms up linearly over
+    ``warmup_steps``, then decays (``exponential`` or ``cosine``) to ``lr * lr_final_ratio`` at
+    ``steps``. ``bf16`` ``None`` means autocast to bfloat16 on CUDA and on CPUs with native bf16
+    (AMX / AVX512-BF16), where it is 2-3x faster; float32 elsewhere. ``time_limit_s`` ends the run
+    (with a checkpoint) after that much wall time.
+    """
+
+    steps: int = 5000
+    batch_size: int = 16
+    segment_seconds: float = 2.0
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.8, 0.99)
+    weight_decay: float = 0.01
+    lr_schedule: Literal["exponential", "cosine", "constant"] = "exponential"
+    lr_final_ratio: float = 0.1
+    warmup_steps: int = 100
+    grad_clip: float = 1000.0
+    disc_grad_clip: float = 10.0
+    w_time: float = 1.0
+    w_stft: float = 1.0
+    w_mel: float = 15.0
+    w_commit: float = 1.0
+    w_semantic: float = 1.0
+    w_consistency: float = 1.0
+    w_adv: float = 1.0
+    w_feat: float = 2.0
+    gan: bool = True
+    gan_start_step: int = 1000
+    disc_channels: int = 16
+    gain_db: tuple[float, float] = (-12.0, 3.0)
+    n_words: int = 3000
+    val_segments: int = 16
+    checkpoint_every: int = 500
+    log_every: int = 25
+    seed: int = 0
+    device: str | None = None
+    bf16: bool | None = None
+    num_threads: int | None = None
+    time_limit_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        cfg = cls(**{k: v for k, v in data.items() if k in known})
+        cfg.betas = (float(cfg.betas[0]), float(cfg.betas[1]))
+        cfg.gain_db = (float(cfg.gain_db[0]), float(cfg.gain_db[1]))
+        return cfg
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Learning rate for (0-based) ``step``."""
+    if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    span = max(cfg.steps - cfg.warmup_steps, 1)
+    p = min(max((step - cfg.warmup_steps) / span, 0.0), 1.0)
+    if cfg.lr_schedule == "exponential":
+        return cfg.lr * cfg.lr_final_ratio**p
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * (cfg.lr_final_ratio + (1 - cfg.lr_final_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
+    raise UsageError(f"unknown lr_schedule {cfg.lr_schedule!r}", "use exponential, cosine or constant")
+
+
+def segment_samples(cfg: TrainConfig, codec_cfg: CodecConfig) -> int:
+    """``segment_seconds`` rounded to a positive multiple of the codec's ``pad_multiple``."""
+    m = codec_cfg.pad_multiple
+    return max(1, round(cfg.segment_seconds * codec_cfg.sample_rate / m)) * m
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bfloat16 matmuls are fast on ``device``."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"amx_bf16", "avx512_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def text_embeddings(texts: Iterable[str], vocab: Vocabulary) -> torch.Tensor:
+    """Mean frozen input embedding of each text's tokens, ``(N, E)`` float32.
+
+    A leading space makes the first word tokenize as a word-start token, like the whole-word
+    tokens of the layer-1 codebook; special and whitespace-only tokens are dropped.
+    """
+    special = set(vocab.special_ids)
+    to_tokens = getattr(vocab.tokenizer, "convert_ids_to_tokens", None)
+    rows = []
+    for text in texts:
+        ids = [int(i) for i in vocab.tokenizer.encode(" " + text, add_special_tokens=False)]
+        ids = [i for i in ids if i not in special and 0 <= i < vocab.embeddings.shape[0]]
+        if to_tokens is not None:
+            toks = to_tokens(ids)
+            ids = [i for i, t in zip(ids, toks, strict=True) if t and t.strip("Ġ▁ \n")] or ids
+        if not ids:
+            raise UsageError(f"target text {text!r} has no tokens in {vocab.name}", "use another label")
+        rows.append(vocab.embeddings[torch.tensor(ids)].float().mean(dim=0))
+    return torch.stack(rows)
+
+
+def _fsync_replace(tmp: Path, dst: Path) -> None:
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, dst)
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    _fsync_replace(tmp, path)
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Optimizer state as flat tensors (``prefix.state.<param>.<name>``) plus a JSON part."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for idx, st in sd["state"].items():
+        for name, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"{prefix}.state.{idx}.{name}"] = v.detach().cpu().contiguous().clone()
+            else:
+                scalars[f"{idx}.{name}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(
+    opt: torch.optim.Optimizer, prefix: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    head = f"{prefix}.state."
+    for key, v in tensors.items():
+        if key.startswith(head):
+            idx, name = key[len(head) :].split(".", 1)
+            state.setdefault(int(idx), {})[name] = v
+    for key, v in meta["scalars"].items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = v
+    groups = meta["param_groups"]
+    for g in groups:
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def read_train_state(out_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
+    """``(scalar state, tensors)`` of the checkpoint in ``out_dir``, or ``None`` when it has none."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    path = Path(out_dir) / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+        state = json.loads(meta["train_state"])
+    except (SafetensorError, OSError, ValueError, KeyError) as e:
+        raise CheckpointError(
+            f"{path}: unreadable training state ({e})", "delete the run folder and start again"
+        ) from e
+    if state.get("format") != STATE_FORMAT or state.get("version") != STATE_VERSION:
+        raise CheckpointError(
+            f"{path}: training state of another format/version ({state.get('format')} {state.get('version')})",
+            "resume it with the uniaudio version that wrote it, or start a new run",
+        )
+    return state, tensors
+
+
+class Trainer:
+    """Trains one :class:`LLMCodec` whose codebooks are already installed.
+
+    Args:
+        model: the codec (codebooks set).
+        data: training segments; its ``texts`` index ``text_table``.
+        text_table: ``(N_texts, E)`` semantic target embeddings (see :func:`text_embeddings`).
+        out_dir: run folder (see the module docstring).
+        cfg: hyperparameters.
+        progress: show a rich progress bar (else log every ``log_every`` steps).
+    """
+
+    def __init__(
+        self,
+        model: LLMCodec,
+        data: SegmentDataset,
+        text_table: torch.Tensor,
+        out_dir: str | Path,
+        cfg: TrainConfig,
+        progress: bool = True,
+    ) -> None:
+        from uniaudio_cli.runtime import resolve_device
+
+        self.cfg = cfg
+        self.out_dir = Path(out_dir)
+        self.progress = progress
+        self.device = resolve_device(cfg.device)
+        if self.device.type == "cpu":
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            torch.set_num_threads(cfg.num_threads or cores)
+        use_bf16 = native_bf16(self.device) if cfg.bf16 is None else cfg.bf16
+        self.autocast_dtype = torch.bfloat16 if use_bf16 else None
+        codec_cfg = model.cfg
+        sr = codec_cfg.sample_rate
+
+        self.model = model.to(self.device).train()
+        self.data = data
+        self.text_table = text_table.to(self.device, torch.float32)
+        self.aux = ConsistencyHead(codec_cfg.latent_dim, 80).to(self.device)
+        n_fft = 1 << max(codec_cfg.hop_length * 2 - 1, 1).bit_length()
+        self.frame_mel = FrameLogMel(sr, codec_cfg.hop_length, n_fft, 80).to(self.device)
+        self.spectral = SpectralLoss(sr).to(self.device)
+        self.disc = (
+            MultiResolutionDiscriminator(channels=cfg.disc_channels, sample_rate=sr).to(self.device)
+            if cfg.gan
+            else None
+        )
+        self.g_params = [p for p in self.model.parameters() if p.requires_grad] + list(self.aux.parameters())
+        adamw = {"lr": cfg.lr, "betas": cfg.betas, "weight_decay": cfg.weight_decay}
+        self.opt_g = torch.optim.AdamW(self.g_params, **adamw)
+        self.opt_d = torch.optim.AdamW(self.disc.parameters(), **adamw) if self.disc is not None else None
+
+        self.rng = np.random.default_rng(cfg.seed)
+        self.step = 0
+        self.best_val = math.inf
+        self.elapsed_s = 0.0
+        self._bad_steps = 0
+        self._stop_signal: int | None = None
+        self.val: tuple[torch.Tensor, torch.Tensor] | None = None
+        if cfg.val_segments > 0:
+            wav, tid = data.split_validation(cfg.val_segments)
+            self.val = (wav.to(self.device), tid.to(self.device))
+
+    # ------------------------------------------------------------------ state
+
+    def _autocast(self) -> Any:
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Everything needed to resume: ``(tensors, JSON-able scalars)``."""
+        tensors = {f"model.{k}": v for k, v in trainable_state_dict(self.model).items()}
+        tensors.update({f"aux.{k}": v.detach().cpu().contiguous() for k, v in self.aux.state_dict().items()})
+        opt_meta: dict[str, Any] = {}
+        t, opt_meta["opt_g"] = _flatten_optimizer(self.opt_g, "opt_g")
+        tensors.update(t)
+        if self.disc is not None and self.opt_d is not None:
+            tensors.update({f"disc.{k}": v.detach().cpu().contiguous() for k, v in self.disc.state_dict().items()})
+            t, opt_meta["opt_d"] = _flatten_optimizer(self.opt_d, "opt_d")
+            tensors.update(t)
+        tensors["rng.torch"] = torch.get_rng_state()
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        state = {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "step": self.step,
+            "best_val_mel": None if math.isinf(self.best_val) else self.best_val,
+            "elapsed_s": self.elapsed_s,
+            "train_config": self.cfg.to_dict(),
+            "codec_config": self.model.cfg.to_dict(),
+            "numpy_rng": self.rng.bit_generator.state,
+            "optimizers": opt_meta,
+        }
+        return tensors, state
+
+    def load_state(self, state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        """Restore a checkpoint read by :func:`read_train_state`."""
+        model_sd = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        missing, unexpected = self.model.load_state_dict(model_sd, strict=False)
+        missing = [k for k in missing if not k.endswith("codebook.weight")]
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{self.out_dir / STATE_FILE}: model weights do not match (missing {missing[:3]}, "
+                f"unexpected {unexpected[:3]})",
+                "the run folder was written by another codec configuration; start a new run",
+            )
+        self.aux.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("aux.")})
+        _unflatten_optimizer(self.opt_g, "opt_g", tensors, state["optimizers"]["opt_g"])
+        if self.disc is not None and self.opt_d is not None:
+            self.disc.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("disc.")})
+            _unflatten_optimizer(self.opt_d, "opt_d", tensors, state["optimizers"]["opt_d"])
+        torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        self.rng.bit_generator.state = state["numpy_rng"]
+        self.step = int(state["step"])
+        best = state.get("best_val_mel")
+        self.best_val = math.inf if best is None else float(best)
+        self.elapsed_s = float(state.get("elapsed_s", 0.0))
+
+    def save_checkpoint(self) -> None:
+        """Write ``codec/``, maybe ``codec-best/``, and the training state, each atomically."""
+        from safetensors.torch import save_file
+
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        val = self.validate()
+        save_codec(self.model, self.out_dir / CODEC_DIR)
+        if val is not None:
+            self._write_metrics({"step": self.step, "val_mel": val})
+            if val < self.best_val:
+                self.best_val = val
+                save_codec(self.model, self.out_dir / BEST_DIR)
+        tensors, state = self.state_tensors()
+        tmp = self.out_dir / f".{STATE_FILE}.tmp-{os.getpid()}"
+        save_file(tensors, str(tmp), metadata={"format": STATE_FORMAT, "train_state": json.dumps(state)})
+        _fsync_replace(tmp, self.out_dir / STATE_FILE)
+        # Readable mirror only: resume reads the copy inside the safetensors file.
+        _write_json_atomic(self.out_dir / STATE_JSON, state)
+        log.info("checkpoint at step %d written to %s", self.step, self.out_dir)
+
+    @torch.no_grad()
+    def validate(self) -> float | None:
+        """Multi-resolution log-mel L1 on the fixed validation segments (``None`` without them)."""
+        if self.val is None:
+            return None
+        wav, _ = self.val
+        self.model.eval()
+        try:
+            total = 0.0
+            for chunk in wav.split(max(self.cfg.batch_size, 1)):
+                with self._autocast():
+                    out = self.model(chunk)
+                total += float(self.spectral(out.audio.float(), chunk).mel) * chunk.shape[0]
+        finally:
+            self.model.train()
+        return total / wav.shape[0]
+
+    def _write_metrics(self, row: dict[str, Any]) -> None:
+        with open(self.out_dir / METRICS_FILE, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    # ------------------------------------------------------------------ training
+
+    def train_step(self) -> dict[str, torch.Tensor]:
+        """One optimisation step; returns detached scalar losses."""
+        cfg = self.cfg
+        lr = lr_at(cfg, self.step)
+        wav, tid = self.data.sample_batch(self.rng, cfg.batch_size)
+        wav = wav.to(self.device, non_blocking=True)
+        text_emb = self.text_table[tid.to(self.device)]
+        B = wav.shape[0]
+
+        with self._autocast():
+            out = self.model(wav)
+        y = out.audio.float()
+        quant = out.quant
+        spec = self.spectral(y, wav)
+        with torch.no_grad():
+            target_mel = self.frame_mel(self.model.preprocess(wav))
+        cons = consistency_loss((quant.layers[0] + quant.layers[1]).float(), target_mel, self.aux)
+        sem = semantic_loss(quant.pooled[0].float(), text_emb, self.model.quantizer.quantizers[0].cb_proj)
+        l1 = l1_time(y, wav)
+        commit = quant.commitment.float()
+        loss = (
+            cfg.w_time * l1
+            + cfg.w_stft * (spec.stft_mag + spec.stft_sc)
+            + cfg.w_mel * spec.mel
+            + cfg.w_commit * commit
+            + cfg.w_semantic * sem
+            + cfg.w_consistency * cons
+        )
+        metrics = {
+            "l1": l1, "stft_mag": spec.stft_mag, "stft_sc": spec.stft_sc, "mel": spec.mel,
+            "commit": commit, "semantic": sem, "consistency": cons,
+        }
+
+        if self.disc is not None and self.opt_d is not None and self.step >= cfg.gan_start_step:
+            for g in self.opt_d.param_groups:
+                g["lr"] = lr
+            with self._autocast():
+                logits, _ = self.disc(torch.cat([wav, y.detach()]))
+            d_loss = hinge_d_loss([lg[:B].float() for lg in logits], [lg[B:].float() for lg in logits])
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            d_norm = torch.nn.utils.clip_grad_norm_(self.disc.parameters(), cfg.disc_grad_clip)
+            if torch.isfinite(d_norm):
+                self.opt_d.step()
+            # The generator's pass needs gradients w.r.t. its input only, not the D weights.
+            self.disc.requires_grad_(False)
+            try:
+                with self._autocast():
+                    logits, feats = self.disc(torch.cat([wav, y]))
+                adv = hinge_g_loss([lg[B:].float() for lg in logits])
+                fm = feature_matching_loss(
+                    [[f[:B].float() for f in fs] for fs in feats], [[f[B:].float() for f in fs] for fs in feats]
+                )
+                loss = loss + cfg.w_adv * adv + cfg.w_feat * fm
+                metrics.update(adv=adv, feat=fm, d_loss=d_loss)
+                self.opt_g.zero_grad(set_to_none=True)
+                loss.backward()
+            finally:
+                self.disc.requires_grad_(True)
+        else:
+            self.opt_g.zero_grad(set_to_none=True)
+            loss.backward()
+
+        for g in self.opt_g.param_groups:
+            g["lr"] = lr
+        norm = torch.nn.utils.clip_grad_norm_(self.g_params, cfg.grad_clip)
+        if torch.isfinite(norm) and torch.isfinite(loss):
+            self.opt_g.step()
+            self._bad_steps = 0
+        else:
+            self._bad_steps += 1
+            log.warning("step %d: non-finite loss or gradient, update skipped", self.step)
+            if self._bad_steps >= 20:
+                raise TrainingDiverged(
+                    f"training diverged at step {self.step}: 20 non-finite steps in a row",
+                    "resume from the last checkpoint with a lower lr, or set bf16 off",
+                )
+        metrics["loss"] = loss
+        metrics["grad_norm"] = norm
+        self.step += 1
+        return {k: v.detach() for k, v in metrics.items()}
+
+    @contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGINT/SIGTERM ask the loop to checkpoint and stop; a second one acts at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous: dict[int, Any] = {}
+
+        def handler(signum: int, frame: Any) -> None:
+            self._stop_signal = signum
+            signal.signal(signum, previous.get(signum, signal.SIG_DFL))
+
+        for s in (signal.SIGINT, signal.SIGTERM):
+            previous[s] = signal.getsignal(s)
+            signal.signal(s, handler)
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    def train(self) -> Path:
+        """Train up to ``cfg.steps``; returns ``out_dir/codec``.
+
+        Raises :class:`TrainingInterrupted` (after checkpointing) on SIGINT/SIGTERM.
+        """
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        cfg = self.cfg
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        sums: dict[str, torch.Tensor] = {}
+        counts: dict[str, int] = {}
+        run_start = time.perf_counter()
+        window_start, window_step = run_start, self.step
+        elapsed_before = self.elapsed_s
+        progress = Progress(
+            TextColumn("[bold]train-codec"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[losses]}"),
+            disable=not self.progress,
+        )
+        stopped = None
+        with self._signals(), progress:
+            task = progress.add_task("train", total=cfg.steps, completed=self.step, rate="", losses="")
+            while self.step < cfg.steps:
+                metrics = self.train_step()
+                for k, v in metrics.items():
+                    sums[k] = sums[k] + v if k in sums else v
+                    counts[k] = counts.get(k, 0) + 1
+                self.elapsed_s = elapsed_before + time.perf_counter() - run_start
+                progress.update(task, completed=self.step)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    now = time.perf_counter()
+                    rate = (self.step - window_step) / max(now - window_start, 1e-9)
+                    window_start, window_step = now, self.step
+                    row = {k: float(v) / counts[k] for k, v in sums.items()}
+                    sums, counts = {}, {}
+                    self._write_metrics(
+                        {"step": self.step, "lr": lr_at(cfg, self.step - 1), "steps_per_s": rate,
+                         "elapsed_s": self.elapsed_s, **row}
+                    )
+                    shown = " ".join(f"{k} {row[k]:.3f}" for k in ("mel", "semantic", "consistency", "adv") if k in row)
+                    progress.update(task, rate=f"{rate:.2f} step/s", losses=shown)
+                    if not self.progress:
+                        log.info("step %d/%d %.2f step/s %s", self.step, cfg.steps, rate, shown)
+                if self._stop_signal is not None:
+                    stopped = self._stop_signal
+                    break
+                if cfg.time_limit_s is not None and time.perf_counter() - run_start >= cfg.time_limit_s:
+                    log.info("time limit of %.0f s reached at step %d", cfg.time_limit_s, self.step)
+                    break
+                if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+                    self.save_checkpoint()
+            self.save_checkpoint()
+        if stopped is not None:
+            raise TrainingInterrupted(
+                f"training stopped by {signal.Signals(stopped).name} at step {self.step}; "
+                f"checkpoint saved in {self.out_dir}",
+                "run the same command with --resume to continue",
+            )
+        return self.out_dir / CODEC_DIR
+
+
+def default_codec_config(spec: Any, base: CodecConfig | None = None) -> CodecConfig:
+    """``base`` (default: the small backbone) with codebook sizes and dims taken from ``spec``."""
+    base = base or CodecConfig()
+    return dataclasses.replace(
+        base,
+        codebook_sizes=[len(spec.layer1_token_ids), spec.vocab_size, spec.vocab_size],
+        codebook_dims=[spec.embedding_dim] * 3,
+        vocab=spec,
+    )
+
+
+def build_trainer(
+    data_dirs: list[Path],
+    out_dir: Path,
+    cfg: TrainConfig | None = None,
+    codec_cfg: CodecConfig | None = None,
+    resume: bool = False,
+    llm: str | None = None,
+    progress: bool = True,
+    vocab: Vocabulary | None = None,
+) -> Trainer:
+    """Everything :func:`train_codec` does short of training (see there)."""
+    from uniaudio_cli.bridge import build_vocab_spec, codebook_tables
+
+    cfg = cfg or TrainConfig()
+    out_dir = Path(out_dir)
+    saved = read_train_state(out_dir)
+    if saved is not None and not resume:
+        raise UsageError(
+            f"{out_dir}: holds a training run (step {saved[0]['step']})",
+            "pass --resume to continue it, or choose another --out folder",
+        )
+    if resume and saved is None:
+        log.info("%s has no checkpoint yet; starting a new run", out_dir)
+    if saved is not None:
+        state = saved[0]
+        merged = state["train_config"] | {k: getattr(cfg, k) for k in RUNTIME_FIELDS}
+        cfg = TrainConfig.from_dict(merged)
+        codec_cfg = CodecConfig.from_dict(state["codec_config"], source=str(out_dir / STATE_FILE))
+
+    if vocab is None:
+        from uniaudio_cli.llm import load_vocabulary
+
+        vocab = load_vocabulary(llm)
+    if codec_cfg is None or codec_cfg.vocab is None:
+        codec_cfg = default_codec_config(build_vocab_spec(vocab, cfg.n_words), codec_cfg)
+    tables, banned = codebook_tables(codec_cfg.vocab, vocab, source=str(out_dir))
+
+    torch.manual_seed(cfg.seed)
+    model = LLMCodec(codec_cfg)
+    model.set_codebooks(tables, banned)
+    data = SegmentDataset(
+        data_dirs, segment_samples(cfg, codec_cfg), codec_cfg.sample_rate, default_exclude, cfg.gain_db, cfg.seed
+    )
+    trainer = Trainer(model, data, text_embeddings(data.texts, vocab), out_dir, cfg, progress)
+    if saved is not None:
+        trainer.load_state(*saved)
+        log.info("resumed %s at step %d", out_dir, trainer.step)
+    return trainer
+
+
+def train_codec(
+    data_dirs: list[Path],
+    out_dir: Path,
+    cfg: TrainConfig | None = None,
+    codec_cfg: CodecConfig | None = None,
+    resume: bool = False,
+    llm: str | None = None,
+    progress: bool = True,
+    vocab: Vocabulary | None = None,
+) -> Path:
+    """Train an LLM-Codec on audio folders; returns ``out_dir/codec`` (the inference checkpoint).
+
+    Args:
+        data_dirs: training folders (see :mod:`uniaudio_cli.train.data`); held-out clips are
+            excluded by :func:`uniaudio_cli.train.data.default_exclude`.
+        out_dir: run folder; checkpoints every ``cfg.checkpoint_every`` steps and at the end.
+        cfg: hyperparameters (default :class:`TrainConfig`). When resuming, only its runtime
+            fields (``steps`` = the total to reach, ``device``, ``bf16``, ``num_threads``,
+            ``checkpoint_every``, ``log_every``, ``time_limit_s``) are taken; the rest come from
+            the checkpoint.
+        codec_cfg: codec sizes (default: the small backbone). Without a ``vocab`` spec, its
+            codebook sizes/dims and spec are derived from the LLM. Ignored when resuming.
+        resume: continue the run in ``out_dir`` (starts a new one if it has no checkpoint).
+        llm: the LLM whose vocabulary gives the codebooks (``None``: the embedded default).
+        progress: show a progress bar.
+        vocab: an already-loaded vocabulary (skips loading ``llm``; used by tests).
+
+    Raises:
+        UsageError: ``out_dir`` already holds a run and ``resume`` is False, or bad data folders.
+        TrainingInterrupted: SIGINT/SIGTERM (a checkpoint was written first).
+    """
+    trainer = build_trainer(data_dirs, out_dir, cfg, codec_cfg, resume, llm, progress, vocab)
+    return trainer.train()
