@@ -41,8 +41,10 @@ class PrefixCache:
         self.source = source
         self._cache: Any = None
         self._logits: torch.Tensor | None = None
+        self.check_length(0)  # before running a prefix the model cannot position
         if reuse:
-            self._cache, self._logits = self._run(self.prefix, None)
+            self._cache, logits = self._run(self.prefix, None)
+            self._logits = logits[-1].clone()  # keep one row, not the (L, V) table
 
     def check_length(self, extra: int) -> None:
         n = len(self.prefix) + extra
@@ -63,9 +65,10 @@ class PrefixCache:
         return out.past_key_values, out.logits[0].float()
 
     def start(self) -> tuple[Any, torch.Tensor]:
-        """A cache holding the prefix and the logits after its last token."""
+        """A cache holding the prefix and the logits ``(V,)`` after its last token."""
         if not self.reuse:
-            return self._run(self.prefix, None)
+            cache, logits = self._run(self.prefix, None)
+            return cache, logits[-1]
         assert self._cache is not None and self._logits is not None
         crop_cache(self._cache, len(self.prefix))
         return self._cache, self._logits

@@ -63,7 +63,16 @@ class PromptTemplate:
 
 
 def available_templates() -> list[str]:
-    return sorted(p.stem for p in prompts_dir().glob("*.json"))
+    """Names of the templates in ``prompts/`` (other JSON data there, e.g. example lists, is left out)."""
+    names = []
+    for p in prompts_dir().glob("*.json"):
+        try:
+            data = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(data, dict) and "demo" in data and "query" in data:
+            names.append(p.stem)
+    return sorted(names)
 
 
 class PromptBuilder:
@@ -82,13 +91,17 @@ class PromptBuilder:
         return list(self._encode(text))
 
     def bos(self) -> list[int]:
-        """The special tokens the tokenizer puts before a sequence (e.g. LLaMA's ``<s>``)."""
+        """The special tokens the tokenizer puts before a sequence (e.g. LLaMA's ``<s>``).
+
+        Decided by probing what the tokenizer does, not by ``add_bos_token``: in transformers 5
+        that flag is False for tokenizer.json tokenizers whose post-processor adds the BOS
+        (e.g. Llama 3), so trusting it would drop the BOS the model was trained with.
+        """
         bos = getattr(self.tokenizer, "bos_token_id", None)
-        adds = getattr(self.tokenizer, "add_bos_token", None)
-        if bos is not None and (adds is None or adds):
-            probe = self.tokenizer("a", add_special_tokens=True).input_ids
-            return [bos] if probe and probe[0] == bos else []
-        return []
+        if bos is None:
+            return []
+        probe = self.tokenizer("a", add_special_tokens=True).input_ids
+        return [bos] if probe and probe[0] == bos else []
 
     def render(self, fmt: str, audio: dict[str, Sequence[int]] | None = None, **text: str) -> list[int]:
         """Fill ``fmt``: text fields are formatted and tokenized, audio fields spliced in as ids."""

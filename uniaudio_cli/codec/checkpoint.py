@@ -29,8 +29,12 @@ def trainable_state_dict(model: LLMCodec) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not _CODEBOOK.match(k)}
 
 
-def save_codec(model: LLMCodec, out_dir: str | Path) -> Path:
-    """Write ``out_dir/config.json`` + ``out_dir/model.safetensors`` atomically (whole folder)."""
+def save_codec(model: LLMCodec, out_dir: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """Write ``out_dir/config.json`` + ``out_dir/model.safetensors`` atomically (whole folder).
+
+    ``dtype`` (e.g. ``torch.float16``) stores floating-point weights at lower precision to keep
+    shipped files small; loading casts them back to the model's dtype.
+    """
     from safetensors.torch import save_file
 
     out = Path(out_dir)
@@ -38,7 +42,10 @@ def save_codec(model: LLMCodec, out_dir: str | Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         model.cfg.save(tmp / CONFIG_FILE)
-        save_file(trainable_state_dict(model), str(tmp / WEIGHTS_FILE), metadata={"format": "uniaudio-llm-codec"})
+        sd = trainable_state_dict(model)
+        if dtype is not None:
+            sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
+        save_file(sd, str(tmp / WEIGHTS_FILE), metadata={"format": "uniaudio-llm-codec"})
         old = None
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")

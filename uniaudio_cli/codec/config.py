@@ -30,7 +30,7 @@ class VocabSpec:
         embedding_dim: columns of that table.
         embedding_sha256: fingerprint of the table (see ``vocab.embedding_fingerprint``).
         layer1_token_ids: LLM token ids of the word-level layer-1 codebook, in code order.
-        acoustic_token_ids: token ids excluded from layers 2-3 (special/control tokens).
+        excluded_token_ids: token ids layers 2-3 never emit (the LLM's special/control tokens).
     """
 
     llm: str
@@ -59,7 +59,7 @@ class CodecConfig:
 
     backbone: Backbone = "small"
     sample_rate: int = 16000
-    latent_dim: int = 512
+    latent_dim: int = 256
     vq_strides: list[int] = field(default_factory=lambda: [4, 2, 1])
     codebook_sizes: list[int] = field(default_factory=lambda: [3000, 49152, 49152])
     codebook_dims: list[int] = field(default_factory=lambda: [576, 576, 576])
@@ -75,10 +75,10 @@ class CodecConfig:
     small_hop: int = 480
     small_n_fft: int = 640
     small_stft_hop: int = 160
-    small_dim: int = 384
-    small_intermediate: int = 1152
-    small_encoder_layers: int = 6
-    small_decoder_layers: int = 8
+    small_dim: int = 256
+    small_intermediate: int = 768
+    small_encoder_layers: int = 4
+    small_decoder_layers: int = 6
     vocab: VocabSpec | None = None
 
     @property

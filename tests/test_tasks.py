@@ -1,0 +1,320 @@
+"""The few-shot tasks (classify, tts, denoise) end to end on a tiny LLaMA + a tiny codec built on
+its vocabulary, plus demonstration folders and clip cropping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from tests.conftest import write_tone
+from tests.test_decoding import tiny_llama
+from tests.test_prompts import build_tokenizer
+from uniaudio_cli.bridge import build_vocab_spec, codebook_tables
+from uniaudio_cli.codec.api import Codec, load_codec
+from uniaudio_cli.codec.checkpoint import save_codec
+from uniaudio_cli.codec.config import CodecConfig
+from uniaudio_cli.codec.model import LLMCodec
+from uniaudio_cli.decoding import continuation_logprobs
+from uniaudio_cli.errors import UsageError
+from uniaudio_cli.llm import LoadedLLM, Vocabulary
+from uniaudio_cli.tasks.audio_gen import flatten
+from uniaudio_cli.tasks.classify import Classifier, ClassifyOptions, classify_files
+from uniaudio_cli.tasks.demos import crop_or_pad, load_demo_folder
+from uniaudio_cli.tasks.denoise import DenoiseOptions, Denoiser, load_pair_folder
+from uniaudio_cli.tasks.tts import Synthesizer, TTSOptions
+
+SR = 16000
+UNIT = 1920  # the tiny codec's pad_multiple: hop 480 x layer-1 stride 4
+SPECIAL = {0, 1}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread (intra-op threads only add overhead, a lot when
+    the cores are busy); the previous setting is restored after the module."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_models(folder: Path) -> tuple[LoadedLLM, Codec]:
+    """A tiny LLaMA whose vocabulary is :func:`build_tokenizer`, and a random codec saved and
+    loaded back on that vocabulary (its frozen codebooks are the LLaMA's input embeddings)."""
+    model = tiny_llama()
+    tok = build_tokenizer(size=model.config.vocab_size)
+    emb = model.get_input_embeddings().weight.detach().float().clone()
+    vocab = Vocabulary("tiny-llama", tok, emb, special_ids=[0, 1])
+    dim = int(emb.shape[1])
+    cfg = CodecConfig(
+        backbone="small",
+        latent_dim=16,
+        small_dim=32,
+        small_intermediate=64,
+        small_encoder_layers=1,
+        small_decoder_layers=1,
+        codebook_sizes=[6, vocab.size, vocab.size],
+        codebook_dims=[dim] * 3,
+        vocab=build_vocab_spec(vocab, n_words=6),
+    )
+    torch.manual_seed(0)
+    codec_model = LLMCodec(cfg).eval()
+    assert cfg.vocab is not None
+    codec_model.set_codebooks(*codebook_tables(cfg.vocab, vocab))
+    codec = load_codec(save_codec(codec_model, folder / "codec"), vocabulary=vocab, device="cpu")
+    return LoadedLLM(model=model, vocabulary=vocab, device=torch.device("cpu"), context_length=2048), codec
+
+
+def write_label_demos(root: Path, labels: dict[str, float] | None = None, clips: int = 2, seconds: float = 1.0) -> Path:
+    """``root/<label>/<k>.wav``: tones, one frequency per label."""
+    for label, freq in (labels or {"dog": 300.0, "rain": 1500.0}).items():
+        for k in range(clips):
+            write_tone(root / label / f"{k}.wav", seconds=seconds, freq=freq * (1 + 0.05 * k))
+    return root
+
+
+def write_pairs(root: Path, seconds: float = 0.5) -> Path:
+    """``root/<utt>/clean.wav + noisy*.wav`` (two utterances, three noisy versions)."""
+    rng = np.random.default_rng(0)
+    for utt, freq, n_noisy in (("u1", 400.0, 2), ("u2", 900.0, 1)):
+        clean = write_tone(root / utt / "clean.wav", seconds=seconds, freq=freq)
+        wav, _ = sf.read(clean, dtype="float32")
+        for k in range(n_noisy):
+            sf.write(root / utt / f"noisy{k}.wav", wav + 0.1 * rng.standard_normal(len(wav)).astype(np.float32), SR)
+    return root
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[LoadedLLM, Codec]:
+    return tiny_models(tmp_path_factory.mktemp("tiny_models"))
+
+
+@pytest.fixture(scope="module")
+def label_demos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_label_demos(tmp_path_factory.mktemp("labels"))
+
+
+@pytest.fixture(scope="module")
+def queries(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    d = tmp_path_factory.mktemp("queries")
+    return [write_tone(d / "q1.wav", 1.3, freq=320.0), write_tone(d / "q2.wav", 0.7, freq=1400.0)]
+
+
+def test_tiny_models_are_consistent(models) -> None:
+    llm, codec = models
+    assert llm.vocabulary.size == len(llm.tokenizer) == llm.model.config.vocab_size
+    layer1 = codec.bridge.valid_token_ids(0)
+    assert llm.tokenizer.convert_ids_to_tokens(layer1)[:3] == ["Ġthe", "Ġdog", "Ġrain"]
+    ids = codec.encode(np.zeros(SR, dtype=np.float32) + 0.1)
+    assert [len(layer) for layer in ids] == [9, 18, 36]  # 1 s pads to 1.08 s = 36 frames
+
+
+# -- classification --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["icl", "prototype"])
+@pytest.mark.parametrize("mode", ["default", "paper"])
+def test_classifier_returns_demo_labels(models, label_demos, queries, method, mode) -> None:
+    llm, codec = models
+    folder = load_demo_folder(label_demos)
+    opts = ClassifyOptions(method=method, mode=mode, shots=2)
+    results = list(classify_files(llm, codec, folder.pick(2), [*queries, label_demos / "missing.wav"], opts))
+    for q, pred in zip(queries, results, strict=False):
+        assert pred.path == str(q)
+        assert pred.label in ("dog", "rain")
+        assert list(pred.probabilities) == ["dog", "rain"]
+        assert sum(pred.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+        assert pred.probability == max(pred.probabilities.values())
+    # A bad query is handed back with its error; the run goes on.
+    path, err = results[-1]
+    assert path.name == "missing.wav" and "no such file" in str(err)
+
+
+def test_layers_all_makes_longer_prompts(models, label_demos) -> None:
+    llm, codec = models
+    demos = load_demo_folder(label_demos).pick(1)
+    sem = Classifier(llm, codec, demos, ClassifyOptions(layers="semantic"))
+    full = Classifier(llm, codec, demos, ClassifyOptions(layers="all"))
+    clip = label_demos / "dog" / "0.wav"
+    assert len(sem.clip_tokens(clip)) == 9 and len(full.clip_tokens(clip)) == 9 + 18 + 36
+    assert full.clip_tokens(clip)[:9] == sem.clip_tokens(clip)
+    assert len(full.prefix_ids()) == len(sem.prefix_ids()) + 2 * (18 + 36)
+
+
+def test_repeats_multiply_the_demonstration_block(models, label_demos) -> None:
+    llm, codec = models
+    demos = load_demo_folder(label_demos).pick(2)
+    one = Classifier(llm, codec, demos, ClassifyOptions(shots=2, repeats=1))
+    three = Classifier(llm, codec, demos, ClassifyOptions(shots=2, repeats=3))
+    b = one.builder
+    head, tail = b.induction(["dog", "rain"]), b.text(b.template.block)
+    p1 = one.prefix_ids()
+    assert p1[: len(head)] == head and p1[-len(tail) :] == tail
+    block = p1[len(head) : -len(tail)]
+    assert three.prefix_ids() == head + block * 3 + tail
+    # Demonstrations interleave labels: dog, rain, dog, rain.
+    assert block.count(b.answer("dog")[0]) >= 2
+    no_ind = Classifier(llm, codec, demos, ClassifyOptions(shots=2, induction=False))
+    assert no_ind.prefix_ids() == block + tail
+
+
+def test_calibration_in_default_mode_only(models, label_demos, queries) -> None:
+    llm, codec = models
+    demos = load_demo_folder(label_demos).pick(1)
+    for mode in ("default", "paper"):
+        clf = Classifier(llm, codec, demos, ClassifyOptions(mode=mode))
+        tokens = clf.clip_tokens(queries[0])
+        raw = torch.log_softmax(continuation_logprobs(clf.prefix, clf.query_ids(tokens), clf.candidates), 0)
+        if mode == "default":
+            assert clf.calibration.abs().sum() > 0
+            expected = torch.softmax(raw - clf.calibration, 0)
+        else:
+            assert torch.equal(clf.calibration, torch.zeros(2))
+            expected = torch.softmax(raw, 0)
+        got = clf.classify_tokens(tokens).probabilities
+        assert [got["dog"], got["rain"]] == pytest.approx(expected.tolist(), abs=1e-5)
+
+
+def test_classifier_needs_two_labels(models, label_demos) -> None:
+    llm, codec = models
+    with pytest.raises(UsageError, match="at least two labels"):
+        Classifier(llm, codec, {"dog": [label_demos / "dog" / "0.wav"]}, ClassifyOptions())
+
+
+# -- TTS -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tts_demos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # 0.96 s is a whole number of codec units, so decoded audio has exactly the demo duration.
+    return write_label_demos(
+        tmp_path_factory.mktemp("digits"), {"1": 250.0, "2": 700.0, "3": 1200.0}, clips=2, seconds=0.96
+    )
+
+
+def _assert_valid_layers(codec: Codec, tokens: list[list[int]], counts: list[int]) -> None:
+    assert [len(layer) for layer in tokens] == counts
+    assert set(tokens[0]) <= set(codec.bridge.valid_token_ids(0))
+    assert not SPECIAL & set(flatten(tokens))
+    codec.bridge.from_token_ids(tokens)  # raises on an id that is not a code of its layer
+
+
+@pytest.mark.parametrize("mode", ["default", "paper"])
+def test_synthesizer_modes(models, tts_demos, mode) -> None:
+    llm, codec = models
+    folder = load_demo_folder(tts_demos)
+    synth = Synthesizer(llm, codec, folder.clips, TTSOptions(mode=mode, shots=2))
+    assert synth.counts == [8, 16, 32] and len(synth.demos) == 6
+    speech = synth.speak("1+1")
+    assert speech.sample_rate == SR
+    assert speech.audio.shape == (int(0.96 * SR),) and np.isfinite(speech.audio).all()
+    _assert_valid_layers(codec, speech.tokens, synth.counts)
+    if mode == "default":
+        assert speech.answer in ("1", "2", "3")
+        path = speech.follows.split(" (")[0]
+        assert Path(path) in folder.clips[speech.answer]
+        assert speech.follows.endswith(f"({speech.answer!r})")
+        demo = next(d for d in synth.demos if str(d.path) == path)
+        assert speech.tokens == demo.tokens
+    else:
+        assert speech.answer is None
+        assert synth.speak("1+1").tokens == speech.tokens  # greedy is repeatable
+    with pytest.raises(UsageError, match="empty text"):
+        synth.speak("  ")
+
+
+# -- denoising -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pair_demos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_pairs(tmp_path_factory.mktemp("pairs"))
+
+
+@pytest.mark.parametrize("mode", ["default", "paper"])
+def test_denoiser_keeps_length_and_layer_counts(models, pair_demos, mode) -> None:
+    llm, codec = models
+    den = Denoiser(llm, codec, load_pair_folder(pair_demos), DenoiseOptions(mode=mode, pairs=3, segment_seconds=0.5))
+    assert len(den.demos) == 3
+    seg = 4 * UNIT  # 0.5 s rounds down to whole codec units
+    rng = np.random.default_rng(1)
+    for n in (int(0.3 * SR), seg, int(1.3 * SR) + 7):
+        wav = (0.2 * rng.standard_normal(n)).astype(np.float32)
+        out, tokens = den.denoise_wav(wav)
+        assert out.shape == (n,) and np.isfinite(out).all()
+        last = wav[(n - 1) // seg * seg :]
+        noisy = codec.encode(last)
+        _assert_valid_layers(codec, tokens, [len(layer) for layer in noisy])
+        if mode == "default":  # each token is the noisy one or one the clean demonstrations use
+            for layer, (got, src) in enumerate(zip(tokens, noisy, strict=True)):
+                clean = {t for _, c in den.demos for t in c[layer]}
+                assert all(g == s or g in clean for g, s in zip(got, src, strict=True))
+    noisy_file = pair_demos / "u1" / "noisy0.wav"
+    assert den.denoise(noisy_file).shape == (sf.info(noisy_file).frames,)
+
+
+def test_pair_folder_errors(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no such demonstration folder") as e:
+        load_pair_folder(tmp_path / "nope")
+    assert str(tmp_path / "nope") in str(e.value)
+    write_tone(tmp_path / "p" / "u1" / "clean.wav")
+    with pytest.raises(UsageError, match=r"needs clean\.<ext> and noisy") as e:
+        load_pair_folder(tmp_path / "p")
+    assert str(tmp_path / "p" / "u1") in str(e.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="no \\(noisy, clean\\) pairs"):
+        load_pair_folder(tmp_path / "empty")
+
+
+# -- demonstration folders and cropping ------------------------------------------------------
+
+
+def test_demo_folder_errors_name_the_folder(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    with pytest.raises(UsageError, match="no such demonstration folder") as e:
+        load_demo_folder(missing)
+    assert str(missing) in str(e.value)
+    one = write_label_demos(tmp_path / "one", {"dog": 300.0})
+    with pytest.raises(UsageError, match="1 label folder\\(s\\), at least 2 needed") as e:
+        load_demo_folder(one)
+    assert str(one) in str(e.value)
+    (one / "rain").mkdir()
+    (one / "rain" / "notes.txt").write_text("not audio")
+    with pytest.raises(UsageError, match="label folder holds no audio files") as e:
+        load_demo_folder(one)
+    assert str(one / "rain") in str(e.value)
+    file = write_tone(tmp_path / "a.wav")
+    with pytest.raises(UsageError, match="not a folder"):
+        load_demo_folder(file)
+
+
+def test_demo_folder_pick(tmp_path: Path) -> None:
+    root = write_label_demos(tmp_path / "d", clips=3)
+    write_tone(root / "rain" / "sub" / "deep.wav")  # clips are found recursively
+    (root / ".hidden").mkdir()
+    (root / "dog" / ".0.wav").write_bytes(b"")  # dot files are ignored
+    folder = load_demo_folder(root)
+    assert folder.labels == ["dog", "rain"]
+    assert len(folder.clips["dog"]) == 3 and len(folder.clips["rain"]) == 4
+    assert folder.pick(2, seed=None) == {lb: folder.clips[lb][:2] for lb in folder.labels}
+    drawn = folder.pick(2, seed=5)
+    assert drawn == folder.pick(2, seed=5)
+    assert all(len(v) == 2 and set(v) <= set(folder.clips[k]) for k, v in drawn.items())
+    with pytest.raises(UsageError, match="--shots 4 needs 4 per label") as e:
+        folder.pick(4)
+    assert str(root / "dog") in str(e.value)
+
+
+def test_crop_or_pad() -> None:
+    wav = np.full(1000, 0.01, dtype=np.float32)
+    wav[700:800] = 1.0
+    assert np.array_equal(crop_or_pad(wav, 200, "start"), wav[:200])
+    loud = crop_or_pad(wav, 200, "loudest")
+    assert loud.shape == (200,) and np.count_nonzero(loud == 1.0) == 100
+    short = crop_or_pad(wav[:50], 200, "loudest")
+    assert short.shape == (200,) and np.array_equal(short[:50], wav[:50]) and not short[50:].any()
+    assert np.array_equal(crop_or_pad(wav, 1000, "loudest"), wav)
