@@ -356,6 +356,51 @@ def denoise(
     raise typer.Exit(report.exit_code)
 
 
+@app.command("train-codec")
+@handle_errors
+def train_codec_cmd(
+    data: Annotated[list[Path], typer.Option("--data", help="Training folders (DIR/<label>/<clips>, metadata.csv).")],
+    more_data: Annotated[
+        list[Path] | None, typer.Argument(help="More training folders (so that --data A B works).", show_default=False)
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, train state, metrics.")],
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
+    steps: Annotated[int | None, typer.Option("--steps", min=1, help="Total steps to reach.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1)] = None,
+    segment_seconds: Annotated[float | None, typer.Option("--segment-seconds")] = None,
+    lr: Annotated[float | None, typer.Option("--lr")] = None,
+    gan: Annotated[bool | None, typer.Option("--gan/--no-gan", help="Adversarial losses.")] = None,
+    gan_start: Annotated[int | None, typer.Option("--gan-start", help="Step at which the GAN losses start.")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option("--checkpoint-every", min=1)] = None,
+    time_limit: Annotated[float | None, typer.Option("--time-limit", help="Stop (with a checkpoint) after S s.")] = None,
+    backbone: Annotated[str, typer.Option("--backbone", help="small or published.")] = "small",
+    llm: LlmOpt = None,
+    device: DeviceOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train an LLM-Codec for an LLM's vocabulary (rich progress, periodic checkpoints, --resume)."""
+    from uniaudio_cli.codec.config import CodecConfig
+    from uniaudio_cli.train.trainer import TrainConfig, train_codec
+
+    overrides = {
+        "steps": steps, "batch_size": batch_size, "segment_seconds": segment_seconds, "lr": lr, "gan": gan,
+        "gan_start_step": gan_start, "checkpoint_every": checkpoint_every, "time_limit_s": time_limit,
+        "device": device,
+    }
+    if resume and steps is None:
+        from uniaudio_cli.train.trainer import saved_train_config
+
+        saved = saved_train_config(out)
+        if saved is not None:
+            overrides["steps"] = saved.steps
+    cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    codec_cfg = CodecConfig(backbone=_choice("--backbone", backbone, ("small", "published")))  # type: ignore[arg-type]
+    if backbone == "published":
+        codec_cfg.latent_dim = codec_cfg.encoder_dim * 2 ** len(codec_cfg.encoder_rates)
+    path = train_codec([*data, *(more_data or [])], out, cfg, codec_cfg, resume=resume, llm=llm, progress=not quiet)
+    typer.echo(str(path))
+
+
 @eval_app.command("codec")
 @handle_errors
 def eval_codec(

@@ -31,8 +31,14 @@ AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au
 TEXT_COLUMNS = ("text", "transcript", "transcription", "sentence", "caption")
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 RAVDESS_EMOTIONS = {
-    "01": "neutral", "02": "calm", "03": "happy", "04": "sad",
-    "05": "angry", "06": "fearful", "07": "disgust", "08": "surprised",
+    "01": "neutral",
+    "02": "calm",
+    "03": "happy",
+    "04": "sad",
+    "05": "angry",
+    "06": "fearful",
+    "07": "disgust",
+    "08": "surprised",
 }
 RAVDESS_STATEMENTS = {"01": "kids are talking by the door", "02": "dogs are sitting by the door"}
 _RAVDESS_NAME = re.compile(r"^\d{2}(?:-\d{2}){6}$")
@@ -223,7 +229,9 @@ class SegmentDataset(torch.utils.data.Dataset):
         self._update_weights()
         log.info(
             "training data: %d clips, %.2f h, %d distinct target texts",
-            len(self.audio), self.hours, len(self.texts),
+            len(self.audio),
+            self.hours,
+            len(self.texts),
         )
 
     @property

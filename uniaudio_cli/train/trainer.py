@@ -246,6 +246,51 @@ def _unflatten_optimizer(
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
+def _clean_stale(out_dir: Path) -> None:
+    """Remove temporaries of a killed run; put back a checkpoint folder a kill left renamed."""
+    import shutil
+
+    if not out_dir.is_dir():
+        return
+    for name in (CODEC_DIR, BEST_DIR):
+        target = out_dir / name
+        olds = sorted(out_dir.glob(f".{name}.old-*"), key=lambda p: p.stat().st_mtime)
+        if not target.exists() and olds:
+            # save_codec moves the old folder aside before moving the new one in.
+            os.replace(olds.pop(), target)
+        for p in [*olds, *out_dir.glob(f".{name}.*")]:
+            if p.exists():
+                shutil.rmtree(p, ignore_errors=True)
+    for p in out_dir.glob(".train_state.*.tmp-*"):
+        p.unlink(missing_ok=True)
+
+
+class _RunLock:
+    """An exclusive lock on ``out_dir/.lock`` so two runs never write one folder."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self._file = None
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no locking
+            return
+        out_dir.mkdir(parents=True, exist_ok=True)
+        f = open(out_dir / ".lock", "w")  # noqa: SIM115 (held for the run's lifetime)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            f.close()
+            raise UsageError(
+                f"{out_dir}: another training run is using this folder", "stop it first, or choose another --out"
+            ) from e
+        self._file = f
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
 def read_train_state(out_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
     """``(scalar state, tensors)`` of the checkpoint in ``out_dir``, or ``None`` when it has none."""
     from safetensors import SafetensorError, safe_open
@@ -269,6 +314,26 @@ def read_train_state(out_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Ten
             "resume it with the uniaudio version that wrote it, or start a new run",
         )
     return state, tensors
+
+
+def saved_train_config(out_dir: str | Path) -> TrainConfig | None:
+    """The :class:`TrainConfig` of the run in ``out_dir`` (``None`` without one), read cheaply.
+
+    For a CLI that resumes with the run's own ``steps``/``device`` unless told otherwise.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(out_dir) / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            state = json.loads((f.metadata() or {})["train_state"])
+    except (SafetensorError, OSError, ValueError, KeyError) as e:
+        raise CheckpointError(
+            f"{path}: unreadable training state ({e})", "delete the run folder and start again"
+        ) from e
+    return TrainConfig.from_dict(state["train_config"])
 
 
 class Trainer:
@@ -298,7 +363,11 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.progress = progress
         self.device = resolve_device(cfg.device)
+        self.lock: _RunLock | None = None
         if self.device.type == "cpu":
+            # Denormal activations (a GAN discriminator produces them after a few steps) make
+            # x86 float maths 10x slower; flushing them to zero changes nothing that matters.
+            torch.set_flush_denormal(True)
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
             torch.set_num_threads(cfg.num_threads or cores)
         use_bf16 = native_bf16(self.device) if cfg.bf16 is None else cfg.bf16
@@ -323,6 +392,7 @@ class Trainer:
         self.opt_g = torch.optim.AdamW(self.g_params, **adamw)
         self.opt_d = torch.optim.AdamW(self.disc.parameters(), **adamw) if self.disc is not None else None
 
+        self._init_consistency_bias()
         self.rng = np.random.default_rng(cfg.seed)
         self.step = 0
         self.best_val = math.inf
@@ -333,6 +403,14 @@ class Trainer:
         if cfg.val_segments > 0:
             wav, tid = data.split_validation(cfg.val_segments)
             self.val = (wav.to(self.device), tid.to(self.device))
+
+    @torch.no_grad()
+    def _init_consistency_bias(self) -> None:
+        # Log-mel targets sit around -5 with a zero-initialised head; at lr 2e-4 Adam would need
+        # ~10^4 steps just to move the bias there, so start it at the data's mean per band.
+        wav, _ = self.data.sample_batch(np.random.default_rng(self.cfg.seed + 1), self.cfg.batch_size)
+        target = self.frame_mel(self.model.preprocess(wav.to(self.device)))
+        self.aux.proj.bias.copy_(target.mean(dim=(0, 2)))
 
     # ------------------------------------------------------------------ state
 
@@ -465,8 +543,13 @@ class Trainer:
             + cfg.w_consistency * cons
         )
         metrics = {
-            "l1": l1, "stft_mag": spec.stft_mag, "stft_sc": spec.stft_sc, "mel": spec.mel,
-            "commit": commit, "semantic": sem, "consistency": cons,
+            "l1": l1,
+            "stft_mag": spec.stft_mag,
+            "stft_sc": spec.stft_sc,
+            "mel": spec.mel,
+            "commit": commit,
+            "semantic": sem,
+            "consistency": cons,
         }
 
         if self.disc is not None and self.opt_d is not None and self.step >= cfg.gan_start_step:
@@ -546,13 +629,7 @@ class Trainer:
         """
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        cfg = self.cfg
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        sums: dict[str, torch.Tensor] = {}
-        counts: dict[str, int] = {}
-        run_start = time.perf_counter()
-        window_start, window_step = run_start, self.step
-        elapsed_before = self.elapsed_s
         progress = Progress(
             TextColumn("[bold]train-codec"),
             BarColumn(),
@@ -562,6 +639,27 @@ class Trainer:
             TextColumn("{task.fields[losses]}"),
             disable=not self.progress,
         )
+        try:
+            stopped = self._loop(progress)
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+        if stopped is not None:
+            raise TrainingInterrupted(
+                f"training stopped by {signal.Signals(stopped).name} at step {self.step}; "
+                f"checkpoint saved in {self.out_dir}",
+                "run the same command with --resume to continue",
+            )
+        return self.out_dir / CODEC_DIR
+
+    def _loop(self, progress: Any) -> int | None:
+        """The step loop; returns the signal that stopped it, if any."""
+        cfg = self.cfg
+        sums: dict[str, torch.Tensor] = {}
+        counts: dict[str, int] = {}
+        run_start = time.perf_counter()
+        window_start, window_step = run_start, self.step
+        elapsed_before = self.elapsed_s
         stopped = None
         with self._signals(), progress:
             task = progress.add_task("train", total=cfg.steps, completed=self.step, rate="", losses="")
@@ -579,8 +677,13 @@ class Trainer:
                     row = {k: float(v) / counts[k] for k, v in sums.items()}
                     sums, counts = {}, {}
                     self._write_metrics(
-                        {"step": self.step, "lr": lr_at(cfg, self.step - 1), "steps_per_s": rate,
-                         "elapsed_s": self.elapsed_s, **row}
+                        {
+                            "step": self.step,
+                            "lr": lr_at(cfg, self.step - 1),
+                            "steps_per_s": rate,
+                            "elapsed_s": self.elapsed_s,
+                            **row,
+                        }
                     )
                     shown = " ".join(f"{k} {row[k]:.3f}" for k in ("mel", "semantic", "consistency", "adv") if k in row)
                     progress.update(task, rate=f"{rate:.2f} step/s", losses=shown)
@@ -595,13 +698,7 @@ class Trainer:
                 if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
                     self.save_checkpoint()
             self.save_checkpoint()
-        if stopped is not None:
-            raise TrainingInterrupted(
-                f"training stopped by {signal.Signals(stopped).name} at step {self.step}; "
-                f"checkpoint saved in {self.out_dir}",
-                "run the same command with --resume to continue",
-            )
-        return self.out_dir / CODEC_DIR
+        return stopped
 
 
 def default_codec_config(spec: Any, base: CodecConfig | None = None) -> CodecConfig:
@@ -630,38 +727,45 @@ def build_trainer(
 
     cfg = cfg or TrainConfig()
     out_dir = Path(out_dir)
-    saved = read_train_state(out_dir)
-    if saved is not None and not resume:
-        raise UsageError(
-            f"{out_dir}: holds a training run (step {saved[0]['step']})",
-            "pass --resume to continue it, or choose another --out folder",
+    lock = _RunLock(out_dir)
+    try:
+        _clean_stale(out_dir)
+        saved = read_train_state(out_dir)
+        if saved is not None and not resume:
+            raise UsageError(
+                f"{out_dir}: holds a training run (step {saved[0]['step']})",
+                "pass --resume to continue it, or choose another --out folder",
+            )
+        if resume and saved is None:
+            log.info("%s has no checkpoint yet; starting a new run", out_dir)
+        if saved is not None:
+            state = saved[0]
+            merged = state["train_config"] | {k: getattr(cfg, k) for k in RUNTIME_FIELDS}
+            cfg = TrainConfig.from_dict(merged)
+            codec_cfg = CodecConfig.from_dict(state["codec_config"], source=str(out_dir / STATE_FILE))
+
+        if vocab is None:
+            from uniaudio_cli.llm import load_vocabulary
+
+            vocab = load_vocabulary(llm)
+        if codec_cfg is None or codec_cfg.vocab is None:
+            codec_cfg = default_codec_config(build_vocab_spec(vocab, cfg.n_words), codec_cfg)
+        tables, banned = codebook_tables(codec_cfg.vocab, vocab, source=str(out_dir))
+
+        torch.manual_seed(cfg.seed)
+        model = LLMCodec(codec_cfg)
+        model.set_codebooks(tables, banned)
+        data = SegmentDataset(
+            data_dirs, segment_samples(cfg, codec_cfg), codec_cfg.sample_rate, default_exclude, cfg.gain_db, cfg.seed
         )
-    if resume and saved is None:
-        log.info("%s has no checkpoint yet; starting a new run", out_dir)
-    if saved is not None:
-        state = saved[0]
-        merged = state["train_config"] | {k: getattr(cfg, k) for k in RUNTIME_FIELDS}
-        cfg = TrainConfig.from_dict(merged)
-        codec_cfg = CodecConfig.from_dict(state["codec_config"], source=str(out_dir / STATE_FILE))
-
-    if vocab is None:
-        from uniaudio_cli.llm import load_vocabulary
-
-        vocab = load_vocabulary(llm)
-    if codec_cfg is None or codec_cfg.vocab is None:
-        codec_cfg = default_codec_config(build_vocab_spec(vocab, cfg.n_words), codec_cfg)
-    tables, banned = codebook_tables(codec_cfg.vocab, vocab, source=str(out_dir))
-
-    torch.manual_seed(cfg.seed)
-    model = LLMCodec(codec_cfg)
-    model.set_codebooks(tables, banned)
-    data = SegmentDataset(
-        data_dirs, segment_samples(cfg, codec_cfg), codec_cfg.sample_rate, default_exclude, cfg.gain_db, cfg.seed
-    )
-    trainer = Trainer(model, data, text_embeddings(data.texts, vocab), out_dir, cfg, progress)
-    if saved is not None:
-        trainer.load_state(*saved)
-        log.info("resumed %s at step %d", out_dir, trainer.step)
+        trainer = Trainer(model, data, text_embeddings(data.texts, vocab), out_dir, cfg, progress)
+        if saved is not None:
+            trainer.load_state(*saved)
+            log.info("resumed %s at step %d", out_dir, trainer.step)
+    except BaseException:
+        lock.release()
+        raise
+    trainer.lock = lock
     return trainer
 
 

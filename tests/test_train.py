@@ -1,0 +1,272 @@
+"""Codec training: data rules, losses, a few steps on a tiny codec, checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from uniaudio_cli.bridge import embedding_fingerprint
+from uniaudio_cli.codec.config import CodecConfig, VocabSpec
+from uniaudio_cli.errors import UsageError
+from uniaudio_cli.llm import Vocabulary
+from uniaudio_cli.train.data import ClipInfo, SegmentDataset, default_exclude, target_text
+from uniaudio_cli.train.losses import ConsistencyHead, FrameLogMel, consistency_loss, semantic_loss
+from uniaudio_cli.train.trainer import (
+    STATE_FILE,
+    TrainConfig,
+    Trainer,
+    TrainingInterrupted,
+    build_trainer,
+    read_train_state,
+    train_codec,
+)
+
+SR = 16000
+
+
+class ToyTokenizer:
+    """Word -> id in 1..59 (0 is the 'special' token)."""
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return [1 + sum(map(ord, w)) % 59 for w in text.split()]
+
+
+@pytest.fixture(scope="module")
+def toy_vocab() -> Vocabulary:
+    g = torch.Generator().manual_seed(0)
+    return Vocabulary("toy", ToyTokenizer(), torch.randn(60, 8, generator=g), special_ids=[0])
+
+
+@pytest.fixture(scope="module")
+def tiny_codec_cfg(toy_vocab: Vocabulary) -> CodecConfig:
+    spec = VocabSpec(
+        llm="toy",
+        vocab_size=60,
+        embedding_dim=8,
+        embedding_sha256=embedding_fingerprint(toy_vocab.embeddings),
+        layer1_token_ids=list(range(1, 41)),
+        excluded_token_ids=[0],
+    )
+    return CodecConfig(
+        latent_dim=16,
+        codebook_sizes=[40, 60, 60],
+        codebook_dims=[8, 8, 8],
+        small_dim=32,
+        small_intermediate=64,
+        small_encoder_layers=1,
+        small_decoder_layers=1,
+        vocab=spec,
+    )
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Sine tones and noise bursts, 0.4-1 s, in label folders (no metadata.csv)."""
+    root = tmp_path_factory.mktemp("toy_data")
+    rng = np.random.default_rng(0)
+    for label in ("tone", "hiss"):
+        (root / label).mkdir()
+        for i in range(4):
+            n = int(SR * (0.4 + 0.2 * i))
+            t = np.arange(n) / SR
+            wav = 0.5 * np.sin(2 * np.pi * (200 + 150 * i) * t) if label == "tone" else 0.2 * rng.standard_normal(n)
+            sf.write(root / label / f"{label}_{i}.flac", wav.astype(np.float32), SR, subtype="PCM_16")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    # The trainer sets torch's global thread count; keep it from leaking into other tests.
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_train_cfg(**kw) -> TrainConfig:
+    base = dict(
+        steps=30,
+        batch_size=4,
+        segment_seconds=0.24,
+        lr=3e-3,
+        warmup_steps=0,
+        lr_schedule="constant",
+        # One thread: tiny ops on a loaded 2-core machine are much slower with two.
+        gan=False,
+        val_segments=2,
+        checkpoint_every=1000,
+        log_every=1,
+        bf16=False,
+        num_threads=1,
+        seed=0,
+        gain_db=(-6.0, 0.0),
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_target_text_and_held_out_rules() -> None:
+    def clip(source: str, rel: str, label: str, **row: str) -> ClipInfo:
+        return ClipInfo(source, Path("/d") / source / rel, label, dict(row))
+
+    assert target_text(clip("fsdd", "3/3_george_1.flac", "3", speaker="george")) == "three"
+    rav = clip("ravdess", "angry/03-01-05-01-02-01-12.flac", "angry", actor="12")
+    assert target_text(rav) == "angry, dogs are sitting by the door"
+    assert target_text(clip("esc10", "dog_bark/1-1.flac", "dog_bark")) == "dog bark"
+    assert target_text(clip("librispeech", "103/103-1.flac", "103", split="103")) == "speech"
+    assert target_text(clip("noise", "pink_noise/p.flac", "pink_noise")) == "pink noise"
+    assert target_text(clip("x", "a/b.flac", "a", text="Hello World")) == "hello world"
+
+    assert default_exclude(clip("fsdd", "3/3_nicolas_1.flac", "3", speaker="nicolas"))
+    assert default_exclude(clip("fsdd", "3/3_nicolas_1.flac", "3"))  # no metadata: file name
+    assert not default_exclude(clip("fsdd", "3/3_george_1.flac", "3", speaker="george"))
+    # test-other excerpts carry a numeric split, train-clean-100 rows a named one
+    assert default_exclude(clip("librispeech", "1688/x.flac", "1688", split="1688"))
+    assert not default_exclude(clip("librispeech", "103/x.flac", "103", split="librispeech_train-clean-100"))
+
+
+def test_dataset_segments(data_dir: Path) -> None:
+    ds = SegmentDataset([data_dir], segment_samples=8000, seed=0)
+    assert len(ds) == 8 and ds.texts == ["hiss", "tone"]
+    wav, text = ds[0]
+    assert wav.shape == (1, 8000) and wav.dtype == torch.float32 and text in ds.texts
+    x, tid = ds.sample_batch(np.random.default_rng(0), 5)
+    assert x.shape == (5, 1, 8000) and tid.shape == (5,)
+    assert float(x.abs().max()) <= 0.99 + 1e-6
+    val, _ = ds.split_validation(2)
+    assert val.shape == (2, 1, 8000)
+    assert (ds.train_end == 0).sum() == 2  # short clips leave training entirely
+
+
+def test_semantic_and_consistency_gradients(tiny_codec_cfg: CodecConfig, toy_vocab: Vocabulary) -> None:
+    from uniaudio_cli.codec.model import LLMCodec
+
+    torch.manual_seed(0)
+    model = LLMCodec(tiny_codec_cfg)
+    emb = toy_vocab.embeddings
+    model.set_codebooks([emb[1:41], emb, emb])
+    wav = 0.1 * torch.randn(2, 1, 3840)
+    out = model(wav)
+    cb_proj = model.quantizer.quantizers[0].cb_proj
+    sem = semantic_loss(out.quant.pooled[0], emb[:2], cb_proj)
+    head = ConsistencyHead(tiny_codec_cfg.latent_dim)
+    target = FrameLogMel(SR, tiny_codec_cfg.hop_length)(wav)
+    assert target.shape == (2, 80, 3840 // tiny_codec_cfg.hop_length)
+    cons = consistency_loss(out.quant.layers[0] + out.quant.layers[1], target, head)
+    assert torch.isfinite(sem) and torch.isfinite(cons)
+    enc_w = model.encoder.out.weight
+    for loss in (sem, cons):
+        model.zero_grad()
+        loss.backward(retain_graph=True)
+        assert enc_w.grad is not None and enc_w.grad.abs().sum() > 0
+    model.zero_grad()
+    sem.backward(retain_graph=True)
+    assert cb_proj.weight.grad is not None and cb_proj.weight.grad.abs().sum() > 0
+    assert head.proj.weight.grad is not None
+
+
+def test_training_lowers_loss_and_checkpoints(
+    tmp_path: Path, data_dir: Path, tiny_codec_cfg: CodecConfig, toy_vocab: Vocabulary
+) -> None:
+    out = tmp_path / "run"
+    codec = train_codec([data_dir], out, tiny_train_cfg(), tiny_codec_cfg, progress=False, vocab=toy_vocab)
+    assert codec == out / "codec"
+    assert (codec / "config.json").is_file() and (codec / "model.safetensors").is_file()
+    assert (out / "codec-best" / "model.safetensors").is_file()
+    rows = [r for r in metrics(out) if "mel" in r]
+    assert len(rows) == 30
+    for r in rows:
+        assert all(np.isfinite(v) for k, v in r.items() if isinstance(v, float)), r
+    first = np.mean([r["mel"] for r in rows[:5]])
+    last = np.mean([r["mel"] for r in rows[-5:]])
+    assert last < 0.8 * first, (first, last)
+    state = json.loads((out / "train_state.json").read_text())
+    assert state["step"] == 30
+    with pytest.raises(UsageError):
+        train_codec([data_dir], out, tiny_train_cfg(), tiny_codec_cfg, progress=False, vocab=toy_vocab)
+
+
+def test_resume_is_exact(tmp_path: Path, data_dir: Path, tiny_codec_cfg: CodecConfig, toy_vocab: Vocabulary) -> None:
+    kw = dict(steps=6, gan=True, gan_start_step=2, checkpoint_every=3, disc_channels=4)
+    straight = tmp_path / "straight"
+    train_codec([data_dir], straight, tiny_train_cfg(**kw), tiny_codec_cfg, progress=False, vocab=toy_vocab)
+
+    split = tmp_path / "split"
+    first = tiny_train_cfg(**{**kw, "steps": 3})
+    train_codec([data_dir], split, first, tiny_codec_cfg, progress=False, vocab=toy_vocab)
+    saved_state, saved = read_train_state(split)
+    trainer = build_trainer([data_dir], split, tiny_train_cfg(**kw), None, True, None, False, toy_vocab)
+    assert trainer.step == 3 == saved_state["step"]
+    restored = trainer.opt_g.state_dict()["state"]
+    assert len(restored) == len(trainer.opt_g.param_groups[0]["params"])
+    for idx, st in restored.items():
+        assert torch.equal(st["exp_avg"], saved[f"opt_g.state.{idx}.exp_avg"])
+    assert trainer.opt_d is not None and trainer.opt_d.state_dict()["state"]
+    trainer.train()
+
+    _, a = read_train_state(straight)
+    state_b, b = read_train_state(split)
+    assert state_b["step"] == 6
+    assert a.keys() == b.keys()
+    for k in a:
+        if not k.startswith("rng."):
+            torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_sigint_checkpoints_and_stops(
+    tmp_path: Path, data_dir: Path, tiny_codec_cfg: CodecConfig, toy_vocab: Vocabulary, monkeypatch
+) -> None:
+    step = Trainer.train_step
+
+    def interrupted_step(self: Trainer) -> dict:
+        m = step(self)
+        if self.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return m
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted_step)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted):
+        train_codec([data_dir], out, tiny_train_cfg(steps=50), tiny_codec_cfg, progress=False, vocab=toy_vocab)
+    assert json.loads((out / "train_state.json").read_text())["step"] == 2
+    assert (out / STATE_FILE).is_file() and not list(out.glob(".*tmp*"))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_stale_temporaries_are_recovered_and_runs_locked(tmp_path: Path) -> None:
+    from uniaudio_cli.train.trainer import _clean_stale, _RunLock
+
+    out = tmp_path / "run"
+    # A kill inside save_codec, after moving the old folder aside: it must come back.
+    (out / ".codec.old-123").mkdir(parents=True)
+    (out / ".codec.old-123" / "config.json").write_text("{}")
+    (out / ".codec.x1y2").mkdir()
+    (out / ".train_state.safetensors.tmp-9").write_text("partial")
+    _clean_stale(out)
+    assert (out / "codec" / "config.json").is_file()
+    assert sorted(p.name for p in out.iterdir()) == ["codec"]
+
+    lock = _RunLock(out)
+    with pytest.raises(UsageError):
+        _RunLock(out)
+    lock.release()
+    _RunLock(out).release()
+
+
+def test_saved_train_config(tmp_path: Path, data_dir: Path, tiny_codec_cfg: CodecConfig, toy_vocab: Vocabulary) -> None:
+    from uniaudio_cli.train.trainer import saved_train_config
+
+    assert saved_train_config(tmp_path) is None
+    train_codec([data_dir], tmp_path, tiny_train_cfg(steps=1), tiny_codec_cfg, progress=False, vocab=toy_vocab)
+    cfg = saved_train_config(tmp_path)
+    assert cfg is not None and cfg.steps == 1 and cfg.betas == (0.8, 0.99)
