@@ -171,3 +171,17 @@ def test_config_round_trip(tmp_path: Path) -> None:
     cfg.save(tmp_path / "c.json")
     again = CodecConfig.load(tmp_path / "c.json")
     assert again == cfg
+
+
+def test_export_float16_halves_size_and_keeps_behaviour(tmp_path: Path, tiny_codec: LLMCodec, vocab) -> None:
+    from uniaudio_cli.codec.export import export_codec
+
+    full = save_codec(tiny_codec, tmp_path / "fp32")
+    half = export_codec(full, tmp_path / "fp16", torch.float16)
+    assert (half / WEIGHTS_FILE).stat().st_size < 0.6 * (full / WEIGHTS_FILE).stat().st_size
+    a = load_codec(full, vocabulary=vocab, device="cpu")
+    b = load_codec(half, vocabulary=vocab, device="cpu")
+    assert next(b.model.parameters()).dtype == torch.float32
+    wav = np.random.default_rng(1).standard_normal(8000).astype(np.float32) * 0.1
+    ids = a.encode(wav)
+    np.testing.assert_allclose(a.decode(ids), b.decode(ids), atol=1e-2)

@@ -240,9 +240,11 @@ def classify(
     opts = ClassifyOptions(
         method=_choice("--method", method, ("icl", "prototype")),  # type: ignore[arg-type]
         mode=_choice("--mode", mode, ("default", "paper")),  # type: ignore[arg-type]
-        shots=shots, repeats=repeats,
+        shots=shots,
+        repeats=repeats,
         layers=_choice("--layers", layers, ("semantic", "all")),  # type: ignore[arg-type]
-        induction=not no_induction, crop=crop or None,
+        induction=not no_induction,
+        crop=crop or None,
     )
     folder = load_demo_folder(demos)
     paths = expand_inputs(queries)
@@ -251,8 +253,16 @@ def classify(
 
     def emit(path: Path, pred: Any) -> None:
         if as_json:
-            typer.echo(json.dumps({"path": pred.path, "label": pred.label, "probability": pred.probability,
-                                   "probabilities": pred.probabilities}))
+            typer.echo(
+                json.dumps(
+                    {
+                        "path": pred.path,
+                        "label": pred.label,
+                        "probability": pred.probability,
+                        "probabilities": pred.probabilities,
+                    }
+                )
+            )
         else:
             typer.echo(f"{pred.path}\t{pred.label}\t{pred.probability:.4f}")
 
@@ -293,8 +303,12 @@ def tts(
     _check_outputs(len(texts), output, out_dir)
     if output is not None and output.exists() and not force:
         raise UsageError(f"{output}: exists", "pass --force to overwrite, or choose another output")
-    opts = TTSOptions(mode=_choice("--mode", mode, ("default", "paper")), shots=shots,  # type: ignore[arg-type]
-                      temperature=temperature, seed=seed)
+    opts = TTSOptions(
+        mode=_choice("--mode", mode, ("default", "paper")),
+        shots=shots,  # type: ignore[arg-type]
+        temperature=temperature,
+        seed=seed,
+    )
     folder = load_demo_folder(demos or default_tts_demos())
     lm, cdc = load_models(llm, codec, device, dtype)
     synth = Synthesizer(lm, cdc, folder.clips, opts)
@@ -342,8 +356,11 @@ def denoise(
     if output is not None and output.exists() and not force:
         raise UsageError(f"{output}: exists", "pass --force to overwrite, or choose another output")
     pair_set = load_pair_folder(demos or default_denoise_demos())
-    opts = DenoiseOptions(mode=_choice("--mode", mode, ("default", "paper")), pairs=pairs,  # type: ignore[arg-type]
-                          repeats=repeats)
+    opts = DenoiseOptions(
+        mode=_choice("--mode", mode, ("default", "paper")),
+        pairs=pairs,  # type: ignore[arg-type]
+        repeats=repeats,
+    )
     lm, cdc = load_models(llm, codec, device, dtype)
     den = Denoiser(lm, cdc, pair_set, opts)
 
@@ -360,9 +377,6 @@ def denoise(
 @handle_errors
 def train_codec_cmd(
     data: Annotated[list[Path], typer.Option("--data", help="Training folders (DIR/<label>/<clips>, metadata.csv).")],
-    more_data: Annotated[
-        list[Path] | None, typer.Argument(help="More training folders (so that --data A B works).", show_default=False)
-    ] = None,
     out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, train state, metrics.")],
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
     steps: Annotated[int | None, typer.Option("--steps", min=1, help="Total steps to reach.")] = None,
@@ -372,19 +386,30 @@ def train_codec_cmd(
     gan: Annotated[bool | None, typer.Option("--gan/--no-gan", help="Adversarial losses.")] = None,
     gan_start: Annotated[int | None, typer.Option("--gan-start", help="Step at which the GAN losses start.")] = None,
     checkpoint_every: Annotated[int | None, typer.Option("--checkpoint-every", min=1)] = None,
-    time_limit: Annotated[float | None, typer.Option("--time-limit", help="Stop (with a checkpoint) after S s.")] = None,
+    time_limit: Annotated[
+        float | None, typer.Option("--time-limit", help="Stop (with a checkpoint) after S s.")
+    ] = None,
     backbone: Annotated[str, typer.Option("--backbone", help="small or published.")] = "small",
     llm: LlmOpt = None,
     device: DeviceOpt = None,
     quiet: QuietOpt = False,
+    more_data: Annotated[
+        list[Path] | None, typer.Argument(help="More training folders (so that --data A B works).", show_default=False)
+    ] = None,
 ) -> None:
     """Train an LLM-Codec for an LLM's vocabulary (rich progress, periodic checkpoints, --resume)."""
     from uniaudio_cli.codec.config import CodecConfig
     from uniaudio_cli.train.trainer import TrainConfig, train_codec
 
     overrides = {
-        "steps": steps, "batch_size": batch_size, "segment_seconds": segment_seconds, "lr": lr, "gan": gan,
-        "gan_start_step": gan_start, "checkpoint_every": checkpoint_every, "time_limit_s": time_limit,
+        "steps": steps,
+        "batch_size": batch_size,
+        "segment_seconds": segment_seconds,
+        "lr": lr,
+        "gan": gan,
+        "gan_start_step": gan_start,
+        "checkpoint_every": checkpoint_every,
+        "time_limit_s": time_limit,
         "device": device,
     }
     if resume and steps is None:
