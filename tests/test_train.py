@@ -133,6 +133,11 @@ def test_target_text_and_held_out_rules() -> None:
     # test-other excerpts carry a numeric split, train-clean-100 rows a named one
     assert default_exclude(clip("librispeech", "1688/x.flac", "1688", split="1688"))
     assert not default_exclude(clip("librispeech", "103/x.flac", "103", split="librispeech_train-clean-100"))
+    # The few-shot evaluation sets: ESC-10 fold 3, RAVDESS actors 11-12.
+    assert default_exclude(clip("esc10", "rain/3-1.flac", "rain", fold="3"))
+    assert not default_exclude(clip("esc10", "rain/1-1.flac", "rain", fold="1"))
+    assert default_exclude(clip("ravdess", "sad/x.flac", "sad", actor="12"))
+    assert not default_exclude(clip("ravdess", "sad/x.flac", "sad", actor="2"))
 
 
 def test_dataset_segments(data_dir: Path) -> None:

@@ -66,6 +66,10 @@ class ClipInfo:
     row: dict[str, str] = field(default_factory=dict)
 
 
+HELD_OUT_ESC_FOLDS = frozenset({"3"})
+HELD_OUT_RAVDESS_ACTORS = frozenset({"11", "12"})
+
+
 def default_exclude(info: ClipInfo) -> bool:
     """The default held-out rule.
 
@@ -73,7 +77,13 @@ def default_exclude(info: ClipInfo) -> bool:
     * LibriSpeech test-other excerpts. In the shared ``librispeech/metadata.csv`` the
       train-clean-100 rows have ``split = librispeech_train-clean-100`` while the test-other
       excerpts carry their numeric speaker id in ``split``; a numeric ``split`` is held out.
+    * ESC-10 fold 3 and RAVDESS actors 11-12: the few-shot classification figures are measured
+      on them, and the semantic loss sees class labels, so they must stay out of training.
     """
+    if info.row.get("fold", "").strip() in HELD_OUT_ESC_FOLDS:
+        return True
+    if info.row.get("actor", "").strip() in HELD_OUT_RAVDESS_ACTORS:
+        return True
     speaker = info.row.get("speaker")
     if speaker is None:
         m = _FSDD_NAME.match(info.path.stem)
