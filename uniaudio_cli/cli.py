@@ -465,6 +465,192 @@ def eval_codec(
     raise typer.Exit(1 if result.failed else 0)
 
 
+
+MarkdownOpt = Annotated[Path | None, typer.Option("--markdown", help="Also write the tables as Markdown.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the full results as JSON on stdout.")]
+PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Write PNG figures into this folder (matplotlib).")]
+ResultsOpt = Annotated[
+    Path | None,
+    typer.Option("--results", help="Resumable JSONL results [default: $UNIAUDIO_HOME/eval/<settings hash>.jsonl]"),
+]
+
+
+def _emit_report(report: Any, as_json: bool, markdown: Path | None, force: bool) -> None:
+    from rich.console import Console
+
+    from uniaudio_cli.audio import write_text_atomic
+    from uniaudio_cli.evaluate.report import render_rich, to_json, to_markdown
+
+    if as_json:
+        typer.echo(to_json(report))
+    else:
+        render_rich(report, Console())
+    if markdown is not None:
+        write_text_atomic(markdown, to_markdown(report), force=force)
+
+
+def _check_markdown(markdown: Path | None, force: bool) -> None:
+    if markdown is not None and markdown.exists() and not force:
+        raise UsageError(f"{markdown}: exists", "pass --force to overwrite, or choose another output")
+
+
+def _plots(fn: Callable[[Any, Path], list[Path]], result: Any, plot: Path | None, quiet: bool) -> None:
+    if plot is None:
+        return
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as e:
+        raise UsageError("--plot needs matplotlib", "pip install matplotlib") from e
+    from uniaudio_cli.batch import stderr
+
+    for path in fn(result, plot):
+        if not quiet:
+            stderr.print(f"wrote {path}", soft_wrap=True)
+
+
+@eval_app.command("classify")
+@handle_errors
+def eval_classify(
+    data: Annotated[Path, typer.Argument(help="Labelled clips: DIR/<label>/<clips>.")],
+    ways: Annotated[int, typer.Option("--ways", min=2, help="Labels per episode (N).")] = 2,
+    shots: Annotated[int, typer.Option("--shots", min=1, help="Demonstration clips per label (K).")] = 1,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Copies of the demonstration block.")] = 1,
+    no_induction: Annotated[bool, typer.Option("--no-induction", help="Leave out the instruction line.")] = False,
+    layers: Annotated[str, typer.Option("--layers", help="semantic (layer 1) or all (layers 1-3).")] = "semantic",
+    method: Annotated[str, typer.Option("--method", help="icl (in-context prompt) or prototype.")] = "icl",
+    mode: ModeOpt = "default",
+    episodes: Annotated[int, typer.Option("--episodes", min=1, help="Episodes per setting.")] = 20,
+    queries: Annotated[int, typer.Option("--queries", min=1, help="Query clips per episode (spread over N).")] = 20,
+    seed: SeedOpt = 0,
+    crop: Annotated[float, typer.Option("--crop", help="Crop/pad clips to SECONDS (0: whole clips).")] = 1.0,
+    grid: Annotated[
+        str | None, typer.Option("--grid", help="paper: Table 2 (induction/shots/repeats x layers); ways: N = 2..6.")
+    ] = None,
+    as_json: JsonOpt = False,
+    markdown: MarkdownOpt = None,
+    plot: PlotOpt = None,
+    results: ResultsOpt = None,
+    llm: LlmOpt = None,
+    codec: CodecOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Few-shot accuracy over seeded N-way K-shot episodes, beside chance, random and MFCC 1-NN.
+
+    Resumable: finished episodes are kept in --results and skipped when the command runs again.
+    """
+    from uniaudio_cli.evaluate.classify_eval import (
+        EpisodeConfig,
+        evaluate_classification,
+        paper_grid,
+        plot_classification,
+        ways_grid,
+    )
+
+    if grid is not None:
+        _choice("--grid", grid, ("paper", "ways"))
+    _check_markdown(markdown, force)
+    base = EpisodeConfig(
+        ways=ways, shots=shots, repeats=repeats, induction=not no_induction,
+        layers=_choice("--layers", layers, ("semantic", "all")),  # type: ignore[arg-type]
+        method=_choice("--method", method, ("icl", "prototype")),  # type: ignore[arg-type]
+        mode=_choice("--mode", mode, ("default", "paper")),  # type: ignore[arg-type]
+        crop=crop or None,
+    )
+    configs = paper_grid(base) if grid == "paper" else ways_grid(base) if grid == "ways" else [base]
+    lm, cdc = load_models(llm, codec, device, dtype)
+    result = evaluate_classification(
+        lm, cdc, data, configs, episodes=episodes, queries=queries, seed=seed, results=results, grid=grid,
+        progress=not quiet,
+    )
+    _emit_report(result.to_report(), as_json, markdown, force)
+    _plots(plot_classification, result, plot, quiet)
+
+
+@eval_app.command("tts")
+@handle_errors
+def eval_tts(
+    out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Write every spoken answer here (WAV).")] = None,
+    demos: Annotated[Path | None, typer.Option("--demos", help="DIR/<text>/<clips> [default: spoken digits]")] = None,
+    modes: Annotated[
+        list[str] | None, typer.Option("--mode", help="uniaudio modes to evaluate (repeatable) [default: both].")
+    ] = None,
+    shots: Annotated[int, typer.Option("--shots", min=1, help="Demonstration clips per text.")] = 5,
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+    markdown: MarkdownOpt = None,
+    llm: LlmOpt = None,
+    codec: CodecOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """The paper's 20 spoken-digit questions: ACC by an offline recogniser (pocketsphinx), DNSMOS."""
+    from uniaudio_cli.evaluate.tts_eval import evaluate_tts
+
+    chosen = tuple(_choice("--mode", m, ("default", "paper")) for m in (modes or ["default", "paper"]))
+    _check_markdown(markdown, force)
+    lm, cdc = load_models(llm, codec, device, dtype)
+    result = evaluate_tts(lm, cdc, demos, modes=chosen, shots=shots, seed=seed, out_dir=out_dir, force=force,
+                          progress=not quiet)
+    _emit_report(result.to_report(), as_json, markdown, force)
+
+
+@eval_app.command("denoise")
+@handle_errors
+def eval_denoise(
+    clean_dir: Annotated[Path, typer.Argument(help="Clean speech (files or a folder).")],
+    noise_dir: Annotated[Path, typer.Argument(help="Noise recordings (a folder).")],
+    snr: Annotated[
+        list[float] | None, typer.Option("--snr", help="SNRs in dB: --snr 0 5 10 (negative: --snr=-5) [0 5 10]")
+    ] = None,
+    max_files: Annotated[int | None, typer.Option("--max-files", min=1, help="A seeded choice of N files.")] = None,
+    seconds: Annotated[float, typer.Option("--seconds", help="Crop/pad the clean speech to S seconds.")] = 4.0,
+    mode: ModeOpt = "default",
+    demos: Annotated[
+        Path | None, typer.Option("--demos", help="DIR/<name>/clean.wav + noisy*.wav [default: shipped pairs]")
+    ] = None,
+    pairs: Annotated[int, typer.Option("--pairs", min=1, help="(noisy, clean) demonstration pairs.")] = 4,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Copies of the demonstrations.")] = 1,
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+    markdown: MarkdownOpt = None,
+    plot: PlotOpt = None,
+    results: ResultsOpt = None,
+    llm: LlmOpt = None,
+    codec: CodecOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+    more_snr: Annotated[
+        list[float] | None, typer.Argument(help="More SNRs (so that --snr 0 5 10 works).", show_default=False)
+    ] = None,
+) -> None:
+    """Denoise seeded speech + noise mixtures: PESQ-WB / STOI of noisy, uniaudio, noisereduce, codec only.
+
+    Resumable: finished mixtures are kept in --results and skipped when the command runs again.
+    """
+    from uniaudio_cli.evaluate.denoise_eval import evaluate_denoising, plot_denoising
+
+    snrs = [*(snr or []), *(more_snr or [])] or [0.0, 5.0, 10.0]
+    _check_markdown(markdown, force)
+    for p in (clean_dir, noise_dir):
+        if not p.exists():
+            raise UsageError(f"{p}: no such file or folder", "check the path")
+    lm, cdc = load_models(llm, codec, device, dtype)
+    result = evaluate_denoising(
+        lm, cdc, clean_dir, noise_dir, snrs=snrs, max_files=max_files, seconds=seconds,
+        mode=_choice("--mode", mode, ("default", "paper")), demos=demos, pairs=pairs, repeats=repeats, seed=seed,
+        results=results, keep_examples=3 if plot is not None else 0, progress=not quiet,
+    )
+    _emit_report(result.to_report(), as_json, markdown, force)
+    _plots(plot_denoising, result, plot, quiet)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
