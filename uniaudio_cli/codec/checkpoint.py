@@ -46,6 +46,10 @@ def save_codec(model: LLMCodec, out_dir: str | Path, dtype: torch.dtype | None =
         if dtype is not None:
             sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
         save_file(sd, str(tmp / WEIGHTS_FILE), metadata={"format": "uniaudio-llm-codec"})
+        # mkdtemp makes a private folder; a checkpoint is ordinary shared data.
+        os.chmod(tmp, 0o755)
+        for f in tmp.iterdir():
+            os.chmod(f, 0o644)
         old = None
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
