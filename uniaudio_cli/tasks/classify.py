@@ -1,10 +1,13 @@
 """Few-shot audio classification on a frozen LLM.
 
-``icl`` (the paper): instruction + (audio tokens, label) demonstrations + query; the label the
-LLM finds most likely wins, every label scored, never parsed. In ``default`` mode the scores
-are calibrated by the LLM's preference for each label on a content-free query (contextual
-calibration), which removes much of a small LLM's label bias; ``paper`` mode keeps the raw
-scores and the reference release's first-second crop.
+``icl`` (the paper): instruction + (audio tokens, label) demonstrations + query; every label
+is scored, never parsed. ``paper`` mode is the paper's prompt: the label the LLM finds most
+likely after the query wins, on the reference release's first-second crop. ``default`` mode
+scores the other way round (noisy-channel prompting, Min et al. 2022): demonstrations give the
+label, then the audio, and each label is scored by how likely the LLM finds the query's audio
+tokens after it. A small LLM cannot map unfamiliar tokens to a label, but it can copy: its
+induction heads make tokens that followed a label in the demonstrations likely again after
+that label. Default mode also crops to the loudest second rather than the first.
 
 ``prototype``: nearest class centroid of the frozen LLM's last hidden states averaged over
 each clip's audio tokens. Neither method updates a parameter.
@@ -44,7 +47,7 @@ class ClassifyOptions:
     layers: Layers = "semantic"
     induction: bool = True
     crop: float | None = 1.0
-    template: str = "classify_paper"
+    template: str | None = None  # None: classify_paper in paper mode, classify_channel in default mode
     max_seconds: float = 600.0
     reuse_prefix: bool = True
     temperature: float = 0.05  # prototype: softmax temperature over cosine similarities
@@ -77,7 +80,8 @@ class Classifier:
             raise UsageError("classification needs at least two labels", "add label folders to --demos")
         self.llm, self.codec, self.opts = llm, codec, opts
         self.labels = list(demos)
-        self.builder = PromptBuilder(llm.tokenizer, PromptTemplate.load(opts.template))
+        template = opts.template or ("classify_paper" if opts.mode == "paper" else "classify_channel")
+        self.builder = PromptBuilder(llm.tokenizer, PromptTemplate.load(template))
         self._demo_tokens = {label: [self.clip_tokens(p) for p in paths] for label, paths in demos.items()}
         if opts.method == "icl":
             self._prepare_icl()
@@ -120,16 +124,19 @@ class Classifier:
             reuse=self.opts.reuse_prefix, source="classification prompt",
         )
         self.candidates = [self.builder.answer(label) for label in self.labels]
-        self.calibration = torch.zeros(len(self.labels))
-        if self.opts.mode == "default":
-            # Content-free query: the same prompt with an empty audio slot.
-            self.calibration = torch.log_softmax(
-                continuation_logprobs(self.prefix, self.query_ids([]), self.candidates), dim=0
-            )
+        self.channel_queries = (
+            [self.builder.render(self.builder.template.query, answer=label) for label in self.labels]
+            if self.opts.mode == "default"
+            else []
+        )
 
     def _scores_icl(self, tokens: Sequence[int]) -> torch.Tensor:
-        scores = continuation_logprobs(self.prefix, self.query_ids(tokens), self.candidates)
-        return torch.log_softmax(scores, dim=0) - self.calibration
+        if self.opts.mode == "paper":
+            return continuation_logprobs(self.prefix, self.query_ids(tokens), self.candidates)
+        # log P(audio tokens | demonstrations, label) for each label.
+        return torch.stack(
+            [continuation_logprobs(self.prefix, q, [list(tokens)])[0] for q in self.channel_queries]
+        )
 
     # -- prototype ---------------------------------------------------------------------------
     def _embed(self, tokens: Sequence[int]) -> torch.Tensor:
