@@ -268,7 +268,7 @@ def test_cli_eval_classify(models, labelled: Path, tmp_path: Path, monkeypatch) 
     assert json.loads(res.stdout)["configs"][0]["computed_episodes"] == 0
     res = CliRunner().invoke(app, [*args, "--method", "prototype", "--mode", "paper", "--json"])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout)["configs"][0]["key"] == "2way-1shot-x1-ind-semantic-prototype-paper-crop1s"
+    assert json.loads(res.stdout)["configs"][0]["key"] == "2way-1shot-x1-ind-semantic-prototype-paper-cropwhole"
     res = CliRunner().invoke(app, [*args, "--markdown", str(md)])
     assert res.exit_code == 2 and "exists" in res.stderr
     res = CliRunner().invoke(app, [*args, "--grid", "nope"])
