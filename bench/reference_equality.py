@@ -149,6 +149,7 @@ def main() -> None:
     local = (32000, 4096) if args.full_codebooks else (4000, 512)
     cfg = CodecConfig(
         backbone="published",
+        latent_dim=512,
         codebook_sizes=[3248, local[0], local[0]],
         codebook_dims=[768, local[1], local[1]],
     )
