@@ -1,11 +1,10 @@
 """Few-shot audio classification on a frozen LLM.
 
 ``icl`` (the paper): instruction + (audio tokens, label) demonstrations + query; every label
-is scored after the query, never parsed, and the most likely wins. ``paper`` mode crops clips to
-their first second as the reference release does; ``default`` mode to their loudest second, so
-an event late in a clip is not cropped away. (Two other scorings for small LLMs were measured
-and dropped: contextual calibration, 48 %, and noisy-channel scoring, 45 %, against 55 % for the
-paper's, on 2-way 1-shot ESC-10 fold 3 with SmolLM2-135M.)
+is scored after the query, never parsed, and the most likely wins; clips are cropped to their
+first second as in the reference release. Three variants for small LLMs were measured on 2-way
+1-shot ESC-10 fold 3 with SmolLM2-135M and dropped, none beating the paper's 55 %: contextual
+calibration (48 %), noisy-channel scoring (45 %) and a loudest-second crop (47 %).
 
 ``prototype``: nearest class centroid of the frozen LLM's last hidden states averaged over
 each clip's audio tokens. Neither method updates a parameter.
@@ -91,8 +90,7 @@ class Classifier:
     def load_clip(self, path: str | Path) -> np.ndarray:
         wav = load_audio(path, self.codec.sample_rate, max_seconds=self.opts.max_seconds)
         if self.opts.crop:
-            mode = "start" if self.opts.mode == "paper" else "loudest"
-            wav = crop_or_pad(wav, round(self.opts.crop * self.codec.sample_rate), mode)
+            wav = crop_or_pad(wav, round(self.opts.crop * self.codec.sample_rate), "start")
         return wav
 
     def clip_tokens(self, path: str | Path) -> list[int]:
