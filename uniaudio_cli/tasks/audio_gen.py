@@ -30,14 +30,6 @@ def split(tokens: Sequence[int], counts: Sequence[int]) -> list[list[int]]:
     return out
 
 
-def counts_for(codec: Codec, num_frames: int) -> list[int]:
-    """Codes per layer for ``num_frames`` latent frames (rounded up to whole layer-1 codes)."""
-    strides = codec.model.cfg.vq_strides
-    unit = max(strides)
-    frames = -(-num_frames // unit) * unit
-    return [frames // s for s in strides]
-
-
 class LayerMasks:
     """Allowed-token masks per codec layer over an LLM vocabulary of ``vocab_size``."""
 
