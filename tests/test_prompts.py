@@ -96,7 +96,7 @@ def test_render_splices_audio_ids_verbatim(classify_builder: PromptBuilder) -> N
     # Ids that are specials, fillers or words: none is re-tokenized, none is dropped.
     audio = [1, 63, 3, 0, 3]
     ids = b.render(b.template.query, audio={"audio": audio})
-    head, tail = b.text("Input: < "), b.text(" >\nOutput:")
+    head, tail = b.text("Input: <"), b.text(" >\nOutput:")
     assert ids == head + audio + tail
     # Two audio fields in one template, each at its own place.
     ids = b.render("A{audio}B{answer_audio}C", audio={"audio": [40, 41], "answer_audio": [42]})
@@ -109,7 +109,7 @@ def test_render_tokenizes_text_fields(classify_builder: PromptBuilder, tokenizer
     b = classify_builder
     ids = b.render(b.template.demo, audio={"audio": [50]}, answer="dog")
     dog = tokenizer.convert_tokens_to_ids("Ġdog")
-    assert ids == [*b.text("Input: < "), 50, *b.text(" >\nOutput: dog\n")]
+    assert ids == [*b.text("Input: <"), 50, *b.text(" >\nOutput: dog\n")]
     assert ids[-2:] == [dog, tokenizer.convert_tokens_to_ids("Ċ")]
     assert b.answer("dog") == [dog]  # answer_prefix " " + label
     # text() hands out copies: mutating one does not poison the cache.
@@ -234,8 +234,8 @@ INDUCTION = [
     198,
 ]
 BLOCK = [3757, 198]
-DEMO_DOG = [10219, 42, 2067, 216, 100, 200, 2986, 198, 17597, 42, 2767, 198]
-DEMO_RAIN = [10219, 42, 2067, 216, 300, 2986, 198, 17597, 42, 5249, 198]
+DEMO_DOG = [10219, 42, 2067, 100, 200, 2986, 198, 17597, 42, 2767, 198]
+DEMO_RAIN = [10219, 42, 2067, 300, 2986, 198, 17597, 42, 5249, 198]
 
 
 @pytest.mark.integration
@@ -247,10 +247,11 @@ def test_classification_ids_pinned(smol_tokenizer) -> None:
     assert tok.decode(INDUCTION) == "For each of the following input output pairs, output is one of ['dog' or 'rain']\n"
     prefix = _classifier_prefix(b, {"dog": [[100, 200]], "rain": [[300]]})
     assert prefix == INDUCTION + BLOCK + DEMO_DOG + BLOCK + DEMO_RAIN + BLOCK
-    assert tok.decode(BLOCK + DEMO_DOG[:4]) == "###\nInput: < "
-    assert tok.decode(DEMO_DOG[6:]) == " >\nOutput: dog\n"
+    # Audio tokens follow "<" directly: a layer-1 word token carries its own leading space.
+    assert tok.decode(BLOCK + DEMO_DOG[:3]) == "###\nInput: <"
+    assert tok.decode(DEMO_DOG[5:]) == " >\nOutput: dog\n"
     query = b.render(b.template.query, audio={"audio": [300]})
-    assert query == [10219, 42, 2067, 216, 300, 2986, 198, 17597, 42]
+    assert query == [10219, 42, 2067, 300, 2986, 198, 17597, 42]
     assert b.answer("dog") == [2767] and tok.decode([2767]) == " dog"
     assert b.answer("rain") == [5249] and tok.decode([5249]) == " rain"
     # --repeats 2 copies the demonstration block.
@@ -264,8 +265,10 @@ def test_tts_ids_pinned(smol_tokenizer) -> None:
     tok = smol_tokenizer
     b = PromptBuilder(tok, PromptTemplate.load("tts_paper"))
     demo = b.render(b.template.demo, audio={"audio": [5, 6]}, text="1")
-    assert demo == [10219, 42, 2067, 276, 8389, 282, 216, 33, 46, 198, 17597, 42, 216, 5, 6, 198]
-    assert tok.decode(demo[:10]) == "Input: <an audio of 1>\n" and tok.decode(demo[10:13]) == "Output: "
+    assert demo == [10219, 42, 2067, 276, 8389, 282, 216, 33, 46, 198, 17597, 42, 5, 6, 198]
+    # The query ends in "Output:" and the demonstrations' audio follows "Output:" directly, so
+    # generated tokens continue exactly where the demonstrations' audio began.
+    assert tok.decode(demo[:10]) == "Input: <an audio of 1>\n" and tok.decode(demo[10:12]) == "Output:"
     assert b.text(b.template.block) == [3757, 216]
     induction = b.render(b.template.induction)
     assert induction == [
@@ -305,5 +308,5 @@ def test_tts_ids_pinned(smol_tokenizer) -> None:
 def test_denoise_ids_pinned(smol_tokenizer) -> None:
     b = PromptBuilder(smol_tokenizer, PromptTemplate.load("denoise_paper"))
     demo = b.render(b.template.demo, audio={"audio": [7, 8], "answer_audio": [9]})
-    assert demo == [10219, 42, 216, 7, 8, 198, 17597, 42, 216, 9, 198]
-    assert smol_tokenizer.decode(demo[:3]) == "Input: "
+    assert demo == [10219, 42, 7, 8, 198, 17597, 42, 9, 198]
+    assert smol_tokenizer.decode(demo[:2]) == "Input:"
