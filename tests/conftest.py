@@ -56,6 +56,16 @@ def tiny_config(vocab: Vocabulary, n_words: int = 6) -> CodecConfig:
     )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread (intra-op threads only add overhead, a lot when
+    the cores are busy); the previous setting is restored after each module."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UNIAUDIO_HOME", str(tmp_path_factory.mktemp("uniaudio_home")))

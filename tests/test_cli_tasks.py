@@ -8,20 +8,11 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-import torch
 from typer.testing import CliRunner
 
 from tests.conftest import write_tone
 from tests.test_tasks import tiny_models, write_label_demos, write_pairs
 from uniaudio_cli.cli import app
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -18,14 +18,6 @@ V = 64
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (intra-op threads only add overhead, a lot when
-    the cores are busy); the previous setting is restored after the module."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny_llama(seed: int = 0, vocab_size: int = V):

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from tests.test_tasks import tiny_models, write_label_demos, write_pairs
@@ -34,12 +33,6 @@ from uniaudio_cli.evaluate.store import ResultStore, wilson_interval
 SR = 16000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -32,14 +32,6 @@ UNIT = 1920  # the tiny codec's pad_multiple: hop 480 x layer-1 stride 4
 SPECIAL = {0, 1}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (intra-op threads only add overhead, a lot when
-    the cores are busy); the previous setting is restored after the module."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny_models(folder: Path) -> tuple[LoadedLLM, Codec]:
