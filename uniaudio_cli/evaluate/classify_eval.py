@@ -32,7 +32,13 @@ import numpy as np
 from uniaudio_cli.errors import UsageError
 from uniaudio_cli.evaluate.codec_eval import Summary, mean_interval
 from uniaudio_cli.evaluate.report import Column, Report, Table, run_metadata
-from uniaudio_cli.evaluate.store import ResultStore, default_results_path, file_fingerprint, wilson_interval
+from uniaudio_cli.evaluate.store import (
+    ResultStore,
+    default_results_path,
+    file_fingerprint,
+    relative_name,
+    wilson_interval,
+)
 from uniaudio_cli.tasks.classify import ClassifyOptions, Layers, Method, Mode
 
 if TYPE_CHECKING:
@@ -85,8 +91,13 @@ class EpisodeConfig:
 
     def options(self) -> ClassifyOptions:
         return ClassifyOptions(
-            method=self.method, mode=self.mode, shots=self.shots, repeats=self.repeats,
-            layers=self.layers, induction=self.induction, crop=self.crop or None,
+            method=self.method,
+            mode=self.mode,
+            shots=self.shots,
+            repeats=self.repeats,
+            layers=self.layers,
+            induction=self.induction,
+            crop=self.crop or None,
         )
 
 
@@ -129,9 +140,7 @@ def query_counts(ways: int, queries: int, labels: Sequence[str]) -> dict[str, in
     return {label: base + (1 if i < extra else 0) for i, label in enumerate(labels)}
 
 
-def sample_episode(
-    clips: dict[str, list[Path]], ways: int, shots: int, queries: int, seed: int, index: int
-) -> Episode:
+def sample_episode(clips: dict[str, list[Path]], ways: int, shots: int, queries: int, seed: int, index: int) -> Episode:
     """Episode ``index`` of a run seeded ``seed``; depends on nothing else than ``ways`` (not on
     ``shots``: demonstrations come from the front of each label's shuffled clips, queries from
     the back, so changing ``shots`` keeps the queries and extends the demonstrations)."""
@@ -155,7 +164,7 @@ def sample_episode(
                 "lower --shots or --queries",
             )
         demos[label] = order[:shots]
-        picked += [(p, label) for p in order[len(order) - counts[label]:]]
+        picked += [(p, label) for p in order[len(order) - counts[label] :]]
     random.Random(f"uniaudio-query-order:{seed}:{ways}:{index}").shuffle(picked)
     return Episode(index, labels, demos, picked)
 
@@ -235,8 +244,9 @@ class ClipCache:
         return self._mfcc[key]
 
 
-def _caching_classifier(llm: LoadedLLM, codec: Codec, demos: dict[str, list[Path]], cfg: EpisodeConfig,
-                        cache: ClipCache) -> Any:
+def _caching_classifier(
+    llm: LoadedLLM, codec: Codec, demos: dict[str, list[Path]], cfg: EpisodeConfig, cache: ClipCache
+) -> Any:
     """A :class:`Classifier` whose clips come from ``cache`` (built here so that the subclass
     is only defined once torch is imported)."""
     from uniaudio_cli.tasks.classify import Classifier
@@ -250,13 +260,6 @@ def _caching_classifier(llm: LoadedLLM, codec: Codec, demos: dict[str, list[Path
 
 
 # --------------------------------------------------------------------------- running
-
-
-def _rel(path: Path, root: Path) -> str:
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return str(path)
 
 
 def run_episode(
@@ -275,14 +278,21 @@ def run_episode(
     mfcc_seconds = time.perf_counter() - t1
     guesses = random_guesses(episode.labels, len(episode.queries), seed, cfg.ways, episode.index)
     rows = [
-        {"path": _rel(p, root), "label": truth, "pred": pr.label, "prob": pr.probability, "mfcc": m, "random": g}
+        {
+            "path": relative_name(p, root),
+            "label": truth,
+            "pred": pr.label,
+            "prob": pr.probability,
+            "mfcc": m,
+            "random": g,
+        }
         for (p, truth), pr, m, g in zip(episode.queries, preds, mfcc, guesses, strict=True)
     ]
     return {
         "config": cfg.key,
         "episode": episode.index,
         "labels": episode.labels,
-        "demos": {lb: [_rel(p, root) for p in ps] for lb, ps in episode.demos.items()},
+        "demos": {lb: [relative_name(p, root) for p in ps] for lb, ps in episode.demos.items()},
         "queries": rows,
         "total": len(rows),
         "correct": sum(r["pred"] == r["label"] for r in rows),
@@ -382,13 +392,21 @@ class ClassifyEvalResult:
             "episodes": [e for c in self.configs for e in c.episodes],
         }
 
-    def to_report(self, title: str | None = None, metadata: dict[str, Any] | None = None,
-                  paper: dict[str, Any] | None = None) -> Report:
+    def to_report(
+        self, title: str | None = None, metadata: dict[str, Any] | None = None, paper: dict[str, Any] | None = None
+    ) -> Report:
         """Tables for the renderers. ``paper`` adds the paper's figures beside ours: for the
         paper grid ``{"semantic": [5 values], "all": [5 values], "random": value, "task": name}``,
         for the ways grid ``{"ways": {N: value}, "task": name}`` (values in percent)."""
-        meta = metadata if metadata is not None else run_metadata(
-            self.device, data=self.data, seed=self.settings.get("seed"), results=self.results_path,
+        meta = (
+            metadata
+            if metadata is not None
+            else run_metadata(
+                self.device,
+                data=self.data,
+                seed=self.settings.get("seed"),
+                results=self.results_path,
+            )
         )
         title = title or f"Few-shot classification: {Path(self.data).name}"
         tables = []
@@ -417,12 +435,26 @@ class ClassifyEvalResult:
     def _methods_table(self, c: ConfigResult) -> Table:
         cfg = c.config
         rows = [
-            {"method": f"uniaudio ({cfg.method}, {cfg.mode}, {cfg.layers})", "acc": c.accuracy.mean,
-             "ci": c.accuracy.interval, "wilson": c.wilson(), "seconds": c.seconds, "ms": c.ms_per_query},
-            {"method": "MFCC nearest neighbour", "acc": c.mfcc.mean, "ci": c.mfcc.interval,
-             "wilson": c.wilson("mfcc_correct")},
-            {"method": "random guess (empirical)", "acc": c.random.mean, "ci": c.random.interval,
-             "wilson": c.wilson("random_correct")},
+            {
+                "method": f"uniaudio ({cfg.method}, {cfg.mode}, {cfg.layers})",
+                "acc": c.accuracy.mean,
+                "ci": c.accuracy.interval,
+                "wilson": c.wilson(),
+                "seconds": c.seconds,
+                "ms": c.ms_per_query,
+            },
+            {
+                "method": "MFCC nearest neighbour",
+                "acc": c.mfcc.mean,
+                "ci": c.mfcc.interval,
+                "wilson": c.wilson("mfcc_correct"),
+            },
+            {
+                "method": "random guess (empirical)",
+                "acc": c.random.mean,
+                "ci": c.random.interval,
+                "wilson": c.wilson("random_correct"),
+            },
             {"method": f"chance (1/{cfg.ways})", "acc": c.chance},
         ]
         for r in rows:
@@ -447,11 +479,22 @@ class ClassifyEvalResult:
         rows = []
         for c in self.configs:
             cfg = c.config
-            rows.append({
-                "ways": cfg.ways, "setting": cfg.setting, "layers": cfg.layers, "acc": c.accuracy.mean,
-                "ci": c.accuracy.interval, "wilson": c.wilson(), "mfcc": c.mfcc.mean, "random": c.random.mean,
-                "chance": c.chance, "episodes": len(c.episodes), "seconds": c.seconds, "ms": c.ms_per_query,
-            })
+            rows.append(
+                {
+                    "ways": cfg.ways,
+                    "setting": cfg.setting,
+                    "layers": cfg.layers,
+                    "acc": c.accuracy.mean,
+                    "ci": c.accuracy.interval,
+                    "wilson": c.wilson(),
+                    "mfcc": c.mfcc.mean,
+                    "random": c.random.mean,
+                    "chance": c.chance,
+                    "episodes": len(c.episodes),
+                    "seconds": c.seconds,
+                    "ms": c.ms_per_query,
+                }
+            )
         first = self.configs[0].config
         return Table(
             f"Every setting ({first.method}, {first.mode} mode, crop {first.crop or 'none'} s)",
@@ -495,8 +538,11 @@ class ClassifyEvalResult:
         if paper:
             for layers, name in (("semantic", "semantic layer"), ("all", "all 3 layers")):
                 if layers in paper:
-                    row = {"source": f"paper ({paper.get('task', '')})".replace(" ()", ""), "layers": name,
-                           "random": paper.get("random")}
+                    row = {
+                        "source": f"paper ({paper.get('task', '')})".replace(" ()", ""),
+                        "layers": name,
+                        "random": paper.get("random"),
+                    }
                     row.update({f"s{i}": v for i, v in enumerate(paper[layers])})
                     rows.append(row)
         return Table(f"Table 2 layout: {ways}-way accuracy %", cols, rows)
@@ -582,13 +628,22 @@ def evaluate_classification(
     todo = [(cfg, i) for cfg in configs for i in range(episodes)]
     done_before = sum(f"{cfg.key}/{i}" in store for cfg, i in todo)
     if progress:
-        stderr.print(f"results: {path} ({done_before} of {len(todo)} episodes already done; an interrupted run "
-                     "resumes when the same command runs again)", soft_wrap=True)
+        stderr.print(
+            f"results: {path} ({done_before} of {len(todo)} episodes already done; an interrupted run "
+            "resumes when the same command runs again)",
+            soft_wrap=True,
+        )
     out = {cfg.key: ConfigResult(cfg, []) for cfg in configs}
     t0 = time.perf_counter()
     bar = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(), console=stderr, disable=not progress, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        disable=not progress,
+        transient=True,
     )
     with bar:
         task = bar.add_task("episodes", total=len(todo))
@@ -603,8 +658,13 @@ def evaluate_classification(
             out[cfg.key].episodes.append(rec)
             bar.advance(task)
     return ClassifyEvalResult(
-        data=str(root), grid=grid, configs=list(out.values()), results_path=str(path), settings=settings,
-        device=str(llm.device), wall_seconds=time.perf_counter() - t0,
+        data=str(root),
+        grid=grid,
+        configs=list(out.values()),
+        results_path=str(path),
+        settings=settings,
+        device=str(llm.device),
+        wall_seconds=time.perf_counter() - t0,
     )
 
 
@@ -635,8 +695,14 @@ def plot_classification(result: ClassifyEvalResult, out_dir: str | Path) -> list
             cs = sorted(cs, key=lambda c: getattr(c.config, xkey))
             xs = [getattr(c.config, xkey) for c in cs]
             ys = [_pct(c.accuracy.mean) for c in cs]
-            ax.errorbar(xs, ys, yerr=np.array([err(c.accuracy) for c in cs]).T, marker="o", capsize=3,
-                        label=f"uniaudio {label}".strip())
+            ax.errorbar(
+                xs,
+                ys,
+                yerr=np.array([err(c.accuracy) for c in cs]).T,
+                marker="o",
+                capsize=3,
+                label=f"uniaudio {label}".strip(),
+            )
         any_group = max(groups.values(), key=len)
         any_group = sorted(any_group, key=lambda c: getattr(c.config, xkey))
         xs = [getattr(c.config, xkey) for c in any_group]
@@ -678,8 +744,13 @@ def plot_classification(result: ClassifyEvalResult, out_dir: str | Path) -> list
         fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(cfgs) + 2), 4))
         labels = [f"{c.config.ways}w {c.config.setting}\n{c.config.layers}" for c in cfgs]
         x = np.arange(len(cfgs))
-        ax.bar(x, [_pct(c.accuracy.mean) or 0 for c in cfgs], yerr=np.array([err(c.accuracy) for c in cfgs]).T,
-               capsize=3, label="uniaudio")
+        ax.bar(
+            x,
+            [_pct(c.accuracy.mean) or 0 for c in cfgs],
+            yerr=np.array([err(c.accuracy) for c in cfgs]).T,
+            capsize=3,
+            label="uniaudio",
+        )
         ax.plot(x, [_pct(c.mfcc.mean) for c in cfgs], "s", color="C1", label="MFCC 1-NN")
         ax.plot(x, [_pct(c.random.mean) for c in cfgs], "x", color="C2", label="random guess")
         ax.plot(x, [100 * c.chance for c in cfgs], "_", color="k", markersize=20, label="chance")

@@ -76,8 +76,12 @@ def log_mel(wav: np.ndarray, sample_rate: int) -> np.ndarray:
     import librosa
 
     mel = librosa.feature.melspectrogram(
-        y=np.asarray(wav, dtype=np.float32), sr=sample_rate, n_fft=MEL_N_FFT, hop_length=MEL_HOP,
-        n_mels=N_MELS, power=1.0,
+        y=np.asarray(wav, dtype=np.float32),
+        sr=sample_rate,
+        n_fft=MEL_N_FFT,
+        hop_length=MEL_HOP,
+        n_mels=N_MELS,
+        power=1.0,
     )
     return np.log(np.maximum(mel, MEL_FLOOR))
 
@@ -223,10 +227,17 @@ class CodecReport:
         rows = []
         for key, label, fmt, higher in METRICS:
             s = summary[key]
-            rows.append({
-                "key": key, "metric": label, "better": {True: "↑", False: "↓", None: ""}[higher],
-                "mean": s.mean, "ci95": s.interval, "n": s.n, "_fmt": {"mean": fmt, "ci95": fmt},
-            })
+            rows.append(
+                {
+                    "key": key,
+                    "metric": label,
+                    "better": {True: "↑", False: "↓", None: ""}[higher],
+                    "mean": s.mean,
+                    "ci95": s.interval,
+                    "n": s.n,
+                    "_fmt": {"mean": fmt, "ci95": fmt},
+                }
+            )
         return rows
 
     def layer_rows(self) -> list[dict[str, Any]]:

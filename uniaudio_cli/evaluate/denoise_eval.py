@@ -29,7 +29,13 @@ import numpy as np
 from uniaudio_cli.errors import UsageError
 from uniaudio_cli.evaluate.codec_eval import mean_interval, pesq_wb, stoi_score
 from uniaudio_cli.evaluate.report import Column, Report, Table, run_metadata
-from uniaudio_cli.evaluate.store import ResultStore, default_results_path, file_fingerprint, settings_hash
+from uniaudio_cli.evaluate.store import (
+    ResultStore,
+    default_results_path,
+    file_fingerprint,
+    relative_name,
+    settings_hash,
+)
 
 if TYPE_CHECKING:
     from uniaudio_cli.codec.api import Codec
@@ -102,8 +108,9 @@ def load_clean(path: Path, seconds: float, sample_rate: int) -> np.ndarray:
     return crop_or_pad(load_audio(path, sample_rate), round(seconds * sample_rate), "loudest")
 
 
-def build_mixture(clean: np.ndarray, name: str, noises: Sequence[tuple[str, np.ndarray]], snr: float,
-                  seed: int) -> Mixture:
+def build_mixture(
+    clean: np.ndarray, name: str, noises: Sequence[tuple[str, np.ndarray]], snr: float, seed: int
+) -> Mixture:
     """The mixture of clean speech ``name`` at ``snr`` dB: noise file and offset seeded by
     ``(seed, name, snr)``, so it is the same whatever else the run holds."""
     rng = _rng("uniaudio-denoise-mix", seed, name, f"{snr:g}")
@@ -158,8 +165,10 @@ class DenoiseEvalResult:
         if method == "codec":
             return [r[metric] for r in self.codec_records if r.get(metric) is not None]
         return [
-            r["metrics"][method][metric] for r in self.records
-            if (snr is None or r["snr"] == snr) and method in r["metrics"]
+            r["metrics"][method][metric]
+            for r in self.records
+            if (snr is None or r["snr"] == snr)
+            and method in r["metrics"]
             and r["metrics"][method].get(metric) is not None
         ]
 
@@ -205,8 +214,12 @@ class DenoiseEvalResult:
             rows.append({"method": "paper: UniAudio 1.5 (VCTK + NoiseX-92, -20..20 dB)", "all": paper[metric]})
         return Table(f"{label} against the clean speech", cols, rows)
 
-    def to_report(self, title: str = "Speech denoising", metadata: dict[str, Any] | None = None,
-                  paper: dict[str, float] | None = None) -> Report:
+    def to_report(
+        self,
+        title: str = "Speech denoising",
+        metadata: dict[str, Any] | None = None,
+        paper: dict[str, float] | None = None,
+    ) -> Report:
         """PESQ and STOI tables per method and SNR, and the processing time. ``paper`` adds
         ``{"pesq": 2.17, "stoi": 0.57}`` rows."""
         meta = metadata if metadata is not None else run_metadata(self.device, results=self.results_path)
@@ -233,25 +246,44 @@ class DenoiseEvalResult:
             else:
                 secs = [r["metrics"][m]["seconds"] for r in self.records if m in r["metrics"]]
                 dur = audio
-            time_rows.append({
-                "method": self._name(m), "clips": len(secs), "total": float(sum(secs)),
-                "rtf": float(sum(secs)) / dur if dur else None,
-            })
+            time_rows.append(
+                {
+                    "method": self._name(m),
+                    "clips": len(secs),
+                    "total": float(sum(secs)),
+                    "rtf": float(sum(secs)) / dur if dur else None,
+                }
+            )
         timing = Table(
             "Processing time",
-            [Column("method", "Method"), Column("clips", "Clips", "d"), Column("total", "Wall s", ".1f"),
-             Column("rtf", "RTF", ".3f")],
+            [
+                Column("method", "Method"),
+                Column("clips", "Clips", "d"),
+                Column("total", "Wall s", ".1f"),
+                Column("rtf", "RTF", ".3f"),
+            ],
             time_rows,
             ["RTF = processing seconds / audio seconds (as recorded when each mixture ran)."],
         )
         return Report(title, [pesq, stoi, timing], meta, self.to_dict())
 
 
-def run_settings(llm: LoadedLLM, codec: Codec, clean_root: Path, clean_files: Sequence[Path], noise: Path,
-                 seconds: float, seed: int, mode: str, demos: Path, pairs: int, repeats: int) -> dict[str, Any]:
+def run_settings(
+    llm: LoadedLLM,
+    codec: Codec,
+    clean_root: Path,
+    clean_files: Sequence[Path],
+    noise: Path,
+    seconds: float,
+    seed: int,
+    mode: str,
+    demos: Path,
+    pairs: int,
+    repeats: int,
+) -> dict[str, Any]:
     """What a results file is tied to (not the SNRs or the number of files: records are keyed by
     file and SNR)."""
-    rel = sorted(_rel(p, clean_root) for p in clean_files)
+    rel = sorted(relative_name(p, clean_root) for p in clean_files)
     return {
         "task": "denoise",
         "clean": str(clean_root.resolve()),
@@ -267,13 +299,6 @@ def run_settings(llm: LoadedLLM, codec: Codec, clean_root: Path, clean_files: Se
         "pairs": pairs,
         "repeats": repeats,
     }
-
-
-def _rel(path: Path, root: Path) -> str:
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return str(path)
 
 
 def evaluate_denoising(
@@ -315,7 +340,7 @@ def evaluate_denoising(
         root = Path(clean_root) if clean_root is not None else Path(files[0]).parent
     noise = Path(noise)
     sr = codec.sample_rate
-    noises = [(_rel(p, noise), load_audio(p, sr)) for p in expand_inputs([str(noise)])]
+    noises = [(relative_name(p, noise), load_audio(p, sr)) for p in expand_inputs([str(noise)])]
     demo_dir = Path(demos) if demos is not None else default_denoise_demos()
     settings = run_settings(llm, codec, root, files, noise, seconds, seed, mode, demo_dir, pairs, repeats)
     path = Path(results) if results is not None else default_results_path("denoise", settings)
@@ -327,36 +352,47 @@ def evaluate_denoising(
         import noisereduce  # noqa: F401
     except ImportError:
         nr_note = "noisereduce is not installed (pip install noisereduce)"
-    den = Denoiser(llm, codec, load_pair_folder(demo_dir),
-                   DenoiseOptions(mode=mode, pairs=pairs, repeats=repeats))  # type: ignore[arg-type]
-    done_before = sum(f"mix/{_rel(p, root)}/{s:g}" in store for p, s in todo)
+    den = Denoiser(llm, codec, load_pair_folder(demo_dir), DenoiseOptions(mode=mode, pairs=pairs, repeats=repeats))  # type: ignore[arg-type]
+    done_before = sum(f"mix/{relative_name(p, root)}/{s:g}" in store for p, s in todo)
     if progress:
-        stderr.print(f"results: {path} ({done_before} of {len(todo)} mixtures already done; an interrupted run "
-                     "resumes when the same command runs again)", soft_wrap=True)
+        stderr.print(
+            f"results: {path} ({done_before} of {len(todo)} mixtures already done; an interrupted run "
+            "resumes when the same command runs again)",
+            soft_wrap=True,
+        )
     records, codec_records, examples = [], [], []
     t_start = time.perf_counter()
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=stderr, disable=not progress, transient=True)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr,
+        disable=not progress,
+        transient=True,
+    )
     with bar:
         task = bar.add_task("denoising", total=len(todo))
         clean_cache: dict[str, np.ndarray] = {}
 
         def clean_of(p: Path) -> np.ndarray:
-            name = _rel(p, root)
+            name = relative_name(p, root)
             if name not in clean_cache:
                 clean_cache.clear()  # files come in order: keep one
                 clean_cache[name] = load_clean(p, seconds, sr)
             return clean_cache[name]
 
         for p, snr in todo:
-            name = _rel(p, root)
+            name = relative_name(p, root)
             ckey = f"codec/{name}"
             if ckey not in store:
                 wav = clean_of(p)
                 t0 = time.perf_counter()
                 recon = codec.decode(codec.encode(wav), len(wav))
-                store.add(ckey, {"file": name, **_score(wav, recon, sr, time.perf_counter() - t0),
-                                 "audio_seconds": len(wav) / sr})
+                store.add(
+                    ckey,
+                    {"file": name, **_score(wav, recon, sr, time.perf_counter() - t0), "audio_seconds": len(wav) / sr},
+                )
             if not any(r["file"] == name for r in codec_records):
                 codec_records.append(store.get(ckey))
             key = f"mix/{name}/{snr:g}"
@@ -374,8 +410,18 @@ def evaluate_denoising(
                     gated = spectral_gating(mix.noisy, sr)
                     t_nr = time.perf_counter() - t0
                 if keep:
-                    examples.append({"file": name, "snr": snr, "noise": mix.noise, "sample_rate": sr,
-                                     "noisy": mix.noisy, "uniaudio": uni, "noisereduce": gated, "clean": mix.clean})
+                    examples.append(
+                        {
+                            "file": name,
+                            "snr": snr,
+                            "noise": mix.noise,
+                            "sample_rate": sr,
+                            "noisy": mix.noisy,
+                            "uniaudio": uni,
+                            "noisereduce": gated,
+                            "clean": mix.clean,
+                        }
+                    )
                 if rec is None:
                     metrics = {
                         "noisy": _score(mix.clean, mix.noisy, sr, None),
@@ -383,17 +429,31 @@ def evaluate_denoising(
                     }
                     if gated is not None:
                         metrics["noisereduce"] = _score(mix.clean, gated, sr, t_nr)
-                    rec = store.add(key, {
-                        "file": name, "snr": snr, "noise": mix.noise, "offset": mix.offset,
-                        "measured_snr": snr_db(mix.clean, mix.noisy - mix.clean),
-                        "audio_seconds": len(mix.clean) / sr, "metrics": metrics,
-                    })
+                    rec = store.add(
+                        key,
+                        {
+                            "file": name,
+                            "snr": snr,
+                            "noise": mix.noise,
+                            "offset": mix.offset,
+                            "measured_snr": snr_db(mix.clean, mix.noisy - mix.clean),
+                            "audio_seconds": len(mix.clean) / sr,
+                            "metrics": metrics,
+                        },
+                    )
             records.append(rec)
             bar.advance(task)
     return DenoiseEvalResult(
-        records=records, codec_records=codec_records, snrs=[float(s) for s in snrs], mode=mode,
-        results_path=str(path), settings=settings, seconds=time.perf_counter() - t_start,
-        device=str(llm.device), noisereduce_note=nr_note, examples=examples,
+        records=records,
+        codec_records=codec_records,
+        snrs=[float(s) for s in snrs],
+        mode=mode,
+        results_path=str(path),
+        settings=settings,
+        seconds=time.perf_counter() - t_start,
+        device=str(llm.device),
+        noisereduce_note=nr_note,
+        examples=examples,
     )
 
 
@@ -414,16 +474,30 @@ def plot_denoising(result: DenoiseEvalResult, out_dir: str | Path) -> list[Path]
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for k, ex in enumerate(result.examples):
-        panels = [(lbl, ex[key]) for key, lbl in (("noisy", "noisy"), ("uniaudio", "uniaudio"),
-                                                   ("noisereduce", "noisereduce"), ("clean", "clean"))
-                  if ex.get(key) is not None]
+        panels = [
+            (lbl, ex[key])
+            for key, lbl in (
+                ("noisy", "noisy"),
+                ("uniaudio", "uniaudio"),
+                ("noisereduce", "noisereduce"),
+                ("clean", "clean"),
+            )
+            if ex.get(key) is not None
+        ]
         fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.0 * len(panels)), sharex=True)
         mels = [log_mel(w, ex["sample_rate"]) for _, w in panels]
         lo, hi = min(float(m.min()) for m in mels), max(float(m.max()) for m in mels)
         for ax, (label, _), mel in zip(np.atleast_1d(axes), panels, mels, strict=True):
             dur = mel.shape[1] * MEL_HOP / ex["sample_rate"]
-            ax.imshow(mel, origin="lower", aspect="auto", vmin=max(lo, hi - 12), vmax=hi, cmap="magma",
-                      extent=(0.0, dur, 0.0, float(mel.shape[0])))
+            ax.imshow(
+                mel,
+                origin="lower",
+                aspect="auto",
+                vmin=max(lo, hi - 12),
+                vmax=hi,
+                cmap="magma",
+                extent=(0.0, dur, 0.0, float(mel.shape[0])),
+            )
             ax.set_ylabel(label, fontsize=8)
             ax.set_yticks([])
         np.atleast_1d(axes)[-1].set_xlabel("seconds")
@@ -440,8 +514,12 @@ def plot_denoising(result: DenoiseEvalResult, out_dir: str | Path) -> list[Path]
                 if m == "noisereduce" and result.noisereduce_note:
                     continue
                 ys = [mean_interval(result.values(m, metric, s if m != "codec" else None)).mean for s in result.snrs]
-                ax.plot(result.snrs, [np.nan if y is None else y for y in ys], "o-" if m != "codec" else "k--",
-                        label=result._name(m))
+                ax.plot(
+                    result.snrs,
+                    [np.nan if y is None else y for y in ys],
+                    "o-" if m != "codec" else "k--",
+                    label=result._name(m),
+                )
             ax.set_xlabel("SNR (dB)")
             ax.set_ylabel(metric.upper())
             ax.grid(alpha=0.3)

@@ -64,8 +64,10 @@ class Table:
         for row in self.rows:
             override = row.get("_fmt") or {}
             out.append(
-                [format_value(row.get(c.key), override[c.key]) if c.key in override else c.format(row.get(c.key))
-                 for c in self.columns]
+                [
+                    format_value(row.get(c.key), override[c.key]) if c.key in override else c.format(row.get(c.key))
+                    for c in self.columns
+                ]
             )
         return out
 
@@ -153,7 +155,11 @@ def git_commit(cwd: str | os.PathLike[str] | None = None) -> str | None:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd, capture_output=True, text=True, timeout=5, check=True,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None

@@ -25,6 +25,14 @@ from uniaudio_cli.evaluate.report import json_safe
 FORMAT = "uniaudio-eval-results/1"
 
 
+def relative_name(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` when inside it (stable keys across checkouts), else as given."""
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
 def settings_hash(settings: dict[str, Any], length: int = 16) -> str:
     """A stable short hash of JSON-able ``settings`` (key order does not matter)."""
     text = json.dumps(json_safe(settings), sort_keys=True, separators=(",", ":"))
@@ -93,7 +101,8 @@ class ResultStore:
             )
         if header.get("settings") != self.settings:
             changed = sorted(
-                k for k in set(header.get("settings", {})) | set(self.settings)
+                k
+                for k in set(header.get("settings", {})) | set(self.settings)
                 if header.get("settings", {}).get(k) != self.settings.get(k)
             )
             raise UsageError(

@@ -102,10 +102,12 @@ class DnsMos:
         opts.inter_op_num_threads = 1
         self.model = DNSMOS.__new__(DNSMOS)
         self.model.primary_model_path = str(models / "sig_bak_ovr.onnx")
-        self.model.onnx_sess = ort.InferenceSession(str(models / "sig_bak_ovr.onnx"), opts,
-                                                    providers=["CPUExecutionProvider"])
-        self.model.p808_onnx_sess = ort.InferenceSession(str(models / "model_v8.onnx"), opts,
-                                                         providers=["CPUExecutionProvider"])
+        self.model.onnx_sess = ort.InferenceSession(
+            str(models / "sig_bak_ovr.onnx"), opts, providers=["CPUExecutionProvider"]
+        )
+        self.model.p808_onnx_sess = ort.InferenceSession(
+            str(models / "model_v8.onnx"), opts, providers=["CPUExecutionProvider"]
+        )
 
     def __call__(self, wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> dict[str, float]:
         wav = np.clip(_to_16k(wav, sample_rate), -1.0, 1.0).astype(np.float32)
@@ -200,29 +202,44 @@ class TTSEvalResult:
         return {
             "questions": [{"question": q, "answer": a} for q, a in QUESTIONS],
             "demos": self.demos,
-            "recogniser": "pocketsphinx en-us, JSGF grammar of one digit word" if self.recogniser_note is None
+            "recogniser": "pocketsphinx en-us, JSGF grammar of one digit word"
+            if self.recogniser_note is None
             else self.recogniser_note,
-            "dnsmos": "speechmos DNSMOS (sig_bak_ovr.onnx + model_v8.onnx)" if self.dnsmos_note is None
+            "dnsmos": "speechmos DNSMOS (sig_bak_ovr.onnx + model_v8.onnx)"
+            if self.dnsmos_note is None
             else self.dnsmos_note,
             "skipped": self.skipped,
             "systems": [s.to_dict() for s in self.systems],
         }
 
-    def to_report(self, title: str = "Simple TTS: the paper's 20 questions",
-                  metadata: dict[str, Any] | None = None, paper: dict[str, float] | None = None) -> Report:
+    def to_report(
+        self,
+        title: str = "Simple TTS: the paper's 20 questions",
+        metadata: dict[str, Any] | None = None,
+        paper: dict[str, float] | None = None,
+    ) -> Report:
         """Summary table (``paper`` adds a row such as ``{"acc": 70, "dnsmos": 2.92}``) and the
         per-question answers."""
         meta = metadata if metadata is not None else run_metadata(self.device, demos=self.demos)
         rows = []
         for s in self.systems:
             ovrl, p808 = s.dnsmos("ovrl"), s.dnsmos("p808")
-            rows.append({
-                "system": s.name, "acc": s.accuracy(), "wilson": s.wilson(), "text": s.text_accuracy(),
-                "ovrl": ovrl.mean, "ovrl_ci": ovrl.interval, "p808": p808.mean, "seconds": s.seconds(),
-            })
+            rows.append(
+                {
+                    "system": s.name,
+                    "acc": s.accuracy(),
+                    "wilson": s.wilson(),
+                    "text": s.text_accuracy(),
+                    "ovrl": ovrl.mean,
+                    "ovrl_ci": ovrl.interval,
+                    "p808": p808.mean,
+                    "seconds": s.seconds(),
+                }
+            )
         if paper:
-            rows.append({"system": "paper (LLaMA 2 7B, FSDD)", "acc": paper.get("acc", 0) / 100,
-                         "ovrl": paper.get("dnsmos")})
+            rows.append(
+                {"system": "paper (LLaMA 2 7B, FSDD)", "acc": paper.get("acc", 0) / 100, "ovrl": paper.get("dnsmos")}
+            )
         notes = [
             f"{len(QUESTIONS)} questions. ACC: the digit pocketsphinx hears (grammar: exactly one of zero..nine) "
             "equals the right answer; Wilson 95 % interval. Text ACC: default mode's text answer (before speaking).",
@@ -267,15 +284,30 @@ class TTSEvalResult:
 
 
 def _judge(
-    name: str, question: str, truth: str, wav: np.ndarray, sr: int, recogniser: DigitRecogniser | None,
-    dnsmos: DnsMos | None, seconds: float | None, answer: str | None = None, out_dir: Path | None = None,
-    index: int = 0, force: bool = False,
+    name: str,
+    question: str,
+    truth: str,
+    wav: np.ndarray,
+    sr: int,
+    recogniser: DigitRecogniser | None,
+    dnsmos: DnsMos | None,
+    seconds: float | None,
+    answer: str | None = None,
+    out_dir: Path | None = None,
+    index: int = 0,
+    force: bool = False,
 ) -> dict[str, Any]:
     heard = recogniser(wav, sr) if recogniser is not None else None
     item: dict[str, Any] = {
-        "question": question, "truth": truth, "recognised": heard, "judged": recogniser is not None,
-        "correct": heard == truth, "answer": answer, "seconds": seconds,
-        "dnsmos": dnsmos(wav, sr) if dnsmos is not None else None, "audio_seconds": len(wav) / sr,
+        "question": question,
+        "truth": truth,
+        "recognised": heard,
+        "judged": recogniser is not None,
+        "correct": heard == truth,
+        "answer": answer,
+        "seconds": seconds,
+        "dnsmos": dnsmos(wav, sr) if dnsmos is not None else None,
+        "audio_seconds": len(wav) / sr,
     }
     if out_dir is not None:
         from uniaudio_cli.audio import write_audio
@@ -315,8 +347,14 @@ def evaluate_tts(
     systems: list[SystemResult] = []
     skipped: list[str] = []
     n_ref = 2 if references else 0
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=stderr,
-                   disable=not progress, transient=True)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=stderr,
+        disable=not progress,
+        transient=True,
+    )
     with bar:
         task = bar.add_task("speaking", total=len(QUESTIONS) * (len(modes) + n_ref))
         for mode in modes:
@@ -327,8 +365,20 @@ def evaluate_tts(
                 t0 = time.perf_counter()
                 speech = synth.speak(q)
                 secs = time.perf_counter() - t0
-                item = _judge(res.name, q, truth, speech.audio, speech.sample_rate, recogniser, mos, secs,
-                              speech.answer, out, i, force)
+                item = _judge(
+                    res.name,
+                    q,
+                    truth,
+                    speech.audio,
+                    speech.sample_rate,
+                    recogniser,
+                    mos,
+                    secs,
+                    speech.answer,
+                    out,
+                    i,
+                    force,
+                )
                 item["follows"] = speech.follows
                 res.items.append(item)
                 bar.advance(task)
@@ -347,8 +397,11 @@ def evaluate_tts(
                 wav = load_audio(clips[0], sr)
                 t0 = time.perf_counter()
                 recon = codec.decode(codec.encode(wav), len(wav))
-                res.items.append(_judge(res.name, q, truth, recon, sr, recogniser, mos,
-                                        time.perf_counter() - t0, None, out, i, force))
+                res.items.append(
+                    _judge(
+                        res.name, q, truth, recon, sr, recogniser, mos, time.perf_counter() - t0, None, out, i, force
+                    )
+                )
                 bar.advance(task)
             systems.append(res)
             if espeak_available():
@@ -357,8 +410,11 @@ def evaluate_tts(
                 for i, (q, truth) in enumerate(QUESTIONS):
                     t0 = time.perf_counter()
                     wav = synthesize(truth, sample_rate=sr)
-                    res.items.append(_judge(res.name, q, truth, wav, sr, recogniser, mos,
-                                            time.perf_counter() - t0, None, out, i, force))
+                    res.items.append(
+                        _judge(
+                            res.name, q, truth, wav, sr, recogniser, mos, time.perf_counter() - t0, None, out, i, force
+                        )
+                    )
                     bar.advance(task)
                 systems.append(res)
             else:
