@@ -61,8 +61,9 @@ def build(name: str, device: torch.device, fuse: bool) -> LLMCodec:
     cfg = CONFIGS[name]()
     model = LLMCodec(cfg).eval()
     gen = torch.Generator().manual_seed(0)
-    model.set_codebooks([torch.randn(k, e, generator=gen) for k, e in zip(cfg.codebook_sizes, cfg.codebook_dims,
-                                                                         strict=True)])
+    model.set_codebooks(
+        [torch.randn(k, e, generator=gen) for k, e in zip(cfg.codebook_sizes, cfg.codebook_dims, strict=True)]
+    )
     if fuse and cfg.backbone == "published":
         from uniaudio_cli.codec.published import fuse_weight_norm
 
@@ -116,15 +117,17 @@ def main() -> None:
             model = build(name, dev, fuse=not args.no_fuse)
             params = sum(p.numel() for p in model.parameters())
             enc, dec = time_codec(model, args.seconds, args.repeats, dev)
-            rows.append({
-                "backbone": name + (" (unfused)" if args.no_fuse and name == "published" else ""),
-                "device": str(dev),
-                "params": params / 1e6,
-                "seconds": args.seconds,
-                "encode_s": enc,
-                "decode_s": dec,
-                "rtf": (enc + dec) / args.seconds,
-            })
+            rows.append(
+                {
+                    "backbone": name + (" (unfused)" if args.no_fuse and name == "published" else ""),
+                    "device": str(dev),
+                    "params": params / 1e6,
+                    "seconds": args.seconds,
+                    "encode_s": enc,
+                    "decode_s": dec,
+                    "rtf": (enc + dec) / args.seconds,
+                }
+            )
             print(f"{name} on {dev}: encode {enc:.3f} s, decode {dec:.3f} s", file=sys.stderr)
             del model
             if dev.type == "cuda":

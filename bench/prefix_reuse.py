@@ -58,8 +58,10 @@ def main() -> None:
         llm_s = time.perf_counter() - t1
         rows.append((reuse, len(clf.prefix_ids()), setup, llm_s, len(queries) / llm_s))
     same = sum(a == b for a, b in zip(preds[False], preds[True], strict=True))
-    print(f"# {args.ways}-way 1-shot, {len(queries)} queries, layers={args.layers}, "
-          f"{platform.processor() or platform.machine()}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(
+        f"# {args.ways}-way 1-shot, {len(queries)} queries, layers={args.layers}, "
+        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, threads {torch.get_num_threads()}"
+    )
     print("| prefix cache | prefix tokens | setup s | LLM s (all queries) | queries/s |")
     print("|---|---|---|---|---|")
     for reuse, n, setup, llm_s, qps in rows:

@@ -54,12 +54,24 @@ SECTIONS = ("codec", "table2", "ways", "tts", "denoise")
 PAPER_CODEC = {"pesq": 2.55, "stoi": 0.82, "tokens_per_second": 57.0, "set": "VCTK, 200 utterances"}
 PAPER_TABLE2 = {
     # our task -> (paper task, random, semantic layer row, all layers row)
-    "esc10-2": {"task": "2-way sound event, ESC-50", "random": 45,
-                "semantic": [48, 60, 57, 57, 73], "all": [41, 48, 55, 54, 62]},
-    "esc10-3": {"task": "3-way sound event, ESC-50", "random": 30,
-                "semantic": [38, 41, 39, 43, 42], "all": [25, 37, 35, 44, 50]},
-    "ravdess-2": {"task": "2-way emotion, ESD", "random": 44,
-                  "semantic": [25, 53, 59, 53, 54], "all": [45, 49, 53, 55, 54]},
+    "esc10-2": {
+        "task": "2-way sound event, ESC-50",
+        "random": 45,
+        "semantic": [48, 60, 57, 57, 73],
+        "all": [41, 48, 55, 54, 62],
+    },
+    "esc10-3": {
+        "task": "3-way sound event, ESC-50",
+        "random": 30,
+        "semantic": [38, 41, 39, 43, 42],
+        "all": [25, 37, 35, 44, 50],
+    },
+    "ravdess-2": {
+        "task": "2-way emotion, ESD",
+        "random": 44,
+        "semantic": [25, 53, 59, 53, 54],
+        "all": [45, 49, 53, 55, 54],
+    },
 }
 PAPER_WAYS = {"task": "ESC-50, LLaMA 2 7B", "ways": {2: 60, 3: 41, 4: 36, 5: 33, 6: 17}}
 PAPER_WAYS_13B = {2: 62, 3: 42, 4: 41, 5: 43, 6: 31}
@@ -127,18 +139,39 @@ def section_codec(llm: Any, codec: Any, data: Path, size: dict[str, int]) -> str
         result = evaluate_codec(codec, files, progress=sys.stderr.isatty())
         secs = time.perf_counter() - t0
         summary = result.summary()
-        compare.append({
-            "set": name, "clips": len(result.clips), "pesq": summary["pesq"].mean, "stoi": summary["stoi"].mean,
-            "tps": summary["tokens_per_second"].mean, "seconds": secs,
-        })
-        parts.append(demote(to_markdown(result.to_report(metadata={}))).replace(
-            "### Codec evaluation", f"### {name}: codec evaluation", 1))
-    compare.append({"set": f"paper: LLM-Codec ({PAPER_CODEC['set']})", "pesq": PAPER_CODEC["pesq"],
-                    "stoi": PAPER_CODEC["stoi"], "tps": PAPER_CODEC["tokens_per_second"]})
+        compare.append(
+            {
+                "set": name,
+                "clips": len(result.clips),
+                "pesq": summary["pesq"].mean,
+                "stoi": summary["stoi"].mean,
+                "tps": summary["tokens_per_second"].mean,
+                "seconds": secs,
+            }
+        )
+        parts.append(
+            demote(to_markdown(result.to_report(metadata={}))).replace(
+                "### Codec evaluation", f"### {name}: codec evaluation", 1
+            )
+        )
+    compare.append(
+        {
+            "set": f"paper: LLM-Codec ({PAPER_CODEC['set']})",
+            "pesq": PAPER_CODEC["pesq"],
+            "stoi": PAPER_CODEC["stoi"],
+            "tps": PAPER_CODEC["tokens_per_second"],
+        }
+    )
     table = Table(
         "Ours beside the paper (Table 1)",
-        [Column("set", "Set"), Column("clips", "Clips", "d"), Column("pesq", "PESQ-WB", ".2f"),
-         Column("stoi", "STOI", ".3f"), Column("tps", "Tokens / s", ".1f"), Column("seconds", "Wall s", ".0f")],
+        [
+            Column("set", "Set"),
+            Column("clips", "Clips", "d"),
+            Column("pesq", "PESQ-WB", ".2f"),
+            Column("stoi", "STOI", ".3f"),
+            Column("tps", "Tokens / s", ".1f"),
+            Column("seconds", "Wall s", ".0f"),
+        ],
         compare,
         ["Different speech (FSDD 8 kHz digits, LibriSpeech read speech) than the paper's VCTK; indicative only."],
     )
@@ -160,8 +193,11 @@ def class_folder(data: Path, name: str, all_folds: bool) -> tuple[Path, str]:
     if not (view / name).is_dir():
         import subprocess
 
-        subprocess.run([sys.executable, str(ROOT / "bench" / "heldout.py"), "--data", str(data), "--out", str(view)],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "heldout.py"), "--data", str(data), "--out", str(view)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     return view / name, HELDOUT_NOTE[name]
 
 
@@ -191,11 +227,19 @@ def section_table2(llm: Any, codec: Any, data: Path, size: dict[str, int]) -> st
         episodes = scaled_episodes(size, queries)
         log(f"table 2: {name} {ways}-way, {episodes} episodes of {queries} queries")
         result = evaluate_classification(
-            llm, codec, folder, configs, episodes=episodes, queries=queries, seed=0, grid="paper",
+            llm,
+            codec,
+            folder,
+            configs,
+            episodes=episodes,
+            queries=queries,
+            seed=0,
+            grid="paper",
             progress=sys.stderr.isatty(),
         )
-        rep = result.to_report(title=f"{what}, {ways}-way (paper: {PAPER_TABLE2[key]['task']})", metadata={},
-                               paper=PAPER_TABLE2[key])
+        rep = result.to_report(
+            title=f"{what}, {ways}-way (paper: {PAPER_TABLE2[key]['task']})", metadata={}, paper=PAPER_TABLE2[key]
+        )
         out.append(demote(to_markdown(rep)) + f"\n*wall time {result.wall_seconds:.0f} s*\n")
     return "\n".join(out)
 
@@ -207,12 +251,20 @@ def section_ways(llm: Any, codec: Any, data: Path, size: dict[str, int]) -> str:
     configs = ways_grid(EpisodeConfig())
     queries = fitted_queries(folder, configs, size["queries"])
     result = evaluate_classification(
-        llm, codec, folder, configs, episodes=scaled_episodes(size, queries), queries=queries, seed=0, grid="ways",
+        llm,
+        codec,
+        folder,
+        configs,
+        episodes=scaled_episodes(size, queries),
+        queries=queries,
+        seed=0,
+        grid="ways",
         progress=sys.stderr.isatty(),
     )
     rep = result.to_report(title=f"{what}, N-way 1-shot (paper: ESC-50)", metadata={}, paper=PAPER_WAYS)
-    rep.tables[0].rows.append({"source": "paper (ESC-50, LLaMA 2 13B)",
-                               **{f"n{n}": v for n, v in PAPER_WAYS_13B.items()}})
+    rep.tables[0].rows.append(
+        {"source": "paper (ESC-50, LLaMA 2 13B)", **{f"n{n}": v for n, v in PAPER_WAYS_13B.items()}}
+    )
     return demote(to_markdown(rep)) + f"\n*wall time {result.wall_seconds:.0f} s*\n"
 
 
@@ -221,8 +273,11 @@ def section_tts(llm: Any, codec: Any, data: Path, size: dict[str, int]) -> str:
 
     t0 = time.perf_counter()
     result = evaluate_tts(llm, codec, progress=sys.stderr.isatty())
-    rep = result.to_report(title="Simple TTS (paper Table 4: FSDD demonstrations; ours: shipped espeak-ng digits)",
-                           metadata={}, paper=PAPER_TTS)
+    rep = result.to_report(
+        title="Simple TTS (paper Table 4: FSDD demonstrations; ours: shipped espeak-ng digits)",
+        metadata={},
+        paper=PAPER_TTS,
+    )
     return demote(to_markdown(rep)) + f"\n*wall time {time.perf_counter() - t0:.0f} s*\n"
 
 
@@ -231,11 +286,22 @@ def section_denoise(llm: Any, codec: Any, data: Path, size: dict[str, int]) -> s
 
     files = held_out_librispeech(data)
     result = evaluate_denoising(
-        llm, codec, files, data / "noise", snrs=(0.0, 5.0, 10.0), max_files=size["denoise_files"] or None,
-        seconds=4.0, seed=0, progress=sys.stderr.isatty(), clean_root=data / "librispeech",
+        llm,
+        codec,
+        files,
+        data / "noise",
+        snrs=(0.0, 5.0, 10.0),
+        max_files=size["denoise_files"] or None,
+        seconds=4.0,
+        seed=0,
+        progress=sys.stderr.isatty(),
+        clean_root=data / "librispeech",
     )
-    rep = result.to_report(title="Denoising: LibriSpeech test-other x noise folder (paper Table 5: VCTK + NoiseX-92)",
-                           metadata={}, paper=PAPER_DENOISE)
+    rep = result.to_report(
+        title="Denoising: LibriSpeech test-other x noise folder (paper Table 5: VCTK + NoiseX-92)",
+        metadata={},
+        paper=PAPER_DENOISE,
+    )
     return demote(to_markdown(rep)) + f"\n*wall time {result.seconds:.0f} s*\n"
 
 
@@ -248,13 +314,23 @@ RUNNERS: dict[str, tuple[str, Callable[..., str]]] = {
 }
 
 
-def build(llm: Any, codec: Any, data: Path, size: dict[str, int], only: tuple[str, ...] = SECTIONS,
-          quick: bool = False, on_section: Callable[[str], None] | None = None) -> str:
+def build(
+    llm: Any,
+    codec: Any,
+    data: Path,
+    size: dict[str, int],
+    only: tuple[str, ...] = SECTIONS,
+    quick: bool = False,
+    on_section: Callable[[str], None] | None = None,
+) -> str:
     """The whole Markdown document (each section timed; a failing section is reported, not fatal).
     ``on_section`` receives the document so far after each section (sections still to run are
     marked pending), so that an interrupted run leaves what it finished."""
     meta = run_metadata(
-        llm.device, llm=llm.vocabulary.name, codec=str(getattr(codec, "source", "")), data=str(data),
+        llm.device,
+        llm=llm.vocabulary.name,
+        codec=str(getattr(codec, "source", "")),
+        data=str(data),
         size=("quick " if quick else "") + json.dumps(size),
     )
     t_all = time.perf_counter()
@@ -264,8 +340,11 @@ def build(llm: Any, codec: Any, data: Path, size: dict[str, int], only: tuple[st
     def document(pending: list[str]) -> str:
         rows = [*timings, *({"section": RUNNERS[k][0], "status": "pending"} for k in pending)]
         rows.append({"section": "total", "seconds": time.perf_counter() - t_all})
-        timing = Table("Wall time per section", [Column("section", "Section"), Column("status", "Status"),
-                                                  Column("seconds", "Seconds", ".0f")], rows)
+        timing = Table(
+            "Wall time per section",
+            [Column("section", "Section"), Column("status", "Status"), Column("seconds", "Seconds", ".0f")],
+            rows,
+        )
         head = [
             "# Results",
             "",
@@ -299,7 +378,7 @@ def build(llm: Any, codec: Any, data: Path, size: dict[str, int], only: tuple[st
         body.append(f"## {title}\n\n{text}")
         log(f"   {secs:.0f} s")
         if on_section is not None:
-            on_section(document(list(only[i + 1:])))
+            on_section(document(list(only[i + 1 :])))
     return document([])
 
 
@@ -313,8 +392,11 @@ def main(argv: list[str] | None = None, models: tuple[Any, Any] | None = None) -
     ap.add_argument("--codec-files", type=int, help="clips per codec set (0: all)")
     ap.add_argument("--denoise-files", type=int, help="clean files for denoising (0: all)")
     ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
-    ap.add_argument("--all-folds", action="store_true",
-                    help="classify on the whole esc10/ravdess folders instead of their held-out folds")
+    ap.add_argument(
+        "--all-folds",
+        action="store_true",
+        help="classify on the whole esc10/ravdess folders instead of their held-out folds",
+    )
     ap.add_argument("--llm")
     ap.add_argument("--codec")
     ap.add_argument("--device")

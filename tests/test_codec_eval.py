@@ -35,8 +35,14 @@ SIZES = [40, 60, 60]
 def tiny_codec() -> Codec:
     torch.manual_seed(0)
     cfg = CodecConfig(
-        backbone="small", latent_dim=16, small_dim=32, small_intermediate=64, small_encoder_layers=1,
-        small_decoder_layers=1, codebook_sizes=SIZES, codebook_dims=[8, 8, 8],
+        backbone="small",
+        latent_dim=16,
+        small_dim=32,
+        small_intermediate=64,
+        small_encoder_layers=1,
+        small_decoder_layers=1,
+        codebook_sizes=SIZES,
+        codebook_dims=[8, 8, 8],
     )
     model = LLMCodec(cfg).eval()
     model.set_codebooks([torch.randn(k, 8) for k in SIZES])
@@ -121,8 +127,19 @@ def test_evaluate_codec(tiny_codec: Codec, clip_dir: Path) -> None:
     assert len(result.clips) == 2
     assert [Path(p).name for p, _ in result.failed] == ["empty.wav"]
     d = result.to_dict()
-    assert {"codec", "files", "evaluated", "seconds", "metrics", "total_rtf", "layers", "clips", "failed",
-            "pesq_skipped", "stoi_skipped"} <= set(d)
+    assert {
+        "codec",
+        "files",
+        "evaluated",
+        "seconds",
+        "metrics",
+        "total_rtf",
+        "layers",
+        "clips",
+        "failed",
+        "pesq_skipped",
+        "stoi_skipped",
+    } <= set(d)
     assert set(d["metrics"]) == {"pesq", "stoi", "mel_distance", "tokens_per_second", "encode_rtf", "decode_rtf"}
     assert (d["files"], d["evaluated"]) == (3, 2)
     for clip in result.clips:

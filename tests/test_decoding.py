@@ -10,14 +10,12 @@ from uniaudio_cli.decoding import (
     allowed_mask,
     continuation_logprobs,
     generate_constrained,
-    hidden_mean,
+    token_logprobs,
 )
 from uniaudio_cli.errors import PromptTooLongError
 
 V = 64
 CPU = torch.device("cpu")
-
-
 
 
 def tiny_llama(seed: int = 0, vocab_size: int = V):
@@ -154,9 +152,12 @@ def test_prompt_too_long(model) -> None:
     assert PromptTooLongError.exit_code == 1
 
 
-def test_hidden_mean(model) -> None:
-    ids = PREFIX + QUERY
-    v = hidden_mean(model, ids, slice(2, 5), CPU)
+def test_token_logprobs_match_one_forward_pass(model) -> None:
+    prefix = PrefixCache(model, PREFIX, CPU, context_length=64)
     with torch.no_grad():
-        h = model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states[-1][0]
-    torch.testing.assert_close(v, h[2:5].mean(0))
+        logits = model(input_ids=torch.tensor([PREFIX + QUERY])).logits[0].float()
+    logp = torch.log_softmax(logits[len(PREFIX) - 1 : -1], dim=-1)
+    want = logp[torch.arange(len(QUERY)), torch.tensor(QUERY)]
+    for _ in range(2):  # the cache is cropped back between calls
+        torch.testing.assert_close(token_logprobs(prefix, QUERY), want, atol=1e-4, rtol=0)
+    assert token_logprobs(prefix, []).shape == (0,)

@@ -33,8 +33,6 @@ from uniaudio_cli.evaluate.store import ResultStore, wilson_interval
 SR = 16000
 
 
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory):
     return tiny_models(tmp_path_factory.mktemp("tiny_models"))
@@ -82,8 +80,11 @@ def test_episodes_are_seeded_disjoint_and_balanced() -> None:
 def test_grids_follow_the_paper() -> None:
     grid = paper_grid(EpisodeConfig(ways=3))
     assert [c.setting for c in grid[:5]] == [
-        "no induction 1-shot", "induction 1-shot", "induction 3-shot",
-        "induction 1-shot x2 repeats", "induction 1-shot x3 repeats",
+        "no induction 1-shot",
+        "induction 1-shot",
+        "induction 3-shot",
+        "induction 1-shot x2 repeats",
+        "induction 1-shot x3 repeats",
     ]
     assert [c.layers for c in grid] == ["semantic"] * 5 + ["all"] * 5 and {c.ways for c in grid} == {3}
     assert len({c.key for c in grid}) == 10
@@ -136,14 +137,14 @@ def test_resume_skips_finished_episodes(models, labelled: Path, tmp_path: Path, 
     llm, codec = models
     results = tmp_path / "r.jsonl"
     cfg = EpisodeConfig(ways=2)
-    first = evaluate_classification(llm, codec, labelled, [cfg], episodes=2, queries=3, results=results,
-                                    progress=False)
+    first = evaluate_classification(llm, codec, labelled, [cfg], episodes=2, queries=3, results=results, progress=False)
     assert first.configs[0].computed == 2 and len(first.configs[0].episodes) == 2
     calls = []
     real = ce.run_episode
     monkeypatch.setattr(ce, "run_episode", lambda *a, **k: calls.append(a[2].index) or real(*a, **k))
-    second = evaluate_classification(llm, codec, labelled, [cfg], episodes=3, queries=3, results=results,
-                                     progress=False)
+    second = evaluate_classification(
+        llm, codec, labelled, [cfg], episodes=3, queries=3, results=results, progress=False
+    )
     assert calls == [2] and second.configs[0].computed == 1
     assert second.configs[0].episodes[:2] == first.configs[0].episodes
     assert len(results.read_text().splitlines()) == 1 + 3  # header + one line per episode
@@ -162,20 +163,39 @@ def test_resume_skips_finished_episodes(models, labelled: Path, tmp_path: Path, 
 
 def test_grid_reports_render_with_the_paper_rows() -> None:
     def fake(cfg: EpisodeConfig, i: int) -> dict:
-        return {"total": 10, "correct": 5 + i, "mfcc_correct": 7, "random_correct": 4, "seconds": 1.0,
-                "encode_seconds": 0.2}
+        return {
+            "total": 10,
+            "correct": 5 + i,
+            "mfcc_correct": 7,
+            "random_correct": 4,
+            "seconds": 1.0,
+            "encode_seconds": 0.2,
+        }
 
     grid = paper_grid(EpisodeConfig(ways=2))
-    res = ClassifyEvalResult("data/esc10", "paper", [ConfigResult(c, [fake(c, 0), fake(c, 1)]) for c in grid],
-                             "r.jsonl", {"queries": 10, "seed": 0})
-    md = to_markdown(res.to_report(paper={"task": "ESC-50", "random": 45, "semantic": [48, 60, 57, 57, 73],
-                                          "all": [41, 48, 55, 54, 62]}))
+    res = ClassifyEvalResult(
+        "data/esc10",
+        "paper",
+        [ConfigResult(c, [fake(c, 0), fake(c, 1)]) for c in grid],
+        "r.jsonl",
+        {"queries": 10, "seed": 0},
+    )
+    md = to_markdown(
+        res.to_report(
+            paper={"task": "ESC-50", "random": 45, "semantic": [48, 60, 57, 57, 73], "all": [41, 48, 55, 54, 62]}
+        )
+    )
     assert "### Table 2 layout: 2-way accuracy %" in md
     assert "| ours | semantic layer | 55.0 | 55.0 | 55.0 | 55.0 | 55.0 | 40.0 | 70.0 |" in md
     assert "| paper (ESC-50) | all 3 layers | 41.0 | 48.0 | 55.0 | 54.0 | 62.0 | 45.0 | – |" in md
     assert "induction 1-shot x3 repeats" in md and "ms / query" in md
-    ways = ClassifyEvalResult("d", "ways", [ConfigResult(c, [fake(c, 0)]) for c in ways_grid(EpisodeConfig())],
-                              "r.jsonl", {"queries": 10, "seed": 0})
+    ways = ClassifyEvalResult(
+        "d",
+        "ways",
+        [ConfigResult(c, [fake(c, 0)]) for c in ways_grid(EpisodeConfig())],
+        "r.jsonl",
+        {"queries": 10, "seed": 0},
+    )
     md = to_markdown(ways.to_report(paper={"ways": {2: 60, 3: 41, 4: 36, 5: 33, 6: 17}}))
     assert "| chance 1/N | 50.0 | 33.3 | 25.0 | 20.0 | 16.7 |" in md and "| paper | 60.0 |" in md
 
@@ -187,8 +207,10 @@ def test_mixtures_have_the_asked_snr() -> None:
     rng = np.random.default_rng(0)
     t = np.arange(2 * SR) / SR
     clean = (0.2 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
-    noises = [("white", (0.05 * rng.standard_normal(3 * SR)).astype(np.float32)),
-              ("short", (0.3 * rng.standard_normal(SR)).astype(np.float32))]  # shorter than the clean: looped
+    noises = [
+        ("white", (0.05 * rng.standard_normal(3 * SR)).astype(np.float32)),
+        ("short", (0.3 * rng.standard_normal(SR)).astype(np.float32)),
+    ]  # shorter than the clean: looped
     for snr in (-5.0, 0.0, 5.0, 10.0):
         mix = build_mixture(clean, "a.wav", noises, snr, seed=1)
         assert snr_db(mix.clean, mix.noisy - mix.clean) == pytest.approx(snr, abs=1e-3)
@@ -207,8 +229,13 @@ def test_denoise_eval_resumes(models, tmp_path: Path) -> None:
     clean, noise = tmp_path / "clean", tmp_path / "noise"
     write_label_demos(clean, {"s1": 200.0, "s2": 350.0}, clips=1, seconds=0.6)
     write_label_demos(noise, {"hum": 50.0}, clips=1, seconds=1.0)
-    kw = dict(snrs=(0.0, 10.0), seconds=0.5, demos=write_pairs(tmp_path / "pairs"), results=tmp_path / "d.jsonl",
-              progress=False)
+    kw = dict(
+        snrs=(0.0, 10.0),
+        seconds=0.5,
+        demos=write_pairs(tmp_path / "pairs"),
+        results=tmp_path / "d.jsonl",
+        progress=False,
+    )
     one = evaluate_denoising(llm, codec, clean, noise, max_files=1, **kw)
     assert len(one.records) == 2 and {r["snr"] for r in one.records} == {0.0, 10.0}
     for r in one.records:
@@ -249,8 +276,20 @@ def test_tts_eval_judges_every_question(models, tmp_path: Path, monkeypatch) -> 
 def test_cli_eval_classify(models, labelled: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr("uniaudio_cli.cli.load_models", lambda *a, **k: models)
     results, md = tmp_path / "r.jsonl", tmp_path / "r.md"
-    args = ["eval", "classify", str(labelled), "--ways", "2", "--episodes", "2", "--queries", "2",
-            "--results", str(results), "--quiet"]
+    args = [
+        "eval",
+        "classify",
+        str(labelled),
+        "--ways",
+        "2",
+        "--episodes",
+        "2",
+        "--queries",
+        "2",
+        "--results",
+        str(results),
+        "--quiet",
+    ]
     res = CliRunner().invoke(app, [*args, "--json", "--markdown", str(md)])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
@@ -279,11 +318,28 @@ def test_cli_eval_denoise_snr_list_and_plots(models, tmp_path: Path, monkeypatch
     clean, noise = tmp_path / "clean", tmp_path / "noise"
     write_label_demos(clean, {"s1": 200.0}, clips=1, seconds=0.6)
     write_label_demos(noise, {"hum": 50.0}, clips=1, seconds=1.0)
-    res = CliRunner().invoke(app, [
-        "eval", "denoise", str(clean), str(noise), "--snr", "0", "5", "--seconds", "0.5", "--quiet", "--json",
-        "--demos", str(write_pairs(tmp_path / "pairs")), "--results", str(tmp_path / "d.jsonl"),
-        "--plot", str(tmp_path / "plots"),
-    ])
+    res = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "denoise",
+            str(clean),
+            str(noise),
+            "--snr",
+            "0",
+            "5",
+            "--seconds",
+            "0.5",
+            "--quiet",
+            "--json",
+            "--demos",
+            str(write_pairs(tmp_path / "pairs")),
+            "--results",
+            str(tmp_path / "d.jsonl"),
+            "--plot",
+            str(tmp_path / "plots"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["snrs"] == [0.0, 5.0] and len(out["mixtures"]) == 2

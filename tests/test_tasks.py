@@ -32,8 +32,6 @@ UNIT = 1920  # the tiny codec's pad_multiple: hop 480 x layer-1 stride 4
 SPECIAL = {0, 1}
 
 
-
-
 def tiny_models(folder: Path) -> tuple[LoadedLLM, Codec]:
     """A tiny LLaMA whose vocabulary is :func:`build_tokenizer`, and a random codec saved and
     loaded back on that vocabulary (its frozen codebooks are the LLaMA's input embeddings)."""
@@ -154,15 +152,46 @@ def test_repeats_multiply_the_demonstration_block(models, label_demos) -> None:
     assert no_ind.prefix_ids() == block + tail
 
 
-def test_icl_scores_every_label_after_the_query(models, label_demos, queries) -> None:
+def test_icl_paper_scores_every_label_after_the_query(models, label_demos, queries) -> None:
     llm, codec = models
     demos = load_demo_folder(label_demos).pick(1)
-    for mode in ("default", "paper"):
-        clf = Classifier(llm, codec, demos, ClassifyOptions(mode=mode))
-        tokens = clf.clip_tokens(queries[0])
-        raw = continuation_logprobs(clf.prefix, clf.query_ids(tokens), clf.candidates)
-        got = clf.classify_tokens(tokens).probabilities
-        assert [got["dog"], got["rain"]] == pytest.approx(torch.softmax(raw, 0).tolist(), abs=1e-5)
+    clf = Classifier(llm, codec, demos, ClassifyOptions(mode="paper"))
+    tokens = clf.clip_tokens(queries[0])
+    raw = continuation_logprobs(clf.prefix, clf.query_ids(tokens), clf.candidates)
+    got = clf.classify_tokens(tokens).probabilities
+    assert [got["dog"], got["rain"]] == pytest.approx(torch.softmax(raw, 0).tolist(), abs=1e-5)
+
+
+def _full_logprobs(llm: LoadedLLM, context: list[int], tokens: list[int]) -> torch.Tensor:
+    """Per-token log-probabilities of ``tokens`` after ``context``, one uncached forward pass."""
+    with torch.no_grad():
+        logits = llm.model(input_ids=torch.tensor([context + tokens])).logits[0].float()
+    logp = torch.log_softmax(logits[len(context) - 1 : -1], dim=-1)
+    return logp[torch.arange(len(tokens)), torch.tensor(tokens)]
+
+
+def test_icl_default_is_channel_scoring(models, label_demos, queries) -> None:
+    llm, codec = models
+    demos = load_demo_folder(label_demos).pick(2)
+    clf = Classifier(llm, codec, demos, ClassifyOptions(shots=2))
+    b = clf.builder
+    head = b.text("Input: <")
+    assert head == b.head(b.template.query)
+    # One prompt per label, holding only that label's demonstrations, ending where audio starts.
+    dog = clf.prefix_ids(["dog"])
+    assert clf.label_prefixes[0].prefix == dog + head
+    t, block = b.template, b.text(b.template.block)
+    shots = [block + b.render(t.demo, audio={"audio": clip}, answer="dog") for clip in clf._demo_tokens["dog"]]
+    assert dog == b.bos() + b.induction(["dog", "rain"]) + shots[0] + shots[1] + block
+    tokens = clf.clip_tokens(queries[0])
+    base = _full_logprobs(llm, b.bos() + head, tokens)
+    evidence = torch.stack(
+        [(_full_logprobs(llm, clf.prefix_ids([lb]) + head, tokens) - base).clamp(min=0).sum() for lb in clf.labels]
+    )
+    got = clf.classify_tokens(tokens).probabilities
+    assert [got["dog"], got["rain"]] == pytest.approx(torch.softmax(evidence, 0).tolist(), abs=1e-4)
+    with pytest.raises(UsageError, match="no audio tokens"):
+        clf.classify_tokens([])
 
 
 def test_classifier_needs_two_labels(models, label_demos) -> None:

@@ -212,6 +212,14 @@ def _slug(text: str) -> str:
     return (slug or "tts")[:60]
 
 
+def default_crop(crop: float | None, method: str, mode: str) -> float | None:
+    """The paper's prompt holds every demonstration, so its clips are cut to 1 s as in the
+    reference release; channel scoring and prototypes read one clip at a time, whole."""
+    if crop is None:
+        crop = 1.0 if (method, mode) == ("icl", "paper") else 0.0
+    return crop or None
+
+
 @app.command()
 @handle_errors
 def classify(
@@ -223,9 +231,12 @@ def classify(
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Copies of the demonstration block.")] = 1,
     layers: Annotated[str, typer.Option("--layers", help="semantic (layer 1) or all (layers 1-3).")] = "semantic",
     no_induction: Annotated[bool, typer.Option("--no-induction", help="Leave out the instruction line.")] = False,
+    no_center: Annotated[
+        bool, typer.Option("--no-center", help="prototype: do not subtract the codec's base-set centre.")
+    ] = False,
     crop: Annotated[
         float | None,
-        typer.Option("--crop", help="Crop/pad clips to SECONDS, 0: whole clips [default: icl 1, prototype 0]"),
+        typer.Option("--crop", help="Crop/pad clips to SECONDS, 0: whole [default: 1 for icl --mode paper, else 0]"),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON Lines with every label's probability.")] = False,
     seed: SeedOpt = 0,
@@ -250,8 +261,8 @@ def classify(
         repeats=repeats,
         layers=_choice("--layers", layers, ("semantic", "all")),  # type: ignore[arg-type]
         induction=not no_induction,
-        # icl prompts hold every demonstration, so clips are short; a prototype sees one clip at a time.
-        crop=(crop if crop is not None else (1.0 if method == "icl" else 0.0)) or None,
+        crop=default_crop(crop, method, mode),
+        center=not no_center,
     )
     folder = load_demo_folder(demos)
     paths = expand_inputs(queries)
@@ -525,12 +536,15 @@ def eval_classify(
     layers: Annotated[str, typer.Option("--layers", help="semantic (layer 1) or all (layers 1-3).")] = "semantic",
     method: Annotated[str, typer.Option("--method", help="icl (in-context prompt) or prototype.")] = "icl",
     mode: ModeOpt = "default",
+    no_center: Annotated[
+        bool, typer.Option("--no-center", help="prototype: do not subtract the codec's base-set centre.")
+    ] = False,
     episodes: Annotated[int, typer.Option("--episodes", min=1, help="Episodes per setting.")] = 20,
     queries: Annotated[int, typer.Option("--queries", min=1, help="Query clips per episode (spread over N).")] = 20,
     seed: SeedOpt = 0,
     crop: Annotated[
         float | None,
-        typer.Option("--crop", help="Crop/pad clips to SECONDS, 0: whole clips [default: icl 1, prototype 0]"),
+        typer.Option("--crop", help="Crop/pad clips to SECONDS, 0: whole [default: 1 for icl --mode paper, else 0]"),
     ] = None,
     grid: Annotated[
         str | None, typer.Option("--grid", help="paper: Table 2 (induction/shots/repeats x layers); ways: N = 2..6.")
@@ -569,8 +583,8 @@ def eval_classify(
         layers=_choice("--layers", layers, ("semantic", "all")),  # type: ignore[arg-type]
         method=_choice("--method", method, ("icl", "prototype")),  # type: ignore[arg-type]
         mode=_choice("--mode", mode, ("default", "paper")),  # type: ignore[arg-type]
-        # icl prompts hold every demonstration, so clips are short; a prototype sees one clip at a time.
-        crop=(crop if crop is not None else (1.0 if method == "icl" else 0.0)) or None,
+        crop=default_crop(crop, method, mode),
+        center=not no_center,
     )
     configs = paper_grid(base) if grid == "paper" else ways_grid(base) if grid == "ways" else [base]
     lm, cdc = load_models(llm, codec, device, dtype)

@@ -117,6 +117,20 @@ def continuation_logprobs(
     return torch.tensor(scores)
 
 
+def token_logprobs(prefix: PrefixCache, ids: Sequence[int]) -> torch.Tensor:
+    """Log-probability ``(N,)`` of each of ``ids`` after ``prefix`` and the ids before it."""
+    if not ids:
+        return torch.zeros(0)
+    prefix.check_length(len(ids))
+    cache, last = prefix.start()
+    logits = last[None]
+    if len(ids) > 1:
+        _, more = prefix.extend(cache, ids[:-1])
+        logits = torch.cat([logits, more])
+    logp = torch.log_softmax(logits, dim=-1)
+    return logp[torch.arange(len(ids)), torch.as_tensor(list(ids), device=logp.device)].cpu()
+
+
 def allowed_mask(vocab_size: int, allowed: Sequence[int], device: torch.device) -> torch.Tensor:
     """Boolean ``(V,)`` mask of allowed token ids."""
     mask = torch.zeros(vocab_size, dtype=torch.bool, device=device)
@@ -162,15 +176,3 @@ def generate_constrained(
             cache, logits = prefix._run([tok], cache)
             last = logits[-1]
     return out
-
-
-@torch.no_grad()
-def hidden_mean(
-    model: Any, ids: Sequence[int], positions: slice, device: torch.device, depth: float = 1.0
-) -> torch.Tensor:
-    """Mean hidden state ``(H,)`` over ``positions`` of ``ids`` at relative ``depth`` (0: the
-    embeddings, 1: the last layer)."""
-    x = torch.tensor([list(ids)], dtype=torch.long, device=device)
-    out = model(input_ids=x, output_hidden_states=True, use_cache=False)
-    layer = round(depth * (len(out.hidden_states) - 1))
-    return out.hidden_states[layer][0, positions].float().mean(0).cpu()

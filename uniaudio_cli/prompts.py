@@ -75,6 +75,20 @@ def available_templates() -> list[str]:
     return sorted(names)
 
 
+def bos_ids(tokenizer: Any) -> list[int]:
+    """The special tokens ``tokenizer`` puts before a sequence (e.g. LLaMA's ``<s>``).
+
+    Decided by probing what the tokenizer does, not by ``add_bos_token``: in transformers 5
+    that flag is False for tokenizer.json tokenizers whose post-processor adds the BOS
+    (e.g. Llama 3), so trusting it would drop the BOS the model was trained with.
+    """
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return []
+    probe = tokenizer("a", add_special_tokens=True).input_ids
+    return [bos] if probe and probe[0] == bos else []
+
+
 class PromptBuilder:
     """Renders templates to token ids with one tokenizer; text pieces are cached."""
 
@@ -91,17 +105,8 @@ class PromptBuilder:
         return list(self._encode(text))
 
     def bos(self) -> list[int]:
-        """The special tokens the tokenizer puts before a sequence (e.g. LLaMA's ``<s>``).
-
-        Decided by probing what the tokenizer does, not by ``add_bos_token``: in transformers 5
-        that flag is False for tokenizer.json tokenizers whose post-processor adds the BOS
-        (e.g. Llama 3), so trusting it would drop the BOS the model was trained with.
-        """
-        bos = getattr(self.tokenizer, "bos_token_id", None)
-        if bos is None:
-            return []
-        probe = self.tokenizer("a", add_special_tokens=True).input_ids
-        return [bos] if probe and probe[0] == bos else []
+        """The special tokens the tokenizer puts before a sequence (see :func:`bos_ids`)."""
+        return bos_ids(self.tokenizer)
 
     def render(self, fmt: str, audio: dict[str, Sequence[int]] | None = None, **text: str) -> list[int]:
         """Fill ``fmt``: text fields are formatted and tokenized, audio fields spliced in as ids."""
@@ -126,6 +131,14 @@ class PromptBuilder:
                     )
                 chunk += format(text[name], spec or "") if not conv else str(text[name])
         return out + self.text(chunk)
+
+    def head(self, fmt: str, field: str = "audio") -> list[int]:
+        """Ids of ``fmt`` up to its ``{field}`` (e.g. ``"Input: <"`` of a query), tokenized as
+        :meth:`render` tokenizes it."""
+        literal = fmt.split("{" + field + "}", 1)[0]
+        if "{" in literal:
+            raise UsageError(f"template {self.template.name}: fields before {{{field}}}", "report this bug")
+        return self.text(literal)
 
     def induction(self, labels: Sequence[str] = ()) -> list[int]:
         t = self.template

@@ -1,6 +1,6 @@
 """Re-save a codec checkpoint folder, e.g. in float16 for shipping.
 
-    python -m uniaudio_cli.codec.export runs/default/codec-best checkpoints/llm-codec-smollm2 --dtype float16
+python -m uniaudio_cli.codec.export runs/default/codec-best checkpoints/llm-codec-smollm2 --dtype float16
 """
 
 from __future__ import annotations

@@ -86,9 +86,7 @@ class ISTFTHead(nn.Module):
         mag = torch.exp(log_mag.clamp(max=8.0))
         spec = torch.polar(mag, phase)
         frames = h.shape[-1]
-        wav = torch.istft(
-            spec, self.n_fft, self.hop, window=self.window, center=True, length=frames * self.hop
-        )
+        wav = torch.istft(spec, self.n_fft, self.hop, window=self.window, center=True, length=frames * self.hop)
         return wav.unsqueeze(1)
 
 

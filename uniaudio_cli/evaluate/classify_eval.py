@@ -64,6 +64,7 @@ class EpisodeConfig:
     method: Method = "icl"
     mode: Mode = "default"
     crop: float | None = 1.0
+    center: bool = True
 
     def __post_init__(self) -> None:
         if self.ways < 2:
@@ -77,6 +78,7 @@ class EpisodeConfig:
         return (
             f"{self.ways}way-{self.shots}shot-x{self.repeats}-{'ind' if self.induction else 'noind'}-"
             f"{self.layers}-{self.method}-{self.mode}-crop{crop}"
+            + ("-nocenter" if self.method == "prototype" and not self.center else "")
         )
 
     @property
@@ -87,7 +89,7 @@ class EpisodeConfig:
 
     @property
     def crop_mode(self) -> str:
-        return "start" if self.mode == "paper" else "loudest"
+        return self.options().crop_anchor
 
     def options(self) -> ClassifyOptions:
         return ClassifyOptions(
@@ -98,6 +100,7 @@ class EpisodeConfig:
             layers=self.layers,
             induction=self.induction,
             crop=self.crop or None,
+            center=self.center,
         )
 
 

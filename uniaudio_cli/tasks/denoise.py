@@ -106,8 +106,9 @@ class Denoiser:
                 ids += b.text(t.block) + b.render(
                     t.demo, audio={"audio": flatten(noisy), "answer_audio": flatten(clean)}
                 )
-        self.prefix = PrefixCache(llm.model, ids + b.text(t.block), llm.device, llm.context_length,
-                                  source="denoising prompt")
+        self.prefix = PrefixCache(
+            llm.model, ids + b.text(t.block), llm.device, llm.context_length, source="denoising prompt"
+        )
         vocab_size = int(llm.model.get_output_embeddings().weight.shape[0])
         self.vocab_size = vocab_size
         self.masks = LayerMasks(codec, vocab_size, llm.device)

@@ -122,7 +122,7 @@ class Synthesizer:
     def speak(self, text: str) -> Speech:
         """Synthesise ``text`` (e.g. ``"1+1"``)."""
         if not text.strip():
-            raise UsageError("empty text", "pass a question or digit, e.g. uniaudio tts \"1+1\"")
+            raise UsageError("empty text", 'pass a question or digit, e.g. uniaudio tts "1+1"')
         t = self.builder.template
         if self.opts.mode == "default":
             answer = self.answer(text)
@@ -136,8 +136,12 @@ class Synthesizer:
             query = self.builder.render(t.query, text=text)
             gen = torch.Generator().manual_seed(self.opts.seed)
             flat = generate_constrained(
-                self.audio_prefix, query, self.masks.schedule(self.counts),
-                temperature=self.opts.temperature, top_k=self.opts.top_k, generator=gen,
+                self.audio_prefix,
+                query,
+                self.masks.schedule(self.counts),
+                temperature=self.opts.temperature,
+                top_k=self.opts.top_k,
+                generator=gen,
             )
             tokens = split(flat, self.counts)
             follows = self._closest_demo(tokens)

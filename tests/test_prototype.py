@@ -1,0 +1,104 @@
+"""Prototype features and the base-set centre: shapes, the stored file, and refusals."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from tests.test_tasks import label_demos, models  # noqa: F401 - module fixtures
+from uniaudio_cli.errors import CheckpointError, UsageError
+from uniaudio_cli.prompts import bos_ids
+from uniaudio_cli.tasks.classify import Classifier, ClassifyOptions
+from uniaudio_cli.tasks.demos import load_demo_folder
+from uniaudio_cli.tasks.prototype import (
+    CENTER_FILE,
+    center_features,
+    clip_features,
+    compute_center,
+    depth_index,
+    load_center,
+    save_center,
+)
+
+
+def test_clip_features_are_per_depth_means(models) -> None:  # noqa: F811
+    llm, _ = models
+    tokens = [5, 6, 7]
+    feats = clip_features(llm, tokens)
+    cfg = llm.model.config
+    assert feats.shape == (cfg.num_hidden_layers + 1, cfg.hidden_size)
+    lead = bos_ids(llm.tokenizer) + llm.tokenizer.encode("Input: <", add_special_tokens=False)
+    with torch.no_grad():
+        hs = llm.model(input_ids=torch.tensor([lead + tokens]), output_hidden_states=True).hidden_states
+    torch.testing.assert_close(feats[-1], hs[-1][0, len(lead) :].mean(0))
+    torch.testing.assert_close(feats[0], hs[0][0, len(lead) :].mean(0))
+    with pytest.raises(UsageError, match="no audio tokens"):
+        clip_features(llm, [])
+
+
+def test_depth_index() -> None:
+    assert [depth_index(31, d) for d in (0.0, 0.6, 1.0, 2.0)] == [0, 18, 30, 30]
+
+
+def test_center_features_subtracts_then_normalises() -> None:
+    x = torch.tensor([[3.0, 4.0], [1.0, 1.0]])
+    out = center_features(x, torch.tensor([1.0, 1.0]))
+    torch.testing.assert_close(out[0], torch.tensor([0.5547, 0.8321]), atol=1e-4, rtol=0)
+    assert torch.allclose(out.norm(dim=-1)[0], torch.tensor(1.0))
+    torch.testing.assert_close(center_features(x, None)[0], torch.tensor([0.6, 0.8]))
+
+
+def test_center_round_trip_and_refusals(models, tmp_path: Path, caplog) -> None:  # noqa: F811
+    llm, codec = models
+    center = compute_center(llm, codec, {"a": [[5, 6, 7], [8, 9]], "b": [[10, 11]]})
+    a = (clip_features(llm, [5, 6, 7]) + clip_features(llm, [8, 9])) / 2
+    torch.testing.assert_close(center, (a + clip_features(llm, [10, 11])) / 2)  # groups weigh the same
+
+    folder = Path(codec.source)
+    path = save_center(folder / CENTER_FILE, center, llm, codec, '{"a": 2, "b": 1}')
+    try:
+        torch.testing.assert_close(load_center(llm, codec), center)
+
+        # Another codec's weights: ignored with a warning naming what differs.
+        other = tmp_path / "other"
+        shutil.copytree(folder, other)
+        (other / "model.safetensors").write_bytes((other / "model.safetensors").read_bytes() + b" ")
+        codec_other = type(codec)(codec.model, codec.bridge, codec.device, str(other), codec.vocabulary)
+        with caplog.at_level(logging.WARNING):
+            assert load_center(llm, codec_other) is None
+        assert "codec_weights_sha256" in caplog.text
+
+        # An unknown format version is refused, naming the file and the fix.
+        save_file({"center": center}, str(path), metadata={"format_version": "99"})
+        with pytest.raises(CheckpointError, match=r"prototype_center.safetensors: format version '99'"):
+            load_center(llm, codec)
+    finally:
+        path.unlink(missing_ok=True)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert load_center(llm, codec) is None
+    assert "has no prototype_center.safetensors" in caplog.text
+
+
+def test_classifier_uses_the_stored_center(models, label_demos) -> None:  # noqa: F811
+    llm, codec = models
+    demos = load_demo_folder(label_demos).pick(1)
+    folder = Path(codec.source)
+    center = torch.randn(llm.model.config.num_hidden_layers + 1, llm.model.config.hidden_size) * 5
+    path = save_center(folder / CENTER_FILE, center, llm, codec, "{}")
+    try:
+        on = Classifier(llm, codec, demos, ClassifyOptions(method="prototype"))
+        off = Classifier(llm, codec, demos, ClassifyOptions(method="prototype", center=False))
+    finally:
+        path.unlink()
+    tokens = on.clip_tokens(label_demos / "dog" / "0.wav")
+    feats = clip_features(llm, tokens)
+    d = depth_index(feats.shape[0], 0.6)
+    torch.testing.assert_close(on._embed(tokens), center_features(feats[d], center[d]))
+    torch.testing.assert_close(off._embed(tokens), center_features(feats[d], None))
+    assert not torch.allclose(on.centroids, off.centroids)
