@@ -4,7 +4,10 @@
 LLM and codec unless given. Demonstrations are encoded once per run either way; what differs is
 whether the LLM recomputes the instruction + demonstrations for every query.
 
-    python bench/prefix_reuse.py [--data DIR] [--queries 50] [--layers semantic|all]
+    python bench/prefix_reuse.py [--data DIR] [--queries 50] [--mode default|paper] [--layers semantic|all]
+
+In the default (channel) mode there is one prefix per label plus a reference prompt; each is
+cached once and reused.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import torch
 
 from uniaudio_cli.codec.api import load_codec
 from uniaudio_cli.llm import load_llm
-from uniaudio_cli.tasks.classify import Classifier, ClassifyOptions
+from uniaudio_cli.tasks.classify import Classifier, ClassifyOptions, default_crop
 from uniaudio_cli.tasks.demos import load_demo_folder
 
 
@@ -29,6 +32,8 @@ def main() -> None:
     ap.add_argument("--ways", type=int, default=10)
     ap.add_argument("--queries", type=int, default=50)
     ap.add_argument("--layers", default="semantic", choices=["semantic", "all"])
+    ap.add_argument("--mode", default="default", choices=["default", "paper"])
+    ap.add_argument("--crop", type=float, default=None, help="seconds (default: as `uniaudio classify`)")
     ap.add_argument("--llm", default=None)
     ap.add_argument("--codec", default=None)
     ap.add_argument("--device", default=None)
@@ -47,7 +52,13 @@ def main() -> None:
     rows = []
     preds: dict[bool, list[str]] = {}
     for reuse in (False, True):
-        opts = ClassifyOptions(method="icl", layers=args.layers, reuse_prefix=reuse)
+        opts = ClassifyOptions(
+            method="icl",
+            mode=args.mode,
+            layers=args.layers,
+            crop=default_crop(args.crop, "icl", args.mode),
+            reuse_prefix=reuse,
+        )
         t0 = time.perf_counter()
         clf = Classifier(llm, codec, demos, opts)
         setup = time.perf_counter() - t0
@@ -56,10 +67,11 @@ def main() -> None:
         t1 = time.perf_counter()
         preds[reuse] = [clf.classify_tokens(t, str(q)).label for t, q in zip(tokens, queries, strict=True)]
         llm_s = time.perf_counter() - t1
-        rows.append((reuse, len(clf.prefix_ids()), setup, llm_s, len(queries) / llm_s))
+        prefixes = [clf.prefix] if args.mode == "paper" else [*clf.label_prefixes, clf.reference]
+        rows.append((reuse, sum(len(p.prefix) for p in prefixes), setup, llm_s, len(queries) / llm_s))
     same = sum(a == b for a, b in zip(preds[False], preds[True], strict=True))
     print(
-        f"# {args.ways}-way 1-shot, {len(queries)} queries, layers={args.layers}, "
+        f"# {args.ways}-way 1-shot, {len(queries)} queries, {args.mode} mode, layers={args.layers}, "
         f"{platform.processor() or platform.machine()}, torch {torch.__version__}, threads {torch.get_num_threads()}"
     )
     print("| prefix cache | prefix tokens | setup s | LLM s (all queries) | queries/s |")

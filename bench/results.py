@@ -5,14 +5,16 @@ Sections (each one the library behind a ``uniaudio eval`` command):
 
 1. codec reconstruction on held-out speech: FSDD speaker ``nicolas`` and the LibriSpeech
    test-other excerpts (``librispeech/metadata.csv`` rows whose ``split`` is a speaker id);
-2. Table 2 grid (induction / shots / repeats x semantic layer / all layers) on ESC-10 2-way and
+2. 2-way 1-shot ESC-10 and RAVDESS with every method: icl in default (channel) and paper mode,
+   prototype with and without centring, at least 10 draws x 20 queries;
+3. Table 2 grid (paper mode) (induction / shots / repeats x semantic layer / all layers) on ESC-10 2-way and
    3-way and RAVDESS 2-way (the paper: ESC-50 and ESD), on the folds held out of codec training
    (ESC-10 fold 3, RAVDESS actors 11-12; ``bench/heldout.py`` views; ``--all-folds``: everything);
    where the held-out labels have too few clips, episodes get fewer queries and there are more
    of them (about the same number of queries per setting);
-3. Table 9: N-way 1-shot, N = 2..6, on ESC-10 (held-out fold);
-4. simple TTS: the 20 questions (pocketsphinx ACC, DNSMOS);
-5. denoising: LibriSpeech test-other x the noise folder at 0 / 5 / 10 dB.
+4. Table 9: N-way 1-shot, N = 2..6, on ESC-10 (held-out fold), paper and default mode;
+5. simple TTS: the 20 questions (pocketsphinx ACC, DNSMOS);
+6. denoising: LibriSpeech test-other x the noise folder at 0 / 5 / 10 dB.
 
 Classification and denoising keep resumable results under ``$UNIAUDIO_HOME/eval`` (one file
 per settings), so an interrupted run picks up where it stopped. ``--quick`` runs a reduced
@@ -48,7 +50,7 @@ from uniaudio_cli.evaluate.report import (  # noqa: E402
     to_markdown,
 )
 
-SECTIONS = ("codec", "table2", "ways", "tts", "denoise")
+SECTIONS = ("codec", "fewshot", "table2", "ways", "tts", "denoise")
 
 # The paper's figures (UniAudio 1.5, LLaMA 2 7B; see ../shared/reference/paper.md).
 PAPER_CODEC = {"pesq": 2.55, "stoi": 0.82, "tokens_per_second": 57.0, "set": "VCTK, 200 utterances"}
@@ -79,6 +81,7 @@ PAPER_TTS = {"acc": 70.0, "dnsmos": 2.92}
 PAPER_DENOISE = {"pesq": 2.17, "stoi": 0.57}
 
 QUICK = {"episodes": 4, "queries": 12, "codec_files": 40, "denoise_files": 6}
+FEWSHOT = {"episodes": 10, "queries": 20}  # the 10 demonstration draws x 20 queries, even with --quick
 FULL = {"episodes": 20, "queries": 20, "codec_files": 0, "denoise_files": 30}  # 0: every file
 
 
@@ -216,13 +219,37 @@ def scaled_episodes(size: dict[str, int], queries: int) -> int:
     return math.ceil(size["episodes"] * size["queries"] / max(queries, 1))
 
 
+def section_fewshot(llm: Any, codec: Any, data: Path, size: dict[str, int]) -> str:
+    from uniaudio_cli.evaluate.classify_eval import EpisodeConfig, evaluate_classification
+
+    configs = [
+        EpisodeConfig(method="icl", mode="default", crop=None),
+        EpisodeConfig(method="icl", mode="paper", crop=1.0),
+        EpisodeConfig(method="prototype", crop=None),
+        EpisodeConfig(method="prototype", crop=None, center=False),
+    ]
+    wanted = {k: max(size[k], v) for k, v in FEWSHOT.items()}
+    out = []
+    for name in ("esc10", "ravdess"):
+        folder, what = class_folder(data, name, bool(size.get("all_folds")))
+        queries = fitted_queries(folder, configs, wanted["queries"])
+        episodes = scaled_episodes(wanted, queries)
+        log(f"few-shot: {name} 2-way 1-shot, {episodes} episodes of {queries} queries")
+        result = evaluate_classification(
+            llm, codec, folder, configs, episodes=episodes, queries=queries, seed=0, progress=sys.stderr.isatty()
+        )
+        rep = result.to_report(title=f"{what}, 2-way 1-shot", metadata={})
+        out.append(demote(to_markdown(rep)) + f"\n*wall time {result.wall_seconds:.0f} s*\n")
+    return "\n".join(out)
+
+
 def section_table2(llm: Any, codec: Any, data: Path, size: dict[str, int]) -> str:
     from uniaudio_cli.evaluate.classify_eval import EpisodeConfig, evaluate_classification, paper_grid
 
     out = []
     for key, name, ways in (("esc10-2", "esc10", 2), ("esc10-3", "esc10", 3), ("ravdess-2", "ravdess", 2)):
         folder, what = class_folder(data, name, bool(size.get("all_folds")))
-        configs = paper_grid(EpisodeConfig(ways=ways))
+        configs = paper_grid(EpisodeConfig(ways=ways, mode="paper", crop=1.0))
         queries = fitted_queries(folder, configs, size["queries"])
         episodes = scaled_episodes(size, queries)
         log(f"table 2: {name} {ways}-way, {episodes} episodes of {queries} queries")
@@ -238,7 +265,9 @@ def section_table2(llm: Any, codec: Any, data: Path, size: dict[str, int]) -> st
             progress=sys.stderr.isatty(),
         )
         rep = result.to_report(
-            title=f"{what}, {ways}-way (paper: {PAPER_TABLE2[key]['task']})", metadata={}, paper=PAPER_TABLE2[key]
+            title=f"{what}, {ways}-way, paper mode (paper: {PAPER_TABLE2[key]['task']})",
+            metadata={},
+            paper=PAPER_TABLE2[key],
         )
         out.append(demote(to_markdown(rep)) + f"\n*wall time {result.wall_seconds:.0f} s*\n")
     return "\n".join(out)
@@ -248,24 +277,29 @@ def section_ways(llm: Any, codec: Any, data: Path, size: dict[str, int]) -> str:
     from uniaudio_cli.evaluate.classify_eval import EpisodeConfig, evaluate_classification, ways_grid
 
     folder, what = class_folder(data, "esc10", bool(size.get("all_folds")))
-    configs = ways_grid(EpisodeConfig())
-    queries = fitted_queries(folder, configs, size["queries"])
-    result = evaluate_classification(
-        llm,
-        codec,
-        folder,
-        configs,
-        episodes=scaled_episodes(size, queries),
-        queries=queries,
-        seed=0,
-        grid="ways",
-        progress=sys.stderr.isatty(),
-    )
-    rep = result.to_report(title=f"{what}, N-way 1-shot (paper: ESC-50)", metadata={}, paper=PAPER_WAYS)
-    rep.tables[0].rows.append(
-        {"source": "paper (ESC-50, LLaMA 2 13B)", **{f"n{n}": v for n, v in PAPER_WAYS_13B.items()}}
-    )
-    return demote(to_markdown(rep)) + f"\n*wall time {result.wall_seconds:.0f} s*\n"
+    out = []
+    for mode, crop in (("paper", 1.0), ("default", None)):
+        configs = ways_grid(EpisodeConfig(mode=mode, crop=crop))
+        queries = fitted_queries(folder, configs, size["queries"])
+        result = evaluate_classification(
+            llm,
+            codec,
+            folder,
+            configs,
+            episodes=scaled_episodes(size, queries),
+            queries=queries,
+            seed=0,
+            grid="ways",
+            progress=sys.stderr.isatty(),
+        )
+        rep = result.to_report(
+            title=f"{what}, N-way 1-shot, icl {mode} mode (paper: ESC-50)", metadata={}, paper=PAPER_WAYS
+        )
+        rep.tables[0].rows.append(
+            {"source": "paper (ESC-50, LLaMA 2 13B)", **{f"n{n}": v for n, v in PAPER_WAYS_13B.items()}}
+        )
+        out.append(demote(to_markdown(rep)) + f"\n*wall time {result.wall_seconds:.0f} s*\n")
+    return "\n".join(out)
 
 
 def section_tts(llm: Any, codec: Any, data: Path, size: dict[str, int]) -> str:
@@ -307,10 +341,11 @@ def section_denoise(llm: Any, codec: Any, data: Path, size: dict[str, int]) -> s
 
 RUNNERS: dict[str, tuple[str, Callable[..., str]]] = {
     "codec": ("1. Codec reconstruction on held-out speech (paper Table 1)", section_codec),
-    "table2": ("2. Few-shot classification grid (paper Table 2)", section_table2),
-    "ways": ("3. N-way 1-shot sound events (paper Table 9)", section_ways),
-    "tts": ("4. Simple TTS (paper Table 4)", section_tts),
-    "denoise": ("5. Speech denoising (paper Table 5)", section_denoise),
+    "fewshot": ("2. Few-shot classification, every method (2-way 1-shot)", section_fewshot),
+    "table2": ("3. Few-shot classification grid (paper Table 2)", section_table2),
+    "ways": ("4. N-way 1-shot sound events (paper Table 9)", section_ways),
+    "tts": ("5. Simple TTS (paper Table 4)", section_tts),
+    "denoise": ("6. Speech denoising (paper Table 5)", section_denoise),
 }
 
 

@@ -72,21 +72,29 @@ def test_tts_speaks_an_answer_digit(tmp_path: Path) -> None:
     assert line.startswith("1+1\t") and "answer=" in line and "follows=" in line
 
 
-def test_classify_digits_by_prototype(tmp_path: Path) -> None:
-    demos = tmp_path / "demos"
-    for k in (0, 7):
+def _digit_demos(root: Path, digits: tuple[int, ...], shots: int) -> tuple[Path, list[Path]]:
+    """DIR/<digit>/ with the first ``shots`` espeak voices, and one query per digit (a voice not
+    among the demonstrations)."""
+    for k in digits:
         paths = sorted((prompts_dir() / "tts_digits" / str(k)).glob("*.flac"))
-        (demos / str(k)).mkdir(parents=True)
-        for p in paths[:2]:
-            (demos / str(k) / p.name).symlink_to(p)
-    queries = [sorted((prompts_dir() / "tts_digits" / str(k)).glob("*.flac"))[3] for k in (0, 7)]
-    res = run("classify", "--demos", str(demos), "--method", "prototype", "--shots", "2", "--json", *map(str, queries))
+        (root / str(k)).mkdir(parents=True)
+        for p in paths[:shots]:
+            (root / str(k) / p.name).symlink_to(p)
+    return root, [sorted((prompts_dir() / "tts_digits" / str(k)).glob("*.flac"))[3] for k in digits]
+
+
+@pytest.mark.parametrize("method", ["icl", "prototype"])
+def test_classify_spoken_digits(tmp_path: Path, method: str) -> None:
+    demos, queries = _digit_demos(tmp_path / "demos", (0, 7), shots=2)
+    res = run("classify", "--demos", str(demos), "--method", method, "--shots", "2", "--json", *map(str, queries))
     assert res.exit_code == 0, res.output
     preds = [json.loads(line) for line in res.stdout.splitlines()]
-    assert len(preds) == 2
+    assert [p["path"] for p in preds] == list(map(str, queries))
     for p in preds:
         assert set(p["probabilities"]) == {"0", "7"}
         assert abs(sum(p["probabilities"].values()) - 1) < 1e-4
+    # "zero" and "seven" by an unseen voice are told apart.
+    assert [p["label"] for p in preds] == ["0", "7"]
 
 
 def test_denoise_keeps_duration(tmp_path: Path) -> None:

@@ -189,7 +189,8 @@ def test_icl_default_is_channel_scoring(models, label_demos, queries) -> None:
         [(_full_logprobs(llm, clf.prefix_ids([lb]) + head, tokens) - base).clamp(min=0).sum() for lb in clf.labels]
     )
     got = clf.classify_tokens(tokens).probabilities
-    assert [got["dog"], got["rain"]] == pytest.approx(torch.softmax(evidence, 0).tolist(), abs=1e-4)
+    want = torch.softmax(evidence / clf.opts.channel_temperature, 0)
+    assert [got["dog"], got["rain"]] == pytest.approx(want.tolist(), abs=1e-4)
     with pytest.raises(UsageError, match="no audio tokens"):
         clf.classify_tokens([])
 

@@ -212,14 +212,6 @@ def _slug(text: str) -> str:
     return (slug or "tts")[:60]
 
 
-def default_crop(crop: float | None, method: str, mode: str) -> float | None:
-    """The paper's prompt holds every demonstration, so its clips are cut to 1 s as in the
-    reference release; channel scoring and prototypes read one clip at a time, whole."""
-    if crop is None:
-        crop = 1.0 if (method, mode) == ("icl", "paper") else 0.0
-    return crop or None
-
-
 @app.command()
 @handle_errors
 def classify(
@@ -251,7 +243,7 @@ def classify(
 
     from uniaudio_cli.audio import expand_inputs
     from uniaudio_cli.batch import run_batch
-    from uniaudio_cli.tasks.classify import Classifier, ClassifyOptions
+    from uniaudio_cli.tasks.classify import Classifier, ClassifyOptions, default_crop
     from uniaudio_cli.tasks.demos import load_demo_folder
 
     opts = ClassifyOptions(
@@ -571,6 +563,7 @@ def eval_classify(
         plot_classification,
         ways_grid,
     )
+    from uniaudio_cli.tasks.classify import default_crop
 
     if grid is not None:
         _choice("--grid", grid, ("paper", "ways"))

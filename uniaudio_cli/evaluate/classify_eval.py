@@ -88,6 +88,13 @@ class EpisodeConfig:
         return text + (f" x{self.repeats} repeats" if self.repeats > 1 else "")
 
     @property
+    def label(self) -> str:
+        """Method, mode and crop in words: "icl (default mode, whole clips)"."""
+        crop = "whole clips" if not self.crop else f"{self.crop:g} s crops"
+        uncentred = ", uncentred" if self.method == "prototype" and not self.center else ""
+        return f"{self.method} ({self.mode} mode, {crop}{uncentred})"
+
+    @property
     def crop_mode(self) -> str:
         return self.options().crop_anchor
 
@@ -484,6 +491,7 @@ class ClassifyEvalResult:
             cfg = c.config
             rows.append(
                 {
+                    "method": cfg.label,
                     "ways": cfg.ways,
                     "setting": cfg.setting,
                     "layers": cfg.layers,
@@ -498,10 +506,10 @@ class ClassifyEvalResult:
                     "ms": c.ms_per_query,
                 }
             )
-        first = self.configs[0].config
         return Table(
-            f"Every setting ({first.method}, {first.mode} mode, crop {first.crop or 'none'} s)",
+            "Every setting",
             [
+                Column("method", "Method"),
                 Column("ways", "N", "d"),
                 Column("setting", "Setting"),
                 Column("layers", "Layers"),
