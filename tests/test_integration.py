@@ -72,29 +72,28 @@ def test_tts_speaks_an_answer_digit(tmp_path: Path) -> None:
     assert line.startswith("1+1\t") and "answer=" in line and "follows=" in line
 
 
-def _digit_demos(root: Path, digits: tuple[int, ...], shots: int) -> tuple[Path, list[Path]]:
-    """DIR/<digit>/ with the first ``shots`` espeak voices, and one query per digit (a voice not
-    among the demonstrations)."""
-    for k in digits:
-        paths = sorted((prompts_dir() / "tts_digits" / str(k)).glob("*.flac"))
-        (root / str(k)).mkdir(parents=True)
-        for p in paths[:shots]:
-            (root / str(k) / p.name).symlink_to(p)
-    return root, [sorted((prompts_dir() / "tts_digits" / str(k)).glob("*.flac"))[3] for k in digits]
-
-
 @pytest.mark.parametrize("method", ["icl", "prototype"])
 def test_classify_spoken_digits(tmp_path: Path, method: str) -> None:
-    demos, queries = _digit_demos(tmp_path / "demos", (0, 7), shots=2)
-    res = run("classify", "--demos", str(demos), "--method", method, "--shots", "2", "--json", *map(str, queries))
+    # 4-way, 2 shots (the first two espeak voices), queries spoken by the other three voices.
+    digits = ("0", "3", "7", "8")
+    queries = []
+    for k in digits:
+        paths = sorted((prompts_dir() / "tts_digits" / k).glob("*.flac"))
+        (tmp_path / "demos" / k).mkdir(parents=True)
+        for p in paths[:2]:
+            (tmp_path / "demos" / k / p.name).symlink_to(p)
+        queries += paths[2:]
+    args = ["--demos", str(tmp_path / "demos"), "--method", method, "--shots", "2", "--json"]
+    res = run("classify", *args, *map(str, queries))
     assert res.exit_code == 0, res.output
     preds = [json.loads(line) for line in res.stdout.splitlines()]
     assert [p["path"] for p in preds] == list(map(str, queries))
     for p in preds:
-        assert set(p["probabilities"]) == {"0", "7"}
+        assert set(p["probabilities"]) == set(digits)
         assert abs(sum(p["probabilities"].values()) - 1) < 1e-4
-    # "zero" and "seven" by an unseen voice are told apart.
-    assert [p["label"] for p in preds] == ["0", "7"]
+    # Unseen voices are recognised far above chance (3 of 12); measured: icl 10, prototype 8.
+    correct = sum(p["label"] == Path(p["path"]).parent.name for p in preds)
+    assert correct >= 7, [(Path(p["path"]).parent.name, p["label"]) for p in preds]
 
 
 def test_denoise_keeps_duration(tmp_path: Path) -> None:
