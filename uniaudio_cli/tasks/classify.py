@@ -57,7 +57,7 @@ class ClassifyOptions:
     repeats: int = 1
     layers: Layers = "semantic"
     induction: bool = True
-    crop: float | None = 1.0
+    crop: float | Literal["auto"] | None = "auto"  # seconds; None: whole clips; "auto": default_crop
     template: str = "classify_paper"
     max_seconds: float = 600.0
     reuse_prefix: bool = True
@@ -71,6 +71,10 @@ class ClassifyOptions:
     # every query token, so its raw softmax is all but certain; 10 minimised the log-loss on
     # 130 ESC-10 fold 1-2 queries (2.19 -> 0.54). Only probabilities change, never the label.
     channel_temperature: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.crop == "auto":
+            self.crop = default_crop(None, self.method, self.mode)
 
     @property
     def crop_anchor(self) -> str:
@@ -123,7 +127,7 @@ class Classifier:
     def load_clip(self, path: str | Path) -> np.ndarray:
         wav = load_audio(path, self.codec.sample_rate, max_seconds=self.opts.max_seconds)
         if self.opts.crop:
-            wav = crop_or_pad(wav, round(self.opts.crop * self.codec.sample_rate), self.opts.crop_anchor)
+            wav = crop_or_pad(wav, round(float(self.opts.crop) * self.codec.sample_rate), self.opts.crop_anchor)
         return wav
 
     def clip_tokens(self, path: str | Path) -> list[int]:
