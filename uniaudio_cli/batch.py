@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from rich.console import Console
 
@@ -15,6 +15,33 @@ from uniaudio_cli.errors import UniaudioError
 T = TypeVar("T")
 
 stderr = Console(stderr=True, highlight=False)
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+
+def progress_bar(enabled: bool) -> Progress:
+    """The one progress bar every command draws on stderr (transient; off when ``enabled`` is
+    False): description, bar, done/total, elapsed and remaining time."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        disable=not enabled,
+        transient=True,
+    )
 
 
 @dataclass
@@ -42,17 +69,7 @@ def run_batch(
     items = list(items)
     report = BatchReport()
     show = not quiet and len(items) > 1 and sys.stderr.isatty()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=stderr,
-        disable=not show,
-        transient=True,
-    )
+    progress = progress_bar(show)
     with progress:
         task = progress.add_task(description, total=len(items))
         for item in items:

@@ -188,6 +188,18 @@ ModeOpt = Annotated[
     typer.Option("--mode", help="default (works with small LLMs) or paper (the paper's exact protocol)."),
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (demonstration draws, sampling).")]
+# Options shared by `classify` and `eval classify`.
+MethodOpt = Annotated[str, typer.Option("--method", help="icl (in-context prompt) or prototype.")]
+RepeatsOpt = Annotated[int, typer.Option("--repeats", min=1, help="Copies of the demonstration block.")]
+LayersOpt = Annotated[str, typer.Option("--layers", help="semantic (layer 1) or all (layers 1-3).")]
+NoInductionOpt = Annotated[bool, typer.Option("--no-induction", help="Leave out the instruction line.")]
+NoCenterOpt = Annotated[
+    bool, typer.Option("--no-center", help="prototype: do not subtract the codec's base-set centre.")
+]
+CropOpt = Annotated[
+    float | None,
+    typer.Option("--crop", help="Crop/pad clips to SECONDS, 0: whole [default: 1 for icl --mode paper, else 0]"),
+]
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
@@ -217,19 +229,14 @@ def _slug(text: str) -> str:
 def classify(
     queries: Annotated[list[str], typer.Argument(help="Audio files or folders to label; - reads paths from stdin.")],
     demos: Annotated[Path, typer.Option("--demos", help="Demonstrations: DIR/<label>/<clips>.")],
-    method: Annotated[str, typer.Option("--method", help="icl (in-context prompt) or prototype.")] = "icl",
+    method: MethodOpt = "icl",
     mode: ModeOpt = "default",
     shots: Annotated[int, typer.Option("--shots", min=1, help="Demonstration clips per label.")] = 1,
-    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Copies of the demonstration block.")] = 1,
-    layers: Annotated[str, typer.Option("--layers", help="semantic (layer 1) or all (layers 1-3).")] = "semantic",
-    no_induction: Annotated[bool, typer.Option("--no-induction", help="Leave out the instruction line.")] = False,
-    no_center: Annotated[
-        bool, typer.Option("--no-center", help="prototype: do not subtract the codec's base-set centre.")
-    ] = False,
-    crop: Annotated[
-        float | None,
-        typer.Option("--crop", help="Crop/pad clips to SECONDS, 0: whole [default: 1 for icl --mode paper, else 0]"),
-    ] = None,
+    repeats: RepeatsOpt = 1,
+    layers: LayersOpt = "semantic",
+    no_induction: NoInductionOpt = False,
+    no_center: NoCenterOpt = False,
+    crop: CropOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON Lines with every label's probability.")] = False,
     seed: SeedOpt = 0,
     llm: LlmOpt = None,
@@ -523,21 +530,16 @@ def eval_classify(
     data: Annotated[Path, typer.Argument(help="Labelled clips: DIR/<label>/<clips>.")],
     ways: Annotated[int, typer.Option("--ways", min=2, help="Labels per episode (N).")] = 2,
     shots: Annotated[int, typer.Option("--shots", min=1, help="Demonstration clips per label (K).")] = 1,
-    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Copies of the demonstration block.")] = 1,
-    no_induction: Annotated[bool, typer.Option("--no-induction", help="Leave out the instruction line.")] = False,
-    layers: Annotated[str, typer.Option("--layers", help="semantic (layer 1) or all (layers 1-3).")] = "semantic",
-    method: Annotated[str, typer.Option("--method", help="icl (in-context prompt) or prototype.")] = "icl",
+    repeats: RepeatsOpt = 1,
+    no_induction: NoInductionOpt = False,
+    layers: LayersOpt = "semantic",
+    method: MethodOpt = "icl",
     mode: ModeOpt = "default",
-    no_center: Annotated[
-        bool, typer.Option("--no-center", help="prototype: do not subtract the codec's base-set centre.")
-    ] = False,
+    no_center: NoCenterOpt = False,
     episodes: Annotated[int, typer.Option("--episodes", min=1, help="Episodes per setting.")] = 20,
     queries: Annotated[int, typer.Option("--queries", min=1, help="Query clips per episode (spread over N).")] = 20,
     seed: SeedOpt = 0,
-    crop: Annotated[
-        float | None,
-        typer.Option("--crop", help="Crop/pad clips to SECONDS, 0: whole [default: 1 for icl --mode paper, else 0]"),
-    ] = None,
+    crop: CropOpt = None,
     grid: Annotated[
         str | None, typer.Option("--grid", help="paper: Table 2 (induction/shots/repeats x layers); ways: N = 2..6.")
     ] = None,

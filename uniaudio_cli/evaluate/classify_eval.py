@@ -34,6 +34,7 @@ from uniaudio_cli.evaluate.codec_eval import Summary, mean_interval
 from uniaudio_cli.evaluate.report import Column, Report, Table, run_metadata
 from uniaudio_cli.evaluate.store import (
     ResultStore,
+    announce_resume,
     default_results_path,
     file_fingerprint,
     relative_name,
@@ -606,16 +607,7 @@ def evaluate_classification(
 ) -> ClassifyEvalResult:
     """Run ``episodes`` episodes of every setting in ``configs`` on the folder ``data``,
     skipping the episodes already in the results file (default under ``$UNIAUDIO_HOME/eval``)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    from uniaudio_cli.batch import stderr
+    from uniaudio_cli.batch import progress_bar
     from uniaudio_cli.tasks.demos import load_demo_folder
 
     if episodes < 1:
@@ -639,23 +631,10 @@ def evaluate_classification(
     todo = [(cfg, i) for cfg in configs for i in range(episodes)]
     done_before = sum(f"{cfg.key}/{i}" in store for cfg, i in todo)
     if progress:
-        stderr.print(
-            f"results: {path} ({done_before} of {len(todo)} episodes already done; an interrupted run "
-            "resumes when the same command runs again)",
-            soft_wrap=True,
-        )
+        announce_resume(path, done_before, len(todo), "episodes")
     out = {cfg.key: ConfigResult(cfg, []) for cfg in configs}
     t0 = time.perf_counter()
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=stderr,
-        disable=not progress,
-        transient=True,
-    )
+    bar = progress_bar(progress)
     with bar:
         task = bar.add_task("episodes", total=len(todo))
         for cfg, i in todo:

@@ -31,6 +31,7 @@ from uniaudio_cli.evaluate.codec_eval import mean_interval, pesq_wb, stoi_score
 from uniaudio_cli.evaluate.report import Column, Report, Table, run_metadata
 from uniaudio_cli.evaluate.store import (
     ResultStore,
+    announce_resume,
     default_results_path,
     file_fingerprint,
     relative_name,
@@ -322,10 +323,8 @@ def evaluate_denoising(
     """Score uniaudio and the baselines on mixtures of ``clean`` (a folder, or files under
     ``clean_root``) with the noise files of ``noise``. ``keep_examples`` keeps the audio of the
     first mixtures (recomputed if they were read back from the results file) for plots."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from uniaudio_cli.audio import expand_inputs, load_audio
-    from uniaudio_cli.batch import stderr
+    from uniaudio_cli.batch import progress_bar
     from uniaudio_cli.tasks.denoise import DenoiseOptions, Denoiser, default_denoise_demos, load_pair_folder
 
     if seconds <= 0:
@@ -355,22 +354,10 @@ def evaluate_denoising(
     den = Denoiser(llm, codec, load_pair_folder(demo_dir), DenoiseOptions(mode=mode, pairs=pairs, repeats=repeats))  # type: ignore[arg-type]
     done_before = sum(f"mix/{relative_name(p, root)}/{s:g}" in store for p, s in todo)
     if progress:
-        stderr.print(
-            f"results: {path} ({done_before} of {len(todo)} mixtures already done; an interrupted run "
-            "resumes when the same command runs again)",
-            soft_wrap=True,
-        )
+        announce_resume(path, done_before, len(todo), "mixtures")
     records, codec_records, examples = [], [], []
     t_start = time.perf_counter()
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=stderr,
-        disable=not progress,
-        transient=True,
-    )
+    bar = progress_bar(progress)
     with bar:
         task = bar.add_task("denoising", total=len(todo))
         clean_cache: dict[str, np.ndarray] = {}

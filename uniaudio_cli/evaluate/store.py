@@ -33,6 +33,17 @@ def relative_name(path: Path, root: Path) -> str:
         return str(path)
 
 
+def announce_resume(path: Path, done: int, total: int, unit: str) -> None:
+    """Tell the user where results go and how many of ``total`` ``unit`` are already there."""
+    from uniaudio_cli.batch import stderr
+
+    stderr.print(
+        f"results: {path} ({done} of {total} {unit} already done; an interrupted run "
+        "resumes when the same command runs again)",
+        soft_wrap=True,
+    )
+
+
 def settings_hash(settings: dict[str, Any], length: int = 16) -> str:
     """A stable short hash of JSON-able ``settings`` (key order does not matter)."""
     text = json.dumps(json_safe(settings), sort_keys=True, separators=(",", ":"))

@@ -332,9 +332,7 @@ def evaluate_tts(
 ) -> TTSEvalResult:
     """Speak the 20 answers with uniaudio in each of ``modes`` and with the reference systems
     (``references``); judge them. ``out_dir`` receives ``<system>/<NN>_<question>.wav``."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    from uniaudio_cli.batch import stderr
+    from uniaudio_cli.batch import progress_bar
     from uniaudio_cli.synth import espeak_available, synthesize
     from uniaudio_cli.tasks.demos import load_demo_folder
     from uniaudio_cli.tasks.tts import Synthesizer, TTSOptions, default_tts_demos
@@ -347,14 +345,7 @@ def evaluate_tts(
     systems: list[SystemResult] = []
     skipped: list[str] = []
     n_ref = 2 if references else 0
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=stderr,
-        disable=not progress,
-        transient=True,
-    )
+    bar = progress_bar(progress)
     with bar:
         task = bar.add_task("speaking", total=len(QUESTIONS) * (len(modes) + n_ref))
         for mode in modes:
