@@ -77,7 +77,7 @@ def build_vocab_spec(vocab: Vocabulary, n_words: int = 3000) -> VocabSpec:
         llm=vocab.name,
         vocab_size=vocab.size,
         embedding_dim=int(vocab.embeddings.shape[1]),
-        embedding_sha256=embedding_fingerprint(vocab.embeddings),
+        embedding_sha256=vocab.fingerprint,
         layer1_token_ids=word_token_ids(vocab.tokenizer, n_words, english_words()),
         excluded_token_ids=list(vocab.special_ids),
     )
@@ -93,7 +93,7 @@ def check_vocabulary(spec: VocabSpec, vocab: Vocabulary, source: str) -> None:
             f"the LLM {vocab.name} has {shape[0]} x {shape[1]}",
             fix,
         )
-    if embedding_fingerprint(vocab.embeddings) != spec.embedding_sha256:
+    if vocab.fingerprint != spec.embedding_sha256:
         raise VocabularyMismatchError(
             f"{source}: codec built for {spec.llm}, but the embedding table of {vocab.name} differs", fix
         )

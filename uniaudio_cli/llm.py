@@ -19,6 +19,7 @@ import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +58,13 @@ class Vocabulary:
     @property
     def size(self) -> int:
         return int(self.embeddings.shape[0])
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """:func:`~uniaudio_cli.bridge.embedding_fingerprint` of the table, hashed once (56 MB for SmolLM2)."""
+        from uniaudio_cli.bridge import embedding_fingerprint
+
+        return embedding_fingerprint(self.embeddings)
 
 
 def _sha256(path: Path) -> str:

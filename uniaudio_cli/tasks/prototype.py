@@ -26,7 +26,6 @@ from pathlib import Path
 
 import torch
 
-from uniaudio_cli.bridge import embedding_fingerprint
 from uniaudio_cli.codec.api import Codec
 from uniaudio_cli.errors import CheckpointError, UsageError
 from uniaudio_cli.llm import LoadedLLM
@@ -80,7 +79,7 @@ def _pair_identity(llm: LoadedLLM, codec: Codec) -> dict[str, str] | None:
     cfg = llm.model.config
     return {
         "codec_weights_sha256": _file_sha256(weights),
-        "llm_embedding_fingerprint": embedding_fingerprint(llm.vocabulary.embeddings),
+        "llm_embedding_fingerprint": llm.vocabulary.fingerprint,
         "llm_layers": str(int(cfg.num_hidden_layers)),
         "llm_hidden_size": str(int(cfg.hidden_size)),
     }
