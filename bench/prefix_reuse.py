@@ -60,7 +60,7 @@ def main() -> None:
             reuse_prefix=reuse,
         )
         t0 = time.perf_counter()
-        clf = Classifier(llm, codec, demos, opts)
+        clf = Classifier.from_files(llm, codec, demos, opts)
         setup = time.perf_counter() - t0
         # Encoding is shared work; time it apart from the LLM.
         tokens = [clf.clip_tokens(q) for q in queries]

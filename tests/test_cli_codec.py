@@ -66,11 +66,12 @@ def test_stdin_list_and_usage_errors(tmp_path: Path, codec_dir: Path) -> None:
     a = write_tone(tmp_path / "a.wav")
     res = run("encode", "--codec", str(codec_dir), "--json", "-", input=f"{a}\n")
     assert res.exit_code == 0 and json.loads(res.stdout)["path"] == str(a)
+    good = json.loads(res.stdout)
     res = run("decode", "--codec", str(codec_dir), str(tmp_path / "x.json"))
     assert res.exit_code == 2 and "pass -o" in res.stderr
     res = run("encode", "--codec", str(tmp_path / "nope"), str(a))
     assert res.exit_code == 1 and "no such codec checkpoint" in res.stderr
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"codes": [[1], [2]]}))
+    bad.write_text(json.dumps({**good, "codes": [[1], [2]]}))
     res = run("decode", "--codec", str(codec_dir), str(bad), "-o", str(tmp_path / "o.wav"))
     assert res.exit_code == 1 and "2 code layers" in res.stderr

@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from tests.conftest import WORDS, TinyTokenizer, tiny_config, tiny_vocabulary
-from uniaudio_cli.bridge import TokenBridge, embedding_fingerprint, word_token_ids
+from uniaudio_cli.bridge import TokenBridge, word_token_ids
 from uniaudio_cli.codec.api import load_codec
 from uniaudio_cli.codec.checkpoint import CONFIG_FILE, WEIGHTS_FILE, save_codec
 from uniaudio_cli.codec.config import CodecConfig
 from uniaudio_cli.codec.model import LLMCodec
 from uniaudio_cli.errors import CheckpointError, UsageError, VocabularyMismatchError
+from uniaudio_cli.vocab import embedding_fingerprint
 
 
 def test_default_config_rates() -> None:

@@ -201,13 +201,10 @@ def smol_tokenizer():
 
 
 def _classifier_prefix(builder: PromptBuilder, demos: dict[str, list[list[int]]], repeats: int = 1) -> list[int]:
-    """``Classifier.prefix_ids`` on pre-encoded demonstrations (no codec or LLM needed)."""
-    from uniaudio_cli.tasks.classify import Classifier, ClassifyOptions
+    """The classification prompt prefix on pre-encoded demonstrations (no codec or LLM needed)."""
+    from uniaudio_cli.tasks.classify import ClassifyOptions, demonstration_prefix
 
-    clf = object.__new__(Classifier)
-    clf.builder, clf.labels, clf._demo_tokens = builder, list(demos), demos
-    clf.opts = ClassifyOptions(repeats=repeats)
-    return clf.prefix_ids()
+    return demonstration_prefix(builder, demos, ClassifyOptions(repeats=repeats))
 
 
 INDUCTION = [

@@ -92,8 +92,8 @@ def test_classifier_uses_the_stored_center(models, label_demos) -> None:  # noqa
     center = torch.randn(llm.model.config.num_hidden_layers + 1, llm.model.config.hidden_size) * 5
     path = save_center(folder / CENTER_FILE, center, llm, codec, "{}")
     try:
-        on = Classifier(llm, codec, demos, ClassifyOptions(method="prototype"))
-        off = Classifier(llm, codec, demos, ClassifyOptions(method="prototype", center=False))
+        on = Classifier.from_files(llm, codec, demos, ClassifyOptions(method="prototype"))
+        off = Classifier.from_files(llm, codec, demos, ClassifyOptions(method="prototype", center=False))
     finally:
         path.unlink()
     tokens = on.clip_tokens(label_demos / "dog" / "0.wav")

@@ -127,8 +127,8 @@ def test_classifier_returns_demo_labels(models, label_demos, queries, method, mo
 def test_layers_all_makes_longer_prompts(models, label_demos) -> None:
     llm, codec = models
     demos = load_demo_folder(label_demos).pick(1)
-    sem = Classifier(llm, codec, demos, ClassifyOptions(layers="semantic"))
-    full = Classifier(llm, codec, demos, ClassifyOptions(layers="all"))
+    sem = Classifier.from_files(llm, codec, demos, ClassifyOptions(layers="semantic"))
+    full = Classifier.from_files(llm, codec, demos, ClassifyOptions(layers="all"))
     clip = label_demos / "dog" / "0.wav"
     assert len(sem.clip_tokens(clip)) == 9 and len(full.clip_tokens(clip)) == 9 + 18 + 36
     assert full.clip_tokens(clip)[:9] == sem.clip_tokens(clip)
@@ -138,8 +138,8 @@ def test_layers_all_makes_longer_prompts(models, label_demos) -> None:
 def test_repeats_multiply_the_demonstration_block(models, label_demos) -> None:
     llm, codec = models
     demos = load_demo_folder(label_demos).pick(2)
-    one = Classifier(llm, codec, demos, ClassifyOptions(shots=2, repeats=1))
-    three = Classifier(llm, codec, demos, ClassifyOptions(shots=2, repeats=3))
+    one = Classifier.from_files(llm, codec, demos, ClassifyOptions(shots=2, repeats=1))
+    three = Classifier.from_files(llm, codec, demos, ClassifyOptions(shots=2, repeats=3))
     b = one.builder
     head, tail = b.induction(["dog", "rain"]), b.text(b.template.block)
     p1 = one.prefix_ids()
@@ -148,14 +148,14 @@ def test_repeats_multiply_the_demonstration_block(models, label_demos) -> None:
     assert three.prefix_ids() == head + block * 3 + tail
     # Demonstrations interleave labels: dog, rain, dog, rain.
     assert block.count(b.answer("dog")[0]) >= 2
-    no_ind = Classifier(llm, codec, demos, ClassifyOptions(shots=2, induction=False))
+    no_ind = Classifier.from_files(llm, codec, demos, ClassifyOptions(shots=2, induction=False))
     assert no_ind.prefix_ids() == block + tail
 
 
 def test_icl_paper_scores_every_label_after_the_query(models, label_demos, queries) -> None:
     llm, codec = models
     demos = load_demo_folder(label_demos).pick(1)
-    clf = Classifier(llm, codec, demos, ClassifyOptions(mode="paper"))
+    clf = Classifier.from_files(llm, codec, demos, ClassifyOptions(mode="paper"))
     tokens = clf.clip_tokens(queries[0])
     raw = continuation_logprobs(clf.prefix, clf.query_ids(tokens), clf.candidates)
     got = clf.classify_tokens(tokens).probabilities
@@ -173,7 +173,7 @@ def _full_logprobs(llm: LoadedLLM, context: list[int], tokens: list[int]) -> tor
 def test_icl_default_is_channel_scoring(models, label_demos, queries) -> None:
     llm, codec = models
     demos = load_demo_folder(label_demos).pick(2)
-    clf = Classifier(llm, codec, demos, ClassifyOptions(shots=2))
+    clf = Classifier.from_files(llm, codec, demos, ClassifyOptions(shots=2))
     b = clf.builder
     head = b.text("Input: <")
     assert head == b.head(b.template.query)
@@ -198,7 +198,7 @@ def test_icl_default_is_channel_scoring(models, label_demos, queries) -> None:
 def test_classifier_needs_two_labels(models, label_demos) -> None:
     llm, codec = models
     with pytest.raises(UsageError, match="at least two labels"):
-        Classifier(llm, codec, {"dog": [label_demos / "dog" / "0.wav"]}, ClassifyOptions())
+        Classifier.from_files(llm, codec, {"dog": [label_demos / "dog" / "0.wav"]}, ClassifyOptions())
 
 
 # -- TTS -------------------------------------------------------------------------------------
@@ -223,7 +223,7 @@ def _assert_valid_layers(codec: Codec, tokens: list[list[int]], counts: list[int
 def test_synthesizer_modes(models, tts_demos, mode) -> None:
     llm, codec = models
     folder = load_demo_folder(tts_demos)
-    synth = Synthesizer(llm, codec, folder.clips, TTSOptions(mode=mode, shots=2))
+    synth = Synthesizer.from_files(llm, codec, folder.clips, TTSOptions(mode=mode, shots=2))
     assert synth.counts == [8, 16, 32] and len(synth.demos) == 6
     speech = synth.speak("1+1")
     assert speech.sample_rate == SR
@@ -254,7 +254,9 @@ def pair_demos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("mode", ["default", "paper"])
 def test_denoiser_keeps_length_and_layer_counts(models, pair_demos, mode) -> None:
     llm, codec = models
-    den = Denoiser(llm, codec, load_pair_folder(pair_demos), DenoiseOptions(mode=mode, pairs=3, segment_seconds=0.5))
+    den = Denoiser.from_pairs(
+        llm, codec, load_pair_folder(pair_demos), DenoiseOptions(mode=mode, pairs=3, segment_seconds=0.5)
+    )
     assert len(den.demos) == 3
     seg = 4 * UNIT  # 0.5 s rounds down to whole codec units
     rng = np.random.default_rng(1)

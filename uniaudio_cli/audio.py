@@ -68,6 +68,92 @@ def load_audio(
     return np.ascontiguousarray(wav, dtype=np.float32)
 
 
+def _umask() -> int:
+    # os.umask can only be read by setting it; put it straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _publish(tmp: str, dest: Path) -> None:
+    """Give a finished temporary file normal permissions (mkstemp makes it 0600) and move it
+    into place in one rename."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, dest)
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path.absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_output_dir(out_dir: str | Path) -> Path:
+    """Refuse an output folder that cannot be written (checked before any model loads).
+
+    The folder may not exist yet; then the nearest existing parent must be a writable folder.
+    Raises :class:`UsageError` naming the folder and the fix.
+    """
+    d = Path(out_dir)
+    if d.exists() and not d.is_dir():
+        raise UsageError(f"{d}: exists and is not a folder", "choose another --out-dir")
+    base = _nearest_existing(d)
+    if not base.is_dir():
+        raise UsageError(f"{d}: {base} is not a folder", "choose another --out-dir")
+    # Probe with a real file: os.access says yes to root even on read-only or virtual file
+    # systems such as /proc.
+    try:
+        with tempfile.TemporaryFile(dir=base, prefix=".uniaudio-probe-"):
+            pass
+    except OSError as e:
+        raise UsageError(
+            f"{d}: cannot write in {base} ({e.strerror or type(e).__name__})", "choose a folder you can write to"
+        ) from e
+    return d
+
+
+def check_output_file(path: str | Path, force: bool = False) -> Path:
+    """Refuse an output file that exists (unless ``force``) or whose folder cannot be written;
+    checked before any model loads. Raises :class:`UsageError` naming the file and the fix."""
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{p}: is a folder", "pass a file name, or --out-dir for a folder")
+    if p.exists() and not force:
+        raise UsageError(f"{p}: exists", "pass --force to overwrite, or choose another output")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise UsageError(f"{p}: exists and is read-only", "choose another output")
+    check_output_dir(p.parent)
+    return p
+
+
+AUDIO_OUTPUT_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
+
+
+def check_audio_output(path: str | Path, force: bool = False) -> Path:
+    """:func:`check_output_file` plus a file name whose extension names a format we write."""
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{p}: is a folder", "pass a file name, or --out-dir for a folder")
+    if p.suffix.lower() not in AUDIO_OUTPUT_FORMATS:
+        raise UsageError(f"{p}: unsupported output format {p.suffix or '(none)'!r}", "use a .wav or .flac file name")
+    return check_output_file(p, force)
+
+
+def check_output_files(paths: Iterable[Path], force: bool = False) -> None:
+    """:func:`check_output_file` for every planned output, plus two inputs mapping to one output."""
+    seen: dict[Path, int] = {}
+    for p in paths:
+        check_output_file(p, force)
+        seen[p] = seen.get(p, 0) + 1
+    clash = [p for p, n in seen.items() if n > 1]
+    if clash:
+        raise UsageError(
+            f"{clash[0]}: {seen[clash[0]]} inputs would write this one output",
+            "give the inputs distinct file names, or run them separately",
+        )
+
+
 def write_audio(path: str | Path, wav: np.ndarray, sample_rate: int, force: bool = False) -> Path:
     """Write ``(T,)`` float audio as 16-bit PCM atomically (temp file + rename).
 
@@ -80,7 +166,7 @@ def write_audio(path: str | Path, wav: np.ndarray, sample_rate: int, force: bool
         raise OutputExistsError(f"{p}: exists", "pass --force to overwrite, or choose another output")
     p.parent.mkdir(parents=True, exist_ok=True)
     suffix = p.suffix.lower() or ".wav"
-    fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}.get(suffix)
+    fmt = AUDIO_OUTPUT_FORMATS.get(suffix)
     if fmt is None:
         raise UsageError(f"{p}: unsupported output format {suffix!r}", "use a .wav or .flac file name")
     audio = np.clip(np.asarray(wav, dtype=np.float32).reshape(-1), -1.0, 1.0)
@@ -89,7 +175,7 @@ def write_audio(path: str | Path, wav: np.ndarray, sample_rate: int, force: bool
     try:
         subtype = "VORBIS" if fmt == "OGG" else "PCM_16"
         sf.write(tmp, audio, sample_rate, format=fmt, subtype=subtype)
-        os.replace(tmp, p)
+        _publish(tmp, p)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -104,9 +190,9 @@ def write_text_atomic(path: str | Path, text: str, force: bool = False) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        os.replace(tmp, p)
+        _publish(tmp, p)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -137,6 +223,28 @@ def expand_inputs(items: Iterable[str], suffixes: set[str] | None = None) -> lis
     if not out:
         raise UsageError("no inputs given", "pass files, folders, or - to read paths from stdin")
     return out
+
+
+def check_inputs(paths: list[Path]) -> None:
+    """Refuse, before any model loads, a run none of whose inputs exists as a non-empty file.
+
+    A batch with some good inputs goes on (each bad one is reported as it is reached); when
+    every input is bad there is nothing to load a model for. Raises the first input's
+    :class:`AudioError`.
+    """
+    first: AudioError | None = None
+    for p in paths:
+        if p.is_file() and p.stat().st_size > 0:
+            return
+        if first is None:
+            if not p.exists():
+                first = AudioError(f"{p}: no such file", "check the path")
+            elif p.is_dir():
+                first = AudioError(f"{p}: is a folder, expected a file", "pass the files inside it")
+            else:
+                first = AudioError(f"{p}: empty file (0 bytes)", "re-export or remove it")
+    if first is not None:
+        raise first
 
 
 def output_path_for(inp: Path, out_dir: Path, suffix: str) -> Path:

@@ -8,31 +8,20 @@ embedding table so a codec refuses a mismatched LLM, and maps codes to token ids
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from uniaudio_cli.codec.config import VocabSpec
-from uniaudio_cli.errors import UsageError, VocabularyMismatchError
+from uniaudio_cli.errors import CodesFormatError, VocabularyMismatchError
+
+# Re-exported: the fingerprint lives in uniaudio_cli.vocab (no import circle with uniaudio_cli.llm).
+from uniaudio_cli.vocab import embedding_fingerprint as embedding_fingerprint
 
 if TYPE_CHECKING:
-    import torch
-
-    from uniaudio_cli.llm import Vocabulary
+    from uniaudio_cli.vocab import Vocabulary
 
 WORD_MARKERS = ("Ġ", "▁")  # byte-level BPE (GPT-2, SmolLM) and SentencePiece (LLaMA) word starts
-
-
-def embedding_fingerprint(table: torch.Tensor) -> str:
-    """SHA-256 of ``(V, E)`` rounded to float16, so fp32/fp16/bf16-stored copies of one table agree."""
-    import torch
-
-    t = table.detach().to("cpu", torch.float32).to(torch.float16).contiguous()
-    h = hashlib.sha256()
-    h.update(str(tuple(t.shape)).encode())
-    h.update(t.numpy().tobytes())
-    return h.hexdigest()
 
 
 def english_words() -> set[str] | None:
@@ -140,10 +129,10 @@ class TokenBridge:
         return out
 
     def from_token_ids(self, token_ids: Sequence[Sequence[int]], source: str = "codes") -> list[list[int]]:
-        """Per-layer LLM token ids -> codebook indices; raises :class:`UsageError` on ids that
-        are not codes of their layer."""
+        """Per-layer LLM token ids -> codebook indices; raises :class:`CodesFormatError` (a
+        :class:`UsageError`) on ids that are not codes of their layer."""
         if len(token_ids) != self.num_layers:
-            raise UsageError(
+            raise CodesFormatError(
                 f"{source}: {len(token_ids)} code layers, this codec has {self.num_layers}",
                 "pass codes written by `uniaudio encode --json` with the same codec",
             )
@@ -155,7 +144,7 @@ class TokenBridge:
             for t in ids:
                 c = int(t) if inv is None else inv.get(int(t), -1)
                 if not 0 <= c < size or (inv is None and int(t) in self.excluded):
-                    raise UsageError(
+                    raise CodesFormatError(
                         f"{source}: token id {t} is not a code of layer {layer + 1}",
                         "pass codes written by `uniaudio encode --json` with the same codec",
                     )

@@ -8,6 +8,7 @@ Every :class:`UniaudioError` becomes one line on stderr with its fix and a non-z
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import sys
 from collections.abc import Callable
@@ -45,22 +46,48 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing outp
 
 
 def _fail(message: str, code: int) -> None:
-    from uniaudio_cli.batch import stderr
+    from uniaudio_cli.batch import print_error
 
-    stderr.print(f"[red]error:[/red] {message}", markup=True, soft_wrap=True, highlight=False)
+    print_error(message)
     raise typer.Exit(code)
 
 
+def _set_debug(debug: bool) -> None:
+    _state["debug"] = debug
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(levelname)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+_DEBUG_PARAM = inspect.Parameter(
+    "debug",
+    inspect.Parameter.KEYWORD_ONLY,
+    default=False,
+    annotation=Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")],
+)
+
+
 def handle_errors(fn: F) -> F:
-    """Turn library errors into one line and an exit code (traceback only with --debug)."""
+    """Turn library errors into one line and an exit code (traceback only with --debug).
+
+    Also gives the command its own ``--debug`` option, so that it works after the
+    sub-command as well as before it.
+    """
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
+        if debug:
+            _set_debug(True)
         try:
             return fn(*args, **kwargs)
         except UniaudioError as e:
             if _state["debug"]:
-                raise
+                import traceback
+
+                traceback.print_exc()
             _fail(e.one_line(), e.exit_code)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
@@ -69,17 +96,27 @@ def handle_errors(fn: F) -> F:
                 raise
             _fail("out of memory", 1)
 
+    sig = inspect.signature(fn, eval_str=True)
+    wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), _DEBUG_PARAM])  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from uniaudio_cli import __version__
+
+        typer.echo(f"uniaudio {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
 def main_options(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
-    _state["debug"] = debug
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr
-    )
+    _set_debug(debug)
     if not debug:
         import os
         import warnings
@@ -92,11 +129,27 @@ def main_options(
         warnings.filterwarnings("ignore")
 
 
-def _check_outputs(n_inputs: int, output: Path | None, out_dir: Path | None) -> None:
+def _check_outputs(
+    n_inputs: int,
+    output: Path | None,
+    out_dir: Path | None,
+    force: bool = False,
+    planned: list[Path] | None = None,
+) -> None:
+    """Check -o/--out-dir before any model loads: one of them, writable, nothing overwritten
+    without --force (``planned``: the files --out-dir will receive, where known in advance)."""
+    from uniaudio_cli.audio import check_audio_output, check_output_dir, check_output_files
+
     if output is not None and out_dir is not None:
         raise UsageError("-o and --out-dir both given", "use -o for one input, --out-dir for many")
     if output is not None and n_inputs != 1:
         raise UsageError(f"-o takes one input, {n_inputs} given", "use --out-dir DIR for several inputs")
+    if output is not None:
+        check_audio_output(output, force)
+    if out_dir is not None:
+        check_output_dir(out_dir)
+        if planned is not None:
+            check_output_files(planned, force)
 
 
 @app.command()
@@ -113,12 +166,22 @@ def encode(
     quiet: QuietOpt = False,
 ) -> None:
     """Encode audio into LLM tokens: text (one line per layer), --json, or --out-dir files."""
-    from uniaudio_cli.audio import expand_inputs, output_path_for, write_text_atomic
+    from uniaudio_cli.audio import (
+        check_inputs,
+        check_output_dir,
+        check_output_files,
+        expand_inputs,
+        output_path_for,
+        write_text_atomic,
+    )
     from uniaudio_cli.batch import run_batch
-    from uniaudio_cli.codec.api import load_codec
 
     paths = expand_inputs(inputs)
-    model = load_codec(codec, llm=llm, device=device)
+    check_inputs(paths)
+    if out_dir is not None:
+        check_output_dir(out_dir)
+        check_output_files([output_path_for(p, out_dir, ".json") for p in paths], force)
+    model = _load_codec(codec, llm, device, quiet)
     multi = len(paths) > 1
 
     def emit(path: Path, clip: Any) -> None:
@@ -149,18 +212,18 @@ def decode(
     quiet: QuietOpt = False,
 ) -> None:
     """Decode LLM tokens (from `encode --json`) back to 16 kHz WAV."""
-    from uniaudio_cli.audio import expand_inputs, output_path_for, write_audio
+    from uniaudio_cli.audio import check_inputs, expand_inputs, output_path_for, write_audio
     from uniaudio_cli.batch import run_batch
-    from uniaudio_cli.codec.api import load_codec
     from uniaudio_cli.codec.io import read_encoded
 
     if output is None and out_dir is None:
         raise UsageError("no output given", "pass -o OUT.wav or --out-dir DIR")
     paths = expand_inputs(inputs, suffixes={".json", ".jsonl"})
-    _check_outputs(len(paths), output, out_dir)
-    if output is not None and output.exists() and not force:
-        raise UsageError(f"{output}: exists", "pass --force to overwrite, or choose another output")
-    model = load_codec(codec, llm=llm, device=device)
+    check_inputs(paths)
+    _check_outputs(
+        len(paths), output, out_dir, force, [output_path_for(p, out_dir, ".wav") for p in paths] if out_dir else None
+    )
+    model = _load_codec(codec, llm, device, quiet)
 
     def run(path: Path) -> list[Any]:
         clips = read_encoded(path)
@@ -208,13 +271,25 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
-def load_models(llm: str | None, codec: str | None, device: str | None, dtype: str | None) -> tuple[Any, Any]:
-    """The frozen LLM and the codec built on its vocabulary (a mismatched codec is refused)."""
-    from uniaudio_cli.codec.api import load_codec
-    from uniaudio_cli.llm import load_llm
+def load_models(llm: str | None, codec: str | None, device: str | None, dtype: str | None, quiet: bool = False) -> Any:
+    """:func:`uniaudio_cli.api.load_models`, announced on stderr (loading takes seconds)."""
+    from uniaudio_cli.api import load_models as load
 
-    model = load_llm(llm, device=device, dtype=dtype)
-    return model, load_codec(codec, vocabulary=model.vocabulary, device=str(model.device))
+    if not quiet:
+        from uniaudio_cli.batch import print_note
+
+        print_note("loading models ...")
+    return load(llm, codec, device, dtype)
+
+
+def _load_codec(codec: str | None, llm: str | None, device: str | None, quiet: bool) -> Any:
+    from uniaudio_cli.codec.api import load_codec
+
+    if not quiet:
+        from uniaudio_cli.batch import print_note
+
+        print_note("loading the codec ...")
+    return load_codec(codec, llm=llm, device=device)
 
 
 def _slug(text: str) -> str:
@@ -231,7 +306,9 @@ def classify(
     demos: Annotated[Path, typer.Option("--demos", help="Demonstrations: DIR/<label>/<clips>.")],
     method: MethodOpt = "icl",
     mode: ModeOpt = "default",
-    shots: Annotated[int, typer.Option("--shots", min=1, help="Demonstration clips per label.")] = 1,
+    shots: Annotated[
+        int | None, typer.Option("--shots", min=1, help="Clips per label (a seeded draw) [default: every clip].")
+    ] = None,
     repeats: RepeatsOpt = 1,
     layers: LayersOpt = "semantic",
     no_induction: NoInductionOpt = False,
@@ -248,15 +325,15 @@ def classify(
     """Label audio from a few demonstrations per label: prints path, label, probability."""
     import json
 
-    from uniaudio_cli.audio import expand_inputs
+    from uniaudio_cli.audio import check_inputs, expand_inputs
     from uniaudio_cli.batch import run_batch
-    from uniaudio_cli.tasks.classify import Classifier, ClassifyOptions, default_crop
     from uniaudio_cli.tasks.demos import load_demo_folder
+    from uniaudio_cli.tasks.options import ClassifyOptions, default_crop
 
     opts = ClassifyOptions(
         method=_choice("--method", method, ("icl", "prototype")),  # type: ignore[arg-type]
         mode=_choice("--mode", mode, ("default", "paper")),  # type: ignore[arg-type]
-        shots=shots,
+        shots=shots or 1,
         repeats=repeats,
         layers=_choice("--layers", layers, ("semantic", "all")),  # type: ignore[arg-type]
         induction=not no_induction,
@@ -264,9 +341,18 @@ def classify(
         center=not no_center,
     )
     folder = load_demo_folder(demos)
+    chosen = folder.pick(shots, seed)
+    if not quiet:
+        from uniaudio_cli.batch import print_note
+        from uniaudio_cli.tasks.demos import describe_demos
+
+        print_note(describe_demos(folder, chosen))
     paths = expand_inputs(queries)
-    lm, cdc = load_models(llm, codec, device, dtype)
-    clf = Classifier(lm, cdc, folder.pick(shots, seed), opts)
+    check_inputs(paths)
+    lm, cdc = load_models(llm, codec, device, dtype, quiet)
+    from uniaudio_cli.tasks.classify import Classifier
+
+    clf = Classifier.from_files(lm, cdc, chosen, opts)
 
     def emit(path: Path, pred: Any) -> None:
         if as_json:
@@ -309,17 +395,20 @@ def tts(
     from uniaudio_cli.audio import write_audio
     from uniaudio_cli.batch import run_batch
     from uniaudio_cli.tasks.demos import load_demo_folder
-    from uniaudio_cli.tasks.tts import Synthesizer, TTSOptions, default_tts_demos
+    from uniaudio_cli.tasks.options import TTSOptions, default_tts_demos
 
     if texts == ["-"]:
         texts = [line.strip() for line in sys.stdin if line.strip()]
     if not texts:
         raise UsageError("no texts given", 'pass texts, e.g. uniaudio tts "1+1" -o two.wav')
+    blank = [i for i, t in enumerate(texts, 1) if not t.strip()]
+    if blank:
+        raise UsageError(f"text {blank[0]} of {len(texts)} is empty", 'pass a question or digit, e.g. "1+1"')
     if output is None and out_dir is None:
         raise UsageError("no output given", "pass -o OUT.wav or --out-dir DIR")
-    _check_outputs(len(texts), output, out_dir)
-    if output is not None and output.exists() and not force:
-        raise UsageError(f"{output}: exists", "pass --force to overwrite, or choose another output")
+    _check_outputs(
+        len(texts), output, out_dir, force, [out_dir / f"{_slug(t)}.wav" for t in texts] if out_dir else None
+    )
     opts = TTSOptions(
         mode=_choice("--mode", mode, ("default", "paper")),
         shots=shots,  # type: ignore[arg-type]
@@ -327,8 +416,10 @@ def tts(
         seed=seed,
     )
     folder = load_demo_folder(demos or default_tts_demos())
-    lm, cdc = load_models(llm, codec, device, dtype)
-    synth = Synthesizer(lm, cdc, folder.clips, opts)
+    lm, cdc = load_models(llm, codec, device, dtype, quiet)
+    from uniaudio_cli.tasks.tts import Synthesizer
+
+    synth = Synthesizer.from_files(lm, cdc, folder.clips, opts)
     by_item = {Path(f"{i:06d}"): t for i, t in enumerate(texts)}
 
     def emit(item: Path, speech: Any) -> None:
@@ -362,24 +453,27 @@ def denoise(
     quiet: QuietOpt = False,
 ) -> None:
     """Remove noise from speech, learnt from (noisy, clean) demonstration pairs."""
-    from uniaudio_cli.audio import expand_inputs, output_path_for, write_audio
+    from uniaudio_cli.audio import check_inputs, expand_inputs, output_path_for, write_audio
     from uniaudio_cli.batch import run_batch
-    from uniaudio_cli.tasks.denoise import DenoiseOptions, Denoiser, default_denoise_demos, load_pair_folder
+    from uniaudio_cli.tasks.options import DenoiseOptions, default_denoise_demos, load_pair_folder
 
     paths = expand_inputs(inputs)
+    check_inputs(paths)
     if output is None and out_dir is None:
         raise UsageError("no output given", "pass -o OUT.wav or --out-dir DIR")
-    _check_outputs(len(paths), output, out_dir)
-    if output is not None and output.exists() and not force:
-        raise UsageError(f"{output}: exists", "pass --force to overwrite, or choose another output")
+    _check_outputs(
+        len(paths), output, out_dir, force, [output_path_for(p, out_dir, ".wav") for p in paths] if out_dir else None
+    )
     pair_set = load_pair_folder(demos or default_denoise_demos())
     opts = DenoiseOptions(
         mode=_choice("--mode", mode, ("default", "paper")),
         pairs=pairs,  # type: ignore[arg-type]
         repeats=repeats,
     )
-    lm, cdc = load_models(llm, codec, device, dtype)
-    den = Denoiser(lm, cdc, pair_set, opts)
+    lm, cdc = load_models(llm, codec, device, dtype, quiet)
+    from uniaudio_cli.tasks.denoise import Denoiser
+
+    den = Denoiser.from_pairs(lm, cdc, pair_set, opts)
 
     def emit(path: Path, wav: Any) -> None:
         dest = output if output is not None else output_path_for(path, out_dir, ".wav")  # type: ignore[arg-type]
@@ -407,6 +501,18 @@ def train_codec_cmd(
         float | None, typer.Option("--time-limit", help="Stop (with a checkpoint) after S s.")
     ] = None,
     backbone: Annotated[str, typer.Option("--backbone", help="small or published.")] = "small",
+    init_from: Annotated[
+        Path | None,
+        typer.Option("--init-from", help="Start a new run from this codec checkpoint folder's weights."),
+    ] = None,
+    fine_layers: Annotated[
+        int | None, typer.Option("--fine-layers", min=1, help="Small backbone: decoder blocks at the STFT rate.")
+    ] = None,
+    lr_schedule: Annotated[str | None, typer.Option("--lr-schedule", help="exponential, cosine or constant.")] = None,
+    w_mel: Annotated[float | None, typer.Option("--w-mel", help="Weight of the multi-resolution log-mel loss.")] = None,
+    w_stft: Annotated[
+        float | None, typer.Option("--w-stft", help="Weight of the log-magnitude + spectral-convergence loss.")
+    ] = None,
     llm: LlmOpt = None,
     device: DeviceOpt = None,
     quiet: QuietOpt = False,
@@ -428,6 +534,12 @@ def train_codec_cmd(
         "checkpoint_every": checkpoint_every,
         "time_limit_s": time_limit,
         "device": device,
+        "init_from": str(init_from) if init_from is not None else None,
+        "lr_schedule": _choice("--lr-schedule", lr_schedule, ("exponential", "cosine", "constant"))
+        if lr_schedule is not None
+        else None,
+        "w_mel": w_mel,
+        "w_stft": w_stft,
     }
     if resume and steps is None:
         from uniaudio_cli.train.trainer import saved_train_config
@@ -436,9 +548,17 @@ def train_codec_cmd(
         if saved is not None:
             overrides["steps"] = saved.steps
     cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
-    codec_cfg = CodecConfig(backbone=_choice("--backbone", backbone, ("small", "published")))  # type: ignore[arg-type]
-    if backbone == "published":
-        codec_cfg.latent_dim = codec_cfg.encoder_dim * 2 ** len(codec_cfg.encoder_rates)
+    codec_cfg: CodecConfig | None
+    if init_from is not None:
+        from uniaudio_cli.codec.checkpoint import load_codec_weights
+
+        codec_cfg = load_codec_weights(init_from)[0]
+    else:
+        codec_cfg = CodecConfig(backbone=_choice("--backbone", backbone, ("small", "published")))  # type: ignore[arg-type]
+        if backbone == "published":
+            codec_cfg.latent_dim = codec_cfg.encoder_dim * 2 ** len(codec_cfg.encoder_rates)
+    if fine_layers is not None:
+        codec_cfg.small_fine_layers = fine_layers
     path = train_codec([*data, *(more_data or [])], out, cfg, codec_cfg, resume=resume, llm=llm, progress=not quiet)
     typer.echo(str(path))
 
@@ -457,18 +577,16 @@ def eval_codec(
     quiet: QuietOpt = False,
 ) -> None:
     """Round-trip audio through the codec: PESQ, STOI, mel distance, tokens/s, codebook usage, RTF."""
-    from rich.console import Console
 
-    from uniaudio_cli.audio import expand_inputs, write_text_atomic
-    from uniaudio_cli.codec.api import load_codec
+    from uniaudio_cli.audio import check_inputs, expand_inputs, write_text_atomic
     from uniaudio_cli.errors import AudioError
     from uniaudio_cli.evaluate.codec_eval import evaluate_codec
     from uniaudio_cli.evaluate.report import render_rich, to_json, to_markdown
 
     paths = expand_inputs(inputs)
-    if markdown is not None and markdown.exists() and not force:
-        raise UsageError(f"{markdown}: exists", "pass --force to overwrite, or choose another output")
-    model = load_codec(codec, llm=llm, device=device)
+    check_inputs(paths)
+    _check_markdown(markdown, force)
+    model = _load_codec(codec, llm, device, quiet)
     result = evaluate_codec(model, paths, max_files=max_files, progress=not quiet)
     if not result.clips:
         raise AudioError(f"none of the {len(result.failed)} inputs could be evaluated", "see the errors above")
@@ -476,7 +594,7 @@ def eval_codec(
     if as_json:
         typer.echo(to_json(report))
     else:
-        render_rich(report, Console())
+        render_rich(report, _report_console())
     if markdown is not None:
         write_text_atomic(markdown, to_markdown(report), force=force)
     raise typer.Exit(1 if result.failed else 0)
@@ -491,8 +609,15 @@ ResultsOpt = Annotated[
 ]
 
 
-def _emit_report(report: Any, as_json: bool, markdown: Path | None, force: bool) -> None:
+def _report_console() -> Any:
+    """A console for report tables: the terminal's width, or wide enough for any table when
+    stdout is a file or a pipe (rich would otherwise truncate columns at 80 characters)."""
     from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=400, no_color=True)
+
+
+def _emit_report(report: Any, as_json: bool, markdown: Path | None, force: bool) -> None:
 
     from uniaudio_cli.audio import write_text_atomic
     from uniaudio_cli.evaluate.report import render_rich, to_json, to_markdown
@@ -500,14 +625,20 @@ def _emit_report(report: Any, as_json: bool, markdown: Path | None, force: bool)
     if as_json:
         typer.echo(to_json(report))
     else:
-        render_rich(report, Console())
+        render_rich(report, _report_console())
     if markdown is not None:
         write_text_atomic(markdown, to_markdown(report), force=force)
 
 
-def _check_markdown(markdown: Path | None, force: bool) -> None:
-    if markdown is not None and markdown.exists() and not force:
-        raise UsageError(f"{markdown}: exists", "pass --force to overwrite, or choose another output")
+def _check_markdown(markdown: Path | None, force: bool, *dirs: Path | None) -> None:
+    """Check --markdown (and output folders such as --plot/--out-dir) before any model loads."""
+    from uniaudio_cli.audio import check_output_dir, check_output_file
+
+    if markdown is not None:
+        check_output_file(markdown, force)
+    for d in dirs:
+        if d is not None:
+            check_output_dir(d)
 
 
 def _plots(fn: Callable[[Any, Path], list[Path]], result: Any, plot: Path | None, quiet: bool) -> None:
@@ -565,11 +696,11 @@ def eval_classify(
         plot_classification,
         ways_grid,
     )
-    from uniaudio_cli.tasks.classify import default_crop
+    from uniaudio_cli.tasks.options import default_crop
 
     if grid is not None:
         _choice("--grid", grid, ("paper", "ways"))
-    _check_markdown(markdown, force)
+    _check_markdown(markdown, force, plot)
     base = EpisodeConfig(
         ways=ways,
         shots=shots,
@@ -582,7 +713,7 @@ def eval_classify(
         center=not no_center,
     )
     configs = paper_grid(base) if grid == "paper" else ways_grid(base) if grid == "ways" else [base]
-    lm, cdc = load_models(llm, codec, device, dtype)
+    lm, cdc = load_models(llm, codec, device, dtype, quiet)
     result = evaluate_classification(
         lm,
         cdc,
@@ -622,8 +753,8 @@ def eval_tts(
     from uniaudio_cli.evaluate.tts_eval import evaluate_tts
 
     chosen = tuple(_choice("--mode", m, ("default", "paper")) for m in (modes or ["default", "paper"]))
-    _check_markdown(markdown, force)
-    lm, cdc = load_models(llm, codec, device, dtype)
+    _check_markdown(markdown, force, out_dir)
+    lm, cdc = load_models(llm, codec, device, dtype, quiet)
     result = evaluate_tts(
         lm, cdc, demos, modes=chosen, shots=shots, seed=seed, out_dir=out_dir, force=force, progress=not quiet
     )
@@ -668,11 +799,11 @@ def eval_denoise(
     from uniaudio_cli.evaluate.denoise_eval import evaluate_denoising, plot_denoising
 
     snrs = [*(snr or []), *(more_snr or [])] or [0.0, 5.0, 10.0]
-    _check_markdown(markdown, force)
+    _check_markdown(markdown, force, plot)
     for p in (clean_dir, noise_dir):
         if not p.exists():
             raise UsageError(f"{p}: no such file or folder", "check the path")
-    lm, cdc = load_models(llm, codec, device, dtype)
+    lm, cdc = load_models(llm, codec, device, dtype, quiet)
     result = evaluate_denoising(
         lm,
         cdc,

@@ -23,6 +23,15 @@ def crop_cache(cache: Any, length: int) -> None:
         cache.crop(-extra)
 
 
+def cache_argument(model: Any) -> str:
+    """The keyword a model's ``forward`` takes its KV cache by: ``cache`` from transformers 5.2x
+    on, ``past_key_values`` before (the old name still works there but warns)."""
+    import inspect
+
+    params = inspect.signature(type(model).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
 class PrefixCache:
     """The KV cache of a prompt prefix, computed once and reused for every query.
 
@@ -68,8 +77,8 @@ class PrefixCache:
         if cache is None:
             cache = DynamicCache()
         x = torch.tensor([list(ids)], dtype=torch.long, device=self.device)
-        out = self.model(input_ids=x, past_key_values=cache, use_cache=True)
-        return out.past_key_values, out.logits[0].float()
+        out = self.model(input_ids=x, use_cache=True, **{cache_argument(self.model): cache})
+        return cache, out.logits[0].float()
 
     def start(self) -> tuple[Any, torch.Tensor]:
         """A cache holding the prefix and the logits ``(V,)`` after its last token."""

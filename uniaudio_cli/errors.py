@@ -26,6 +26,15 @@ class UsageError(UniaudioError):
     exit_code = 2
 
 
+class CodesFormatError(UsageError):
+    """An encoded-codes file (``uniaudio encode --json``) is malformed, of an unknown format
+    version, or holds token ids that are not codes of the codec decoding it."""
+
+
+class CodecMismatchError(CodesFormatError):
+    """Encoded codes were written by another codec than the one asked to decode them."""
+
+
 class AudioError(UniaudioError):
     """An input audio file is missing, empty, corrupt, silent or too long."""
 
@@ -40,6 +49,10 @@ class VocabularyMismatchError(CheckpointError):
 
 class ModelLoadError(UniaudioError):
     """An LLM (or its tokenizer) could not be found or loaded."""
+
+
+class ModelIntegrityError(ModelLoadError):
+    """A model file fails its SHA-256 check, or a cached conversion of it is unreadable (corrupt cache)."""
 
 
 class OutputExistsError(UniaudioError):

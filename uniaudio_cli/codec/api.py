@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -11,15 +13,35 @@ import torch
 
 from uniaudio_cli.audio import load_audio
 from uniaudio_cli.bridge import TokenBridge, codebook_tables
-from uniaudio_cli.codec.checkpoint import build_codec, load_codec_weights
-from uniaudio_cli.codec.io import EncodedClip
+from uniaudio_cli.codec.checkpoint import WEIGHTS_FILE, build_codec, load_codec_weights, trainable_state_dict
+from uniaudio_cli.codec.io import CodecIdentity, EncodedClip
 from uniaudio_cli.codec.model import LLMCodec
-from uniaudio_cli.errors import CheckpointError, UsageError
-from uniaudio_cli.llm import Vocabulary, load_vocabulary
+from uniaudio_cli.errors import CheckpointError, CodecMismatchError, CodesFormatError
+from uniaudio_cli.llm import load_vocabulary
 from uniaudio_cli.paths import default_codec_path
 from uniaudio_cli.runtime import resolve_device
+from uniaudio_cli.vocab import Vocabulary
 
 log = logging.getLogger(__name__)
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _state_sha256(model: LLMCodec) -> str:
+    """SHA-256 over a model's trainable tensors (names, dtypes, shapes, bytes): the identity of a
+    codec that was not loaded from a file."""
+    h = hashlib.sha256()
+    for name, t in sorted(trainable_state_dict(model).items()):
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 @dataclass
@@ -35,6 +57,26 @@ class Codec:
     device: torch.device
     source: str
     vocabulary: Vocabulary | None = None
+    weights_sha256: str | None = None
+    """SHA-256 of the weights file, hashed at load (``None``: hashed on first use of :attr:`identity`)."""
+
+    @cached_property
+    def identity(self) -> CodecIdentity:
+        """What encoded-codes files record to name this codec: the SHA-256 of its weights file
+        (``model.safetensors`` or the published ``.pth``; of its tensors when not loaded from a
+        file) and the fingerprint of the vocabulary it was built for. Computed once."""
+        sha = self.weights_sha256
+        if sha is None:
+            src = Path(self.source)
+            if src.is_file():
+                sha = file_sha256(src)
+            elif (src / WEIGHTS_FILE).is_file():
+                sha = file_sha256(src / WEIGHTS_FILE)
+            else:
+                sha = _state_sha256(self.model)
+            self.weights_sha256 = sha
+        vocab = self.model.cfg.vocab.embedding_sha256 if self.model.cfg.vocab is not None else None
+        return CodecIdentity(source=self.source, weights_sha256=sha, vocabulary=vocab)
 
     @property
     def sample_rate(self) -> int:
@@ -59,37 +101,81 @@ class Codec:
         """Mono ``(T,)`` at ``sample_rate`` -> LLM token ids per layer."""
         return self.bridge.to_token_ids(self.encode_codes(wav))
 
-    def decode(self, token_ids: list[list[int]], length: int | None = None, source: str = "codes") -> np.ndarray:
-        """LLM token ids per layer -> mono waveform ``(T,)``, cropped to ``length`` samples if given.
-
-        Layers must have consistent lengths: layer ``i`` holds ``n * stride_0 / stride_i`` codes.
-        """
+    def _checked_codes(self, token_ids: list[list[int]], source: str) -> list[list[int]]:
+        """Token ids -> codebook indices, refusing ids that are not codes and inconsistent layer lengths."""
         codes = self.bridge.from_token_ids(token_ids, source)
         strides = self.model.cfg.vq_strides
         frames = {len(c) * s for c, s in zip(codes, strides, strict=True)}
         if len(frames) != 1 or 0 in frames:
             counts = ", ".join(f"layer {i + 1}: {len(c)}" for i, c in enumerate(codes))
-            raise UsageError(
+            raise CodesFormatError(
                 f"{source}: code layers have inconsistent lengths ({counts}; strides {strides})",
                 "pass codes written by `uniaudio encode --json` unchanged",
             )
+        return codes
+
+    def _decode_codes(self, codes: list[list[int]], length: int | None) -> np.ndarray:
         tensors = [torch.tensor(c, dtype=torch.long, device=self.device)[None] for c in codes]
         audio = self.model.decode(tensors, length)
         return audio[0, 0].float().cpu().numpy()
 
+    def decode(self, token_ids: list[list[int]], length: int | None = None, source: str = "codes") -> np.ndarray:
+        """LLM token ids per layer -> mono waveform ``(T,)``, cropped to ``length`` samples if given.
+
+        Layers must have consistent lengths: layer ``i`` holds ``n * stride_0 / stride_i`` codes;
+        ids that are not codes of their layer, or inconsistent lengths, raise :class:`CodesFormatError`.
+        """
+        return self._decode_codes(self._checked_codes(token_ids, source), length)
+
     def encode_file(self, path: str | Path, max_seconds: float | None = None) -> EncodedClip:
-        """Read an audio file (any rate/channels soundfile reads) and encode it."""
+        """Read an audio file (any rate/channels soundfile reads) and encode it, recording this codec's identity."""
         wav = load_audio(path, self.sample_rate, max_seconds=max_seconds)
-        return EncodedClip(str(path), self.sample_rate, self.encode(wav), len(wav), self.source)
+        return EncodedClip(str(path), self.sample_rate, self.encode(wav), len(wav), self.identity)
+
+    def check_codec(self, clip: EncodedClip, source: str = "codes") -> None:
+        """Raise :class:`CodecMismatchError` unless this codec wrote ``clip`` (same weights and
+        vocabulary, when the clip records its codec: every file :func:`~uniaudio_cli.codec.io.read_encoded`
+        returns does) at this codec's sample rate."""
+        theirs = clip.codec
+        if theirs is not None and not theirs.same_codec(self.identity):
+            mine = self.identity
+            fix = f"decode with --codec {theirs.source} that encoded it, or re-encode the audio with this codec"
+            if theirs.weights_sha256 != mine.weights_sha256:
+                raise CodecMismatchError(
+                    f"{source}: encoded by the codec {theirs.source} (weights {theirs.weights_sha256[:12]}), "
+                    f"not by {self.source} (weights {mine.weights_sha256[:12]})",
+                    fix,
+                )
+            raise CodecMismatchError(
+                f"{source}: encoded by {theirs.source} for another LLM vocabulary "
+                f"(fingerprint {str(theirs.vocabulary)[:12]}, this codec's: {str(mine.vocabulary)[:12]})",
+                fix,
+            )
+        if clip.sample_rate != self.sample_rate:
+            raise CodecMismatchError(
+                f"{source}: codes are for {clip.sample_rate} Hz, this codec runs at {self.sample_rate} Hz",
+                "decode with the codec that encoded them, or re-encode the audio with this codec",
+            )
 
     def decode_clip(self, clip: EncodedClip, source: str = "codes") -> np.ndarray:
-        """Decode an :class:`EncodedClip` to ``(T,)`` (cropped to its ``num_samples`` when known)."""
-        if clip.sample_rate != self.sample_rate:
-            raise UsageError(
-                f"{source}: codes are for {clip.sample_rate} Hz, this codec runs at {self.sample_rate} Hz",
-                "decode with the codec that encoded them",
-            )
-        return self.decode(clip.codes, clip.num_samples, source)
+        """Decode an :class:`EncodedClip` to ``(T,)`` (cropped to its ``num_samples`` when known).
+
+        Refuses (naming ``source``) codes of another codec (:meth:`check_codec`), token ids that
+        are not codes of their layer, inconsistent layer lengths, and a ``num_samples`` its codes
+        cannot have come from (:class:`CodesFormatError`).
+        """
+        self.check_codec(clip, source)
+        codes = self._checked_codes(clip.codes, source)
+        if clip.num_samples is not None:
+            cfg = self.model.cfg
+            held = len(codes[0]) * cfg.vq_strides[0] * cfg.hop_length
+            if not held - cfg.pad_multiple < clip.num_samples <= held:
+                raise CodesFormatError(
+                    f"{source}: num_samples {clip.num_samples} does not match its codes "
+                    f"(they hold {held} samples, padded to a multiple of {cfg.pad_multiple})",
+                    "pass codes written by `uniaudio encode --json` unchanged, or re-encode the audio",
+                )
+        return self._decode_codes(codes, clip.num_samples)
 
     def token_text(self, token_ids: list[list[int]]) -> list[str]:
         """One line of LLM text per layer (the "foreign language" view of a clip)."""
@@ -129,7 +215,7 @@ def load_codec(
         tokenizer=vocab.tokenizer,
         excluded=frozenset(cfg.vocab.excluded_token_ids),
     )
-    return Codec(model.to(dev), bridge, dev, str(p), vocab)
+    return Codec(model.to(dev), bridge, dev, str(p), vocab, weights_sha256=file_sha256(p / WEIGHTS_FILE))
 
 
 def _load_published(path: Path, llm: str | None, vocabulary: Vocabulary | None, dev: torch.device) -> Codec:

@@ -51,7 +51,8 @@ class CodecConfig:
       windowed attention, NoiseBlocks); fields ``encoder_*``, ``decoder_*``, ``attn_window_size``,
       ``noise``, ``depthwise``.
     * ``small``: a frame-rate ConvNeXt encoder/decoder with an inverse-STFT head that trains and
-      runs fast on a CPU; fields ``small_*``.
+      runs fast on a CPU; fields ``small_*`` (``small_fine_layers``: decoder blocks at the STFT
+      rate, after upsampling, where harmonic detail is drawn).
 
     ``hop_length`` samples make one latent frame; layer ``i`` emits one code every
     ``vq_strides[i]`` frames.
@@ -79,6 +80,7 @@ class CodecConfig:
     small_intermediate: int = 768
     small_encoder_layers: int = 4
     small_decoder_layers: int = 6
+    small_fine_layers: int = 1
     vocab: VocabSpec | None = None
 
     @property

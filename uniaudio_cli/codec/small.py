@@ -100,7 +100,7 @@ class SmallDecoder(nn.Module):
         self.norm = nn.LayerNorm(cfg.small_dim, eps=1e-6)
         self.blocks = _stack(cfg.small_dim, cfg.small_intermediate, max(cfg.small_decoder_layers - 1, 0))
         self.upsample = nn.ConvTranspose1d(cfg.small_dim, cfg.small_dim, kernel_size=up, stride=up)
-        self.fine = _stack(cfg.small_dim, cfg.small_intermediate, 1)
+        self.fine = _stack(cfg.small_dim, cfg.small_intermediate, cfg.small_fine_layers)
         self.final_norm = nn.LayerNorm(cfg.small_dim, eps=1e-6)
         self.head = ISTFTHead(cfg.small_dim, cfg.small_n_fft, cfg.small_stft_hop)
 

@@ -12,7 +12,7 @@ queries); codec encodings of clips are shared across the settings of a run.
 Baselines on the same episodes and the same crop: chance (1/N), an empirical random guess
 (seeded, per query), and MFCC nearest neighbour (librosa MFCC 1-19 mean and standard deviation
 over time, cosine 1-NN to the demonstrations). Accuracy is the mean over episodes with a 95 %
-Student-t interval, plus a Wilson interval over all queries pooled.
+percentile-bootstrap interval, plus a Wilson interval over all queries pooled.
 
 Each finished episode is appended to a JSON Lines file (see :mod:`uniaudio_cli.evaluate.store`)
 so an interrupted run resumes where it stopped.
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from uniaudio_cli.errors import UsageError
-from uniaudio_cli.evaluate.codec_eval import Summary, mean_interval
+from uniaudio_cli.evaluate.codec_eval import Summary, bootstrap_interval
 from uniaudio_cli.evaluate.report import Column, Report, Table, run_metadata
 from uniaudio_cli.evaluate.store import (
     ResultStore,
@@ -40,7 +40,7 @@ from uniaudio_cli.evaluate.store import (
     relative_name,
     wilson_interval,
 )
-from uniaudio_cli.tasks.classify import ClassifyOptions, Layers, Method, Mode
+from uniaudio_cli.tasks.options import ClassifyOptions, Layers, Method, Mode
 
 if TYPE_CHECKING:
     from uniaudio_cli.codec.api import Codec
@@ -258,16 +258,16 @@ class ClipCache:
 def _caching_classifier(
     llm: LoadedLLM, codec: Codec, demos: dict[str, list[Path]], cfg: EpisodeConfig, cache: ClipCache
 ) -> Any:
-    """A :class:`Classifier` whose clips come from ``cache`` (built here so that the subclass
-    is only defined once torch is imported)."""
+    """A :class:`Classifier` on demonstrations encoded through ``cache``."""
     from uniaudio_cli.tasks.classify import Classifier
 
-    class _Cached(Classifier):
-        def clip_tokens(self, path: str | Path) -> list[int]:
-            ids = cache.codes(Path(path), cfg.crop, cfg.crop_mode)
-            return list(ids[0]) if cfg.layers == "semantic" else [t for layer in ids for t in layer]
+    tokens = {label: [_layer_tokens(cache, p, cfg) for p in paths] for label, paths in demos.items()}
+    return Classifier(llm, codec, tokens, cfg.options())
 
-    return _Cached(llm, codec, demos, cfg.options())
+
+def _layer_tokens(cache: ClipCache, path: Path, cfg: EpisodeConfig) -> list[int]:
+    ids = cache.codes(Path(path), cfg.crop, cfg.crop_mode)
+    return list(ids[0]) if cfg.layers == "semantic" else [t for layer in ids for t in layer]
 
 
 # --------------------------------------------------------------------------- running
@@ -280,7 +280,7 @@ def run_episode(
     enc0 = cache.encode_seconds
     t0 = time.perf_counter()
     clf = _caching_classifier(llm, codec, episode.demos, cfg, cache)
-    preds = [clf.classify_tokens(clf.clip_tokens(p), str(p)) for p, _ in episode.queries]
+    preds = [clf.classify_tokens(_layer_tokens(cache, p, cfg), str(p)) for p, _ in episode.queries]
     seconds = time.perf_counter() - t0
     encode_seconds = cache.encode_seconds - enc0
     t1 = time.perf_counter()
@@ -324,7 +324,7 @@ class ConfigResult:
     computed: int = 0  # episodes computed in this run (the rest were read back)
 
     def _acc(self, key: str) -> Summary:
-        return mean_interval([e[key] / e["total"] for e in self.episodes])
+        return bootstrap_interval([e[key] / e["total"] for e in self.episodes])
 
     @property
     def accuracy(self) -> Summary:
@@ -437,7 +437,7 @@ class ClassifyEvalResult:
         return [
             f"{'/'.join(map(str, eps))} episodes per setting, {q} queries each, seed {self.settings.get('seed')}; "
             "every setting sees the same episodes (labels, queries; demos extend with shots).",
-            "95 % CI: Student t over episodes; Wilson: pooled over all queries.",
+            "95 % CI: percentile bootstrap over episodes; Wilson: pooled over all queries.",
             "MFCC 1-NN: cosine nearest demonstration on MFCC 1-19 mean+std, same crop; random: a seeded guess "
             "per query; chance = 1/N.",
             f"Results file (resumable): {self.results_path}",

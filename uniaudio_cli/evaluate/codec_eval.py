@@ -132,6 +132,28 @@ def mean_interval(values: list[float], confidence: float = CONFIDENCE) -> Summar
     return Summary(mean, mean - half, mean + half, n)
 
 
+def bootstrap_interval(
+    values: list[float], confidence: float = CONFIDENCE, resamples: int = 2000, seed: int = 0
+) -> Summary:
+    """Mean and percentile-bootstrap ``confidence`` interval of the mean.
+
+    For bounded measures over few units (accuracy per episode): the interval is made of
+    resampled means, so it never leaves the range of the values, unlike a Student t interval
+    (18 episodes at 95 % accuracy give a t interval above 100 %). Seeded, so reports repeat.
+    """
+    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    n = len(x)
+    if n == 0:
+        return Summary(None, None, None, 0)
+    mean = float(x.mean())
+    if n < 2:
+        return Summary(mean, None, None, 1)
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
+    low, high = np.quantile(means, [0.5 - confidence / 2, 0.5 + confidence / 2])
+    return Summary(mean, float(low), float(high), n)
+
+
 # --------------------------------------------------------------------------- results
 
 

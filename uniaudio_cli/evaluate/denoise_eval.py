@@ -351,7 +351,9 @@ def evaluate_denoising(
         import noisereduce  # noqa: F401
     except ImportError:
         nr_note = "noisereduce is not installed (pip install noisereduce)"
-    den = Denoiser(llm, codec, load_pair_folder(demo_dir), DenoiseOptions(mode=mode, pairs=pairs, repeats=repeats))  # type: ignore[arg-type]
+    den = Denoiser.from_pairs(
+        llm, codec, load_pair_folder(demo_dir), DenoiseOptions(mode=mode, pairs=pairs, repeats=repeats)
+    )  # type: ignore[arg-type]
     done_before = sum(f"mix/{relative_name(p, root)}/{s:g}" in store for p, s in todo)
     if progress:
         announce_resume(path, done_before, len(todo), "mixtures")

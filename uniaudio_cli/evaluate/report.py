@@ -149,6 +149,8 @@ def git_commit(cwd: str | os.PathLike[str] | None = None) -> str | None:
         from uniaudio_cli.paths import project_root
 
         cwd = project_root()
+        if cwd is None:
+            return None
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True

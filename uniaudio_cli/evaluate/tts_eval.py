@@ -350,7 +350,7 @@ def evaluate_tts(
         task = bar.add_task("speaking", total=len(QUESTIONS) * (len(modes) + n_ref))
         for mode in modes:
             bar.update(task, description=f"uniaudio {mode} mode")
-            synth = Synthesizer(llm, codec, folder.clips, TTSOptions(mode=mode, shots=shots, seed=seed))  # type: ignore[arg-type]
+            synth = Synthesizer.from_files(llm, codec, folder.clips, TTSOptions(mode=mode, shots=shots, seed=seed))  # type: ignore[arg-type]
             res = SystemResult(f"uniaudio {mode}")
             for i, (q, truth) in enumerate(QUESTIONS):
                 t0 = time.perf_counter()

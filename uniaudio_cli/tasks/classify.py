@@ -28,7 +28,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -40,54 +39,10 @@ from uniaudio_cli.errors import UniaudioError, UsageError
 from uniaudio_cli.llm import LoadedLLM
 from uniaudio_cli.prompts import PromptBuilder, PromptTemplate
 from uniaudio_cli.tasks.demos import crop_or_pad
+from uniaudio_cli.tasks.options import ClassifyOptions, Layers, Method, Mode, default_crop
 from uniaudio_cli.tasks.prototype import center_features, clip_features, depth_index, load_center
 
-Method = Literal["icl", "prototype"]
-Mode = Literal["default", "paper"]
-Layers = Literal["semantic", "all"]
-
-
-@dataclass
-class ClassifyOptions:
-    """Prompt and decoding choices (see ``uniaudio classify --help``)."""
-
-    method: Method = "icl"
-    mode: Mode = "default"
-    shots: int = 1
-    repeats: int = 1
-    layers: Layers = "semantic"
-    induction: bool = True
-    crop: float | Literal["auto"] | None = "auto"  # seconds; None: whole clips; "auto": default_crop
-    template: str = "classify_paper"
-    max_seconds: float = 600.0
-    reuse_prefix: bool = True
-    temperature: float = 0.05  # prototype: softmax temperature over cosine similarities
-    # prototype: hidden layer at this relative depth. Middle layers separate sounds best: 82 % vs
-    # 77 % for the last one on 2-way 1-shot ESC-10 fold 3, whole clips, SmolLM2-135M.
-    depth: float = 0.6
-    # prototype: subtract the base-set centre stored with the codec (see tasks/prototype.py)
-    center: bool = True
-    # icl default mode: probabilities are softmax(evidence / this). The evidence sums nats over
-    # every query token, so its raw softmax is all but certain; 10 minimised the log-loss on
-    # 130 ESC-10 fold 1-2 queries (2.19 -> 0.54). Only probabilities change, never the label.
-    channel_temperature: float = 10.0
-
-    def __post_init__(self) -> None:
-        if self.crop == "auto":
-            self.crop = default_crop(None, self.method, self.mode)
-
-    @property
-    def crop_anchor(self) -> str:
-        """Where ``crop`` cuts: the first second as in the reference release, else the loudest."""
-        return "start" if self.mode == "paper" else "loudest"
-
-
-def default_crop(crop: float | None, method: str, mode: str) -> float | None:
-    """The paper's prompt holds every demonstration, so its clips are cut to 1 s as in the
-    reference release; channel scoring and prototypes read one clip at a time, whole."""
-    if crop is None:
-        crop = 1.0 if (method, mode) == ("icl", "paper") else 0.0
-    return crop or None
+__all__ = ["Classifier", "ClassifyOptions", "Layers", "Method", "Mode", "Prediction", "default_crop"]
 
 
 @dataclass
@@ -103,54 +58,98 @@ class Prediction:
         return self.probabilities[self.label]
 
 
+def demonstration_prefix(
+    builder: PromptBuilder,
+    demo_tokens: dict[str, list[list[int]]],
+    opts: ClassifyOptions,
+    labels: Sequence[str] | None = None,
+) -> list[int]:
+    """bos + instruction (naming every label) + the demonstrations of ``labels`` (default: all;
+    ``opts.repeats`` times, label order interleaved shot by shot) + the block separator."""
+    b, t = builder, builder.template
+    every = list(demo_tokens)
+    labels = every if labels is None else labels
+    ids = b.bos()
+    if opts.induction:
+        ids += b.induction(every)
+    shots = max(len(demo_tokens[label]) for label in labels)
+    block = b.text(t.block)
+    for _ in range(opts.repeats):
+        for k in range(shots):
+            for label in labels:
+                clips = demo_tokens[label]
+                if k < len(clips):
+                    ids += block + b.render(t.demo, audio={"audio": clips[k]}, answer=label)
+    return ids + block
+
+
 def audio_tokens(codec: Codec, wav: np.ndarray, layers: Layers) -> list[int]:
     """A clip as the LLM reads it: layer-1 ids, or layers 1-3 one after another."""
     ids = codec.encode(wav)
     return list(ids[0]) if layers == "semantic" else [t for layer in ids for t in layer]
 
 
-class Classifier:
-    """Holds the encoded demonstrations and the prompt prefix; classifies queries one by one."""
+def load_clip(path: str | Path, sample_rate: int, opts: ClassifyOptions) -> np.ndarray:
+    """A clip as the classifier reads it: ``(T,)`` at ``sample_rate``, cropped as ``opts`` say."""
+    wav = load_audio(path, sample_rate, max_seconds=opts.max_seconds)
+    if opts.crop:
+        wav = crop_or_pad(wav, round(float(opts.crop) * sample_rate), opts.crop_anchor)
+    return wav
 
-    def __init__(self, llm: LoadedLLM, codec: Codec, demos: dict[str, list[Path]], opts: ClassifyOptions) -> None:
-        if len(demos) < 2:
+
+class Classifier:
+    """Holds the encoded demonstrations and the prompt prefix; classifies queries one by one.
+
+    Args:
+        llm: the frozen LLM.
+        codec: the LLM-Codec built on its vocabulary.
+        demo_tokens: label -> one token list per demonstration clip, as :func:`audio_tokens`
+            makes them (layer 1, or layers 1-3 per ``opts.layers``). :meth:`from_files` reads
+            and encodes audio files into this.
+        opts: prompt and decoding choices.
+
+    The constructor reads no files; it builds the prompt caches (icl) or the class centroids
+    (prototype), which is the one-off cost of a run.
+    """
+
+    def __init__(
+        self, llm: LoadedLLM, codec: Codec, demo_tokens: dict[str, list[list[int]]], opts: ClassifyOptions
+    ) -> None:
+        if len(demo_tokens) < 2:
             raise UsageError("classification needs at least two labels", "add label folders to --demos")
+        empty = [label for label, clips in demo_tokens.items() if not clips]
+        if empty:
+            raise UsageError(f"label {empty[0]!r} has no demonstration clips", "add clips to its folder")
         self.llm, self.codec, self.opts = llm, codec, opts
-        self.labels = list(demos)
+        self.labels = list(demo_tokens)
         self.builder = PromptBuilder(llm.tokenizer, PromptTemplate.load(opts.template))
-        self._demo_tokens = {label: [self.clip_tokens(p) for p in paths] for label, paths in demos.items()}
+        self._demo_tokens = {label: [list(t) for t in clips] for label, clips in demo_tokens.items()}
         if opts.method == "icl":
             self._prepare_icl()
         else:
             self._prepare_prototypes()
 
+    @classmethod
+    def from_files(
+        cls, llm: LoadedLLM, codec: Codec, demos: dict[str, list[Path]], opts: ClassifyOptions
+    ) -> Classifier:
+        """Read and encode the demonstration files (``label -> paths``), then build the classifier."""
+        tokens = {
+            label: [audio_tokens(codec, load_clip(p, codec.sample_rate, opts), opts.layers) for p in paths]
+            for label, paths in demos.items()
+        }
+        return cls(llm, codec, tokens, opts)
+
     def load_clip(self, path: str | Path) -> np.ndarray:
-        wav = load_audio(path, self.codec.sample_rate, max_seconds=self.opts.max_seconds)
-        if self.opts.crop:
-            wav = crop_or_pad(wav, round(float(self.opts.crop) * self.codec.sample_rate), self.opts.crop_anchor)
-        return wav
+        return load_clip(path, self.codec.sample_rate, self.opts)
 
     def clip_tokens(self, path: str | Path) -> list[int]:
         return audio_tokens(self.codec, self.load_clip(path), self.opts.layers)
 
     # -- icl ---------------------------------------------------------------------------------
     def prefix_ids(self, labels: Sequence[str] | None = None) -> list[int]:
-        """bos + instruction + demonstrations of ``labels`` (default: all; ``repeats`` times,
-        label order interleaved) + the block separator."""
-        b, t = self.builder, self.builder.template
-        labels = self.labels if labels is None else labels
-        ids = b.bos()
-        if self.opts.induction:
-            ids += b.induction(self.labels)
-        shots = max(len(self._demo_tokens[label]) for label in labels)
-        block = b.text(t.block)
-        for _ in range(self.opts.repeats):
-            for k in range(shots):
-                for label in labels:
-                    clips = self._demo_tokens[label]
-                    if k < len(clips):
-                        ids += block + b.render(t.demo, audio={"audio": clips[k]}, answer=label)
-        return ids + block
+        """See :func:`demonstration_prefix` (``labels``: default all)."""
+        return demonstration_prefix(self.builder, self._demo_tokens, self.opts, labels)
 
     def query_ids(self, tokens: Sequence[int]) -> list[int]:
         return self.builder.render(self.builder.template.query, audio={"audio": tokens})
@@ -206,12 +205,16 @@ class Classifier:
         """Classify one audio file."""
         return self.classify_tokens(self.clip_tokens(path), str(path))
 
+    def classify_audio(self, wav: np.ndarray, name: str = "") -> Prediction:
+        """Classify a clip already in memory: ``(T,)`` float at the codec's sample rate (not cropped)."""
+        return self.classify_tokens(audio_tokens(self.codec, wav, self.opts.layers), name)
+
 
 def classify_files(
     llm: LoadedLLM, codec: Codec, demos: dict[str, list[Path]], queries: Sequence[Path], opts: ClassifyOptions
 ) -> Iterator[Prediction | tuple[Path, UniaudioError]]:
     """Classify every query; a bad query yields ``(path, error)`` and the run goes on."""
-    clf = Classifier(llm, codec, demos, opts)
+    clf = Classifier.from_files(llm, codec, demos, opts)
     for q in queries:
         try:
             yield clf.classify(q)

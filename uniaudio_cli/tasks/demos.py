@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,20 +14,25 @@ from uniaudio_cli.errors import UsageError
 
 @dataclass
 class DemoFolder:
-    """Clips per label, sorted by file name."""
+    """Clips per label, sorted by file name; ``hidden``: sub-folders whose names start with
+    ``.`` (``.ipynb_checkpoints``, ``.git``), which are not labels and are reported, not used."""
 
     root: Path
     clips: dict[str, list[Path]]
+    hidden: list[str] = field(default_factory=list)
 
     @property
     def labels(self) -> list[str]:
         return list(self.clips)
 
-    def pick(self, shots: int, seed: int | None = 0) -> dict[str, list[Path]]:
-        """``shots`` clips per label: the first ones, or a seeded random draw when ``seed`` is set.
+    def pick(self, shots: int | None, seed: int | None = 0) -> dict[str, list[Path]]:
+        """``shots`` clips per label: every clip when ``None``, else the first ones, or a seeded
+        random draw when ``seed`` is set.
 
         Raises :class:`UsageError` when a label has fewer clips than ``shots``.
         """
+        if shots is None:
+            return {label: list(c) for label, c in self.clips.items()}
         short = {label: len(c) for label, c in self.clips.items() if len(c) < shots}
         if short:
             label, n = next(iter(short.items()))
@@ -49,17 +54,29 @@ def load_demo_folder(root: str | Path, min_labels: int = 2) -> DemoFolder:
     if not root.is_dir():
         raise UsageError(f"{root}: not a folder", "pass --demos DIR with DIR/<label>/<clips>")
     clips: dict[str, list[Path]] = {}
-    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    subs = sorted(p for p in root.iterdir() if p.is_dir())
+    hidden = [p.name for p in subs if p.name.startswith(".")]
+    for sub in (p for p in subs if not p.name.startswith(".")):
         files = sorted(f for f in sub.rglob("*") if is_audio_file(f))
         if not files:
             raise UsageError(f"{sub}: label folder holds no audio files", "add clips or remove the folder")
         clips[sub.name] = files
     if len(clips) < min_labels:
+        skipped = f" (hidden folders are not labels: {', '.join(hidden)})" if hidden else ""
         raise UsageError(
-            f"{root}: {len(clips)} label folder(s), at least {min_labels} needed",
+            f"{root}: {len(clips)} label folder(s), at least {min_labels} needed{skipped}",
             "lay demonstrations out as DIR/<label>/<clips>, one sub-folder per label",
         )
-    return DemoFolder(root, clips)
+    return DemoFolder(root, clips, hidden)
+
+
+def describe_demos(folder: DemoFolder, chosen: dict[str, list[Path]]) -> str:
+    """One line naming how many clips of each label a run uses, and what it left out."""
+    parts = [f"{label}: {len(paths)}/{len(folder.clips[label])}" for label, paths in chosen.items()]
+    line = f"demonstrations from {folder.root}: " + ", ".join(parts) + " clips"
+    if folder.hidden:
+        line += f"; hidden folders ignored: {', '.join(folder.hidden)}"
+    return line
 
 
 def crop_or_pad(wav: np.ndarray, samples: int, mode: str = "start") -> np.ndarray:

@@ -12,9 +12,8 @@ keeping it (``copy_bias``, in nats). ``paper`` mode lets it write any token of t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -24,51 +23,11 @@ from uniaudio_cli.codec.api import Codec
 from uniaudio_cli.decoding import PrefixCache, allowed_mask, generate_constrained
 from uniaudio_cli.errors import UsageError
 from uniaudio_cli.llm import LoadedLLM
-from uniaudio_cli.prompts import PromptBuilder, PromptTemplate, prompts_dir
+from uniaudio_cli.prompts import PromptBuilder, PromptTemplate
 from uniaudio_cli.tasks.audio_gen import LayerMasks, flatten, split
+from uniaudio_cli.tasks.options import DemoPair, DenoiseOptions, Mode, default_denoise_demos, load_pair_folder
 
-Mode = Literal["default", "paper"]
-
-
-def default_denoise_demos() -> Path:
-    return prompts_dir() / "denoise_pairs"
-
-
-@dataclass
-class DenoiseOptions:
-    mode: Mode = "default"
-    pairs: int = 4
-    repeats: int = 1
-    induction: bool = True
-    segment_seconds: float = 3.0
-    copy_bias: float = 2.0
-    template: str = "denoise_paper"
-    max_seconds: float = 600.0
-
-
-@dataclass
-class DemoPair:
-    noisy: Path
-    clean: Path
-
-
-def load_pair_folder(root: str | Path) -> list[DemoPair]:
-    """``root/<name>/clean.* + noisy*.*``: one pair per noisy file."""
-    root = Path(root)
-    if not root.is_dir():
-        raise UsageError(
-            f"{root}: no such demonstration folder", "pass --demos DIR with DIR/<name>/clean.wav + noisy*.wav"
-        )
-    pairs = []
-    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
-        clean = sorted(sub.glob("clean.*"))
-        noisy = sorted(sub.glob("noisy*.*"))
-        if not clean or not noisy:
-            raise UsageError(f"{sub}: needs clean.<ext> and noisy*.<ext>", "add the missing file or remove the folder")
-        pairs += [DemoPair(n, clean[0]) for n in noisy]
-    if not pairs:
-        raise UsageError(f"{root}: no (noisy, clean) pairs", "lay pairs out as DIR/<name>/clean.wav + noisy*.wav")
-    return pairs
+__all__ = ["DemoPair", "DenoiseOptions", "Denoiser", "Mode", "default_denoise_demos", "load_pair_folder"]
 
 
 def _spread(pairs: list[DemoPair], n: int) -> list[DemoPair]:
@@ -89,16 +48,25 @@ def _spread(pairs: list[DemoPair], n: int) -> list[DemoPair]:
 
 
 class Denoiser:
-    """Encodes the demonstration pairs and caches the prompt prefix once; then cleans many files."""
+    """Caches the prompt prefix of encoded (noisy, clean) pairs once; then cleans many files.
 
-    def __init__(self, llm: LoadedLLM, codec: Codec, pairs: list[DemoPair], opts: DenoiseOptions) -> None:
+    Args:
+        demos: ``(noisy codes, clean codes)`` per demonstration pair, codes per layer. The
+            constructor reads no files; :meth:`from_pairs` reads and encodes a pair folder.
+    """
+
+    def __init__(
+        self,
+        llm: LoadedLLM,
+        codec: Codec,
+        demos: Sequence[tuple[list[list[int]], list[list[int]]]],
+        opts: DenoiseOptions,
+    ) -> None:
         self.llm, self.codec, self.opts = llm, codec, opts
         self.builder = PromptBuilder(llm.tokenizer, PromptTemplate.load(opts.template))
-        chosen = _spread(pairs, opts.pairs)
-        enc = {}
-        for p in {q for pair in chosen for q in (pair.noisy, pair.clean)}:
-            enc[p] = codec.encode(load_audio(p, codec.sample_rate, max_seconds=opts.max_seconds))
-        self.demos = [(enc[p.noisy], enc[p.clean]) for p in chosen]
+        self.demos = list(demos)
+        if not self.demos:
+            raise UsageError("no denoising demonstrations", "pass --demos DIR with DIR/<name>/clean.wav + noisy*.wav")
         b, t = self.builder, self.builder.template
         ids = b.bos() + (b.render(t.induction) if opts.induction and t.induction else [])
         for _ in range(opts.repeats):
@@ -117,6 +85,15 @@ class Denoiser:
             allowed_mask(vocab_size, sorted({tok for _, clean in self.demos for tok in clean[layer]}), llm.device)
             for layer in range(codec.bridge.num_layers)
         ]
+
+    @classmethod
+    def from_pairs(cls, llm: LoadedLLM, codec: Codec, pairs: list[DemoPair], opts: DenoiseOptions) -> Denoiser:
+        """Read and encode ``opts.pairs`` of ``pairs`` (spread over the list)."""
+        chosen = _spread(pairs, opts.pairs)
+        enc = {}
+        for p in {q for pair in chosen for q in (pair.noisy, pair.clean)}:
+            enc[p] = codec.encode(load_audio(p, codec.sample_rate, max_seconds=opts.max_seconds))
+        return cls(llm, codec, [(enc[p.noisy], enc[p.clean]) for p in chosen], opts)
 
     def _segment_schedule(self, noisy: list[list[int]]) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
         counts = [len(layer) for layer in noisy]

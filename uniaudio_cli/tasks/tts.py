@@ -14,7 +14,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -26,25 +25,9 @@ from uniaudio_cli.errors import UsageError
 from uniaudio_cli.llm import LoadedLLM
 from uniaudio_cli.prompts import PromptBuilder, PromptTemplate, prompts_dir
 from uniaudio_cli.tasks.audio_gen import LayerMasks, flatten, split
+from uniaudio_cli.tasks.options import Mode, TTSOptions, default_tts_demos
 
-Mode = Literal["default", "paper"]
-
-
-def default_tts_demos() -> Path:
-    return prompts_dir() / "tts_digits"
-
-
-@dataclass
-class TTSOptions:
-    mode: Mode = "default"
-    shots: int = 5
-    induction: bool = True
-    template: str = "tts_paper"
-    answer_template: str = "tts_answer"
-    temperature: float = 0.0
-    top_k: int = 50
-    seed: int = 0
-    max_seconds: float = 10.0
+__all__ = ["Mode", "Speech", "Synthesizer", "TTSDemo", "TTSOptions", "default_tts_demos"]
 
 
 @dataclass
@@ -60,25 +43,26 @@ class Speech:
 
 
 @dataclass
-class _Demo:
+class TTSDemo:
+    """One spoken demonstration: its ``text``, where it came from, and its codes per layer."""
+
     text: str
     path: Path
     tokens: list[list[int]]
 
 
 class Synthesizer:
-    """Encodes the demonstrations and builds both prompt prefixes once; then speaks many texts."""
+    """Builds both prompt prefixes once from encoded demonstrations; then speaks many texts.
 
-    def __init__(self, llm: LoadedLLM, codec: Codec, demos: dict[str, list[Path]], opts: TTSOptions) -> None:
+    The constructor reads no files (:meth:`from_files` reads and encodes a demonstration folder).
+    """
+
+    def __init__(self, llm: LoadedLLM, codec: Codec, demos: Sequence[TTSDemo], opts: TTSOptions) -> None:
         self.llm, self.codec, self.opts = llm, codec, opts
-        self.demos: list[_Demo] = []
-        for text, paths in demos.items():
-            for p in paths[: opts.shots]:
-                wav = load_audio(p, codec.sample_rate, max_seconds=opts.max_seconds)
-                self.demos.append(_Demo(text, p, codec.encode(wav)))
+        self.demos = list(demos)
         if not self.demos:
             raise UsageError("no TTS demonstrations", "pass --demos DIR with DIR/<text>/<clips>")
-        self.texts = list(demos)
+        self.texts = list(dict.fromkeys(d.text for d in self.demos))
         # Demonstrations of equal duration share one layer structure; the output uses the commonest.
         shapes = [tuple(len(layer) for layer in d.tokens) for d in self.demos]
         self.counts = list(max(set(shapes), key=shapes.count))
@@ -93,6 +77,16 @@ class Synthesizer:
                 llm.model, self._answer_prefix_ids(), llm.device, llm.context_length, source="TTS answer prompt"
             )
             self.answer_candidates = [self.answer_builder.answer(t) for t in self.texts]
+
+    @classmethod
+    def from_files(cls, llm: LoadedLLM, codec: Codec, demos: dict[str, list[Path]], opts: TTSOptions) -> Synthesizer:
+        """Read and encode up to ``opts.shots`` clips per text (``text -> paths``)."""
+        encoded = [
+            TTSDemo(text, p, codec.encode(load_audio(p, codec.sample_rate, max_seconds=opts.max_seconds)))
+            for text, paths in demos.items()
+            for p in paths[: opts.shots]
+        ]
+        return cls(llm, codec, encoded, opts)
 
     def _logit_size(self) -> int:
         return int(self.llm.model.get_output_embeddings().weight.shape[0])

@@ -94,7 +94,9 @@ class TrainConfig:
     ``warmup_steps``, then decays (``exponential`` or ``cosine``) to ``lr * lr_final_ratio`` at
     ``steps``. ``bf16`` ``None`` means autocast to bfloat16 on CUDA and on CPUs with native bf16
     (AMX / AVX512-BF16), where it is 2-3x faster; float32 elsewhere. ``time_limit_s`` ends the run
-    (with a checkpoint) after that much wall time.
+    (with a checkpoint) after that much wall time. ``init_from`` (a codec checkpoint folder)
+    starts a new run from those weights instead of a random initialisation (see
+    :func:`warm_start`); the optimizer and step count start fresh.
     """
 
     steps: int = 5000
@@ -129,6 +131,7 @@ class TrainConfig:
     bf16: bool | None = None
     num_threads: int | None = None
     time_limit_s: float | None = None
+    init_from: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -701,6 +704,35 @@ class Trainer:
         return stopped
 
 
+def warm_start(model: LLMCodec, state_dict: dict[str, torch.Tensor], source: str) -> list[str]:
+    """Copy every weight of ``state_dict`` whose name and shape match into ``model``.
+
+    For continuing from committed weights when the full training state is gone, and for
+    growing a trained model (e.g. more decoder blocks: a new ConvNeXt block starts close to
+    the identity, so the grown model starts close to the trained one). Returns the names of
+    the model's weights that were *not* in ``state_dict`` (left at their initialisation).
+
+    Raises:
+        CheckpointError: a weight has the right name but another shape, or nothing matched.
+    """
+    own = {k: v for k, v in model.state_dict().items() if not k.endswith("codebook.weight")}
+    wrong = [
+        f"{k} {tuple(v.shape)} != {tuple(own[k].shape)}"
+        for k, v in state_dict.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    if wrong:
+        raise CheckpointError(
+            f"{source}: weights do not fit this codec configuration ({'; '.join(wrong[:3])})",
+            "start from a checkpoint of the same sizes, or change only the number of layers",
+        )
+    matched = {k: v for k, v in state_dict.items() if k in own}
+    if not matched:
+        raise CheckpointError(f"{source}: no weight matches this codec", "pass a checkpoint of the same backbone")
+    model.load_state_dict(matched, strict=False)
+    return sorted(k for k in own if k not in matched)
+
+
 def default_codec_config(spec: Any, base: CodecConfig | None = None) -> CodecConfig:
     """``base`` (default: the small backbone) with codebook sizes and dims taken from ``spec``."""
     base = base or CodecConfig()
@@ -738,11 +770,19 @@ def build_trainer(
             )
         if resume and saved is None:
             log.info("%s has no checkpoint yet; starting a new run", out_dir)
+        init_sd: dict[str, torch.Tensor] | None = None
         if saved is not None:
             state = saved[0]
             merged = state["train_config"] | {k: getattr(cfg, k) for k in RUNTIME_FIELDS}
             cfg = TrainConfig.from_dict(merged)
             codec_cfg = CodecConfig.from_dict(state["codec_config"], source=str(out_dir / STATE_FILE))
+        elif cfg.init_from is not None:
+            from uniaudio_cli.codec.checkpoint import load_codec_weights
+
+            init_cfg, init_sd = load_codec_weights(cfg.init_from)
+            codec_cfg = init_cfg if codec_cfg is None else codec_cfg
+            if codec_cfg.vocab is None:
+                codec_cfg = dataclasses.replace(codec_cfg, vocab=init_cfg.vocab)
 
         if vocab is None:
             from uniaudio_cli.llm import load_vocabulary
@@ -755,6 +795,9 @@ def build_trainer(
         torch.manual_seed(cfg.seed)
         model = LLMCodec(codec_cfg)
         model.set_codebooks(tables, banned)
+        if init_sd is not None:
+            new = warm_start(model, {k: v.float() for k, v in init_sd.items()}, str(cfg.init_from))
+            log.info("initialised from %s (%d weights new: %s)", cfg.init_from, len(new), ", ".join(new[:4]))
         data = SegmentDataset(
             data_dirs, segment_samples(cfg, codec_cfg), codec_cfg.sample_rate, default_exclude, cfg.gain_db, cfg.seed
         )

@@ -1,0 +1,187 @@
+"""Hostile names and bad arguments through every command: printed literally, refused before any
+model loads (one line, exit 2), outputs with normal permissions."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import write_tone
+from tests.test_tasks import tiny_models, write_label_demos, write_pairs
+from uniaudio_cli.cli import app
+
+# Markup and emoji syntax rich would interpret, quotes, spaces and non-ASCII.
+HOSTILE = "[red]x[/red] [/tmp] :smile: \"q\" 'é ü 声'"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory):
+    return tiny_models(tmp_path_factory.mktemp("tiny_models"))
+
+
+@pytest.fixture()
+def loads(models, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts model loads; the CLI's loader returns the tiny models."""
+    calls: list[int] = []
+
+    def load(*args, **kwargs):
+        calls.append(1)
+        return models
+
+    monkeypatch.setattr("uniaudio_cli.api.load_models", load)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data") / HOSTILE
+    write_label_demos(root / "labels", {"[dog]": 250.0, "rain :smile:": 2500.0})
+    write_label_demos(root / "digits", {"1": 250.0, "2": 700.0}, seconds=0.96)
+    write_pairs(root / "pairs")
+    write_tone(root / "q" / "a [b].wav", 1.3, freq=320.0)
+    write_tone(root / "q" / "c 'd'.wav", 0.7, freq=2400.0)
+    return root
+
+
+def run(*args: str | Path):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def one_error_line(res) -> str:
+    lines = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, res.output
+    assert "Traceback" not in res.output
+    return lines[0]
+
+
+def test_classify_prints_hostile_paths_and_labels_literally(data: Path, loads: list[int]) -> None:
+    q = data / "q" / "a [b].wav"
+    res = run("classify", "--demos", data / "labels", q, "--quiet")
+    assert res.exit_code == 0, res.output
+    path, label, _ = res.stdout.strip().split("\t")
+    assert path == str(q) and label in ("[dog]", "rain :smile:")
+    res = run("classify", "--demos", data / "labels", q, "--json", "--quiet")
+    assert set(json.loads(res.stdout)["probabilities"]) == {"[dog]", "rain :smile:"}
+
+
+@pytest.mark.parametrize("command", ["classify", "encode", "decode", "denoise", "eval codec"])
+def test_missing_hostile_path_is_one_literal_line(command: str, tmp_path: Path, loads: list[int]) -> None:
+    missing = tmp_path / HOSTILE / "nope.wav"
+    args: list[str | Path] = [*command.split(), missing]
+    if command == "classify":
+        args = ["classify", "--demos", tmp_path / HOSTILE, missing]
+    elif command in ("decode", "denoise"):
+        args += ["-o", tmp_path / "out.wav"]
+    res = run(*args)
+    assert res.exit_code in (1, 2)
+    line = one_error_line(res)
+    assert str(tmp_path / HOSTILE) in line
+
+
+def test_tts_hostile_text_is_echoed_literally(data: Path, tmp_path: Path, loads: list[int]) -> None:
+    out = tmp_path / "[o] :smile:.wav"
+    res = run("tts", "[bold]1+1[/bold] :smile:", "--demos", data / "digits", "-o", out, "--quiet")
+    assert res.exit_code == 0, res.output
+    assert res.stdout.startswith("[bold]1+1[/bold] :smile:\t" + str(out))
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["tts", "", "-o", "{tmp}/x.wav"], "is empty"),
+        (["tts", "1+1", "  ", "--out-dir", "{tmp}/o"], "text 2 of 2 is empty"),
+        (["tts", "1+1"], "no output given"),
+        (["tts", "1+1", "-o", "{tmp}/x.mp3"], "unsupported output format"),
+        (["tts", "1+1", "-o", "{tmp}/exists.wav"], "exists (fix: pass --force"),
+        (["tts", "1+1", "-o", "{tmp}/afile/x.wav"], "afile: exists and is not a folder"),
+        (["tts", "1+1", "-o", "{tmp}"], "is a folder"),
+        (["tts", "1+1", "--mode", "bogus", "-o", "{tmp}/y.wav"], "--mode 'bogus'"),
+        (["denoise", "{data}/q", "--out-dir", "/proc/uniaudio-nope"], "cannot write in /proc"),
+        (["denoise", "{data}/q", "--out-dir", "{tmp}/afile"], "is not a folder"),
+        (["denoise", "{data}/q/a [b].wav", "{data}/q/c 'd'.wav", "-o", "{tmp}/y.wav"], "-o takes one input"),
+        (["denoise", "{data}/q", "--demos", "{tmp}/nodemos", "--out-dir", "{tmp}/d"], "no such demonstration"),
+        (["classify", "--demos", "{tmp}/emptydemos", "{data}/q"], "0 label folder(s)"),
+        (["classify", "--demos", "{data}/labels", "--shots", "5", "{data}/q"], "--shots 5 needs 5"),
+        (["classify", "--demos", "{data}/labels", "--method", "knn", "{data}/q"], "--method 'knn'"),
+        (["classify", "--demos", "{data}/labels", "{tmp}/emptydemos"], "folder holds no"),
+        (["encode", "{data}/q", "--out-dir", "{tmp}/codes"], "a [b].json: exists"),
+        (["decode", "{tmp}/c.json"], "no output given"),
+        (["eval", "codec", "{data}/q", "--markdown", "{tmp}/exists.wav"], "exists (fix: pass --force"),
+        (["eval", "denoise", "{tmp}/nope", "{tmp}/nope2"], "no such file or folder"),
+    ],
+)
+def test_bad_arguments_fail_before_models_load(
+    args: list[str], needle: str, data: Path, tmp_path: Path, loads: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_codec(*a, **k):
+        raise AssertionError("the codec was loaded")
+
+    monkeypatch.setattr("uniaudio_cli.cli._load_codec", no_codec)
+    (tmp_path / "exists.wav").write_bytes(b"x")
+    (tmp_path / "afile").write_text("a file, not a folder")
+    (tmp_path / "emptydemos").mkdir()
+    (tmp_path / "codes").mkdir()
+    (tmp_path / "codes" / "a [b].json").write_text("{}")
+    argv = [a.replace("{tmp}", str(tmp_path)).replace("{data}", str(data)) for a in args]
+    res = run(*argv)
+    assert res.exit_code == 2, res.output
+    assert needle in one_error_line(res)
+    assert loads == []
+
+
+def test_debug_after_the_subcommand_shows_the_traceback(tmp_path: Path, loads: list[int]) -> None:
+    res = run("tts", "", "-o", tmp_path / "x.wav", "--debug")
+    assert res.exit_code == 2
+    assert "Traceback" in res.stderr and "UsageError" in res.stderr
+    assert run("--debug", "tts", "", "-o", tmp_path / "x.wav").exit_code == 2
+
+
+def test_version() -> None:
+    from uniaudio_cli import __version__
+
+    res = run("--version")
+    assert res.exit_code == 0 and res.stdout.strip() == f"uniaudio {__version__}"
+
+
+def test_outputs_get_normal_permissions(data: Path, tmp_path: Path, loads: list[int]) -> None:
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "two.wav"
+        assert run("tts", "1+1", "--demos", data / "digits", "-o", out, "--quiet").exit_code == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+
+
+def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(data: Path, loads: list[int]) -> None:
+    res = run("classify", "--demos", data / "labels", data / "q")
+    assert res.exit_code == 0, res.output
+    assert "loading models ..." in res.stderr
+    assert "classifying: 2/2 (100 %)" in res.stderr
+    assert "\x1b[" not in res.stderr  # no terminal control codes in a log
+
+
+def test_pair_folder_with_hostile_names_denoises(data: Path, tmp_path: Path, loads: list[int]) -> None:
+    out = tmp_path / "[clean].wav"
+    res = run("denoise", data / "q" / "a [b].wav", "--demos", data / "pairs", "-o", out, "--quiet")
+    assert res.exit_code == 0, res.output
+    assert out.is_file() and res.stdout.strip() == f"{data / 'q' / 'a [b].wav'}\t{out}"
+
+
+def test_classify_uses_every_clip_and_reports_hidden_folders(data: Path, tmp_path: Path, loads: list[int]) -> None:
+    demos = write_label_demos(tmp_path / "demos", clips=3)
+    write_tone(demos / ".ipynb_checkpoints" / "x.wav", 0.5)
+    res = run("classify", "--demos", demos, data / "q" / "a [b].wav")
+    assert res.exit_code == 0, res.output
+    assert "dog: 3/3, rain: 3/3 clips; hidden folders ignored: .ipynb_checkpoints" in res.stderr
+    res = run("classify", "--demos", demos, "--shots", "2", data / "q" / "a [b].wav")
+    assert "dog: 2/3, rain: 2/3 clips" in res.stderr
+    (tmp_path / "lonely" / ".hidden").mkdir(parents=True)
+    write_tone(tmp_path / "lonely" / "dog" / "0.wav", 0.5)
+    res = run("classify", "--demos", tmp_path / "lonely", data / "q" / "a [b].wav")
+    assert res.exit_code == 2 and "hidden folders are not labels: .hidden" in one_error_line(res)

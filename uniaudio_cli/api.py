@@ -1,0 +1,155 @@
+"""The Python API: load the models once, then classify, speak, denoise, encode and decode.
+
+::
+
+    import uniaudio_cli as ua
+
+    models = ua.load_models()                      # default LLM + codec, CUDA when present
+    preds = ua.classify(models, "demos/", ["dog.wav", "rain.wav"])
+    print(preds[0].label, preds[0].probabilities)
+    speech = ua.speak(models, ["1+1"])[0]          # speech.audio: (T,) float32 at speech.sample_rate
+    clean = ua.denoise(models, ["noisy.wav"])[0]   # (T,) float32
+    clip = ua.encode(models, "clip.wav")           # EncodedClip: codes per layer, LLM token ids
+    wav = ua.decode(models, clip)
+
+Every function takes the :class:`Models` of :func:`load_models`; the task objects
+(:class:`~uniaudio_cli.tasks.classify.Classifier`, :class:`~uniaudio_cli.tasks.tts.Synthesizer`,
+:class:`~uniaudio_cli.tasks.denoise.Denoiser`) can also be built from already-encoded
+demonstrations, reading no files. The CLI and ``bench/`` use only this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from uniaudio_cli.codec.api import Codec
+    from uniaudio_cli.codec.io import EncodedClip
+    from uniaudio_cli.llm import LoadedLLM
+    from uniaudio_cli.tasks.classify import Classifier, Prediction
+    from uniaudio_cli.tasks.demos import DemoFolder
+    from uniaudio_cli.tasks.denoise import Denoiser
+    from uniaudio_cli.tasks.tts import Speech, Synthesizer
+
+PathLike = str | Path
+
+
+class Models(NamedTuple):
+    """The frozen LLM and the codec built on its vocabulary (unpacks as ``llm, codec``)."""
+
+    llm: LoadedLLM
+    codec: Codec
+
+
+def load_models(
+    llm: str | None = None, codec: str | None = None, device: str | None = None, dtype: str | None = None
+) -> Models:
+    """Load the frozen LLM and the codec on its vocabulary; a mismatched codec is refused.
+
+    Args:
+        llm: Hugging Face id (local cache only), a folder or a ``.gguf`` file; ``None``: the
+            embedded SmolLM2-135M-Instruct.
+        codec: a checkpoint folder or the published ``.pth``; ``None``: the shipped default.
+        device: ``cpu``, ``cuda``, ``cuda:N``; ``None``: CUDA when present.
+        dtype: ``float32``, ``bfloat16``, ``float16``; ``None``: bfloat16 on GPU, float32 on CPU.
+    """
+    from uniaudio_cli.codec.api import load_codec
+    from uniaudio_cli.llm import load_llm
+
+    model = load_llm(llm, device=device, dtype=dtype)
+    return Models(model, load_codec(codec, vocabulary=model.vocabulary, device=str(model.device)))
+
+
+def _demo_folder(demos: PathLike | Mapping[str, Sequence[PathLike]]) -> DemoFolder:
+    from uniaudio_cli.tasks.demos import DemoFolder, load_demo_folder
+
+    if isinstance(demos, str | Path):
+        return load_demo_folder(demos)
+    return DemoFolder(Path("<demos>"), {label: [Path(p) for p in paths] for label, paths in demos.items()})
+
+
+def classifier(
+    models: Models,
+    demos: PathLike | Mapping[str, Sequence[PathLike]],
+    shots: int | None = None,
+    seed: int = 0,
+    **options: Any,
+) -> Classifier:
+    """A classifier on ``demos``: a folder ``DIR/<label>/<clips>`` or ``{label: [paths]}``.
+
+    ``shots`` limits the clips per label (a seeded draw); ``None`` uses every clip. ``options``
+    are :class:`~uniaudio_cli.tasks.classify.ClassifyOptions` fields (``method``, ``mode``, ...).
+    """
+    from uniaudio_cli.tasks.classify import Classifier, ClassifyOptions
+
+    folder = _demo_folder(demos)
+    clips = folder.clips if shots is None else folder.pick(shots, seed)
+    return Classifier.from_files(models.llm, models.codec, clips, ClassifyOptions(**options))
+
+
+def classify(
+    models: Models,
+    demos: PathLike | Mapping[str, Sequence[PathLike]],
+    queries: Sequence[PathLike],
+    shots: int | None = None,
+    seed: int = 0,
+    **options: Any,
+) -> list[Prediction]:
+    """Label each query file from the demonstrations (see :func:`classifier`)."""
+    clf = classifier(models, demos, shots, seed, **options)
+    return [clf.classify(q) for q in queries]
+
+
+def speaker(models: Models, demos: PathLike | None = None, **options: Any) -> Synthesizer:
+    """A text-to-speech synthesiser on ``DIR/<text>/<clips>`` (default: the shipped spoken digits).
+
+    ``options`` are :class:`~uniaudio_cli.tasks.tts.TTSOptions` fields (``mode``, ``shots``, ...).
+    """
+    from uniaudio_cli.tasks import options as task_options
+    from uniaudio_cli.tasks.demos import load_demo_folder
+    from uniaudio_cli.tasks.tts import Synthesizer, TTSOptions
+
+    folder = load_demo_folder(demos or task_options.default_tts_demos())
+    return Synthesizer.from_files(models.llm, models.codec, folder.clips, TTSOptions(**options))
+
+
+def speak(models: Models, texts: Sequence[str], demos: PathLike | None = None, **options: Any) -> list[Speech]:
+    """Speak the answer to each text (e.g. ``"1+1"``); see :func:`speaker`."""
+    synth = speaker(models, demos, **options)
+    return [synth.speak(t) for t in texts]
+
+
+def denoiser(models: Models, demos: PathLike | None = None, **options: Any) -> Denoiser:
+    """A denoiser on ``DIR/<name>/clean.wav + noisy*.wav`` pairs (default: the shipped pairs).
+
+    ``options`` are :class:`~uniaudio_cli.tasks.denoise.DenoiseOptions` fields.
+    """
+    from uniaudio_cli.tasks import options as task_options
+    from uniaudio_cli.tasks.denoise import DenoiseOptions, Denoiser, load_pair_folder
+
+    pairs = load_pair_folder(demos or task_options.default_denoise_demos())
+    return Denoiser.from_pairs(models.llm, models.codec, pairs, DenoiseOptions(**options))
+
+
+def denoise(models: Models, inputs: Sequence[PathLike], demos: PathLike | None = None, **options: Any) -> list[Any]:
+    """Clean each noisy file; returns ``(T,)`` float32 arrays at the codec's rate (see :func:`denoiser`)."""
+    den = denoiser(models, demos, **options)
+    return [den.denoise(p) for p in inputs]
+
+
+def _codec(models: Models | Codec) -> Codec:
+    return models.codec if isinstance(models, Models) else models
+
+
+def encode(models: Models | Codec, path: PathLike, max_seconds: float | None = None) -> EncodedClip:
+    """Encode one audio file into the codec's codes (LLM token ids per layer)."""
+    return _codec(models).encode_file(path, max_seconds)
+
+
+def decode(models: Models | Codec, clip: EncodedClip) -> np.ndarray:
+    """Decode codes from :func:`encode` (or a codes JSON read with ``codec.io``) to ``(T,)`` audio."""
+    return _codec(models).decode_clip(clip)
