@@ -27,6 +27,7 @@ SHIPPED = ROOT / "checkpoints" / "llm-codec-smollm2"
 
 #: name -> (TrainConfig overrides, CodecConfig overrides, what it tests)
 RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
+    "shipped": ({"init_from": str(SHIPPED), "steps": 0}, {}, "the committed codec, not trained further (reference)"),
     "continue": (
         {"init_from": str(SHIPPED), "lr_schedule": "constant", "lr": 2e-4},
         {},

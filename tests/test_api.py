@@ -65,3 +65,19 @@ def test_task_objects_take_encoded_demonstrations(models) -> None:
     pred = clf.classify_audio(noise[2], "in memory")
     assert pred.path == "in memory" and pred.label in ("a", "b")
     assert sum(pred.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_classifier_warns_about_too_short_and_too_long_queries(models) -> None:
+    from uniaudio_cli.tasks.classify import Classifier, ClassifyOptions, audio_tokens
+
+    llm, codec = models
+    rng = np.random.default_rng(1)
+
+    def noise(seconds: float) -> np.ndarray:
+        return (0.1 * rng.standard_normal(int(seconds * 16000))).astype(np.float32)
+
+    tokens = {label: [audio_tokens(codec, noise(1.0), "semantic")] for label in ("a", "b")}
+    clf = Classifier(llm, codec, tokens, ClassifyOptions(method="prototype"))
+    assert clf.classify_audio(noise(1.0)).warnings == []
+    assert "too short to judge" in clf.classify_audio(noise(0.05)).warnings[0]
+    assert "demonstrations at most" in clf.classify_audio(noise(12.0)).warnings[0]

@@ -355,6 +355,11 @@ def classify(
     clf = Classifier.from_files(lm, cdc, chosen, opts)
 
     def emit(path: Path, pred: Any) -> None:
+        if not quiet:
+            from uniaudio_cli.batch import print_note
+
+            for w in pred.warnings:
+                print_note(f"warning: {pred.path}: {w}")
         if as_json:
             typer.echo(
                 json.dumps(
@@ -363,7 +368,9 @@ def classify(
                         "label": pred.label,
                         "probability": pred.probability,
                         "probabilities": pred.probabilities,
-                    }
+                        "warnings": pred.warnings,
+                    },
+                    ensure_ascii=False,
                 )
             )
         else:

@@ -47,11 +47,14 @@ __all__ = ["Classifier", "ClassifyOptions", "Layers", "Method", "Mode", "Predict
 
 @dataclass
 class Prediction:
-    """One query's answer: ``label`` and a probability for every candidate label."""
+    """One query's answer: ``label``, a probability for every candidate label, and ``warnings``
+    about the query that make the answer less trustworthy (too short, far longer than the
+    demonstrations)."""
 
     path: str
     label: str
     probabilities: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def probability(self) -> float:
@@ -87,6 +90,12 @@ def audio_tokens(codec: Codec, wav: np.ndarray, layers: Layers) -> list[int]:
     """A clip as the LLM reads it: layer-1 ids, or layers 1-3 one after another."""
     ids = codec.encode(wav)
     return list(ids[0]) if layers == "semantic" else [t for layer in ids for t in layer]
+
+
+# Fewer layer-1 tokens than this (about 0.25 s at 8.3 tokens/s) carry too little to judge.
+MIN_QUERY_TOKENS = 2
+# A query this many times longer than the longest demonstration is flagged.
+LONG_QUERY_FACTOR = 4.0
 
 
 def load_clip(path: str | Path, sample_rate: int, opts: ClassifyOptions) -> np.ndarray:
@@ -195,11 +204,36 @@ class Classifier:
         return self.centroids @ self._embed(tokens) / self.opts.temperature
 
     # ----------------------------------------------------------------------------------------
+    def query_warnings(self, tokens: Sequence[int]) -> list[str]:
+        """Why an answer for a query of these tokens deserves less trust, if it does."""
+        rate = self.codec.tokens_per_second if self.opts.layers == "all" else self._layer1_rate
+        seconds = len(tokens) / rate
+        longest = max(len(t) for clips in self._demo_tokens.values() for t in clips) / rate
+        out = []
+        if len(tokens) < MIN_QUERY_TOKENS:
+            out.append(f"too short to judge ({seconds:.2f} s of audio)")
+        if seconds > LONG_QUERY_FACTOR * longest and seconds > 5.0:
+            out.append(
+                f"{seconds:.0f} s long, the demonstrations at most {longest:.1f} s: "
+                "a long clip may hold more than one sound; cut it into clips like the demonstrations"
+            )
+        return out
+
+    @property
+    def _layer1_rate(self) -> float:
+        cfg = self.codec.model.cfg
+        return cfg.frame_rate / cfg.vq_strides[0]
+
     def classify_tokens(self, tokens: Sequence[int], path: str = "") -> Prediction:
         scores = self._scores_icl(tokens) if self.opts.method == "icl" else self._scores_prototype(tokens)
         probs = torch.softmax(scores.float(), dim=0).tolist()
         best = int(np.argmax(probs))
-        return Prediction(path, self.labels[best], {lb: float(p) for lb, p in zip(self.labels, probs, strict=True)})
+        return Prediction(
+            path,
+            self.labels[best],
+            {lb: float(p) for lb, p in zip(self.labels, probs, strict=True)},
+            self.query_warnings(tokens),
+        )
 
     def classify(self, path: str | Path) -> Prediction:
         """Classify one audio file."""
