@@ -185,3 +185,40 @@ def test_classify_uses_every_clip_and_reports_hidden_folders(data: Path, tmp_pat
     write_tone(tmp_path / "lonely" / "dog" / "0.wav", 0.5)
     res = run("classify", "--demos", tmp_path / "lonely", data / "q" / "a [b].wav")
     assert res.exit_code == 2 and "hidden folders are not labels: .hidden" in one_error_line(res)
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["classify", "--bogus", "x"], "No such option: --bogus (fix: see uniaudio classify --help)"),
+        (["denoise", "x.wav", "--pairs", "0", "-o", "y.wav"], "Invalid value for '--pairs'"),
+        (["nosuchcmd"], "No such command"),
+    ],
+)
+def test_usage_errors_of_the_console_script_are_one_line(
+    argv: list[str], needle: str, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from uniaudio_cli.cli import main
+
+    monkeypatch.setattr("sys.argv", ["uniaudio", *argv])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0]
+
+
+def test_unusable_single_input_is_refused_before_models_load(tmp_path: Path, data: Path, loads: list[int]) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    silent = tmp_path / "silent [x].wav"
+    sf.write(silent, np.zeros(16000, dtype=np.float32), 16000)
+    text = tmp_path / "notes.wav"
+    text.write_text("not audio")
+    for bad, needle in ((silent, "is silent"), (text, "not a readable audio file")):
+        res = run("classify", "--demos", data / "labels", bad)
+        assert res.exit_code == 1 and needle in one_error_line(res)
+    res = run("denoise", text, "-o", tmp_path / "c.wav")
+    assert res.exit_code == 1 and "not a readable audio file" in one_error_line(res)
+    assert loads == []

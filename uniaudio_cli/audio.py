@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 
-from uniaudio_cli.errors import AudioError, OutputExistsError, UsageError
+from uniaudio_cli.errors import AudioError, OutputExistsError, UniaudioError, UsageError
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".opus", ".w64", ".caf"}
 
@@ -225,26 +225,70 @@ def expand_inputs(items: Iterable[str], suffixes: set[str] | None = None) -> lis
     return out
 
 
-def check_inputs(paths: list[Path]) -> None:
-    """Refuse, before any model loads, a run none of whose inputs exists as a non-empty file.
+def probe_audio(path: str | Path, max_seconds: float | None = None, read: bool = False) -> None:
+    """Check an input without decoding it for the model: it exists, is a non-empty file that
+    soundfile can open, and is not longer than ``max_seconds``; with ``read``, also that it
+    is not silent (reads the samples, no resampling). Raises :class:`AudioError` as
+    :func:`load_audio` would."""
+    import soundfile as sf
 
-    A batch with some good inputs goes on (each bad one is reported as it is reached); when
-    every input is bad there is nothing to load a model for. Raises the first input's
-    :class:`AudioError`.
+    p = Path(path)
+    if not p.exists():
+        raise AudioError(f"{p}: no such file", "check the path")
+    if p.is_dir():
+        raise AudioError(f"{p}: is a folder, expected an audio file", "pass the files inside it")
+    if p.stat().st_size == 0:
+        raise AudioError(f"{p}: empty file (0 bytes)", "re-export or remove it")
+    try:
+        info = sf.info(str(p))
+        data = sf.read(str(p), dtype="float32", always_2d=True)[0] if read else None
+    except Exception as e:
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise AudioError(
+            f"{p}: not a readable audio file ({detail})", "convert it to WAV or FLAC (e.g. ffmpeg -i in out.wav)"
+        ) from e
+    if info.frames == 0:
+        raise AudioError(f"{p}: contains no samples", "re-export or remove it")
+    if max_seconds is not None and info.frames / max(info.samplerate, 1) > max_seconds:
+        raise AudioError(
+            f"{p}: {info.frames / info.samplerate:.1f} s long, the limit is {max_seconds:g} s",
+            "cut it into shorter clips (e.g. sox in.wav out.wav trim 0 30) or raise the limit",
+        )
+    if data is not None and float(np.abs(data).max()) < SILENCE_PEAK:
+        raise AudioError(f"{p}: is silent", "pass a clip with audible sound")
+
+
+def check_inputs(paths: list[Path], probe: Callable[[Path], None] | None = None) -> None:
+    """Refuse, before any model loads, a run none of whose inputs is usable.
+
+    ``probe`` checks one input and raises :class:`UniaudioError` when it is bad (default: a
+    non-empty file). A batch with some good inputs goes on, each bad one reported as it is
+    reached; when every input is bad there is nothing to load a model for, and the first
+    input's error is raised.
     """
-    first: AudioError | None = None
+    first: UniaudioError | None = None
     for p in paths:
-        if p.is_file() and p.stat().st_size > 0:
-            return
-        if first is None:
-            if not p.exists():
-                first = AudioError(f"{p}: no such file", "check the path")
+        try:
+            if probe is not None:
+                probe(p)
+            elif not p.exists():
+                raise AudioError(f"{p}: no such file", "check the path")
             elif p.is_dir():
-                first = AudioError(f"{p}: is a folder, expected a file", "pass the files inside it")
-            else:
-                first = AudioError(f"{p}: empty file (0 bytes)", "re-export or remove it")
+                raise AudioError(f"{p}: is a folder, expected a file", "pass the files inside it")
+            elif p.stat().st_size == 0:
+                raise AudioError(f"{p}: empty file (0 bytes)", "re-export or remove it")
+            return
+        except UniaudioError as e:
+            first = first or e
     if first is not None:
         raise first
+
+
+def audio_probe(paths: list[Path], max_seconds: float | None) -> Callable[[Path], None]:
+    """The :func:`check_inputs` probe for audio inputs: a full read (silence included) when
+    there is one input, the header only for a batch (each file is read once, when processed)."""
+    read = len(paths) == 1
+    return lambda p: probe_audio(p, max_seconds, read=read)
 
 
 def output_path_for(inp: Path, out_dir: Path, suffix: str) -> Path:

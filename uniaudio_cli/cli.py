@@ -167,6 +167,7 @@ def encode(
 ) -> None:
     """Encode audio into LLM tokens: text (one line per layer), --json, or --out-dir files."""
     from uniaudio_cli.audio import (
+        audio_probe,
         check_inputs,
         check_output_dir,
         check_output_files,
@@ -177,7 +178,7 @@ def encode(
     from uniaudio_cli.batch import run_batch
 
     paths = expand_inputs(inputs)
-    check_inputs(paths)
+    check_inputs(paths, audio_probe(paths, max_seconds))
     if out_dir is not None:
         check_output_dir(out_dir)
         check_output_files([output_path_for(p, out_dir, ".json") for p in paths], force)
@@ -219,7 +220,7 @@ def decode(
     if output is None and out_dir is None:
         raise UsageError("no output given", "pass -o OUT.wav or --out-dir DIR")
     paths = expand_inputs(inputs, suffixes={".json", ".jsonl"})
-    check_inputs(paths)
+    check_inputs(paths, read_encoded)
     _check_outputs(
         len(paths), output, out_dir, force, [output_path_for(p, out_dir, ".wav") for p in paths] if out_dir else None
     )
@@ -325,7 +326,7 @@ def classify(
     """Label audio from a few demonstrations per label: prints path, label, probability."""
     import json
 
-    from uniaudio_cli.audio import check_inputs, expand_inputs
+    from uniaudio_cli.audio import audio_probe, check_inputs, expand_inputs
     from uniaudio_cli.batch import run_batch
     from uniaudio_cli.tasks.demos import load_demo_folder
     from uniaudio_cli.tasks.options import ClassifyOptions, default_crop
@@ -348,7 +349,7 @@ def classify(
 
         print_note(describe_demos(folder, chosen))
     paths = expand_inputs(queries)
-    check_inputs(paths)
+    check_inputs(paths, audio_probe(paths, opts.max_seconds))
     lm, cdc = load_models(llm, codec, device, dtype, quiet)
     from uniaudio_cli.tasks.classify import Classifier
 
@@ -460,12 +461,12 @@ def denoise(
     quiet: QuietOpt = False,
 ) -> None:
     """Remove noise from speech, learnt from (noisy, clean) demonstration pairs."""
-    from uniaudio_cli.audio import check_inputs, expand_inputs, output_path_for, write_audio
+    from uniaudio_cli.audio import audio_probe, check_inputs, expand_inputs, output_path_for, write_audio
     from uniaudio_cli.batch import run_batch
     from uniaudio_cli.tasks.options import DenoiseOptions, default_denoise_demos, load_pair_folder
 
     paths = expand_inputs(inputs)
-    check_inputs(paths)
+    check_inputs(paths, audio_probe(paths, DenoiseOptions.max_seconds))
     if output is None and out_dir is None:
         raise UsageError("no output given", "pass -o OUT.wav or --out-dir DIR")
     _check_outputs(
@@ -585,13 +586,13 @@ def eval_codec(
 ) -> None:
     """Round-trip audio through the codec: PESQ, STOI, mel distance, tokens/s, codebook usage, RTF."""
 
-    from uniaudio_cli.audio import check_inputs, expand_inputs, write_text_atomic
+    from uniaudio_cli.audio import audio_probe, check_inputs, expand_inputs, write_text_atomic
     from uniaudio_cli.errors import AudioError
     from uniaudio_cli.evaluate.codec_eval import evaluate_codec
     from uniaudio_cli.evaluate.report import render_rich, to_json, to_markdown
 
     paths = expand_inputs(inputs)
-    check_inputs(paths)
+    check_inputs(paths, audio_probe(paths, None))
     _check_markdown(markdown, force)
     model = _load_codec(codec, llm, device, quiet)
     result = evaluate_codec(model, paths, max_files=max_files, progress=not quiet)
@@ -833,8 +834,27 @@ def eval_denoise(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: usage errors, like every other error, become one line."""
+    try:  # typer >= 0.25 vendors click
+        from typer._click import exceptions as click
+    except ImportError:  # pragma: no cover
+        from click import exceptions as click  # type: ignore[no-redef]
+
+    try:
+        code = app(standalone_mode=False)
+    except click.NoArgsIsHelpError as e:
+        typer.echo(e.ctx.get_help() if e.ctx is not None else e.format_message(), err=True)
+        sys.exit(2)
+    except click.ClickException as e:
+        ctx = getattr(e, "ctx", None)
+        fix = f" (fix: see {ctx.command_path} --help)" if ctx is not None else ""
+        from uniaudio_cli.batch import print_error
+
+        print_error(f"{e.format_message()}{fix}")
+        sys.exit(e.exit_code)
+    except click.Abort:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -272,12 +272,19 @@ def _special_ids(tok: Any) -> list[int]:
     return sorted(int(i) for i in ids)
 
 
+def _local_only(source: Path | str) -> dict[str, Any]:
+    """``local_files_only`` for a Hub model id: uniaudio reads models from the Hugging Face cache
+    and never downloads at run time (an id missing from the cache fails at once, with the fix,
+    instead of after network time-outs)."""
+    return {} if Path(source).exists() else {"local_files_only": True}
+
+
 def load_tokenizer(source: Path | str) -> Any:
     """The tokenizer of a model folder or Hugging Face model id; :class:`ModelLoadError` with the cause."""
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(source))
+        return AutoTokenizer.from_pretrained(str(source), **_local_only(source))
     except Exception as e:
         raise ModelLoadError(f"{source}: cannot load a tokenizer ({_cause(e)})", _hub_fix(e, str(source))) from e
 
@@ -299,7 +306,7 @@ def _hf_snapshot(source: str) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(source, allow_patterns=["*.json", "*.safetensors"]))
+        return Path(snapshot_download(source, allow_patterns=["*.json", "*.safetensors"], local_files_only=True))
     except Exception as e:
         raise ModelLoadError(
             f"{source}: cannot get its weights from the Hugging Face Hub or cache ({_cause(e)})", _hub_fix(e, source)
@@ -327,7 +334,9 @@ def _hf_embeddings(source: Path | str) -> torch.Tensor:
     from transformers import AutoModelForCausalLM
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32, low_cpu_mem_usage=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(source), dtype=torch.float32, low_cpu_mem_usage=True, **_local_only(source)
+        )
     except Exception as e:
         raise ModelLoadError(
             f"{source}: no embedding table in its safetensors files and cannot load the model ({_cause(e)})",
@@ -395,7 +404,7 @@ def load_llm(llm: str | None = None, device: str | None = None, dtype: str | Non
     _, source, is_gguf = resolve_llm(llm)
     expected = DEFAULT_GGUF_SHA256 if llm is None else None
     folder: Path | str = convert_gguf(Path(source), with_model=True, sha256=expected) if is_gguf else source
-    kwargs: dict[str, Any] = {"dtype": torch_dtype, "low_cpu_mem_usage": True}
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "low_cpu_mem_usage": True, **_local_only(folder)}
     if dev.type == "cuda":
         kwargs["device_map"] = "auto" if dev.index is None else {"": dev.index}
     try:
