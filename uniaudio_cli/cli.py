@@ -841,7 +841,7 @@ def main() -> None:
         from click import exceptions as click  # type: ignore[no-redef]
 
     try:
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="uniaudio")
     except click.NoArgsIsHelpError as e:
         typer.echo(e.ctx.get_help() if e.ctx is not None else e.format_message(), err=True)
         sys.exit(2)
