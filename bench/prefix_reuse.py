@@ -20,8 +20,7 @@ from pathlib import Path
 
 import torch
 
-from uniaudio_cli.codec.api import load_codec
-from uniaudio_cli.llm import load_llm
+from uniaudio_cli.api import load_models
 from uniaudio_cli.tasks.classify import Classifier, ClassifyOptions, default_crop
 from uniaudio_cli.tasks.demos import load_demo_folder
 
@@ -47,8 +46,7 @@ def main() -> None:
     pool = [p for lb in labels for p in folder.clips[lb] if p not in demos[lb]]
     queries = rng.sample(pool, min(args.queries, len(pool)))
 
-    llm = load_llm(args.llm, device=args.device)
-    codec = load_codec(args.codec, vocabulary=llm.vocabulary, device=str(llm.device))
+    llm, codec = load_models(args.llm, args.codec, args.device)
     rows = []
     preds: dict[bool, list[str]] = {}
     for reuse in (False, True):

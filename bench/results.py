@@ -451,7 +451,7 @@ def main(argv: list[str] | None = None, models: tuple[Any, Any] | None = None) -
 
         torch.set_num_threads(args.threads)
     if models is None:
-        from uniaudio_cli.cli import load_models
+        from uniaudio_cli.api import load_models
 
         models = load_models(args.llm, args.codec, args.device, args.dtype)
     llm, codec = models

@@ -1,11 +1,35 @@
 #!/usr/bin/env bash
-# Reproduces the shipped default codec (checkpoints/llm-codec-smollm2) on a CPU.
-# Needs espeak-ng (synthetic speech) and ../shared/data. Resumable: run it again after a kill.
+# Reproduces the shipped default codec (checkpoints/llm-codec-smollm2) on a CPU. Resumable: run it
+# again after a kill. Needs ../shared/data (and espeak-ng for stage 1 from scratch).
+#
+# Stage 1 (v1, 2,500 steps from scratch) is taken from the weights committed at a28724e unless
+# FROM_SCRATCH=1 retrains it; stage 2 (v2) grows the decoder to 4 blocks at the 100 Hz STFT rate
+# and continues on ../shared/data with batch 8, lr 2e-4 cosine to 2e-5, log-magnitude weight 5.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
-RUN=${RUN:-runs/default}
-[ -f .data/synth/metadata.csv ] || python -m uniaudio_cli.train.synth_data .data/synth --clips 1500 --seed 0
-uniaudio train-codec --data "$DATA" .data/synth --out "$RUN" --resume \
-    --steps "${STEPS:-2500}" --gan-start "${GAN_START:-2500}" --time-limit "${TIME_LIMIT:-7000}" --quiet
+V1=${V1:-runs/v1}
+RUN=${RUN:-runs/v2}
+
+if [ "${FROM_SCRATCH:-0}" = 1 ]; then
+    [ -f .data/synth/metadata.csv ] || python -m uniaudio_cli.train.synth_data .data/synth --clips 1500 --seed 0
+    uniaudio train-codec --data "$DATA" .data/synth --out "$V1/run" --resume \
+        --steps 2500 --gan-start 2500 --time-limit 7000 --quiet
+    V1_CODEC="$V1/run/codec-best"
+else
+    V1_CODEC="$V1/codec"
+    if [ ! -f "$V1_CODEC/model.safetensors" ]; then
+        mkdir -p "$V1_CODEC"
+        for f in config.json model.safetensors; do
+            git show "a28724e:checkpoints/llm-codec-smollm2/$f" > "$V1_CODEC/$f"
+        done
+    fi
+fi
+
+RESUME=()
+[ -f "$RUN/train_state.safetensors" ] && RESUME=(--resume)
+uniaudio train-codec --data "$DATA" --out "$RUN" "${RESUME[@]}" --init-from "$V1_CODEC" --fine-layers 4 \
+    --batch-size 8 --lr 2e-4 --lr-schedule cosine --w-stft 5 --no-gan \
+    --steps "${STEPS:-12000}" --checkpoint-every 500 --time-limit "${TIME_LIMIT:-6000}" --quiet
 python -m uniaudio_cli.codec.export "$RUN/codec-best" checkpoints/llm-codec-smollm2 --dtype float16
+python checkpoints/make_prototype_center.py --codec checkpoints/llm-codec-smollm2
