@@ -57,7 +57,7 @@ def setup(data: Path, tmp: Path) -> None:
     os.symlink(rain[0], tmp / "rain1.wav")
     speech = next(data / "librispeech" / r["path"] for r in rows(data, "librispeech") if r["split"].isdigit())
     clean = read(speech, 3.0)
-    noise = read(next((data / "noise").rglob("*running_tap*")), 3.0)[: len(clean)]
+    noise = read(next((data / "noise").rglob("running_tap*.flac")), 3.0)[: len(clean)]
     gain = np.sqrt(np.mean(clean**2) / (np.mean(noise**2) * 10 ** (5 / 10)))
     sf.write(tmp / "noisy.wav", np.clip(clean + gain * noise, -1, 1), SR)
     sf.write(tmp / "clip.wav", clean, SR)

@@ -649,6 +649,14 @@ def _check_markdown(markdown: Path | None, force: bool, *dirs: Path | None) -> N
             check_output_dir(d)
 
 
+def _workers(device: str | None) -> Any:
+    """The processes of this evaluation (:func:`uniaudio_cli.evaluate.parallel.current_workers`):
+    one, or those that ``accelerate launch`` / ``torchrun`` started; only the main one reports."""
+    from uniaudio_cli.evaluate.parallel import current_workers
+
+    return current_workers(device)
+
+
 def _plots(fn: Callable[[Any, Path], list[Path]], result: Any, plot: Path | None, quiet: bool) -> None:
     if plot is None:
         return
@@ -721,7 +729,8 @@ def eval_classify(
         center=not no_center,
     )
     configs = paper_grid(base) if grid == "paper" else ways_grid(base) if grid == "ways" else [base]
-    lm, cdc = load_models(llm, codec, device, dtype, quiet)
+    workers = _workers(device)
+    lm, cdc = load_models(llm, codec, workers.device_for(device), dtype, quiet or not workers.is_main)
     result = evaluate_classification(
         lm,
         cdc,
@@ -733,9 +742,12 @@ def eval_classify(
         results=results,
         grid=grid,
         progress=not quiet,
+        workers=workers,
     )
-    _emit_report(result.to_report(), as_json, markdown, force)
-    _plots(plot_classification, result, plot, quiet)
+    if workers.is_main:
+        _emit_report(result.to_report(), as_json, markdown, force)
+        _plots(plot_classification, result, plot, quiet)
+    workers.close()
 
 
 @eval_app.command("tts")
@@ -762,11 +774,23 @@ def eval_tts(
 
     chosen = tuple(_choice("--mode", m, ("default", "paper")) for m in (modes or ["default", "paper"]))
     _check_markdown(markdown, force, out_dir)
-    lm, cdc = load_models(llm, codec, device, dtype, quiet)
+    workers = _workers(device)
+    lm, cdc = load_models(llm, codec, workers.device_for(device), dtype, quiet or not workers.is_main)
     result = evaluate_tts(
-        lm, cdc, demos, modes=chosen, shots=shots, seed=seed, out_dir=out_dir, force=force, progress=not quiet
+        lm,
+        cdc,
+        demos,
+        modes=chosen,
+        shots=shots,
+        seed=seed,
+        out_dir=out_dir,
+        force=force,
+        progress=not quiet,
+        workers=workers,
     )
-    _emit_report(result.to_report(), as_json, markdown, force)
+    if workers.is_main:
+        _emit_report(result.to_report(), as_json, markdown, force)
+    workers.close()
 
 
 @eval_app.command("denoise")
@@ -811,7 +835,8 @@ def eval_denoise(
     for p in (clean_dir, noise_dir):
         if not p.exists():
             raise UsageError(f"{p}: no such file or folder", "check the path")
-    lm, cdc = load_models(llm, codec, device, dtype, quiet)
+    workers = _workers(device)
+    lm, cdc = load_models(llm, codec, workers.device_for(device), dtype, quiet or not workers.is_main)
     result = evaluate_denoising(
         lm,
         cdc,
@@ -828,9 +853,12 @@ def eval_denoise(
         results=results,
         keep_examples=3 if plot is not None else 0,
         progress=not quiet,
+        workers=workers,
     )
-    _emit_report(result.to_report(), as_json, markdown, force)
-    _plots(plot_denoising, result, plot, quiet)
+    if workers.is_main:
+        _emit_report(result.to_report(), as_json, markdown, force)
+        _plots(plot_denoising, result, plot, quiet)
+    workers.close()
 
 
 def main() -> None:

@@ -15,7 +15,8 @@ over time, cosine 1-NN to the demonstrations). Accuracy is the mean over episode
 percentile-bootstrap interval, plus a Wilson interval over all queries pooled.
 
 Each finished episode is appended to a JSON Lines file (see :mod:`uniaudio_cli.evaluate.store`)
-so an interrupted run resumes where it stopped.
+so an interrupted run resumes where it stopped. Under a distributed launcher the episodes are
+split over the processes (:mod:`uniaudio_cli.evaluate.parallel`), with the same results.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from uniaudio_cli.errors import UsageError
 from uniaudio_cli.evaluate.codec_eval import Summary, bootstrap_interval
 from uniaudio_cli.evaluate.report import Column, Report, Table, run_metadata
 from uniaudio_cli.evaluate.store import (
-    ResultStore,
     announce_resume,
     default_results_path,
     file_fingerprint,
@@ -44,6 +44,7 @@ from uniaudio_cli.tasks.options import ClassifyOptions, Layers, Method, Mode
 
 if TYPE_CHECKING:
     from uniaudio_cli.codec.api import Codec
+    from uniaudio_cli.evaluate.parallel import Workers
     from uniaudio_cli.llm import LoadedLLM
 
 N_MFCC = 20  # coefficient 0 (log energy) is left out: the baseline should not just compare loudness
@@ -604,11 +605,18 @@ def evaluate_classification(
     results: str | Path | None = None,
     grid: str | None = None,
     progress: bool = True,
+    workers: Workers | None = None,
 ) -> ClassifyEvalResult:
     """Run ``episodes`` episodes of every setting in ``configs`` on the folder ``data``,
-    skipping the episodes already in the results file (default under ``$UNIAUDIO_HOME/eval``)."""
+    skipping the episodes already in the results file (default under ``$UNIAUDIO_HOME/eval``).
+
+    ``workers`` (default: the processes a launcher started, else one) splits the episodes over
+    processes (:mod:`uniaudio_cli.evaluate.parallel`); every process returns the whole result."""
     from uniaudio_cli.batch import progress_bar
+    from uniaudio_cli.evaluate.parallel import ShardedStore, current_workers
     from uniaudio_cli.tasks.demos import load_demo_folder
+
+    workers = workers if workers is not None else current_workers(str(llm.device))
 
     if episodes < 1:
         raise UsageError("--episodes must be at least 1", "use --episodes 20")
@@ -626,27 +634,30 @@ def evaluate_classification(
         sample_episode(folder.clips, cfg.ways, cfg.shots, queries, seed, 0)
     settings = run_settings(llm, codec, root, queries, seed)
     path = Path(results) if results is not None else default_results_path("classify", settings)
-    store = ResultStore(path, settings)
     cache = ClipCache(codec)
     todo = [(cfg, i) for cfg in configs for i in range(episodes)]
-    done_before = sum(f"{cfg.key}/{i}" in store for cfg, i in todo)
+    keys = [f"{cfg.key}/{i}" for cfg, i in todo]
+    store = ShardedStore(path, settings, keys, workers)
+    done_before = sum(key in store for key in keys)
+    progress = progress and workers.is_main
     if progress:
         announce_resume(path, done_before, len(todo), "episodes")
-    out = {cfg.key: ConfigResult(cfg, []) for cfg in configs}
     t0 = time.perf_counter()
     bar = progress_bar(progress)
     with bar:
         task = bar.add_task("episodes", total=len(todo))
-        for cfg, i in todo:
-            key = f"{cfg.key}/{i}"
-            rec = store.get(key)
-            if rec is None:
+        for n, ((cfg, i), key) in enumerate(zip(todo, keys, strict=True)):
+            if key not in store and workers.mine(n):
                 bar.update(task, description=f"{cfg.ways}-way {cfg.setting}, {cfg.layers} · episode {i + 1}")
                 ep = sample_episode(folder.clips, cfg.ways, cfg.shots, queries, seed, i)
-                rec = store.add(key, run_episode(llm, codec, ep, cfg, cache, seed, root))
-                out[cfg.key].computed += 1
-            out[cfg.key].episodes.append(rec)
+                store.add(key, run_episode(llm, codec, ep, cfg, cache, seed, root))
             bar.advance(task)
+    store.finish()
+    out = {cfg.key: ConfigResult(cfg, []) for cfg in configs}
+    computed = set(store.computed)
+    for (cfg, _), key in zip(todo, keys, strict=True):
+        out[cfg.key].episodes.append(store[key])
+        out[cfg.key].computed += key in computed
     return ClassifyEvalResult(
         data=str(root),
         grid=grid,

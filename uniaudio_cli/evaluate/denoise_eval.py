@@ -11,7 +11,8 @@ clean speech is the reference.
 Rows: the noisy input itself; uniaudio's :class:`~uniaudio_cli.tasks.denoise.Denoiser`;
 ``noisereduce`` (non-stationary spectral gating); and "codec only", the codec's resynthesis of
 the clean speech, an upper bound for any method that writes codec tokens. Every finished
-mixture is appended to a resumable JSON Lines file (:mod:`uniaudio_cli.evaluate.store`).
+mixture is appended to a resumable JSON Lines file (:mod:`uniaudio_cli.evaluate.store`); under a
+distributed launcher the mixtures are split over the processes (:mod:`uniaudio_cli.evaluate.parallel`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from uniaudio_cli.errors import UsageError
 from uniaudio_cli.evaluate.codec_eval import mean_interval, pesq_wb, stoi_score
 from uniaudio_cli.evaluate.report import Column, Report, Table, run_metadata
 from uniaudio_cli.evaluate.store import (
-    ResultStore,
     announce_resume,
     default_results_path,
     file_fingerprint,
@@ -40,6 +40,7 @@ from uniaudio_cli.evaluate.store import (
 
 if TYPE_CHECKING:
     from uniaudio_cli.codec.api import Codec
+    from uniaudio_cli.evaluate.parallel import Workers
     from uniaudio_cli.llm import LoadedLLM
 
 PEAK = 0.99
@@ -319,12 +320,18 @@ def evaluate_denoising(
     keep_examples: int = 0,
     progress: bool = True,
     clean_root: str | Path | None = None,
+    workers: Workers | None = None,
 ) -> DenoiseEvalResult:
     """Score uniaudio and the baselines on mixtures of ``clean`` (a folder, or files under
     ``clean_root``) with the noise files of ``noise``. ``keep_examples`` keeps the audio of the
-    first mixtures (recomputed if they were read back from the results file) for plots."""
+    first mixtures (recomputed if they were read back from the results file) for plots.
+
+    ``workers`` (default: the processes a launcher started, else one) splits the mixtures over
+    processes (:mod:`uniaudio_cli.evaluate.parallel`); every process returns the whole result,
+    the examples only on the main process."""
     from uniaudio_cli.audio import expand_inputs, load_audio
     from uniaudio_cli.batch import progress_bar
+    from uniaudio_cli.evaluate.parallel import ShardedStore, current_workers
     from uniaudio_cli.tasks.denoise import DenoiseOptions, Denoiser, default_denoise_demos, load_pair_folder
 
     if seconds <= 0:
@@ -343,9 +350,16 @@ def evaluate_denoising(
     demo_dir = Path(demos) if demos is not None else default_denoise_demos()
     settings = run_settings(llm, codec, root, files, noise, seconds, seed, mode, demo_dir, pairs, repeats)
     path = Path(results) if results is not None else default_results_path("denoise", settings)
-    store = ResultStore(path, settings)
     chosen = select_files(files, max_files, seed)
     todo = [(p, float(s)) for p in chosen for s in snrs]
+    names = [relative_name(p, root) for p in chosen]
+    file_index = {name: i for i, name in enumerate(names)}
+    # Records in the order a single process writes them: each file's codec record, then its mixtures.
+    keys = [k for name in names for k in (f"codec/{name}", *(f"mix/{name}/{float(s):g}" for s in snrs))]
+    workers = workers if workers is not None else current_workers(str(llm.device))
+    store = ShardedStore(path, settings, keys, workers)
+    if not workers.is_main:
+        progress, keep_examples = False, 0
     nr_note = None
     try:
         import noisereduce  # noqa: F401
@@ -357,7 +371,7 @@ def evaluate_denoising(
     done_before = sum(f"mix/{relative_name(p, root)}/{s:g}" in store for p, s in todo)
     if progress:
         announce_resume(path, done_before, len(todo), "mixtures")
-    records, codec_records, examples = [], [], []
+    examples: list[dict[str, Any]] = []
     t_start = time.perf_counter()
     bar = progress_bar(progress)
     with bar:
@@ -371,10 +385,10 @@ def evaluate_denoising(
                 clean_cache[name] = load_clean(p, seconds, sr)
             return clean_cache[name]
 
-        for p, snr in todo:
+        for n, (p, snr) in enumerate(todo):
             name = relative_name(p, root)
             ckey = f"codec/{name}"
-            if ckey not in store:
+            if ckey not in store and workers.mine(file_index[name]):
                 wav = clean_of(p)
                 t0 = time.perf_counter()
                 recon = codec.decode(codec.encode(wav), len(wav))
@@ -382,12 +396,10 @@ def evaluate_denoising(
                     ckey,
                     {"file": name, **_score(wav, recon, sr, time.perf_counter() - t0), "audio_seconds": len(wav) / sr},
                 )
-            if not any(r["file"] == name for r in codec_records):
-                codec_records.append(store.get(ckey))
             key = f"mix/{name}/{snr:g}"
-            rec = store.get(key)
+            compute = key not in store and workers.mine(n)
             keep = len(examples) < keep_examples
-            if rec is None or keep:
+            if compute or keep:
                 bar.update(task, description=f"{Path(name).name} at {snr:g} dB")
                 mix = build_mixture(clean_of(p), name, noises, snr, seed)
                 t0 = time.perf_counter()
@@ -411,14 +423,14 @@ def evaluate_denoising(
                             "clean": mix.clean,
                         }
                     )
-                if rec is None:
+                if compute:
                     metrics = {
                         "noisy": _score(mix.clean, mix.noisy, sr, None),
                         "uniaudio": _score(mix.clean, uni, sr, t_uni),
                     }
                     if gated is not None:
                         metrics["noisereduce"] = _score(mix.clean, gated, sr, t_nr)
-                    rec = store.add(
+                    store.add(
                         key,
                         {
                             "file": name,
@@ -430,8 +442,10 @@ def evaluate_denoising(
                             "metrics": metrics,
                         },
                     )
-            records.append(rec)
             bar.advance(task)
+    store.finish()
+    records = [store[f"mix/{relative_name(p, root)}/{snr:g}"] for p, snr in todo]
+    codec_records = [store[f"codec/{name}"] for name in names]
     return DenoiseEvalResult(
         records=records,
         codec_records=codec_records,

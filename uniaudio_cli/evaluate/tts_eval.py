@@ -8,7 +8,8 @@ acoustic model, decoding restricted by a JSGF grammar to exactly one of the word
 Systems: uniaudio in ``default`` mode (plus the accuracy of its text answer, ``Speech.answer``)
 and in ``paper`` mode; the codec's resynthesis of a demonstration recording of the right answer
 (what the default mode can at best produce); espeak-ng speaking the right answer (a reference
-that also measures the recogniser itself; skipped when espeak-ng is missing).
+that also measures the recogniser itself; skipped when espeak-ng is missing). Under a distributed
+launcher the questions are split over the processes (:mod:`uniaudio_cli.evaluate.parallel`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from uniaudio_cli.evaluate.store import wilson_interval
 
 if TYPE_CHECKING:
     from uniaudio_cli.codec.api import Codec
+    from uniaudio_cli.evaluate.parallel import Workers
     from uniaudio_cli.llm import LoadedLLM
 
 # The paper's 20 questions with their digit answers.
@@ -329,35 +331,45 @@ def evaluate_tts(
     force: bool = False,
     progress: bool = True,
     references: bool = True,
+    workers: Workers | None = None,
 ) -> TTSEvalResult:
     """Speak the 20 answers with uniaudio in each of ``modes`` and with the reference systems
-    (``references``); judge them. ``out_dir`` receives ``<system>/<NN>_<question>.wav``."""
+    (``references``); judge them. ``out_dir`` receives ``<system>/<NN>_<question>.wav``.
+
+    ``workers`` (default: the processes a launcher started, else one) splits the questions over
+    processes (:mod:`uniaudio_cli.evaluate.parallel`); every process returns the whole result."""
     from uniaudio_cli.batch import progress_bar
+    from uniaudio_cli.evaluate.parallel import current_workers, gather_indexed
     from uniaudio_cli.synth import espeak_available, synthesize
     from uniaudio_cli.tasks.demos import load_demo_folder
     from uniaudio_cli.tasks.tts import Synthesizer, TTSOptions, default_tts_demos
 
+    workers = workers if workers is not None else current_workers(str(llm.device))
+    progress = progress and workers.is_main
     folder = load_demo_folder(demos or default_tts_demos())
     recogniser, rec_note = load_recogniser()
     mos, mos_note = load_dnsmos()
     out = Path(out_dir) if out_dir is not None else None
     sr = codec.sample_rate
-    systems: list[SystemResult] = []
-    skipped: list[str] = []
+    # (system name, [(question index, item)]) of this process's questions; merged at the end.
+    systems: list[tuple[str, list[tuple[int, dict[str, Any]]]]] = []
+    skipped: list[tuple[int, str]] = []
+    mine = [i for i in range(len(QUESTIONS)) if workers.mine(i)]
     n_ref = 2 if references else 0
     bar = progress_bar(progress)
     with bar:
-        task = bar.add_task("speaking", total=len(QUESTIONS) * (len(modes) + n_ref))
+        task = bar.add_task("speaking", total=len(mine) * (len(modes) + n_ref))
         for mode in modes:
             bar.update(task, description=f"uniaudio {mode} mode")
             synth = Synthesizer.from_files(llm, codec, folder.clips, TTSOptions(mode=mode, shots=shots, seed=seed))  # type: ignore[arg-type]
-            res = SystemResult(f"uniaudio {mode}")
-            for i, (q, truth) in enumerate(QUESTIONS):
+            name, items = f"uniaudio {mode}", []
+            for i in mine:
+                q, truth = QUESTIONS[i]
                 t0 = time.perf_counter()
                 speech = synth.speak(q)
                 secs = time.perf_counter() - t0
                 item = _judge(
-                    res.name,
+                    name,
                     q,
                     truth,
                     speech.audio,
@@ -371,43 +383,42 @@ def evaluate_tts(
                     force,
                 )
                 item["follows"] = speech.follows
-                res.items.append(item)
+                items.append((i, item))
                 bar.advance(task)
-            systems.append(res)
+            systems.append((name, items))
+        espeak_note = None
         if references:
             bar.update(task, description="codec only")
-            res = SystemResult("codec only")
+            name, items = "codec only", []
             from uniaudio_cli.audio import load_audio
 
-            for i, (q, truth) in enumerate(QUESTIONS):
+            for i in mine:
+                q, truth = QUESTIONS[i]
                 clips = folder.clips.get(truth)
                 if not clips:
-                    skipped.append(f"codec only, {q!r}: no demonstration of {truth!r} in {folder.root}")
+                    skipped.append((i, f"codec only, {q!r}: no demonstration of {truth!r} in {folder.root}"))
                     bar.advance(task)
                     continue
                 wav = load_audio(clips[0], sr)
                 t0 = time.perf_counter()
                 recon = codec.decode(codec.encode(wav), len(wav))
-                res.items.append(
-                    _judge(
-                        res.name, q, truth, recon, sr, recogniser, mos, time.perf_counter() - t0, None, out, i, force
-                    )
-                )
+                secs = time.perf_counter() - t0
+                items.append((i, _judge(name, q, truth, recon, sr, recogniser, mos, secs, None, out, i, force)))
                 bar.advance(task)
-            systems.append(res)
+            systems.append((name, items))
             if espeak_available():
                 bar.update(task, description="espeak-ng")
-                res = SystemResult("espeak-ng")
-                for i, (q, truth) in enumerate(QUESTIONS):
+                name, items = "espeak-ng", []
+                for i in mine:
+                    q, truth = QUESTIONS[i]
                     t0 = time.perf_counter()
                     wav = synthesize(truth, sample_rate=sr)
-                    res.items.append(
-                        _judge(
-                            res.name, q, truth, wav, sr, recogniser, mos, time.perf_counter() - t0, None, out, i, force
-                        )
-                    )
+                    secs = time.perf_counter() - t0
+                    items.append((i, _judge(name, q, truth, wav, sr, recogniser, mos, secs, None, out, i, force)))
                     bar.advance(task)
-                systems.append(res)
+                systems.append((name, items))
             else:
-                skipped.append("espeak-ng row: espeak-ng is not installed")
-    return TTSEvalResult(systems, rec_note, mos_note, skipped, str(llm.device), str(folder.root))
+                espeak_note = "espeak-ng row: espeak-ng is not installed"
+    results = [SystemResult(name, gather_indexed(workers, items)) for name, items in systems]
+    notes = gather_indexed(workers, skipped) + ([espeak_note] if espeak_note else [])
+    return TTSEvalResult(results, rec_note, mos_note, notes, str(llm.device), str(folder.root))
