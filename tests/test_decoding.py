@@ -161,3 +161,10 @@ def test_token_logprobs_match_one_forward_pass(model) -> None:
     for _ in range(2):  # the cache is cropped back between calls
         torch.testing.assert_close(token_logprobs(prefix, QUERY), want, atol=1e-4, rtol=0)
     assert token_logprobs(prefix, []).shape == (0,)
+    # Long sequences run in blocks on the growing cache: the same log-probabilities.
+    long = QUERY * 5 + [4]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([PREFIX + long])).logits[0].float()
+    want = torch.log_softmax(logits[len(PREFIX) - 1 : -1], dim=-1)[torch.arange(len(long)), torch.tensor(long)]
+    for block in (1, 2, 5, len(long) - 1, 512):
+        torch.testing.assert_close(token_logprobs(prefix, long, block=block), want, atol=1e-4, rtol=0)

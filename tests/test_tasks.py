@@ -264,8 +264,13 @@ def test_denoiser_keeps_length_and_layer_counts(models, pair_demos, mode) -> Non
         wav = (0.2 * rng.standard_normal(n)).astype(np.float32)
         out, tokens = den.denoise_wav(wav)
         assert out.shape == (n,) and np.isfinite(out).all()
-        last = wav[(n - 1) // seg * seg :]
-        noisy = codec.encode(last)
+        # The clip is encoded whole and its codes cut into segments: the last segment's codes
+        # are the tail of the whole clip's, as many as encoding the last piece alone gives.
+        start = (n - 1) // seg * seg
+        first = start // codec.model.cfg.hop_length
+        strides = codec.model.cfg.vq_strides
+        noisy = [layer[first // s :] for layer, s in zip(codec.encode(wav), strides, strict=True)]
+        assert [len(layer) for layer in noisy] == [len(layer) for layer in codec.encode(wav[start:])]
         _assert_valid_layers(codec, tokens, [len(layer) for layer in noisy])
         if mode == "default":  # each token is the noisy one or one the clean demonstrations use
             for layer, (got, src) in enumerate(zip(tokens, noisy, strict=True)):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,140 @@ AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au
 SILENCE_PEAK = 1e-4
 
 
+# Blocks of this many seconds (at the file's rate) are read at a time when streaming a file.
+BLOCK_SECONDS = 10.0
+
+
+def _check_file(p: Path) -> None:
+    if not p.exists():
+        raise AudioError(f"{p}: no such file", "check the path")
+    if p.is_dir():
+        raise AudioError(f"{p}: is a folder, expected an audio file", "pass the files inside it")
+    if p.stat().st_size == 0:
+        raise AudioError(f"{p}: empty file (0 bytes)", "re-export or remove it")
+
+
+def _unreadable(p: Path, e: Exception) -> AudioError:
+    detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return AudioError(
+        f"{p}: not a readable audio file ({detail})", "convert it to WAV or FLAC (e.g. ffmpeg -i in out.wav)"
+    )
+
+
+def _too_long(p: Path, frames: int, rate: int, max_seconds: float | None) -> AudioError | None:
+    if max_seconds is not None and frames / max(rate, 1) > max_seconds:
+        return AudioError(
+            f"{p}: {frames / rate:.1f} s long, the limit is {max_seconds:g} s",
+            "cut it into shorter clips (e.g. sox in.wav out.wav trim 0 30) or raise the limit",
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class AudioReader:
+    """An audio file opened for reading block by block as float32 mono at ``sample_rate``.
+
+    Made by :func:`open_audio`, which has checked the header. :meth:`blocks` reads, downmixes
+    and resamples (soxr HQ, streaming) a block at a time, so memory does not grow with the
+    file's length; the concatenated blocks equal :func:`load_audio` sample for sample.
+
+    Attributes:
+        path: the file.
+        sample_rate: rate of the samples :meth:`blocks` yields.
+        source_rate: the file's rate.
+        source_frames: the file's length in frames at ``source_rate``.
+        allow_silence: when False, :meth:`blocks` raises :class:`AudioError` after the last
+            block of a silent file.
+    """
+
+    path: Path
+    sample_rate: int
+    source_rate: int
+    source_frames: int
+    allow_silence: bool = False
+
+    @property
+    def num_samples(self) -> int:
+        """Samples :meth:`blocks` yields in all (``ceil`` of the resampled length, as librosa)."""
+        if self.source_rate == self.sample_rate:
+            return self.source_frames
+        return -(-self.source_frames * self.sample_rate // self.source_rate)
+
+    @property
+    def seconds(self) -> float:
+        return self.source_frames / self.source_rate
+
+    def blocks(self, block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
+        """Consecutive float32 mono ``(n,)`` blocks at ``sample_rate``; raises :class:`AudioError`
+        (naming the file) on unreadable data, NaN or infinite samples, and silence (at the end,
+        unless ``allow_silence``)."""
+        import soundfile as sf
+
+        p, total = self.path, self.num_samples
+        resampler = None
+        if self.source_rate != self.sample_rate:
+            import soxr
+
+            resampler = soxr.ResampleStream(self.source_rate, self.sample_rate, 1, dtype="float32", quality="HQ")
+        size = max(int(block_seconds * self.source_rate), 1)
+        emitted, peak, read = 0, 0.0, 0
+        try:
+            f = sf.SoundFile(str(p))
+        except Exception as e:  # soundfile raises several types (LibsndfileError, RuntimeError, ...)
+            raise _unreadable(p, e) from e
+        with f:
+            while True:
+                try:
+                    data = f.read(size, dtype="float32", always_2d=True)
+                except Exception as e:
+                    raise _unreadable(p, e) from e
+                last = len(data) < size
+                read += len(data)
+                wav = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+                if not np.all(np.isfinite(wav)):
+                    raise AudioError(f"{p}: contains NaN or infinite samples", "re-export it")
+                if resampler is not None:
+                    wav = resampler.resample_chunk(wav, last=last)
+                wav = wav[: max(total - emitted, 0)]
+                if len(wav):
+                    peak = max(peak, float(np.abs(wav).max()))
+                    emitted += len(wav)
+                    yield np.ascontiguousarray(wav, dtype=np.float32)
+                if last:
+                    break
+        if read == 0:
+            raise AudioError(f"{p}: contains no samples", "re-export or remove it")
+        if emitted < total:  # the resampler's output is one sample short of ceil() at some rates
+            yield np.zeros(total - emitted, dtype=np.float32)
+        if not self.allow_silence and peak < SILENCE_PEAK:
+            raise AudioError(f"{p}: is silent", "pass a clip with audible sound")
+
+
+def open_audio(
+    path: str | Path,
+    sample_rate: int = 16000,
+    max_seconds: float | None = None,
+    allow_silence: bool = False,
+) -> AudioReader:
+    """Check ``path``'s header and return an :class:`AudioReader` that streams it as float32 mono
+    at ``sample_rate``. Raises :class:`AudioError` naming the file for missing, empty,
+    unreadable or too long (over ``max_seconds``) input; silence is found while reading."""
+    import soundfile as sf
+
+    p = Path(path)
+    _check_file(p)
+    try:
+        info = sf.info(str(p))
+    except Exception as e:
+        raise _unreadable(p, e) from e
+    err = _too_long(p, info.frames, info.samplerate, max_seconds)
+    if err is not None:
+        raise err
+    if info.frames == 0:
+        raise AudioError(f"{p}: contains no samples", "re-export or remove it")
+    return AudioReader(p, sample_rate, int(info.samplerate), int(info.frames), allow_silence)
+
+
 def load_audio(
     path: str | Path,
     sample_rate: int = 16000,
@@ -27,45 +162,11 @@ def load_audio(
     """Read ``path`` as float32 mono ``(T,)`` at ``sample_rate``, downmixing and resampling.
 
     Raises :class:`AudioError` naming the file for missing, empty, unreadable, silent
-    (unless ``allow_silence``) or too long (over ``max_seconds``) input.
+    (unless ``allow_silence``) or too long (over ``max_seconds``) input. Long files are better
+    streamed with :func:`open_audio`.
     """
-    import soundfile as sf
-
-    p = Path(path)
-    if not p.exists():
-        raise AudioError(f"{p}: no such file", "check the path")
-    if p.is_dir():
-        raise AudioError(f"{p}: is a folder, expected an audio file", "pass the files inside it")
-    if p.stat().st_size == 0:
-        raise AudioError(f"{p}: empty file (0 bytes)", "re-export or remove it")
-    try:
-        info = sf.info(str(p))
-        if max_seconds is not None and info.frames / max(info.samplerate, 1) > max_seconds:
-            raise AudioError(
-                f"{p}: {info.frames / info.samplerate:.1f} s long, the limit is {max_seconds:g} s",
-                "cut it into shorter clips (e.g. sox in.wav out.wav trim 0 30) or raise the limit",
-            )
-        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
-    except AudioError:
-        raise
-    except Exception as e:  # soundfile raises several types (LibsndfileError, RuntimeError, ...)
-        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise AudioError(
-            f"{p}: not a readable audio file ({detail})",
-            "convert it to WAV or FLAC (e.g. ffmpeg -i in out.wav)",
-        ) from e
-    if data.shape[0] == 0:
-        raise AudioError(f"{p}: contains no samples", "re-export or remove it")
-    wav = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if not np.all(np.isfinite(wav)):
-        raise AudioError(f"{p}: contains NaN or infinite samples", "re-export it")
-    if sr != sample_rate:
-        import librosa
-
-        wav = librosa.resample(wav, orig_sr=sr, target_sr=sample_rate, res_type="soxr_hq")
-    if not allow_silence and float(np.abs(wav).max()) < SILENCE_PEAK:
-        raise AudioError(f"{p}: is silent", "pass a clip with audible sound")
-    return np.ascontiguousarray(wav, dtype=np.float32)
+    blocks = list(open_audio(path, sample_rate, max_seconds, allow_silence).blocks())
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
 
 
 def _umask() -> int:
@@ -159,22 +260,32 @@ def write_audio(path: str | Path, wav: np.ndarray, sample_rate: int, force: bool
 
     Refuses to replace an existing file unless ``force``.
     """
+    return write_audio_blocks(path, [wav], sample_rate, force)
+
+
+def write_audio_blocks(path: str | Path, blocks: Iterable[np.ndarray], sample_rate: int, force: bool = False) -> Path:
+    """Write consecutive ``(n,)`` float blocks as one 16-bit PCM file (Vorbis for ``.ogg``),
+    atomically: the blocks go to a temporary file beside ``path`` as they come (memory holds
+    one block), which is renamed into place after the last; an error on the way leaves no
+    output. Refuses to replace an existing file unless ``force``.
+    """
     import soundfile as sf
 
     p = Path(path)
     if p.exists() and not force:
         raise OutputExistsError(f"{p}: exists", "pass --force to overwrite, or choose another output")
-    p.parent.mkdir(parents=True, exist_ok=True)
     suffix = p.suffix.lower() or ".wav"
     fmt = AUDIO_OUTPUT_FORMATS.get(suffix)
     if fmt is None:
         raise UsageError(f"{p}: unsupported output format {suffix!r}", "use a .wav or .flac file name")
-    audio = np.clip(np.asarray(wav, dtype=np.float32).reshape(-1), -1.0, 1.0)
+    p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=suffix, dir=p.parent)
     os.close(fd)
     try:
         subtype = "VORBIS" if fmt == "OGG" else "PCM_16"
-        sf.write(tmp, audio, sample_rate, format=fmt, subtype=subtype)
+        with sf.SoundFile(tmp, "w", samplerate=sample_rate, channels=1, format=fmt, subtype=subtype) as f:
+            for block in blocks:
+                f.write(np.clip(np.asarray(block, dtype=np.float32).reshape(-1), -1.0, 1.0))
         _publish(tmp, p)
     finally:
         if os.path.exists(tmp):
@@ -228,33 +339,29 @@ def expand_inputs(items: Iterable[str], suffixes: set[str] | None = None) -> lis
 def probe_audio(path: str | Path, max_seconds: float | None = None, read: bool = False) -> None:
     """Check an input without decoding it for the model: it exists, is a non-empty file that
     soundfile can open, and is not longer than ``max_seconds``; with ``read``, also that it
-    is not silent (reads the samples, no resampling). Raises :class:`AudioError` as
-    :func:`load_audio` would."""
+    is not silent (reads the samples block by block, no resampling). Raises :class:`AudioError`
+    as :func:`load_audio` would."""
     import soundfile as sf
 
     p = Path(path)
-    if not p.exists():
-        raise AudioError(f"{p}: no such file", "check the path")
-    if p.is_dir():
-        raise AudioError(f"{p}: is a folder, expected an audio file", "pass the files inside it")
-    if p.stat().st_size == 0:
-        raise AudioError(f"{p}: empty file (0 bytes)", "re-export or remove it")
+    _check_file(p)
+    peak = 0.0
     try:
         info = sf.info(str(p))
-        data = sf.read(str(p), dtype="float32", always_2d=True)[0] if read else None
+        if read:
+            with sf.SoundFile(str(p)) as f:
+                size = max(int(BLOCK_SECONDS * f.samplerate), 1)
+                for block in f.blocks(blocksize=size, dtype="float32", always_2d=True):
+                    if len(block):
+                        peak = max(peak, float(np.abs(block).max()))
     except Exception as e:
-        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise AudioError(
-            f"{p}: not a readable audio file ({detail})", "convert it to WAV or FLAC (e.g. ffmpeg -i in out.wav)"
-        ) from e
+        raise _unreadable(p, e) from e
     if info.frames == 0:
         raise AudioError(f"{p}: contains no samples", "re-export or remove it")
-    if max_seconds is not None and info.frames / max(info.samplerate, 1) > max_seconds:
-        raise AudioError(
-            f"{p}: {info.frames / info.samplerate:.1f} s long, the limit is {max_seconds:g} s",
-            "cut it into shorter clips (e.g. sox in.wav out.wav trim 0 30) or raise the limit",
-        )
-    if data is not None and float(np.abs(data).max()) < SILENCE_PEAK:
+    err = _too_long(p, info.frames, info.samplerate, max_seconds)
+    if err is not None:
+        raise err
+    if read and peak < SILENCE_PEAK:
         raise AudioError(f"{p}: is silent", "pass a clip with audible sound")
 
 

@@ -160,12 +160,16 @@ def encode(
     llm: LlmOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per input on stdout.")] = False,
     out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Write <stem>.json per input here.")] = None,
-    max_seconds: Annotated[float, typer.Option("--max-seconds", help="Refuse longer inputs.")] = 600.0,
+    max_seconds: Annotated[
+        float | None, typer.Option("--max-seconds", help="Refuse longer inputs [default: no limit].")
+    ] = None,
     device: DeviceOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Encode audio into LLM tokens: text (one line per layer), --json, or --out-dir files."""
+    """Encode audio into LLM tokens: text (one line per layer), --json, or --out-dir files.
+
+    Inputs of any length stream through the codec in windows (memory does not grow with length)."""
     from uniaudio_cli.audio import (
         audio_probe,
         check_inputs,
@@ -212,8 +216,8 @@ def decode(
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Decode LLM tokens (from `encode --json`) back to 16 kHz WAV."""
-    from uniaudio_cli.audio import check_inputs, expand_inputs, output_path_for, write_audio
+    """Decode LLM tokens (from `encode --json`) back to 16 kHz WAV, streamed to the file in windows."""
+    from uniaudio_cli.audio import check_inputs, expand_inputs, output_path_for, write_audio_blocks
     from uniaudio_cli.batch import run_batch
     from uniaudio_cli.codec.io import read_encoded
 
@@ -230,7 +234,8 @@ def decode(
         clips = read_encoded(path)
         if len(clips) > 1 and output is not None:
             raise UsageError(f"{path}: holds {len(clips)} clips", "use --out-dir to write one WAV per clip")
-        return [model.decode_clip(c, str(path)) for c in clips]
+        # Checked here, decoded window by window as emit writes each file.
+        return [model.decode_clip_blocks(c, str(path)) for c in clips]
 
     def emit(path: Path, wavs: list[Any]) -> None:
         for i, wav in enumerate(wavs):
@@ -240,7 +245,7 @@ def decode(
                 assert out_dir is not None
                 suffix = ".wav" if len(wavs) == 1 else f"_{i:03d}.wav"
                 dest = output_path_for(path, out_dir, suffix)
-            write_audio(dest, wav, model.sample_rate, force=force)
+            write_audio_blocks(dest, wav, model.sample_rate, force=force)
 
     report = run_batch(paths, run, emit, quiet, "decoding")
     raise typer.Exit(report.exit_code)
@@ -460,8 +465,8 @@ def denoise(
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Remove noise from speech, learnt from (noisy, clean) demonstration pairs."""
-    from uniaudio_cli.audio import audio_probe, check_inputs, expand_inputs, output_path_for, write_audio
+    """Remove noise from speech, learnt from (noisy, clean) demonstration pairs (any length: streamed)."""
+    from uniaudio_cli.audio import audio_probe, check_inputs, expand_inputs, output_path_for, write_audio_blocks
     from uniaudio_cli.batch import run_batch
     from uniaudio_cli.tasks.options import DenoiseOptions, default_denoise_demos, load_pair_folder
 
@@ -485,10 +490,11 @@ def denoise(
 
     def emit(path: Path, wav: Any) -> None:
         dest = output if output is not None else output_path_for(path, out_dir, ".wav")  # type: ignore[arg-type]
-        write_audio(dest, wav, cdc.sample_rate, force=force)
+        write_audio_blocks(dest, wav, cdc.sample_rate, force=force)
         typer.echo(f"{path}\t{dest}")
 
-    report = run_batch(paths, den.denoise, emit, quiet, "denoising")
+    # den.stream checks the file and returns its cleaned blocks lazily; emit writes them as they come.
+    report = run_batch(paths, den.stream, emit, quiet, "denoising")
     raise typer.Exit(report.exit_code)
 
 

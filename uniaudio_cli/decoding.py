@@ -126,18 +126,31 @@ def continuation_logprobs(
     return torch.tensor(scores)
 
 
-def token_logprobs(prefix: PrefixCache, ids: Sequence[int]) -> torch.Tensor:
-    """Log-probability ``(N,)`` of each of ``ids`` after ``prefix`` and the ids before it."""
+# Tokens per forward pass when scoring a long sequence: the (tokens, vocabulary) logits of one
+# pass are the largest tensor (512 x 49,152 floats: 100 MB), so memory does not grow with length.
+LOGPROB_BLOCK = 512
+
+
+def token_logprobs(prefix: PrefixCache, ids: Sequence[int], block: int = LOGPROB_BLOCK) -> torch.Tensor:
+    """Log-probability ``(N,)`` of each of ``ids`` after ``prefix`` and the ids before it.
+
+    The ids run through the LLM ``block`` at a time on the growing KV cache, keeping only each
+    block's ``N`` chosen log-probabilities (a sequence of at most ``block + 1`` ids is one pass).
+    """
     if not ids:
         return torch.zeros(0)
+    ids = list(ids)
     prefix.check_length(len(ids))
     cache, last = prefix.start()
-    logits = last[None]
-    if len(ids) > 1:
-        _, more = prefix.extend(cache, ids[:-1])
-        logits = torch.cat([logits, more])
-    logp = torch.log_softmax(logits, dim=-1)
-    return logp[torch.arange(len(ids)), torch.as_tensor(list(ids), device=logp.device)].cpu()
+    out = [torch.log_softmax(last, dim=-1)[ids[0]].reshape(1).cpu()]
+    feed = ids[:-1]
+    for i in range(0, len(feed), block):
+        chunk = feed[i : i + block]
+        cache, logits = prefix.extend(cache, chunk)
+        logp = torch.log_softmax(logits, dim=-1)
+        targets = torch.as_tensor(ids[i + 1 : i + 1 + len(chunk)], device=logp.device)
+        out.append(logp[torch.arange(len(chunk), device=logp.device), targets].cpu())
+    return torch.cat(out)
 
 
 def allowed_mask(vocab_size: int, allowed: Sequence[int], device: torch.device) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -11,9 +12,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from uniaudio_cli.audio import load_audio
+from uniaudio_cli.audio import open_audio
 from uniaudio_cli.bridge import TokenBridge, codebook_tables
 from uniaudio_cli.codec.checkpoint import WEIGHTS_FILE, build_codec, load_codec_weights, trainable_state_dict
+from uniaudio_cli.codec.chunked import (
+    DECODE_WINDOW_SECONDS,
+    ENCODE_WINDOW_SECONDS,
+    StreamingDecoder,
+    StreamingEncoder,
+)
 from uniaudio_cli.codec.io import CodecIdentity, EncodedClip
 from uniaudio_cli.codec.model import LLMCodec
 from uniaudio_cli.errors import CheckpointError, CodecMismatchError, CodesFormatError
@@ -50,6 +57,9 @@ class Codec:
 
     ``encode`` returns, per layer, the LLM token ids of a clip (layer ``i`` has
     ``ceil(T / pad_multiple) * pad_multiple / hop / stride_i`` codes); ``decode`` inverts it.
+    Both run in windows with context (:mod:`uniaudio_cli.codec.chunked`), so memory does not grow
+    with the length and the result equals one whole pass; ``encode_file``/``encode_blocks`` and
+    ``decode_blocks``/``decode_clip_blocks`` stream from and to files.
     """
 
     model: LLMCodec
@@ -59,6 +69,10 @@ class Codec:
     vocabulary: Vocabulary | None = None
     weights_sha256: str | None = None
     """SHA-256 of the weights file, hashed at load (``None``: hashed on first use of :attr:`identity`)."""
+    encode_window_seconds: float = ENCODE_WINDOW_SECONDS
+    """Audio per encoding window (memory grows with it, not with the input's length)."""
+    decode_window_seconds: float = DECODE_WINDOW_SECONDS
+    """Audio per decoding window."""
 
     @cached_property
     def identity(self) -> CodecIdentity:
@@ -86,20 +100,49 @@ class Codec:
     def tokens_per_second(self) -> float:
         return self.model.cfg.tokens_per_second
 
-    def _wav_tensor(self, wav: np.ndarray | torch.Tensor) -> torch.Tensor:
-        x = torch.as_tensor(np.asarray(wav, dtype=np.float32) if not isinstance(wav, torch.Tensor) else wav)
-        if x.ndim != 1:
-            raise ValueError(f"expected mono audio (T,), got shape {tuple(x.shape)}")
-        return x.float().view(1, 1, -1).to(self.device)
+    def stream_encoder(self) -> StreamingEncoder:
+        """A :class:`~uniaudio_cli.codec.chunked.StreamingEncoder` on this codec: push audio in
+        blocks, get codebook indices window by window (``encode_window_seconds``)."""
+        return StreamingEncoder(self.model, self.device, self.encode_window_seconds)
+
+    def stream_decoder(self, length: int | None = None) -> StreamingDecoder:
+        """A :class:`~uniaudio_cli.codec.chunked.StreamingDecoder` on this codec: push codebook
+        indices, get samples window by window (``decode_window_seconds``), cropped to ``length``."""
+        return StreamingDecoder(self.model, self.device, length, self.decode_window_seconds)
 
     def encode_codes(self, wav: np.ndarray | torch.Tensor) -> list[list[int]]:
-        """Mono ``(T,)`` at ``sample_rate`` -> codebook indices per layer."""
-        codes = self.model.encode(self._wav_tensor(wav))
-        return [c[0].tolist() for c in codes]
+        """Mono ``(T,)`` at ``sample_rate`` -> codebook indices per layer.
+
+        Encoded in windows of ``encode_window_seconds`` with context (constant memory, equal to
+        one whole pass; a shorter clip is one whole pass).
+        """
+        if isinstance(wav, torch.Tensor):
+            wav = wav.detach().float().cpu().numpy()
+        x = np.asarray(wav, dtype=np.float32)
+        if x.ndim != 1:
+            raise ValueError(f"expected mono audio (T,), got shape {tuple(x.shape)}")
+        return self._encode_blocks([x])[0]
+
+    def _encode_blocks(self, blocks: Iterable[np.ndarray]) -> tuple[list[list[int]], int]:
+        enc = self.stream_encoder()
+        codes: list[list[int]] = [[] for _ in self.model.cfg.vq_strides]
+        for block in blocks:
+            for layer, new in zip(codes, enc.push(block), strict=True):
+                layer += new
+        for layer, new in zip(codes, enc.finish(), strict=True):
+            layer += new
+        return codes, enc.num_samples
 
     def encode(self, wav: np.ndarray | torch.Tensor) -> list[list[int]]:
         """Mono ``(T,)`` at ``sample_rate`` -> LLM token ids per layer."""
         return self.bridge.to_token_ids(self.encode_codes(wav))
+
+    def encode_blocks(self, blocks: Iterable[np.ndarray]) -> tuple[list[list[int]], int]:
+        """Mono audio at ``sample_rate`` in consecutive ``(n,)`` blocks -> (LLM token ids per layer,
+        number of samples). Memory holds one window, never the whole signal; the ids equal
+        :meth:`encode` of the concatenated blocks."""
+        codes, n = self._encode_blocks(blocks)
+        return self.bridge.to_token_ids(codes), n
 
     def _checked_codes(self, token_ids: list[list[int]], source: str) -> list[list[int]]:
         """Token ids -> codebook indices, refusing ids that are not codes and inconsistent layer lengths."""
@@ -114,23 +157,37 @@ class Codec:
             )
         return codes
 
-    def _decode_codes(self, codes: list[list[int]], length: int | None) -> np.ndarray:
-        tensors = [torch.tensor(c, dtype=torch.long, device=self.device)[None] for c in codes]
-        audio = self.model.decode(tensors, length)
-        return audio[0, 0].float().cpu().numpy()
+    def _decode_stream(self, codes: list[list[int]], length: int | None) -> Iterator[np.ndarray]:
+        dec = self.stream_decoder(length)
+        yield from dec.push(codes)
+        yield from dec.finish()
+
+    def decode_blocks(
+        self, token_ids: list[list[int]], length: int | None = None, source: str = "codes"
+    ) -> Iterator[np.ndarray]:
+        """:meth:`decode`, as consecutive ``(n,)`` float32 blocks of ``decode_window_seconds``
+        (constant memory: write them out as they come, e.g. with
+        :func:`~uniaudio_cli.audio.write_audio_blocks`). The codes are checked at the call,
+        before the first block."""
+        return self._decode_stream(self._checked_codes(token_ids, source), length)
 
     def decode(self, token_ids: list[list[int]], length: int | None = None, source: str = "codes") -> np.ndarray:
         """LLM token ids per layer -> mono waveform ``(T,)``, cropped to ``length`` samples if given.
 
         Layers must have consistent lengths: layer ``i`` holds ``n * stride_0 / stride_i`` codes;
         ids that are not codes of their layer, or inconsistent lengths, raise :class:`CodesFormatError`.
+        Long codes are decoded in windows (see :meth:`decode_blocks`) and equal one whole pass.
         """
-        return self._decode_codes(self._checked_codes(token_ids, source), length)
+        return np.concatenate(list(self.decode_blocks(token_ids, length, source)))
 
     def encode_file(self, path: str | Path, max_seconds: float | None = None) -> EncodedClip:
-        """Read an audio file (any rate/channels soundfile reads) and encode it, recording this codec's identity."""
-        wav = load_audio(path, self.sample_rate, max_seconds=max_seconds)
-        return EncodedClip(str(path), self.sample_rate, self.encode(wav), len(wav), self.identity)
+        """Read an audio file (any rate/channels soundfile reads) and encode it, recording this codec's identity.
+
+        The file is read, resampled and encoded block by block: memory does not grow with its length.
+        """
+        reader = open_audio(path, self.sample_rate, max_seconds=max_seconds)
+        ids, n = self.encode_blocks(reader.blocks())
+        return EncodedClip(str(path), self.sample_rate, ids, n, self.identity)
 
     def check_codec(self, clip: EncodedClip, source: str = "codes") -> None:
         """Raise :class:`CodecMismatchError` unless this codec wrote ``clip`` (same weights and
@@ -157,13 +214,9 @@ class Codec:
                 "decode with the codec that encoded them, or re-encode the audio with this codec",
             )
 
-    def decode_clip(self, clip: EncodedClip, source: str = "codes") -> np.ndarray:
-        """Decode an :class:`EncodedClip` to ``(T,)`` (cropped to its ``num_samples`` when known).
-
-        Refuses (naming ``source``) codes of another codec (:meth:`check_codec`), token ids that
-        are not codes of their layer, inconsistent layer lengths, and a ``num_samples`` its codes
-        cannot have come from (:class:`CodesFormatError`).
-        """
+    def decode_clip_blocks(self, clip: EncodedClip, source: str = "codes") -> Iterator[np.ndarray]:
+        """:meth:`decode_clip` as consecutive ``(n,)`` float32 blocks (constant memory); every
+        check is made at the call, before the first block."""
         self.check_codec(clip, source)
         codes = self._checked_codes(clip.codes, source)
         if clip.num_samples is not None:
@@ -175,7 +228,16 @@ class Codec:
                     f"(they hold {held} samples, padded to a multiple of {cfg.pad_multiple})",
                     "pass codes written by `uniaudio encode --json` unchanged, or re-encode the audio",
                 )
-        return self._decode_codes(codes, clip.num_samples)
+        return self._decode_stream(codes, clip.num_samples)
+
+    def decode_clip(self, clip: EncodedClip, source: str = "codes") -> np.ndarray:
+        """Decode an :class:`EncodedClip` to ``(T,)`` (cropped to its ``num_samples`` when known).
+
+        Refuses (naming ``source``) codes of another codec (:meth:`check_codec`), token ids that
+        are not codes of their layer, inconsistent layer lengths, and a ``num_samples`` its codes
+        cannot have come from (:class:`CodesFormatError`).
+        """
+        return np.concatenate(list(self.decode_clip_blocks(clip, source)))
 
     def token_text(self, token_ids: list[list[int]]) -> list[str]:
         """One line of LLM text per layer (the "foreign language" view of a clip)."""

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from uniaudio_cli.audio import load_audio
+from uniaudio_cli.audio import load_audio, open_audio
 from uniaudio_cli.codec.api import Codec
 from uniaudio_cli.decoding import PrefixCache, continuation_logprobs, token_logprobs
 from uniaudio_cli.errors import UniaudioError, UsageError
@@ -86,10 +86,14 @@ def demonstration_prefix(
     return ids + block
 
 
+def layer_tokens(ids: Sequence[Sequence[int]], layers: Layers) -> list[int]:
+    """Token ids per layer as the LLM reads them: layer 1, or layers 1-3 one after another."""
+    return list(ids[0]) if layers == "semantic" else [t for layer in ids for t in layer]
+
+
 def audio_tokens(codec: Codec, wav: np.ndarray, layers: Layers) -> list[int]:
     """A clip as the LLM reads it: layer-1 ids, or layers 1-3 one after another."""
-    ids = codec.encode(wav)
-    return list(ids[0]) if layers == "semantic" else [t for layer in ids for t in layer]
+    return layer_tokens(codec.encode(wav), layers)
 
 
 # Fewer layer-1 tokens than this (about 0.25 s at 8.3 tokens/s) carry too little to judge.
@@ -153,7 +157,12 @@ class Classifier:
         return load_clip(path, self.codec.sample_rate, self.opts)
 
     def clip_tokens(self, path: str | Path) -> list[int]:
-        return audio_tokens(self.codec, self.load_clip(path), self.opts.layers)
+        """A file's tokens as the LLM reads them. An uncropped clip is streamed through the codec
+        (audio memory stays one window whatever its length; the tokens are the same)."""
+        if self.opts.crop:
+            return audio_tokens(self.codec, self.load_clip(path), self.opts.layers)
+        reader = open_audio(path, self.codec.sample_rate, max_seconds=self.opts.max_seconds)
+        return layer_tokens(self.codec.encode_blocks(reader.blocks())[0], self.opts.layers)
 
     # -- icl ---------------------------------------------------------------------------------
     def prefix_ids(self, labels: Sequence[str] | None = None) -> list[int]:

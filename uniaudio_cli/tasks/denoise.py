@@ -2,8 +2,11 @@
 
 The paper's protocol: demonstration pairs (repeated), then the noisy query, and the LLM writes
 the clean tokens. Generation is constrained to the codec's layer structure with exactly the
-query's code counts, so the output has the input's duration. Long inputs are cut into
-segments that each reuse the cached demonstration prefix.
+query's code counts, so the output has the input's duration. Long inputs are encoded as a
+whole (in windows, streaming from the file), their codes cut into segments of
+``segment_seconds`` that each reuse the cached demonstration prefix, and the written codes
+decoded as a whole (in windows, streaming to the output): no seams at segment boundaries, and
+memory does not grow with the input's length.
 
 ``default`` mode steers a small LLM: at each position it may keep the noisy token or replace it
 with a token that occurs in that layer of the clean demonstrations, with a prior towards
@@ -12,13 +15,13 @@ keeping it (``copy_bias``, in nats). ``paper`` mode lets it write any token of t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from uniaudio_cli.audio import load_audio
+from uniaudio_cli.audio import load_audio, open_audio
 from uniaudio_cli.codec.api import Codec
 from uniaudio_cli.decoding import PrefixCache, allowed_mask, generate_constrained
 from uniaudio_cli.errors import UsageError
@@ -110,24 +113,71 @@ class Denoiser:
                 bias.append(b)
         return masks, bias
 
+    def _clean_segment(self, noisy: list[list[int]]) -> list[list[int]]:
+        """Noisy token ids of one segment, per layer -> the clean token ids the LLM writes."""
+        query = self.builder.render(self.builder.template.query, audio={"audio": flatten(noisy)})
+        masks, bias = self._segment_schedule(noisy)
+        flat = generate_constrained(self.prefix, query, masks, bias=bias)
+        return split(flat, [len(layer) for layer in noisy])
+
+    def _clean(self, blocks: Iterable[np.ndarray]) -> Generator[np.ndarray, None, list[list[int]]]:
+        """Encode the blocks (streaming), clean the codes segment by segment, decode (streaming).
+
+        Yields the cleaned audio block by block; returns the written tokens of the last segment.
+        """
+        codec = self.codec
+        cfg = codec.model.cfg
+        strides = list(cfg.vq_strides)
+        unit = cfg.pad_multiple
+        seg = max(int(self.opts.segment_seconds * codec.sample_rate) // unit, 1) * unit // cfg.hop_length
+        enc, dec = codec.stream_encoder(), codec.stream_decoder()
+        pending: list[list[int]] = [[] for _ in strides]
+        tokens: list[list[int]] = []
+
+        def segments(final: bool) -> Iterator[np.ndarray]:
+            nonlocal pending, tokens
+            while pending[0] and (final or len(pending[0]) * strides[0] >= seg):
+                noisy = [layer[: seg // s] for layer, s in zip(pending, strides, strict=True)]
+                pending = [layer[seg // s :] for layer, s in zip(pending, strides, strict=True)]
+                tokens = self._clean_segment(codec.bridge.to_token_ids(noisy))
+                yield from dec.push(codec.bridge.from_token_ids(tokens, "denoised tokens"))
+
+        for block in blocks:
+            for layer, new in zip(pending, enc.push(block), strict=True):
+                layer += new
+            yield from segments(final=False)
+        if enc.num_samples == 0:
+            raise UsageError("no audio to denoise", "pass a clip with audible sound")
+        for layer, new in zip(pending, enc.finish(), strict=True):
+            layer += new
+        yield from segments(final=True)
+        dec.length = enc.num_samples
+        yield from dec.finish()
+        return tokens
+
+    def denoise_blocks(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Clean audio that arrives in consecutive ``(n,)`` blocks at the codec's rate; yields the
+        clean audio in blocks (as many samples in all). Memory holds a window of audio and the
+        tokens, never the whole signal."""
+        return self._clean(blocks)
+
     def denoise_wav(self, wav: np.ndarray) -> tuple[np.ndarray, list[list[int]]]:
         """Clean ``(T,)`` audio; returns ``(T,)`` audio and the written tokens of the last segment."""
-        sr = self.codec.sample_rate
-        unit = self.codec.model.cfg.pad_multiple
-        seg = max(int(self.opts.segment_seconds * sr) // unit, 1) * unit
-        out = []
-        tokens: list[list[int]] = []
-        for start in range(0, len(wav), seg):
-            piece = wav[start : start + seg]
-            noisy = self.codec.encode(piece)
-            query = self.builder.render(self.builder.template.query, audio={"audio": flatten(noisy)})
-            masks, bias = self._segment_schedule(noisy)
-            flat = generate_constrained(self.prefix, query, masks, bias=bias)
-            tokens = split(flat, [len(layer) for layer in noisy])
-            out.append(self.codec.decode(tokens, length=len(piece)))
-        return np.concatenate(out)[: len(wav)], tokens
+        out: list[np.ndarray] = []
+        gen = self._clean([np.asarray(wav, dtype=np.float32)])
+        while True:
+            try:
+                out.append(next(gen))
+            except StopIteration as stop:
+                return np.concatenate(out), stop.value
+
+    def stream(self, path: str | Path) -> Iterator[np.ndarray]:
+        """Clean one audio file block by block: yields ``(n,)`` float32 blocks at the codec's rate
+        that together are :meth:`denoise` of it. The file is checked at the call (missing,
+        unreadable, too long) and read as the blocks are taken."""
+        reader = open_audio(path, self.codec.sample_rate, max_seconds=self.opts.max_seconds)
+        return self.denoise_blocks(reader.blocks())
 
     def denoise(self, path: str | Path) -> np.ndarray:
         """Clean one audio file; the output has its duration at the codec's rate."""
-        wav = load_audio(path, self.codec.sample_rate, max_seconds=self.opts.max_seconds)
-        return self.denoise_wav(wav)[0]
+        return np.concatenate(list(self.stream(path)))

@@ -30,6 +30,9 @@ class ClassifyOptions:
     induction: bool = True
     crop: float | Literal["auto"] | None = "auto"  # seconds; None: whole clips; "auto": default_crop
     template: str = "classify_paper"
+    # A query is read by the LLM in one prompt, so its context bounds the length: 600 s is 5,000
+    # layer-1 tokens (SmolLM2 reads 8,192). Longer queries are refused before any model loads;
+    # the audio itself streams through the codec, so memory does not grow with the length.
     max_seconds: float = 600.0
     reuse_prefix: bool = True
     temperature: float = 0.05  # prototype: softmax temperature over cosine similarities
@@ -91,7 +94,9 @@ class DenoiseOptions:
     segment_seconds: float = 3.0
     copy_bias: float = 2.0
     template: str = "denoise_paper"
-    max_seconds: float = 600.0
+    # None: no limit. Long inputs stream through the codec in windows and the LLM in segments,
+    # so memory does not grow with the length (time does: about real time on a laptop CPU).
+    max_seconds: float | None = None
 
 
 @dataclass

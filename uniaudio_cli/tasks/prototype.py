@@ -19,6 +19,7 @@ uncentred features and a warning.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -54,7 +55,9 @@ def clip_features(llm: LoadedLLM, tokens: Sequence[int], source: str = "clip") -
             "use --crop SECONDS or --layers semantic",
         )
     x = torch.tensor([ids], dtype=torch.long, device=llm.device)
-    out = llm.model(input_ids=x, output_hidden_states=True, use_cache=False)
+    # Only hidden states are used: skip the (tokens, vocabulary) logits where the model allows.
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(type(llm.model).forward).parameters else {}
+    out = llm.model(input_ids=x, output_hidden_states=True, use_cache=False, **keep)
     return torch.stack([h[0, len(lead) :].float().mean(0).cpu() for h in out.hidden_states])
 
 
