@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Reproduces the shipped default codec (checkpoints/llm-codec-smollm2) on a CPU. Resumable: run it
-# again after a kill. Needs ../shared/data (and espeak-ng for stage 1 from scratch).
+# Reproduces the committed codecs on a CPU. Resumable: run it again after a kill. Needs
+# ../shared/data (and espeak-ng for stage 1 from scratch).
 #
-# Stage 1 (v1, 2,500 steps from scratch) is taken from the weights committed at a28724e unless
-# FROM_SCRATCH=1 retrains it; stage 2 (v2) grows the decoder to 4 blocks at the 100 Hz STFT rate
-# and continues on ../shared/data with batch 8, lr 2e-4 cosine to 2e-5, log-magnitude weight 5.
+# Stage 1 is the default codec (v1, checkpoints/llm-codec-smollm2, 2,500 steps from scratch); it is
+# taken from the weights committed at a28724e unless FROM_SCRATCH=1 retrains it. Stage 2 is the v2
+# candidate (checkpoints/llm-codec-smollm2-v2): the decoder grown to 4 blocks at the 100 Hz STFT
+# rate, continued on ../shared/data with batch 8, lr 2e-4 cosine to 2e-5, log-magnitude weight 5
+# (the committed v2 ran 6,818 of a 9,000-step schedule: STEPS=9000 TIME_LIMIT=5940).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -31,5 +33,7 @@ RESUME=()
 uniaudio train-codec --data "$DATA" --out "$RUN" "${RESUME[@]}" --init-from "$V1_CODEC" --fine-layers 4 \
     --batch-size 8 --lr 2e-4 --lr-schedule cosine --w-stft 5 --no-gan \
     --steps "${STEPS:-12000}" --checkpoint-every 500 --time-limit "${TIME_LIMIT:-6000}" --quiet
-python -m uniaudio_cli.codec.export "$RUN/codec-best" checkpoints/llm-codec-smollm2 --dtype float16
-python checkpoints/make_prototype_center.py --codec checkpoints/llm-codec-smollm2
+OUT=checkpoints/llm-codec-smollm2-v2
+python -m uniaudio_cli.codec.export "$RUN/codec-best" "$RUN/export" --dtype float16
+mkdir -p "$OUT" && cp "$RUN/export/config.json" "$RUN/export/model.safetensors" "$OUT/"
+python checkpoints/make_prototype_center.py --codec "$OUT"
