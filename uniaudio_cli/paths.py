@@ -3,6 +3,7 @@ finds the data it ships (prompts and the default codec, inside the installed pac
 
 from __future__ import annotations
 
+import hashlib
 import os
 from importlib import resources
 from pathlib import Path
@@ -64,3 +65,12 @@ def default_codec_path() -> Path:
     """The default LLM-Codec checkpoint folder: ``$UNIAUDIO_CODEC``, else the one shipped in the package."""
     env = os.environ.get(ENV_CODEC)
     return Path(env) if env else asset_dir("checkpoints") / DEFAULT_CODEC
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file, read in 1 MB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

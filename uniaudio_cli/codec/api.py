@@ -25,20 +25,11 @@ from uniaudio_cli.codec.io import CodecIdentity, EncodedClip
 from uniaudio_cli.codec.model import LLMCodec
 from uniaudio_cli.errors import CheckpointError, CodecMismatchError, CodesFormatError
 from uniaudio_cli.llm import load_vocabulary
-from uniaudio_cli.paths import default_codec_path
+from uniaudio_cli.paths import default_codec_path, file_sha256
 from uniaudio_cli.runtime import resolve_device
 from uniaudio_cli.vocab import Vocabulary
 
 log = logging.getLogger(__name__)
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, read in 1 MB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _state_sha256(model: LLMCodec) -> str:

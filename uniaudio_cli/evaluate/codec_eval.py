@@ -117,15 +117,18 @@ class Summary:
         return {"mean": self.mean, "ci95": list(self.interval) if self.interval else None, "n": self.n}
 
 
+def _finite(values: list[float]) -> np.ndarray:
+    """The values that are numbers (``None``, NaN and infinities dropped), ``(n,)`` float64."""
+    return np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+
+
 def mean_interval(values: list[float], confidence: float = CONFIDENCE) -> Summary:
     """Mean and ``confidence`` interval of the mean (Student t, sample standard deviation)."""
-    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    x = _finite(values)
     n = len(x)
-    if n == 0:
-        return Summary(None, None, None, 0)
-    mean = float(x.mean())
     if n < 2:
-        return Summary(mean, None, None, 1)
+        return Summary(float(x.mean()) if n else None, None, None, n)
+    mean = float(x.mean())
     from scipy.stats import t
 
     half = float(t.ppf(0.5 + confidence / 2, n - 1) * x.std(ddof=1) / math.sqrt(n))
@@ -141,13 +144,11 @@ def bootstrap_interval(
     resampled means, so it never leaves the range of the values, unlike a Student t interval
     (18 episodes at 95 % accuracy give a t interval above 100 %). Seeded, so reports repeat.
     """
-    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    x = _finite(values)
     n = len(x)
-    if n == 0:
-        return Summary(None, None, None, 0)
-    mean = float(x.mean())
     if n < 2:
-        return Summary(mean, None, None, 1)
+        return Summary(float(x.mean()) if n else None, None, None, n)
+    mean = float(x.mean())
     rng = np.random.default_rng(seed)
     means = x[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
     low, high = np.quantile(means, [0.5 - confidence / 2, 0.5 + confidence / 2])

@@ -18,7 +18,6 @@ uncentred features and a warning.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import logging
@@ -30,6 +29,7 @@ import torch
 from uniaudio_cli.codec.api import Codec
 from uniaudio_cli.errors import CheckpointError, UsageError
 from uniaudio_cli.llm import LoadedLLM
+from uniaudio_cli.paths import file_sha256
 from uniaudio_cli.prompts import bos_ids
 
 log = logging.getLogger(__name__)
@@ -66,14 +66,6 @@ def depth_index(n_states: int, depth: float) -> int:
     return round(min(max(depth, 0.0), 1.0) * (n_states - 1))
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _pair_identity(llm: LoadedLLM, codec: Codec) -> dict[str, str] | None:
     """What a centre must match: the codec's weight file and the LLM's embedding table and shape."""
     weights = Path(codec.source) / "model.safetensors"
@@ -81,7 +73,8 @@ def _pair_identity(llm: LoadedLLM, codec: Codec) -> dict[str, str] | None:
         return None
     cfg = llm.model.config
     return {
-        "codec_weights_sha256": _file_sha256(weights),
+        # Hashed once when the codec was loaded; a centre is checked per classifier (per episode).
+        "codec_weights_sha256": codec.weights_sha256 or file_sha256(weights),
         "llm_embedding_fingerprint": llm.vocabulary.fingerprint,
         "llm_layers": str(int(cfg.num_hidden_layers)),
         "llm_hidden_size": str(int(cfg.hidden_size)),
