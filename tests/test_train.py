@@ -275,3 +275,34 @@ def test_saved_train_config(tmp_path: Path, data_dir: Path, tiny_codec_cfg: Code
     train_codec([data_dir], tmp_path, tiny_train_cfg(steps=1), tiny_codec_cfg, progress=False, vocab=toy_vocab)
     cfg = saved_train_config(tmp_path)
     assert cfg is not None and cfg.steps == 1 and cfg.betas == (0.8, 0.99)
+
+
+def test_decoder_only_keeps_every_code(
+    tmp_path: Path, data_dir: Path, tiny_codec_cfg: CodecConfig, toy_vocab: Vocabulary
+) -> None:
+    from uniaudio_cli.codec.checkpoint import load_codec_weights
+
+    base = train_codec(
+        [data_dir], tmp_path / "base", tiny_train_cfg(steps=3), tiny_codec_cfg, progress=False, vocab=toy_vocab
+    )
+    with pytest.raises(UsageError, match="--init-from"):
+        train_codec(
+            [data_dir],
+            tmp_path / "x",
+            tiny_train_cfg(decoder_only=True),
+            tiny_codec_cfg,
+            progress=False,
+            vocab=toy_vocab,
+        )
+    cfg = tiny_train_cfg(steps=4, decoder_only=True, init_from=str(base), gan=True, gan_start_step=2, disc_channels=4)
+    tuned = train_codec([data_dir], tmp_path / "tuned", cfg, None, progress=False, vocab=toy_vocab)
+
+    _, before = load_codec_weights(base)
+    _, after = load_codec_weights(tuned)
+    assert before.keys() == after.keys()
+    frozen = [k for k in before if not k.startswith("decoder.")]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    rows = [r for r in metrics(tmp_path / "tuned") if "mel" in r]
+    assert all(r["semantic"] == 0 and r["commit"] == 0 for r in rows)
+    assert any("adv" in r for r in rows)

@@ -527,6 +527,12 @@ def train_codec_cmd(
     w_stft: Annotated[
         float | None, typer.Option("--w-stft", help="Weight of the log-magnitude + spectral-convergence loss.")
     ] = None,
+    decoder_only: Annotated[
+        bool,
+        typer.Option(
+            "--decoder-only", help="Train only the decoder: the codes (and so classification) stay --init-from's."
+        ),
+    ] = False,
     llm: LlmOpt = None,
     device: DeviceOpt = None,
     quiet: QuietOpt = False,
@@ -554,6 +560,7 @@ def train_codec_cmd(
         else None,
         "w_mel": w_mel,
         "w_stft": w_stft,
+        "decoder_only": decoder_only or None,
     }
     if resume and steps is None:
         from uniaudio_cli.train.trainer import saved_train_config

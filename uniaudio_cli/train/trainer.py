@@ -96,7 +96,11 @@ class TrainConfig:
     (AMX / AVX512-BF16), where it is 2-3x faster; float32 elsewhere. ``time_limit_s`` ends the run
     (with a checkpoint) after that much wall time. ``init_from`` (a codec checkpoint folder)
     starts a new run from those weights instead of a random initialisation (see
-    :func:`warm_start`); the optimizer and step count start fresh.
+    :func:`warm_start`); the optimizer and step count start fresh. ``decoder_only`` freezes the
+    encoder and the quantizer's projections, so every code the codec writes stays what the
+    starting weights wrote (and everything downstream of the codes, such as few-shot
+    classification, is unchanged) while the decoder learns; the commitment, semantic and
+    consistency losses, which only move the frozen side, are then skipped.
     """
 
     steps: int = 5000
@@ -132,6 +136,7 @@ class TrainConfig:
     num_threads: int | None = None
     time_limit_s: float | None = None
     init_from: str | None = None
+    decoder_only: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -390,7 +395,12 @@ class Trainer:
             if cfg.gan
             else None
         )
-        self.g_params = [p for p in self.model.parameters() if p.requires_grad] + list(self.aux.parameters())
+        if cfg.decoder_only:
+            self.model.encoder.requires_grad_(False)
+            self.model.quantizer.requires_grad_(False)
+            self.g_params = [p for p in self.model.decoder.parameters() if p.requires_grad]
+        else:
+            self.g_params = [p for p in self.model.parameters() if p.requires_grad] + list(self.aux.parameters())
         adamw = {"lr": cfg.lr, "betas": cfg.betas, "weight_decay": cfg.weight_decay}
         self.opt_g = torch.optim.AdamW(self.g_params, **adamw)
         self.opt_d = torch.optim.AdamW(self.disc.parameters(), **adamw) if self.disc is not None else None
@@ -526,17 +536,25 @@ class Trainer:
         text_emb = self.text_table[tid.to(self.device)]
         B = wav.shape[0]
 
-        with self._autocast():
-            out = self.model(wav)
-        y = out.audio.float()
-        quant = out.quant
+        if cfg.decoder_only:
+            model = self.model
+            with torch.no_grad(), self._autocast():
+                z_q = model.quantizer(model.encoder(model.preprocess(wav))).z_q
+            with self._autocast():
+                y = model.decoder(z_q)[..., : wav.shape[-1]].float()
+            cons = sem = commit = y.new_zeros(())
+        else:
+            with self._autocast():
+                out = self.model(wav)
+            y = out.audio.float()
+            quant = out.quant
+            with torch.no_grad():
+                target_mel = self.frame_mel(self.model.preprocess(wav))
+            cons = consistency_loss((quant.layers[0] + quant.layers[1]).float(), target_mel, self.aux)
+            sem = semantic_loss(quant.pooled[0].float(), text_emb, self.model.quantizer.quantizers[0].cb_proj)
+            commit = quant.commitment.float()
         spec = self.spectral(y, wav)
-        with torch.no_grad():
-            target_mel = self.frame_mel(self.model.preprocess(wav))
-        cons = consistency_loss((quant.layers[0] + quant.layers[1]).float(), target_mel, self.aux)
-        sem = semantic_loss(quant.pooled[0].float(), text_emb, self.model.quantizer.quantizers[0].cb_proj)
         l1 = l1_time(y, wav)
-        commit = quant.commitment.float()
         loss = (
             cfg.w_time * l1
             + cfg.w_stft * (spec.stft_mag + spec.stft_sc)
@@ -770,6 +788,11 @@ def build_trainer(
             )
         if resume and saved is None:
             log.info("%s has no checkpoint yet; starting a new run", out_dir)
+        if cfg.decoder_only and cfg.init_from is None and saved is None:
+            raise UsageError(
+                "--decoder-only freezes the encoder, which then needs trained weights",
+                "pass --init-from CODEC_FOLDER with it",
+            )
         init_sd: dict[str, torch.Tensor] | None = None
         if saved is not None:
             state = saved[0]
