@@ -1,9 +1,13 @@
-"""Make the base-set centre that prototype classification subtracts (see uniaudio_cli/tasks/prototype.py).
+"""Make the base-set statistics that prototype and fused classification measure features from
+(see uniaudio_cli/tasks/prototype.py).
 
-The base set is the codec's training audio, kept apart from every evaluation split: ESC-10 folds
-1-2 (environmental sound) and RAVDESS actors 1-10 (speech), at most ``--per-group`` clips each,
-whole clips, layer-1 tokens. Each group weighs the same. Writes
-``<codec>/prototype_center.safetensors`` for the codec and LLM given.
+The base set is the codec's training audio, kept apart from every evaluation split, at most
+``--per-group`` clips per group, whole clips; each group weighs the same. The ``prototype``
+centre (layer-1 tokens) comes from ESC-10 folds 1-2 (environmental sound) and RAVDESS actors
+1-10 (speech); the ``fused`` method's centre and MFCC statistics (all layers' tokens) also from
+FSDD speakers other than nicolas and ``speech_extra``, the development splits its settings were
+chosen on (bench/classify_methods.py). Writes ``<codec>/prototype_center.safetensors`` for the
+codec and LLM given.
 
     python checkpoints/make_prototype_center.py [--data ../shared/data] [--codec checkpoints/llm-codec-smollm2]
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import random
 from pathlib import Path
 
@@ -20,15 +25,25 @@ import torch
 from uniaudio_cli.audio import load_audio
 from uniaudio_cli.codec.api import load_codec
 from uniaudio_cli.llm import load_llm
-from uniaudio_cli.tasks.prototype import CENTER_FILE, compute_center, manifest, save_center
+from uniaudio_cli.tasks.prototype import (
+    CENTER_FILE,
+    compute_center,
+    compute_fused_stats,
+    manifest,
+    mfcc_statistics,
+    save_center,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 HELD_OUT = {"esc10": ("fold", {"3"}), "ravdess": ("actor", {"11", "12"})}
+FUSED_HELD_OUT = HELD_OUT | {"fsdd": ("speaker", {"nicolas"}), "speech_extra": ("source", set())}
 
 
-def base_set(data: Path, per_group: int, seed: int) -> dict[str, list[Path]]:
+def base_set(
+    data: Path, per_group: int, seed: int, rules: dict[str, tuple[str, set[str]]] = HELD_OUT
+) -> dict[str, list[Path]]:
     groups = {}
-    for name, (column, held_out) in HELD_OUT.items():
+    for name, (column, held_out) in rules.items():
         with open(data / name / "metadata.csv", newline="") as f:
             rows = [r for r in csv.DictReader(f) if r[column] not in held_out]
         paths = sorted(data / name / r["path"] for r in rows)
@@ -55,8 +70,18 @@ def main() -> None:
         for name, paths in groups.items()
     }
     center = compute_center(llm, codec, tokens)
-    out = save_center(args.codec / CENTER_FILE, center, llm, codec, manifest(groups))
-    print(f"{out}: centre {tuple(center.shape)} from {manifest(groups)}")
+    fused_groups = base_set(args.data, args.per_group, args.seed, FUSED_HELD_OUT)
+    clips = {}
+    for name, paths in fused_groups.items():
+        clips[name] = []
+        for p in paths:
+            wav = load_audio(p, codec.sample_rate, allow_silence=True)
+            every = [t for layer in codec.encode(wav) for t in layer]
+            clips[name].append((every, mfcc_statistics(wav, codec.sample_rate)))
+    fused = compute_fused_stats(llm, clips)
+    sources = json.dumps({"prototype": json.loads(manifest(groups)), "fused": json.loads(manifest(fused_groups))})
+    out = save_center(args.codec / CENTER_FILE, center, llm, codec, sources, fused)
+    print(f"{out}: centre {tuple(center.shape)}, fused centre {tuple(fused.center.shape)} from {sources}")
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def test_episodes_are_seeded_disjoint_and_balanced() -> None:
 
 
 def test_grids_follow_the_paper() -> None:
-    grid = paper_grid(EpisodeConfig(ways=3))
+    grid = paper_grid(EpisodeConfig(method="icl", ways=3))
     assert [c.setting for c in grid[:5]] == [
         "no induction 1-shot",
         "induction 1-shot",
@@ -88,7 +88,7 @@ def test_grids_follow_the_paper() -> None:
     ]
     assert [c.layers for c in grid] == ["semantic"] * 5 + ["all"] * 5 and {c.ways for c in grid} == {3}
     assert len({c.key for c in grid}) == 10
-    assert [c.ways for c in ways_grid(EpisodeConfig())] == [2, 3, 4, 5, 6]
+    assert [c.ways for c in ways_grid(EpisodeConfig(method="icl"))] == [2, 3, 4, 5, 6]
 
 
 # -- baselines and intervals ------------------------------------------------------------------
@@ -136,7 +136,7 @@ def test_store_survives_a_torn_line_and_refuses_other_settings(tmp_path: Path) -
 def test_resume_skips_finished_episodes(models, labelled: Path, tmp_path: Path, monkeypatch) -> None:
     llm, codec = models
     results = tmp_path / "r.jsonl"
-    cfg = EpisodeConfig(ways=2)
+    cfg = EpisodeConfig(method="icl", ways=2)
     first = evaluate_classification(llm, codec, labelled, [cfg], episodes=2, queries=3, results=results, progress=False)
     assert first.configs[0].computed == 2 and len(first.configs[0].episodes) == 2
     calls = []
@@ -172,7 +172,7 @@ def test_grid_reports_render_with_the_paper_rows() -> None:
             "encode_seconds": 0.2,
         }
 
-    grid = paper_grid(EpisodeConfig(ways=2))
+    grid = paper_grid(EpisodeConfig(method="icl", ways=2))
     res = ClassifyEvalResult(
         "data/esc10",
         "paper",
@@ -192,7 +192,7 @@ def test_grid_reports_render_with_the_paper_rows() -> None:
     ways = ClassifyEvalResult(
         "d",
         "ways",
-        [ConfigResult(c, [fake(c, 0)]) for c in ways_grid(EpisodeConfig())],
+        [ConfigResult(c, [fake(c, 0)]) for c in ways_grid(EpisodeConfig(method="icl"))],
         "r.jsonl",
         {"queries": 10, "seed": 0},
     )

@@ -169,7 +169,7 @@ def test_single_process_merges_leftover_shards(tmp_path: Path, monkeypatch) -> N
     assert current_workers() == Workers()
     llm, codec = tiny_models(tmp_path / "models")
     data = write_label_demos(tmp_path / "data", {"dog": 300.0, "rain": 2000.0}, clips=3, seconds=0.5)
-    cfg = EpisodeConfig(ways=2)
+    cfg = EpisodeConfig(method="icl", ways=2)
     kw: dict[str, Any] = dict(episodes=3, queries=2, progress=False)
     ref = evaluate_classification(llm, codec, data, [cfg], results=tmp_path / "ref.jsonl", **kw)
     results = tmp_path / "r.jsonl"

@@ -204,7 +204,7 @@ def _classifier_prefix(builder: PromptBuilder, demos: dict[str, list[list[int]]]
     """The classification prompt prefix on pre-encoded demonstrations (no codec or LLM needed)."""
     from uniaudio_cli.tasks.classify import ClassifyOptions, demonstration_prefix
 
-    return demonstration_prefix(builder, demos, ClassifyOptions(repeats=repeats))
+    return demonstration_prefix(builder, demos, ClassifyOptions(method="icl", repeats=repeats))
 
 
 INDUCTION = [

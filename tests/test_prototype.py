@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -17,11 +19,17 @@ from uniaudio_cli.tasks.classify import Classifier, ClassifyOptions
 from uniaudio_cli.tasks.demos import load_demo_folder
 from uniaudio_cli.tasks.prototype import (
     CENTER_FILE,
+    FUSED_DEPTHS,
+    FusedStats,
     center_features,
     clip_features,
     compute_center,
+    compute_fused_stats,
     depth_index,
+    fused_feature,
+    fused_llm_part,
     load_center,
+    load_fused_stats,
     save_center,
 )
 
@@ -64,14 +72,22 @@ def test_center_round_trip_and_refusals(models, tmp_path: Path, caplog) -> None:
     try:
         torch.testing.assert_close(load_center(llm, codec), center)
 
-        # Another codec's weights: ignored with a warning naming what differs.
+        # A retrained decoder writes the same codes: the centre still holds.
         other = tmp_path / "other"
         shutil.copytree(folder, other)
-        (other / "model.safetensors").write_bytes((other / "model.safetensors").read_bytes() + b" ")
-        codec_other = type(codec)(codec.model, codec.bridge, codec.device, str(other), codec.vocabulary)
+        model = copy.deepcopy(codec.model)
+        with torch.no_grad():
+            next(model.decoder.parameters()).add_(1.0)
+        same_codes = type(codec)(model, codec.bridge, codec.device, str(other), codec.vocabulary)
+        torch.testing.assert_close(load_center(llm, same_codes), center)
+
+        # Another encoder writes other codes: ignored with a warning naming what differs.
+        with torch.no_grad():
+            next(model.encoder.parameters()).add_(1.0)
+        codec_other = type(codec)(model, codec.bridge, codec.device, str(other), codec.vocabulary)
         with caplog.at_level(logging.WARNING):
             assert load_center(llm, codec_other) is None
-        assert "codec_weights_sha256" in caplog.text
+        assert "codec_codes_sha256" in caplog.text
 
         # An unknown format version is refused, naming the file and the fix.
         save_file({"center": center}, str(path), metadata={"format_version": "99"})
@@ -102,3 +118,50 @@ def test_classifier_uses_the_stored_center(models, label_demos) -> None:  # noqa
     torch.testing.assert_close(on._embed(tokens), center_features(feats[d], center[d]))
     torch.testing.assert_close(off._embed(tokens), center_features(feats[d], None))
     assert not torch.allclose(on.centroids, off.centroids)
+
+
+def test_meanstd_pooling(models) -> None:  # noqa: F811
+    llm, _ = models
+    tokens = [5, 6, 7, 9]
+    both = clip_features(llm, tokens, pooling="meanstd")
+    h = llm.model.config.hidden_size
+    assert both.shape == (llm.model.config.num_hidden_layers + 1, 2 * h)
+    torch.testing.assert_close(both[:, :h], clip_features(llm, tokens))
+    lead = bos_ids(llm.tokenizer) + llm.tokenizer.encode("Input: <", add_special_tokens=False)
+    with torch.no_grad():
+        hs = llm.model(input_ids=torch.tensor([lead + tokens]), output_hidden_states=True).hidden_states
+    torch.testing.assert_close(both[2, h:], hs[2][0, len(lead) :].std(0, unbiased=False))
+
+
+def test_fused_features_and_stats_round_trip(models) -> None:  # noqa: F811
+    llm, codec = models
+    h = llm.model.config.hidden_size
+    states = clip_features(llm, [5, 6, 7], pooling="meanstd")
+    part = fused_llm_part(states)
+    assert part.shape == (len(FUSED_DEPTHS) * 2 * h,)
+    # Every depth, and the mean and std inside it, weighs the same.
+    blocks = part.view(len(FUSED_DEPTHS), 2 * h)
+    torch.testing.assert_close(blocks.norm(dim=1), torch.ones(len(FUSED_DEPTHS)))
+    mfcc = np.linspace(-1.0, 1.0, 38)
+    stats = FusedStats(torch.full_like(part, 0.01), torch.full((38,), 0.5), torch.full((38,), 2.0))
+    feat = fused_feature(states, mfcc, stats)
+    assert feat.shape == (part.numel() + 38,) and torch.isclose(feat.norm(), torch.tensor(1.0))
+    expected_mfcc = torch.nn.functional.normalize((torch.as_tensor(mfcc, dtype=torch.float32) - 0.5) / 2.0, dim=0)
+    torch.testing.assert_close(feat[-38:] * 2**0.5, expected_mfcc, atol=1e-6, rtol=1e-5)
+
+    computed = compute_fused_stats(llm, {"a": [([5, 6, 7], mfcc), ([8, 9], mfcc + 1)], "b": [([10, 11], mfcc)]})
+    a = (fused_llm_part(states) + fused_llm_part(clip_features(llm, [8, 9], pooling="meanstd"))) / 2
+    b = fused_llm_part(clip_features(llm, [10, 11], pooling="meanstd"))
+    torch.testing.assert_close(computed.center, (a + b) / 2)  # groups weigh the same
+    torch.testing.assert_close(computed.mfcc_mean, torch.as_tensor(mfcc + 1 / 3, dtype=torch.float32))
+
+    path = save_center(Path(codec.source) / CENTER_FILE, torch.zeros(3, h), llm, codec, "{}", computed)
+    try:
+        loaded = load_fused_stats(llm, codec)
+        assert loaded is not None
+        torch.testing.assert_close(loaded.center, computed.center)
+        torch.testing.assert_close(loaded.mfcc_std, computed.mfcc_std)
+        save_center(path, torch.zeros(3, h), llm, codec, "{}")  # without the fused statistics
+        assert load_fused_stats(llm, codec) is None
+    finally:
+        path.unlink(missing_ok=True)

@@ -106,7 +106,7 @@ def test_tiny_models_are_consistent(models) -> None:
 # -- classification --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["icl", "prototype"])
+@pytest.mark.parametrize("method", ["icl", "prototype", "fused"])
 @pytest.mark.parametrize("mode", ["default", "paper"])
 def test_classifier_returns_demo_labels(models, label_demos, queries, method, mode) -> None:
     llm, codec = models
@@ -127,8 +127,8 @@ def test_classifier_returns_demo_labels(models, label_demos, queries, method, mo
 def test_layers_all_makes_longer_prompts(models, label_demos) -> None:
     llm, codec = models
     demos = load_demo_folder(label_demos).pick(1)
-    sem = Classifier.from_files(llm, codec, demos, ClassifyOptions(layers="semantic"))
-    full = Classifier.from_files(llm, codec, demos, ClassifyOptions(layers="all"))
+    sem = Classifier.from_files(llm, codec, demos, ClassifyOptions(method="icl", layers="semantic"))
+    full = Classifier.from_files(llm, codec, demos, ClassifyOptions(method="icl", layers="all"))
     clip = label_demos / "dog" / "0.wav"
     assert len(sem.clip_tokens(clip)) == 9 and len(full.clip_tokens(clip)) == 9 + 18 + 36
     assert full.clip_tokens(clip)[:9] == sem.clip_tokens(clip)
@@ -138,8 +138,8 @@ def test_layers_all_makes_longer_prompts(models, label_demos) -> None:
 def test_repeats_multiply_the_demonstration_block(models, label_demos) -> None:
     llm, codec = models
     demos = load_demo_folder(label_demos).pick(2)
-    one = Classifier.from_files(llm, codec, demos, ClassifyOptions(shots=2, repeats=1))
-    three = Classifier.from_files(llm, codec, demos, ClassifyOptions(shots=2, repeats=3))
+    one = Classifier.from_files(llm, codec, demos, ClassifyOptions(method="icl", shots=2, repeats=1))
+    three = Classifier.from_files(llm, codec, demos, ClassifyOptions(method="icl", shots=2, repeats=3))
     b = one.builder
     head, tail = b.induction(["dog", "rain"]), b.text(b.template.block)
     p1 = one.prefix_ids()
@@ -148,14 +148,14 @@ def test_repeats_multiply_the_demonstration_block(models, label_demos) -> None:
     assert three.prefix_ids() == head + block * 3 + tail
     # Demonstrations interleave labels: dog, rain, dog, rain.
     assert block.count(b.answer("dog")[0]) >= 2
-    no_ind = Classifier.from_files(llm, codec, demos, ClassifyOptions(shots=2, induction=False))
+    no_ind = Classifier.from_files(llm, codec, demos, ClassifyOptions(method="icl", shots=2, induction=False))
     assert no_ind.prefix_ids() == block + tail
 
 
 def test_icl_paper_scores_every_label_after_the_query(models, label_demos, queries) -> None:
     llm, codec = models
     demos = load_demo_folder(label_demos).pick(1)
-    clf = Classifier.from_files(llm, codec, demos, ClassifyOptions(mode="paper"))
+    clf = Classifier.from_files(llm, codec, demos, ClassifyOptions(method="icl", mode="paper"))
     tokens = clf.clip_tokens(queries[0])
     raw = continuation_logprobs(clf.prefix, clf.query_ids(tokens), clf.candidates)
     got = clf.classify_tokens(tokens).probabilities
@@ -173,7 +173,7 @@ def _full_logprobs(llm: LoadedLLM, context: list[int], tokens: list[int]) -> tor
 def test_icl_default_is_channel_scoring(models, label_demos, queries) -> None:
     llm, codec = models
     demos = load_demo_folder(label_demos).pick(2)
-    clf = Classifier.from_files(llm, codec, demos, ClassifyOptions(shots=2))
+    clf = Classifier.from_files(llm, codec, demos, ClassifyOptions(method="icl", shots=2))
     b = clf.builder
     head = b.text("Input: <")
     assert head == b.head(b.template.query)
@@ -198,7 +198,7 @@ def test_icl_default_is_channel_scoring(models, label_demos, queries) -> None:
 def test_classifier_needs_two_labels(models, label_demos) -> None:
     llm, codec = models
     with pytest.raises(UsageError, match="at least two labels"):
-        Classifier.from_files(llm, codec, {"dog": [label_demos / "dog" / "0.wav"]}, ClassifyOptions())
+        Classifier.from_files(llm, codec, {"dog": [label_demos / "dog" / "0.wav"]}, ClassifyOptions(method="icl"))
 
 
 # -- TTS -------------------------------------------------------------------------------------
@@ -341,3 +341,41 @@ def test_crop_or_pad() -> None:
     short = crop_or_pad(wav[:50], 200, "loudest")
     assert short.shape == (200,) and np.array_equal(short[:50], wav[:50]) and not short[50:].any()
     assert np.array_equal(crop_or_pad(wav, 1000, "loudest"), wav)
+
+
+def test_fused_method_joins_llm_states_and_mfcc(models, label_demos, queries) -> None:
+    from uniaudio_cli.tasks.prototype import clip_features, fused_feature, mfcc_statistics
+
+    llm, codec = models
+    demos = load_demo_folder(label_demos).pick(None)
+    opts = ClassifyOptions()  # the default method
+    assert opts.method == "fused" and opts.layers == "all" and opts.temperature == pytest.approx(0.152)
+    clf = Classifier.from_files(llm, codec, demos, opts)
+    pred = clf.classify(queries[0])
+    assert pred.label in demos and sum(pred.probabilities.values()) == pytest.approx(1.0)
+
+    # The score is the cosine between the query's fused feature and the label centroids.
+    wav = clf.load_clip(queries[0])
+    tokens = [t for layer in codec.encode(wav) for t in layer]
+    feat = fused_feature(clip_features(llm, tokens, pooling="meanstd"), mfcc_statistics(wav, codec.sample_rate), None)
+    expected = torch.softmax(clf.centroids @ feat / opts.temperature, dim=0)
+    assert [pred.probabilities[lb] for lb in clf.labels] == pytest.approx(expected.tolist(), abs=1e-6)
+    assert clf.classify_many([queries[0]])[0].probabilities == pred.probabilities
+
+    # Tokens alone are not enough for fused, and the demonstrations' MFCC statistics are required.
+    with pytest.raises(UsageError, match="needs each query's audio"):
+        clf.classify_tokens(tokens)
+    with pytest.raises(UsageError, match="MFCC statistics"):
+        Classifier(llm, codec, clf._demo_tokens, opts)
+
+
+def test_abstain_flags_unsure_answers(models, label_demos, queries) -> None:
+    llm, codec = models
+    demos = load_demo_folder(label_demos).pick(None)
+    sure = Classifier.from_files(llm, codec, demos, ClassifyOptions(method="prototype", abstain=0.01))
+    unsure = Classifier.from_files(llm, codec, demos, ClassifyOptions(method="prototype", abstain=0.999999))
+    a, b = sure.classify(queries[0]), unsure.classify(queries[0])
+    assert not a.abstained and b.abstained and a.label == b.label
+    assert any(w.startswith("unsure: ") for w in b.warnings)
+    with pytest.raises(UsageError, match="--abstain"):
+        ClassifyOptions(abstain=1.5)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -37,7 +38,8 @@ class PrefixCache:
 
     ``extend`` runs more tokens on top of the prefix; ``reset`` crops the cache back so the
     next query starts from the same prefix. ``reuse=False`` recomputes the prefix for each
-    query instead (for measuring what the cache saves).
+    query instead (for measuring what the cache saves). ``lazy=True`` defers computing the
+    cache to the first :meth:`start` (for a prefix that may never be used).
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class PrefixCache:
         context_length: int,
         reuse: bool = True,
         source: str = "prompt",
+        lazy: bool = False,
     ) -> None:
         self.model = model
         self.device = device
@@ -58,9 +61,12 @@ class PrefixCache:
         self._cache: Any = None
         self._logits: torch.Tensor | None = None
         self.check_length(0)  # before running a prefix the model cannot position
-        if reuse:
-            self._cache, logits = self._run(self.prefix, None)
-            self._logits = logits[-1].clone()  # keep one row, not the (L, V) table
+        if reuse and not lazy:
+            self._compute()
+
+    def _compute(self) -> None:
+        self._cache, logits = self._run(self.prefix, None)
+        self._logits = logits[-1].clone()  # keep one row, not the (L, V) table
 
     def check_length(self, extra: int) -> None:
         n = len(self.prefix) + extra
@@ -85,6 +91,8 @@ class PrefixCache:
         if not self.reuse:
             cache, logits = self._run(self.prefix, None)
             return cache, logits[-1]
+        if self._cache is None:
+            self._compute()
         assert self._cache is not None and self._logits is not None
         crop_cache(self._cache, len(self.prefix))
         return self._cache, self._logits
@@ -151,6 +159,227 @@ def token_logprobs(prefix: PrefixCache, ids: Sequence[int], block: int = LOGPROB
         targets = torch.as_tensor(ids[i + 1 : i + 1 + len(chunk)], device=logp.device)
         out.append(logp[torch.arange(len(chunk), device=logp.device), targets].cpu())
     return torch.cat(out)
+
+
+@dataclass
+class BatchState:
+    """Rows of prompts of different lengths run side by side on one KV cache.
+
+    Slot ``s`` of row ``b`` holds a real token where ``mask[b, s]`` is 1 and padding the
+    attention mask hides where it is 0; ``lengths[b]`` real tokens so far are also the position
+    id of the row's next token, so a row's tokens sit at the positions an unbatched run gives
+    them whatever padding precedes them in the cache.
+    """
+
+    cache: Any
+    mask: torch.Tensor  # (B, S) long: 1 real token, 0 padding
+    lengths: torch.Tensor  # (B,) long: real tokens per row
+    last: torch.Tensor | None  # (B, V) float: logits after each row's last real token
+
+    def repeat(self, n: int) -> BatchState:
+        """Each row ``n`` times in a row (row ``b`` becomes rows ``b * n .. b * n + n - 1``).
+
+        ``n == 1`` shares the cache (the caller's extension is cropped away by the next
+        ``start``); otherwise the cache is copied, so the original is left as it was."""
+        if n == 1:
+            return self
+        cache = copy.deepcopy(self.cache)
+        cache.batch_repeat_interleave(n)
+        last = None if self.last is None else self.last.repeat_interleave(n, dim=0)
+        return BatchState(cache, self.mask.repeat_interleave(n, dim=0), self.lengths.repeat_interleave(n), last)
+
+
+class PrefixBatch:
+    """The KV caches of several prompt prefixes of different lengths, in one batch.
+
+    What :class:`PrefixCache` is for one prefix, for ``B`` of them: every continuation is run
+    after all prefixes in one forward pass per block instead of one pass per prefix.
+
+    The prefixes are right-padded, not left-padded: row ``b`` holds its prefix in slots
+    ``0 .. len_b - 1`` and padding after it, and continuations are appended after the longest
+    prefix with position ids that go on from ``len_b``. Each real token then attends to exactly
+    its row's real tokens at the positions an unbatched run gives them (rotary position
+    embeddings, as in LLaMA, depend on position ids, not on cache slots), so the scores are the
+    unbatched ones up to float rounding. Padding never comes before a row's first token, so no
+    token (padding included) attends to nothing: a fully masked attention row is NaN in some
+    attention kernels, and a NaN key or value would reach real tokens through the next layer.
+
+    Args:
+        model: the LLM (a transformers causal LM taking ``attention_mask`` and ``position_ids``).
+        prefixes: ``B`` token id lists.
+        device: where the ids go.
+        context_length: the most tokens one row may hold.
+        reuse: keep the prefixes' cache for every call (``False``: run them again each time).
+        sources: a name per prefix for errors (default ``"prompt"``).
+        block: tokens per forward pass, counted over all rows: the ``(rows, tokens, V)`` logits
+            of one pass are the largest tensor.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        prefixes: Sequence[Sequence[int]],
+        device: torch.device,
+        context_length: int,
+        reuse: bool = True,
+        sources: Sequence[str] | None = None,
+        block: int = LOGPROB_BLOCK,
+    ) -> None:
+        self.model = model
+        self.device = device
+        self.prefixes = [list(p) for p in prefixes]
+        self.context_length = context_length
+        self.reuse = reuse
+        self.sources = list(sources) if sources is not None else ["prompt"] * len(self.prefixes)
+        self.block = block
+        self._state: BatchState | None = None
+        self.check_length(0)  # before running a prefix the model cannot position
+        if reuse:
+            self._state = self._run_prefixes(1)
+
+    def __len__(self) -> int:
+        return len(self.prefixes)
+
+    def check_length(self, extra: int) -> None:
+        """Raise :class:`PromptTooLongError` for the first prefix that ``extra`` more tokens
+        would push past the context."""
+        for prefix, source in zip(self.prefixes, self.sources, strict=True):
+            n = len(prefix) + extra
+            if n > self.context_length:
+                raise PromptTooLongError(
+                    f"{source}: prompt of {n} tokens exceeds the LLM's context of {self.context_length}",
+                    "use fewer --shots/--repeats, a shorter --crop, --layers semantic, or an LLM with a longer context",
+                )
+
+    def _run_prefixes(self, repeat: int) -> BatchState:
+        from transformers import DynamicCache
+
+        rows = [p for p in self.prefixes for _ in range(repeat)]
+        empty = BatchState(
+            DynamicCache(),
+            torch.zeros(len(rows), 0, dtype=torch.long, device=self.device),
+            torch.zeros(len(rows), dtype=torch.long, device=self.device),
+            None,
+        )
+        return self.extend(empty, rows)[0]
+
+    def start(self, repeat: int = 1) -> BatchState:
+        """The prefixes, each ``repeat`` times in a row: row ``b * repeat + k`` is prefix ``b``.
+
+        With ``reuse=False`` every row is run afresh (re-prompting, as :class:`PrefixCache`
+        does per query)."""
+        if not self.reuse:
+            return self._run_prefixes(repeat)
+        assert self._state is not None
+        crop_cache(self._state.cache, self._state.mask.shape[1])
+        return self._state.repeat(repeat)
+
+    @torch.no_grad()
+    def extend(
+        self,
+        state: BatchState,
+        rows: Sequence[Sequence[int]],
+        targets: Sequence[Sequence[int]] | None = None,
+    ) -> tuple[BatchState, list[torch.Tensor]]:
+        """Run ``rows[b]`` on top of row ``b`` of ``state`` (rows may differ in length, or be empty).
+
+        Returns the extended state and, for each row, the log-probability ``(len(rows[b]),)``
+        of ``targets[b][j]`` after ``rows[b][j]`` (empty tensors without ``targets``). The
+        tokens run in blocks of ``block // B`` columns on the growing cache.
+        """
+        n_rows = len(rows)
+        counts = torch.tensor([len(r) for r in rows], dtype=torch.long)
+        width = int(counts.max()) if n_rows else 0
+        if width == 0:
+            return state, [torch.zeros(0) for _ in rows]
+        ids = torch.zeros(n_rows, width, dtype=torch.long)  # padding: any valid id, it is masked
+        tgt = torch.zeros(n_rows, width, dtype=torch.long)
+        for b, row in enumerate(rows):
+            ids[b, : len(row)] = torch.as_tensor(list(row), dtype=torch.long)
+            if targets is not None:
+                tgt[b, : len(row)] = torch.as_tensor(list(targets[b]), dtype=torch.long)
+        valid = (torch.arange(width) < counts[:, None]).long()
+        ids, tgt, valid, counts = (t.to(self.device) for t in (ids, tgt, valid, counts))
+        mask = state.mask
+        last = None if state.last is None else state.last.clone()
+        scores = torch.zeros(n_rows, width, device=self.device)
+        step = max(1, self.block // n_rows)
+        for i in range(0, width, step):
+            cols = slice(i, i + step)
+            mask = torch.cat([mask, valid[:, cols]], dim=1)
+            positions = state.lengths[:, None] + torch.arange(i, i + ids[:, cols].shape[1], device=self.device)
+            out = self.model(
+                input_ids=ids[:, cols],
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=True,
+                **{cache_argument(self.model): state.cache},
+            )
+            logits = out.logits.float()  # (B, c, V)
+            if targets is not None:
+                logp = torch.log_softmax(logits, dim=-1)
+                scores[:, cols] = logp.gather(-1, tgt[:, cols, None])[..., 0]
+            # Each row's last real token may fall in this block; its logits seed the next call.
+            end = counts - 1 - i
+            hit = (end >= 0) & (end < logits.shape[1])
+            if last is None:
+                last = torch.zeros(n_rows, logits.shape[-1], device=self.device)
+            last[hit] = logits[hit, end[hit]]
+        new = BatchState(state.cache, mask, state.lengths + counts, last)
+        scores = scores.cpu()
+        return new, [scores[b, : len(row)] for b, row in enumerate(rows)]
+
+
+def token_logprobs_batch(prefixes: PrefixBatch, queries: Sequence[Sequence[int]]) -> list[list[torch.Tensor]]:
+    """What :func:`token_logprobs` gives for each query after each prefix, in one batch.
+
+    Returns ``out[q][b]``: the log-probability ``(N_q,)`` of each of ``queries[q]`` after
+    prefix ``b`` and the query's ids before it. The ``B * Q`` rows run together.
+    """
+    n_q = len(queries)
+    queries = [list(q) for q in queries]
+    prefixes.check_length(max((len(q) for q in queries), default=0))
+    state = prefixes.start(n_q)  # row b * n_q + q: prefix b, query q
+    rows = range(len(prefixes) * n_q)
+    first = torch.log_softmax(state.last, dim=-1) if state.last is not None else None
+    _, rest = prefixes.extend(state, [queries[r % n_q][:-1] for r in rows], [queries[r % n_q][1:] for r in rows])
+    out: list[list[torch.Tensor]] = [[] for _ in queries]
+    for r in rows:
+        q = queries[r % n_q]
+        if not q:
+            out[r % n_q].append(torch.zeros(0))
+            continue
+        assert first is not None
+        out[r % n_q].append(torch.cat([first[r, q[0]].reshape(1).cpu(), rest[r]]))
+    return out
+
+
+def continuation_logprobs_batch(
+    prefix: PrefixBatch, queries: Sequence[Sequence[int]], candidates: Sequence[Sequence[int]]
+) -> torch.Tensor:
+    """What :func:`continuation_logprobs` gives for each query, in one batch.
+
+    ``prefix`` holds one prefix. Returns ``(Q, C)``: the log-probability of candidate ``c``
+    after ``prefix + queries[q]``. The queries run side by side once; then every multi-token
+    candidate after every query, side by side, on copies of their caches.
+    """
+    assert len(prefix) == 1, "one prefix shared by every query"
+    n_q = len(queries)
+    longest = max(len(c) for c in candidates)
+    prefix.check_length(max((len(q) for q in queries), default=0) + longest)
+    state = prefix.start(n_q)
+    state, _ = prefix.extend(state, queries)
+    assert state.last is not None
+    first = torch.log_softmax(state.last, dim=-1).cpu()  # (Q, V)
+    scores = first[:, [c[0] for c in candidates]].clone()  # (Q, C)
+    multi = [i for i, c in enumerate(candidates) if len(c) > 1]
+    if multi:
+        state = state.repeat(len(multi))  # row q * M + m: query q, candidate multi[m]
+        rows = [candidates[m] for _ in range(n_q) for m in multi]
+        _, rest = prefix.extend(state, [c[:-1] for c in rows], [c[1:] for c in rows])
+        for r, lp in enumerate(rest):
+            scores[r // len(multi), multi[r % len(multi)]] += lp.sum()
+    return scores
 
 
 def allowed_mask(vocab_size: int, allowed: Sequence[int], device: torch.device) -> torch.Tensor:

@@ -32,11 +32,13 @@ from uniaudio_cli.vocab import Vocabulary
 log = logging.getLogger(__name__)
 
 
-def _state_sha256(model: LLMCodec) -> str:
-    """SHA-256 over a model's trainable tensors (names, dtypes, shapes, bytes): the identity of a
-    codec that was not loaded from a file."""
+def _state_sha256(model: LLMCodec, prefixes: tuple[str, ...] = ("",)) -> str:
+    """SHA-256 over a model's trainable tensors (names, dtypes, shapes, bytes) whose names start
+    with one of ``prefixes``: the identity of a codec that was not loaded from a file."""
     h = hashlib.sha256()
     for name, t in sorted(trainable_state_dict(model).items()):
+        if not name.startswith(prefixes):
+            continue
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
@@ -82,6 +84,13 @@ class Codec:
             self.weights_sha256 = sha
         vocab = self.model.cfg.vocab.embedding_sha256 if self.model.cfg.vocab is not None else None
         return CodecIdentity(source=self.source, weights_sha256=sha, vocabulary=vocab)
+
+    @cached_property
+    def codes_sha256(self) -> str:
+        """SHA-256 over the weights that decide the codes (encoder and quantizer), not the
+        decoder's: what anything computed from codes alone, such as a prototype centre, depends
+        on. A codec whose decoder alone was retrained keeps it."""
+        return _state_sha256(self.model, ("encoder.", "quantizer."))
 
     @property
     def sample_rate(self) -> int:

@@ -47,7 +47,6 @@ if TYPE_CHECKING:
     from uniaudio_cli.evaluate.parallel import Workers
     from uniaudio_cli.llm import LoadedLLM
 
-N_MFCC = 20  # coefficient 0 (log energy) is left out: the baseline should not just compare loudness
 PAPER_WAYS = (2, 3, 4, 5, 6)
 
 
@@ -63,12 +62,14 @@ class EpisodeConfig:
     repeats: int = 1
     induction: bool = True
     layers: Layers = "semantic"
-    method: Method = "icl"
+    method: Method = "fused"
     mode: Mode = "default"
     crop: float | None = 1.0
     center: bool = True
 
     def __post_init__(self) -> None:
+        if self.method == "fused" and self.layers != "all":
+            object.__setattr__(self, "layers", "all")  # fused reads all three layers (frozen dataclass)
         if self.ways < 2:
             raise UsageError(f"--ways {self.ways}: at least 2 labels are needed", "use --ways 2 or more")
         if self.shots < 1 or self.repeats < 1:
@@ -80,7 +81,7 @@ class EpisodeConfig:
         return (
             f"{self.ways}way-{self.shots}shot-x{self.repeats}-{'ind' if self.induction else 'noind'}-"
             f"{self.layers}-{self.method}-{self.mode}-crop{crop}"
-            + ("-nocenter" if self.method == "prototype" and not self.center else "")
+            + ("-nocenter" if self.method != "icl" and not self.center else "")
         )
 
     @property
@@ -93,7 +94,7 @@ class EpisodeConfig:
     def label(self) -> str:
         """Method, mode and crop in words: "icl (default mode, whole clips)"."""
         crop = "whole clips" if not self.crop else f"{self.crop:g} s crops"
-        uncentred = ", uncentred" if self.method == "prototype" and not self.center else ""
+        uncentred = ", uncentred" if self.method != "icl" and not self.center else ""
         return f"{self.method} ({self.mode} mode, {crop}{uncentred})"
 
     @property
@@ -198,11 +199,10 @@ def random_guesses(labels: Sequence[str], n: int, seed: int, ways: int, index: i
 
 
 def mfcc_features(wav: np.ndarray, sample_rate: int) -> np.ndarray:
-    """MFCC 1-19 mean and standard deviation over time: ``(38,)``."""
-    import librosa
+    """The baseline's clip feature: :func:`uniaudio_cli.tasks.prototype.mfcc_statistics` ``(38,)``."""
+    from uniaudio_cli.tasks.prototype import mfcc_statistics
 
-    m = librosa.feature.mfcc(y=np.asarray(wav, dtype=np.float32), sr=sample_rate, n_mfcc=N_MFCC)[1:]
-    return np.concatenate([m.mean(axis=1), m.std(axis=1)]).astype(np.float64)
+    return mfcc_statistics(wav, sample_rate)
 
 
 def nearest_neighbour(demos: dict[str, list[np.ndarray]], query: np.ndarray) -> str:
@@ -263,7 +263,12 @@ def _caching_classifier(
     from uniaudio_cli.tasks.classify import Classifier
 
     tokens = {label: [_layer_tokens(cache, p, cfg) for p in paths] for label, paths in demos.items()}
-    return Classifier(llm, codec, tokens, cfg.options())
+    mfcc = (
+        {label: [cache.mfcc(p, cfg.crop, cfg.crop_mode) for p in paths] for label, paths in demos.items()}
+        if cfg.method == "fused"
+        else None
+    )
+    return Classifier(llm, codec, tokens, cfg.options(), demo_mfcc=mfcc)
 
 
 def _layer_tokens(cache: ClipCache, path: Path, cfg: EpisodeConfig) -> list[int]:
@@ -281,7 +286,14 @@ def run_episode(
     enc0 = cache.encode_seconds
     t0 = time.perf_counter()
     clf = _caching_classifier(llm, codec, episode.demos, cfg, cache)
-    preds = [clf.classify_tokens(_layer_tokens(cache, p, cfg), str(p)) for p, _ in episode.queries]
+    preds = [
+        clf.classify_tokens(
+            _layer_tokens(cache, p, cfg),
+            str(p),
+            cache.mfcc(p, cfg.crop, cfg.crop_mode) if cfg.method == "fused" else None,
+        )
+        for p, _ in episode.queries
+    ]
     seconds = time.perf_counter() - t0
     encode_seconds = cache.encode_seconds - enc0
     t1 = time.perf_counter()

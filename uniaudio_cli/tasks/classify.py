@@ -34,13 +34,28 @@ import torch
 
 from uniaudio_cli.audio import load_audio, open_audio
 from uniaudio_cli.codec.api import Codec
-from uniaudio_cli.decoding import PrefixCache, continuation_logprobs, token_logprobs
+from uniaudio_cli.decoding import (
+    PrefixBatch,
+    PrefixCache,
+    continuation_logprobs,
+    continuation_logprobs_batch,
+    token_logprobs,
+    token_logprobs_batch,
+)
 from uniaudio_cli.errors import UniaudioError, UsageError
 from uniaudio_cli.llm import LoadedLLM
 from uniaudio_cli.prompts import PromptBuilder, PromptTemplate
 from uniaudio_cli.tasks.demos import crop_or_pad
 from uniaudio_cli.tasks.options import ClassifyOptions, Layers, Method, Mode, default_crop
-from uniaudio_cli.tasks.prototype import center_features, clip_features, depth_index, load_center
+from uniaudio_cli.tasks.prototype import (
+    center_features,
+    clip_features,
+    depth_index,
+    fused_feature,
+    load_center,
+    load_fused_stats,
+    mfcc_statistics,
+)
 
 __all__ = ["Classifier", "ClassifyOptions", "Layers", "Method", "Mode", "Prediction", "default_crop"]
 
@@ -55,6 +70,7 @@ class Prediction:
     label: str
     probabilities: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    abstained: bool = False  # the top probability is below ``ClassifyOptions.abstain``; ``label`` is the best guess
 
     @property
     def probability(self) -> float:
@@ -102,6 +118,18 @@ MIN_QUERY_TOKENS = 2
 LONG_QUERY_FACTOR = 4.0
 
 
+def queries_per_batch(device: torch.device) -> int:
+    """How many icl queries :meth:`Classifier.classify_tokens_many` puts in one batch by default.
+
+    On a CPU a forward pass is compute-bound, so several queries in one pass cost what they cost
+    one after another, plus a copy of the prompt caches per query (5-way 1-shot ESC-10, 5 s,
+    SmolLM2-135M, one thread on a busy 2-core machine: 0.44 queries/s one at a time, 0.35 four
+    at a time). An accelerator runs a larger batch in about the time of a small one (not yet
+    measured: ``bench/classify_throughput.py --device cuda --per-batch N``).
+    """
+    return 1 if device.type == "cpu" else 8
+
+
 def load_clip(path: str | Path, sample_rate: int, opts: ClassifyOptions) -> np.ndarray:
     """A clip as the classifier reads it: ``(T,)`` at ``sample_rate``, cropped as ``opts`` say."""
     wav = load_audio(path, sample_rate, max_seconds=opts.max_seconds)
@@ -111,7 +139,8 @@ def load_clip(path: str | Path, sample_rate: int, opts: ClassifyOptions) -> np.n
 
 
 class Classifier:
-    """Holds the encoded demonstrations and the prompt prefix; classifies queries one by one.
+    """Holds the encoded demonstrations and the prompt prefix; classifies queries one by one or,
+    with :meth:`classify_tokens_many` and :meth:`classify_many`, several in one batch.
 
     Args:
         llm: the frozen LLM.
@@ -120,13 +149,23 @@ class Classifier:
             makes them (layer 1, or layers 1-3 per ``opts.layers``). :meth:`from_files` reads
             and encodes audio files into this.
         opts: prompt and decoding choices.
+        batch: icl scores every label prompt (``--mode default``) or candidate (``--mode
+            paper``) of a query, and :meth:`classify_tokens_many` several queries, in one
+            batched forward pass; ``False``: one pass per prompt and candidate, one query at a
+            time (the reference the batched path is tested against).
 
     The constructor reads no files; it builds the prompt caches (icl) or the class centroids
     (prototype), which is the one-off cost of a run.
     """
 
     def __init__(
-        self, llm: LoadedLLM, codec: Codec, demo_tokens: dict[str, list[list[int]]], opts: ClassifyOptions
+        self,
+        llm: LoadedLLM,
+        codec: Codec,
+        demo_tokens: dict[str, list[list[int]]],
+        opts: ClassifyOptions,
+        batch: bool = True,
+        demo_mfcc: dict[str, list[np.ndarray]] | None = None,
     ) -> None:
         if len(demo_tokens) < 2:
             raise UsageError("classification needs at least two labels", "add label folders to --demos")
@@ -137,21 +176,37 @@ class Classifier:
         self.labels = list(demo_tokens)
         self.builder = PromptBuilder(llm.tokenizer, PromptTemplate.load(opts.template))
         self._demo_tokens = {label: [list(t) for t in clips] for label, clips in demo_tokens.items()}
+        self.batch = batch
         if opts.method == "icl":
             self._prepare_icl()
-        else:
+        elif opts.method == "prototype":
             self._prepare_prototypes()
+        else:
+            if demo_mfcc is None or any(len(demo_mfcc.get(lb, [])) != len(c) for lb, c in demo_tokens.items()):
+                raise UsageError(
+                    "the fused method needs the MFCC statistics of every demonstration clip",
+                    "build the classifier with Classifier.from_files, or pass demo_mfcc",
+                )
+            self._prepare_fused(demo_mfcc)
 
     @classmethod
     def from_files(
-        cls, llm: LoadedLLM, codec: Codec, demos: dict[str, list[Path]], opts: ClassifyOptions
+        cls,
+        llm: LoadedLLM,
+        codec: Codec,
+        demos: dict[str, list[Path]],
+        opts: ClassifyOptions,
+        batch: bool = True,
     ) -> Classifier:
         """Read and encode the demonstration files (``label -> paths``), then build the classifier."""
-        tokens = {
-            label: [audio_tokens(codec, load_clip(p, codec.sample_rate, opts), opts.layers) for p in paths]
-            for label, paths in demos.items()
-        }
-        return cls(llm, codec, tokens, opts)
+        tokens: dict[str, list[list[int]]] = {}
+        mfcc: dict[str, list[np.ndarray]] = {}
+        for label, paths in demos.items():
+            wavs = [load_clip(p, codec.sample_rate, opts) for p in paths]
+            tokens[label] = [audio_tokens(codec, w, opts.layers) for w in wavs]
+            if opts.method == "fused":
+                mfcc[label] = [mfcc_statistics(w, codec.sample_rate) for w in wavs]
+        return cls(llm, codec, tokens, opts, batch=batch, demo_mfcc=mfcc if opts.method == "fused" else None)
 
     def load_clip(self, path: str | Path) -> np.ndarray:
         return load_clip(path, self.codec.sample_rate, self.opts)
@@ -173,14 +228,33 @@ class Classifier:
         return self.builder.render(self.builder.template.query, audio={"audio": tokens})
 
     def _prefix(self, ids: list[int], source: str) -> PrefixCache:
+        # When batching, these serve only the unbatched path, so their cache waits for first use.
         return PrefixCache(
-            self.llm.model, ids, self.llm.device, self.llm.context_length, reuse=self.opts.reuse_prefix, source=source
+            self.llm.model,
+            ids,
+            self.llm.device,
+            self.llm.context_length,
+            reuse=self.opts.reuse_prefix,
+            source=source,
+            lazy=self.batch,
+        )
+
+    def _prefix_batch(self, prefixes: Sequence[PrefixCache]) -> PrefixBatch:
+        return PrefixBatch(
+            self.llm.model,
+            [p.prefix for p in prefixes],
+            self.llm.device,
+            self.llm.context_length,
+            reuse=self.opts.reuse_prefix,
+            sources=[p.source for p in prefixes],
         )
 
     def _prepare_icl(self) -> None:
         if self.opts.mode == "paper":
             self.prefix = self._prefix(self.prefix_ids(), "classification prompt")
             self.candidates = [self.builder.answer(label) for label in self.labels]
+            if self.batch:
+                self.batch_prefix = self._prefix_batch([self.prefix])
             return
         head = self.builder.head(self.builder.template.query)
         self.label_prefixes = [
@@ -188,6 +262,10 @@ class Classifier:
             for label in self.labels
         ]
         self.reference = self._prefix(self.builder.bos() + head, "classification reference prompt")
+        if self.batch:
+            # The reference first, as the unbatched path checks it first: the same prompt is
+            # named when a query does not fit.
+            self.batch_prefix = self._prefix_batch([self.reference, *self.label_prefixes])
 
     def _scores_icl(self, tokens: Sequence[int]) -> torch.Tensor:
         if self.opts.mode == "paper":
@@ -197,6 +275,21 @@ class Classifier:
         base = token_logprobs(self.reference, tokens)
         evidence = [(token_logprobs(p, tokens) - base).clamp(min=0).sum() for p in self.label_prefixes]
         return torch.stack(evidence) / self.opts.channel_temperature
+
+    def _scores_icl_batch(self, queries: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+        """:meth:`_scores_icl` of each query, ``(L,)``, with all of them in one batch: ``Q``
+        queries x (``L`` label prompts + the reference) rows in default mode, ``Q`` query rows
+        then ``Q`` x multi-token candidate rows in paper mode."""
+        if self.opts.mode == "paper":
+            query_ids = [self.query_ids(t) for t in queries]
+            return list(continuation_logprobs_batch(self.batch_prefix, query_ids, self.candidates))
+        if not all(queries):
+            raise UsageError("a query with no audio tokens", "pass a clip of at least 0.1 s")
+        out = []
+        for base, *labels in token_logprobs_batch(self.batch_prefix, queries):
+            evidence = [(lp - base).clamp(min=0).sum() for lp in labels]
+            out.append(torch.stack(evidence) / self.opts.channel_temperature)
+        return out
 
     # -- prototype ---------------------------------------------------------------------------
     def _embed(self, tokens: Sequence[int]) -> torch.Tensor:
@@ -211,6 +304,28 @@ class Classifier:
 
     def _scores_prototype(self, tokens: Sequence[int]) -> torch.Tensor:
         return self.centroids @ self._embed(tokens) / self.opts.temperature
+
+    # -- fused -------------------------------------------------------------------------------
+    def _fused(self, tokens: Sequence[int], mfcc: np.ndarray) -> torch.Tensor:
+        return fused_feature(clip_features(self.llm, tokens, pooling="meanstd"), mfcc, self._fused_stats)
+
+    def _prepare_fused(self, demo_mfcc: dict[str, list[np.ndarray]]) -> None:
+        self._fused_stats = load_fused_stats(self.llm, self.codec) if self.opts.center else None
+        cents = [
+            torch.stack([self._fused(t, m) for t, m in zip(self._demo_tokens[lb], demo_mfcc[lb], strict=True)]).mean(0)
+            for lb in self.labels
+        ]
+        self.centroids = torch.nn.functional.normalize(torch.stack(cents), dim=1)
+
+    def _scores_fused(self, tokens: Sequence[int], mfcc: np.ndarray | None) -> torch.Tensor:
+        if mfcc is None:
+            raise UsageError(
+                "the fused method needs each query's audio, not only its tokens",
+                "use classify(path) or classify_audio(wav), or --method prototype",
+            )
+        if not tokens:
+            raise UsageError("a query with no audio tokens", "pass a clip of at least 0.1 s")
+        return self.centroids @ self._fused(tokens, mfcc) / self.opts.temperature
 
     # ----------------------------------------------------------------------------------------
     def query_warnings(self, tokens: Sequence[int]) -> list[str]:
@@ -233,33 +348,100 @@ class Classifier:
         cfg = self.codec.model.cfg
         return cfg.frame_rate / cfg.vq_strides[0]
 
-    def classify_tokens(self, tokens: Sequence[int], path: str = "") -> Prediction:
-        scores = self._scores_icl(tokens) if self.opts.method == "icl" else self._scores_prototype(tokens)
+    def _scores(self, queries: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+        """Label scores ``(L,)`` of each query, the icl ones in one batch when batching."""
+        if self.opts.method == "fused":
+            return [self._scores_fused(t, None) for t in queries]
+        if self.opts.method == "prototype":
+            return [self._scores_prototype(t) for t in queries]
+        if self.batch:
+            return self._scores_icl_batch(queries)
+        return [self._scores_icl(t) for t in queries]
+
+    def classify_tokens(self, tokens: Sequence[int], path: str = "", mfcc: np.ndarray | None = None) -> Prediction:
+        """Classify a query given as tokens (``--method fused`` also needs its ``mfcc``
+        statistics, see :func:`uniaudio_cli.tasks.prototype.mfcc_statistics`)."""
+        if self.opts.method == "fused":
+            return self._predict(tokens, self._scores_fused(tokens, mfcc), path)
+        return self._predict(tokens, self._scores([tokens])[0], path)
+
+    def classify_tokens_many(
+        self, queries: Sequence[Sequence[int]], paths: Sequence[str] | None = None, per_batch: int | None = None
+    ) -> list[Prediction]:
+        """:meth:`classify_tokens` of each query (``paths``: their names), ``per_batch`` at a time
+        in one batch (default: :func:`queries_per_batch`). The answers are those of one query
+        at a time, up to float rounding."""
+        names = list(paths) if paths is not None else [""] * len(queries)
+        per_batch = per_batch or queries_per_batch(self.llm.device)
+        scores = [s for i in range(0, len(queries), per_batch) for s in self._scores(queries[i : i + per_batch])]
+        return [self._predict(t, s, n) for t, s, n in zip(queries, scores, names, strict=True)]
+
+    def classify_many(self, paths: Sequence[str | Path], per_batch: int | None = None) -> list[Prediction]:
+        """Classify audio files, ``per_batch`` in one batch (see :meth:`classify_tokens_many`)."""
+        if self.opts.method == "fused":
+            return [self.classify(p) for p in paths]
+        return self.classify_tokens_many([self.clip_tokens(p) for p in paths], [str(p) for p in paths], per_batch)
+
+    def _predict(self, tokens: Sequence[int], scores: torch.Tensor, path: str) -> Prediction:
         probs = torch.softmax(scores.float(), dim=0).tolist()
         best = int(np.argmax(probs))
+        warnings = self.query_warnings(tokens)
+        abstained = self.opts.abstain is not None and probs[best] < self.opts.abstain
+        if abstained:
+            warnings.append(f"unsure: the best label has probability {probs[best]:.2f} < {self.opts.abstain:g}")
         return Prediction(
             path,
             self.labels[best],
             {lb: float(p) for lb, p in zip(self.labels, probs, strict=True)},
-            self.query_warnings(tokens),
+            warnings,
+            abstained,
         )
 
     def classify(self, path: str | Path) -> Prediction:
         """Classify one audio file."""
+        if self.opts.method == "fused":
+            return self.classify_audio(self.load_clip(path), str(path))
         return self.classify_tokens(self.clip_tokens(path), str(path))
 
     def classify_audio(self, wav: np.ndarray, name: str = "") -> Prediction:
         """Classify a clip already in memory: ``(T,)`` float at the codec's sample rate (not cropped)."""
-        return self.classify_tokens(audio_tokens(self.codec, wav, self.opts.layers), name)
+        tokens = audio_tokens(self.codec, wav, self.opts.layers)
+        mfcc = mfcc_statistics(wav, self.codec.sample_rate) if self.opts.method == "fused" else None
+        return self.classify_tokens(tokens, name, mfcc)
 
 
 def classify_files(
     llm: LoadedLLM, codec: Codec, demos: dict[str, list[Path]], queries: Sequence[Path], opts: ClassifyOptions
 ) -> Iterator[Prediction | tuple[Path, UniaudioError]]:
-    """Classify every query; a bad query yields ``(path, error)`` and the run goes on."""
+    """Classify every query, :func:`queries_per_batch` in one batch; a bad query yields
+    ``(path, error)`` and the run goes on."""
     clf = Classifier.from_files(llm, codec, demos, opts)
-    for q in queries:
+    if opts.method == "fused":
+        for q in queries:
+            try:
+                yield clf.classify(q)
+            except UniaudioError as e:
+                yield q, e
+        return
+    per_batch = queries_per_batch(llm.device)
+    for start in range(0, len(queries), per_batch):
+        group = queries[start : start + per_batch]
+        results: dict[int, Prediction | tuple[Path, UniaudioError]] = {}
+        tokens: dict[int, list[int]] = {}
+        for i, q in enumerate(group):
+            try:
+                tokens[i] = clf.clip_tokens(q)
+            except UniaudioError as e:
+                results[i] = (q, e)
         try:
-            yield clf.classify(q)
-        except UniaudioError as e:
-            yield q, e
+            preds = clf.classify_tokens_many(list(tokens.values()), [str(group[i]) for i in tokens])
+            results.update(zip(tokens, preds, strict=True))
+        except UniaudioError:
+            # One query's error (no tokens, too long) fails its batch before the LLM runs; one
+            # at a time, it is handed back with that query alone.
+            for i, t in tokens.items():
+                try:
+                    results[i] = clf.classify_tokens(t, str(group[i]))
+                except UniaudioError as e:
+                    results[i] = (group[i], e)
+        yield from (results[i] for i in range(len(group)))

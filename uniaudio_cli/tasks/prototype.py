@@ -22,8 +22,11 @@ import inspect
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+import numpy as np
 import torch
 
 from uniaudio_cli.codec.api import Codec
@@ -34,14 +37,22 @@ from uniaudio_cli.prompts import bos_ids
 
 log = logging.getLogger(__name__)
 
+Pooling = Literal["mean", "meanstd"]
+
 CENTER_FILE = "prototype_center.safetensors"
-CENTER_FORMAT_VERSION = 1
+# 2: tied to the weights that decide the codes (a retrained decoder keeps the centre); 1: to the
+# whole weight file (still read).
+CENTER_FORMAT_VERSION = 2
 _LEAD = "Input: <"  # the text before audio tokens in the classification prompts
 
 
 @torch.no_grad()
-def clip_features(llm: LoadedLLM, tokens: Sequence[int], source: str = "clip") -> torch.Tensor:
-    """Mean hidden state over a clip's audio ``tokens`` at every depth: ``(L + 1, H)`` float32.
+def clip_features(
+    llm: LoadedLLM, tokens: Sequence[int], source: str = "clip", pooling: Pooling = "mean"
+) -> torch.Tensor:
+    """Hidden states pooled over a clip's audio ``tokens`` at every depth, float32: the mean,
+    ``(L + 1, H)``, or with ``pooling="meanstd"`` the mean and the standard deviation side by
+    side, ``(L + 1, 2H)``.
 
     Depth 0 is the embedding layer. The tokens follow ``bos + "Input: <"`` as in the prompts.
     """
@@ -58,7 +69,10 @@ def clip_features(llm: LoadedLLM, tokens: Sequence[int], source: str = "clip") -
     # Only hidden states are used: skip the (tokens, vocabulary) logits where the model allows.
     keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(type(llm.model).forward).parameters else {}
     out = llm.model(input_ids=x, output_hidden_states=True, use_cache=False, **keep)
-    return torch.stack([h[0, len(lead) :].float().mean(0).cpu() for h in out.hidden_states])
+    states = [h[0, len(lead) :].float() for h in out.hidden_states]  # (T, H) per depth
+    if pooling == "mean":
+        return torch.stack([h.mean(0).cpu() for h in states])
+    return torch.stack([torch.cat([h.mean(0), h.std(0, unbiased=False)]).cpu() for h in states])
 
 
 def depth_index(n_states: int, depth: float) -> int:
@@ -66,15 +80,21 @@ def depth_index(n_states: int, depth: float) -> int:
     return round(min(max(depth, 0.0), 1.0) * (n_states - 1))
 
 
-def _pair_identity(llm: LoadedLLM, codec: Codec) -> dict[str, str] | None:
-    """What a centre must match: the codec's weight file and the LLM's embedding table and shape."""
+def _pair_identity(llm: LoadedLLM, codec: Codec, version: int = CENTER_FORMAT_VERSION) -> dict[str, str] | None:
+    """What a centre must match: the weights that decide the codec's codes (format 1: its whole
+    weight file) and the LLM's embedding table and shape."""
     weights = Path(codec.source) / "model.safetensors"
     if not weights.is_file():
         return None
     cfg = llm.model.config
+    # Hashed once per loaded codec; a centre is checked per classifier (per episode).
+    codec_id = (
+        {"codec_weights_sha256": codec.weights_sha256 or file_sha256(weights)}
+        if version == 1
+        else {"codec_codes_sha256": codec.codes_sha256}
+    )
     return {
-        # Hashed once when the codec was loaded; a centre is checked per classifier (per episode).
-        "codec_weights_sha256": codec.weights_sha256 or file_sha256(weights),
+        **codec_id,
         "llm_embedding_fingerprint": llm.vocabulary.fingerprint,
         "llm_layers": str(int(cfg.num_hidden_layers)),
         "llm_hidden_size": str(int(cfg.hidden_size)),
@@ -90,8 +110,25 @@ def compute_center(llm: LoadedLLM, codec: Codec, groups: Mapping[str, Sequence[S
     return torch.stack(means).mean(0)
 
 
-def save_center(path: str | Path, center: torch.Tensor, llm: LoadedLLM, codec: Codec, sources: str) -> Path:
-    """Write ``center`` for this (codec, LLM) pair into the codec's folder (or ``path``)."""
+@dataclass
+class FusedStats:
+    """What the ``fused`` method measures features from: the base-set centre of the LLM part
+    ``(len(FUSED_DEPTHS) * 2H,)`` and the base set's MFCC-statistics mean and std ``(2 * (N_MFCC - 1),)``."""
+
+    center: torch.Tensor
+    mfcc_mean: torch.Tensor
+    mfcc_std: torch.Tensor
+
+
+def save_center(
+    path: str | Path,
+    center: torch.Tensor,
+    llm: LoadedLLM,
+    codec: Codec,
+    sources: str,
+    fused: FusedStats | None = None,
+) -> Path:
+    """Write ``center`` (and the ``fused`` method's statistics) for this (codec, LLM) pair."""
     from safetensors.torch import save_file
 
     ident = _pair_identity(llm, codec)
@@ -100,14 +137,21 @@ def save_center(path: str | Path, center: torch.Tensor, llm: LoadedLLM, codec: C
     out = Path(path)
     tmp = out.with_name(out.name + ".tmp")
     meta = {"format_version": str(CENTER_FORMAT_VERSION), "sources": sources, **ident}
-    save_file({"center": center.float().contiguous()}, str(tmp), metadata=meta)
+    tensors = {"center": center.float().contiguous()}
+    if fused is not None:
+        tensors |= {
+            "fused_center": fused.center.float().contiguous(),
+            "mfcc_mean": fused.mfcc_mean.float().contiguous(),
+            "mfcc_std": fused.mfcc_std.float().contiguous(),
+        }
+    save_file(tensors, str(tmp), metadata=meta)
     tmp.replace(out)
     return out
 
 
-def load_center(llm: LoadedLLM, codec: Codec) -> torch.Tensor | None:
-    """The centre ``(L + 1, H)`` stored beside ``codec`` for this LLM, or ``None`` (with a warning
-    when there is none or it belongs to another pair)."""
+def _read_center_file(llm: LoadedLLM, codec: Codec) -> dict[str, torch.Tensor] | None:
+    """The tensors of the centre file beside ``codec`` if it was made for this (codec, LLM) pair;
+    else ``None`` with a warning."""
     from safetensors import safe_open
 
     path = Path(codec.source) / CENTER_FILE
@@ -116,13 +160,14 @@ def load_center(llm: LoadedLLM, codec: Codec) -> torch.Tensor | None:
         return None
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
-        center = f.get_tensor("center")
-    if meta.get("format_version") != str(CENTER_FORMAT_VERSION):
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a Mapping)
+    version = meta.get("format_version")
+    if version not in {"1", str(CENTER_FORMAT_VERSION)}:
         raise CheckpointError(
-            f"{path}: format version {meta.get('format_version')!r}, expected {CENTER_FORMAT_VERSION}",
+            f"{path}: format version {version!r}, expected {CENTER_FORMAT_VERSION}",
             "delete the file or recreate it with checkpoints/make_prototype_center.py",
         )
-    ident = _pair_identity(llm, codec) or {}
+    ident = _pair_identity(llm, codec, int(version)) or {}
     wrong = [k for k, v in ident.items() if meta.get(k) != v]
     if wrong:
         log.warning(
@@ -131,7 +176,84 @@ def load_center(llm: LoadedLLM, codec: Codec) -> torch.Tensor | None:
             ", ".join(wrong),
         )
         return None
-    return center
+    return tensors
+
+
+def load_center(llm: LoadedLLM, codec: Codec) -> torch.Tensor | None:
+    """The centre ``(L + 1, H)`` stored beside ``codec`` for this LLM, or ``None`` (with a warning
+    when there is none or it belongs to another pair)."""
+    tensors = _read_center_file(llm, codec)
+    return None if tensors is None else tensors["center"]
+
+
+def load_fused_stats(llm: LoadedLLM, codec: Codec) -> FusedStats | None:
+    """The ``fused`` method's statistics stored beside ``codec``, or ``None`` with a warning."""
+    tensors = _read_center_file(llm, codec)
+    if tensors is None:
+        return None
+    if "fused_center" not in tensors:
+        log.warning(
+            "fused: %s has no fused-method statistics; features are not centred "
+            "(make them with checkpoints/make_prototype_center.py)",
+            Path(codec.source) / CENTER_FILE,
+        )
+        return None
+    return FusedStats(tensors["fused_center"], tensors["mfcc_mean"], tensors["mfcc_std"])
+
+
+# --------------------------------------------------------------------------- fused features
+
+# Chosen on development splits of four sets (bench/classify_methods.py): the token-identity layer
+# (depth 0) and a middle layer, each as mean and std over the clip's tokens of all three layers.
+FUSED_DEPTHS = (0.0, 0.6)
+N_MFCC = 20  # coefficient 0 (log energy) is left out: loudness alone should not decide
+
+
+def mfcc_statistics(wav: np.ndarray, sample_rate: int) -> np.ndarray:
+    """MFCC 1-19 mean and standard deviation over time: ``(38,)`` float64."""
+    import librosa
+
+    m = librosa.feature.mfcc(y=np.asarray(wav, dtype=np.float32), sr=sample_rate, n_mfcc=N_MFCC)[1:]
+    return np.concatenate([m.mean(axis=1), m.std(axis=1)]).astype(np.float64)
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(x, dim=-1)
+
+
+def fused_llm_part(states: torch.Tensor) -> torch.Tensor:
+    """``(L + 1, 2H)`` mean|std states (see :func:`clip_features`) -> ``(len(FUSED_DEPTHS) * 2H,)``:
+    per depth, the unit mean joined to the unit std, normalised (so each depth weighs the same)."""
+    h = states.shape[-1] // 2
+    parts = []
+    for d in FUSED_DEPTHS:
+        x = states[depth_index(states.shape[0], d)]
+        parts.append(_unit(torch.cat([_unit(x[:h]), _unit(x[h:])])))
+    return torch.cat(parts)
+
+
+def fused_feature(states: torch.Tensor, mfcc: np.ndarray, stats: FusedStats | None) -> torch.Tensor:
+    """One clip's ``fused`` feature, unit length ``(len(FUSED_DEPTHS) * 2H + 38,)``: the centred LLM
+    part and the standardised MFCC statistics, each normalised so both weigh the same."""
+    llm_part = fused_llm_part(states)
+    m = torch.as_tensor(mfcc, dtype=torch.float32)
+    if stats is not None:
+        llm_part = llm_part - stats.center
+        m = (m - stats.mfcc_mean) / stats.mfcc_std
+    return _unit(torch.cat([_unit(llm_part), _unit(m)]))
+
+
+def compute_fused_stats(llm: LoadedLLM, groups: Mapping[str, Sequence[tuple[Sequence[int], np.ndarray]]]) -> FusedStats:
+    """:class:`FusedStats` of a base set: per group, clips as (all-layer tokens, MFCC statistics).
+    The centre is the mean over groups of each group's mean, so every source weighs the same."""
+    if not groups or not all(groups.values()):
+        raise UsageError("the base set is empty", "pass folders holding audio clips")
+    means, mfccs = [], []
+    for clips in groups.values():
+        means.append(torch.stack([fused_llm_part(clip_features(llm, t, pooling="meanstd")) for t, _ in clips]).mean(0))
+        mfccs += [m for _, m in clips]
+    mf = torch.as_tensor(np.stack(mfccs), dtype=torch.float32)
+    return FusedStats(torch.stack(means).mean(0), mf.mean(0), mf.std(0, unbiased=False) + 1e-8)
 
 
 def center_features(x: torch.Tensor, center: torch.Tensor | None) -> torch.Tensor:
@@ -148,11 +270,18 @@ def manifest(groups: Mapping[str, Sequence[str | Path]]) -> str:
 
 __all__ = [
     "CENTER_FILE",
+    "FUSED_DEPTHS",
+    "FusedStats",
     "center_features",
     "clip_features",
     "compute_center",
+    "compute_fused_stats",
     "depth_index",
+    "fused_feature",
+    "fused_llm_part",
     "load_center",
+    "load_fused_stats",
     "manifest",
+    "mfcc_statistics",
     "save_center",
 ]
