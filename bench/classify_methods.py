@@ -3,6 +3,7 @@ development part (where settings are chosen) and a held-out part (where they are
 
     python bench/classify_methods.py extract            # features of every clip, cached in .data/features
     python bench/classify_methods.py grid [--episodes 100] [--markdown docs/classification.md]
+    python bench/classify_methods.py views             # held-out folder views for `uniaudio eval classify`
 
 | set | task | development split | held-out split |
 |---|---|---|---|
@@ -167,6 +168,22 @@ def extract_codec(args: argparse.Namespace) -> None:
             }
         torch.save(feats, out)
         print(f"{split.name}: {len(feats)} clips -> {out}", flush=True)
+
+
+def views(args: argparse.Namespace) -> None:
+    """Folder views (symbolic links) of the held-out splits, for ``uniaudio eval classify``."""
+    import os
+
+    for split in splits():
+        if not split.name.endswith("/test"):
+            continue
+        root = ROOT / ".data/heldout/classify" / split.name.split("/")[0]
+        for label, paths in split.clips.items():
+            (root / label).mkdir(parents=True, exist_ok=True)
+            for p in paths:
+                if not (root / label / p.name).exists():
+                    os.symlink(p.resolve(), root / label / p.name)
+        print(f"{root}: {sum(len(v) for v in split.clips.values())} clips", flush=True)
 
 
 # --------------------------------------------------------------------------- grid
@@ -530,6 +547,7 @@ def main() -> None:
     ex.add_argument("--threads", type=int, default=1)
     ex.add_argument("--max-seconds", type=float, default=30.0)
     ex.add_argument("--only", nargs="*", default=None, help="splits to extract, e.g. esc10/test")
+    sub.add_parser("views", help="folder views of the held-out splits")
     exc = sub.add_parser("extract-codec", help="cache the codec latents of every clip")
     exc.add_argument("--codec", default=None, help="default: the shipped codec")
     exc.add_argument("--threads", type=int, default=1)
@@ -541,7 +559,7 @@ def main() -> None:
     gr.add_argument("--markdown", type=Path, default=None)
     gr.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    {"extract": extract, "extract-codec": extract_codec, "grid": grid}[args.cmd](args)
+    {"extract": extract, "extract-codec": extract_codec, "grid": grid, "views": views}[args.cmd](args)
 
 
 if __name__ == "__main__":
