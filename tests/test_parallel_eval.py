@@ -95,7 +95,19 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     write_label_demos(noise, {"hum": 50.0}, clips=1, seconds=1.0)
     common = ["--device", "cpu", "--json", "--quiet"]
     commands: dict[str, list[str]] = {
-        "classify": ["eval", "classify", str(labelled), "--episodes", "5", "--queries", "2", "--seed", "3"],
+        "classify": [
+            "eval",
+            "classify",
+            str(labelled),
+            "--episodes",
+            "5",
+            "--queries",
+            "2",
+            "--seed",
+            "3",
+            "--method",
+            "icl",
+        ],
         "denoise": ["eval", "denoise", str(clean), str(noise), "--snr", "0", "10", "--seconds", "0.5"],
     }
     commands["classify"] += ["--results", str(tmp / "c.jsonl"), *common]

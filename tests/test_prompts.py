@@ -174,7 +174,7 @@ def test_template_load_errors(tmp_path: Path) -> None:
 
 def test_shipped_templates_load() -> None:
     names = available_templates()
-    assert names == ["classify_paper", "denoise_paper", "tts_answer", "tts_paper"]
+    assert names == ["classify_paper", "denoise_paper", "generate_paper", "tts_answer", "tts_paper"]
     for name in names:
         assert PromptTemplate.load(name).query
 

@@ -24,6 +24,8 @@ __all__ = [
     "denoise",
     "denoiser",
     "encode",
+    "generate",
+    "generator",
     "load_models",
     "speak",
     "speaker",

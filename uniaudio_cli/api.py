@@ -9,13 +9,14 @@
     print(preds[0].label, preds[0].probabilities)
     speech = ua.speak(models, ["1+1"])[0]          # speech.audio: (T,) float32 at speech.sample_rate
     clean = ua.denoise(models, ["noisy.wav"])[0]   # (T,) float32
+    sound = ua.generate(models, ["dog bark"], "demos/")[0]  # demos/<caption>/<clips>; sound.audio: (T,)
     clip = ua.encode(models, "clip.wav")           # EncodedClip: codes per layer, LLM token ids
     wav = ua.decode(models, clip)
 
 Every function takes the :class:`Models` of :func:`load_models`; the task objects
 (:class:`~uniaudio_cli.tasks.classify.Classifier`, :class:`~uniaudio_cli.tasks.tts.Synthesizer`,
-:class:`~uniaudio_cli.tasks.denoise.Denoiser`) can also be built from already-encoded
-demonstrations, reading no files. The CLI and ``bench/`` use only this module.
+:class:`~uniaudio_cli.tasks.denoise.Denoiser`, :class:`~uniaudio_cli.tasks.generate.SoundGenerator`)
+can also be built from already-encoded demonstrations, reading no files. The CLI and ``bench/`` use only this module.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from uniaudio_cli.tasks.classify import Classifier, Prediction
     from uniaudio_cli.tasks.demos import DemoFolder
     from uniaudio_cli.tasks.denoise import Denoiser
+    from uniaudio_cli.tasks.generate import Sound, SoundGenerator
     from uniaudio_cli.tasks.tts import Speech, Synthesizer
 
 PathLike = str | Path
@@ -139,6 +141,30 @@ def denoise(models: Models, inputs: Sequence[PathLike], demos: PathLike | None =
     """Clean each noisy file; returns ``(T,)`` float32 arrays at the codec's rate (see :func:`denoiser`)."""
     den = denoiser(models, demos, **options)
     return [den.denoise(p) for p in inputs]
+
+
+def generator(models: Models, demos: PathLike | Mapping[str, Sequence[PathLike]], **options: Any) -> SoundGenerator:
+    """A text-to-sound generator on ``DIR/<caption>/<clips>`` or ``{caption: [paths]}`` (``_`` in
+    a caption reads as a space: folder ``dog_bark`` is caption ``dog bark``).
+
+    ``options`` are :class:`~uniaudio_cli.tasks.generate.GenerateOptions` fields (``seconds``,
+    ``shots``, ``crop``, ``temperature``, ``top_k``, ``seed``, ...).
+    """
+    from uniaudio_cli.tasks.generate import GenerateOptions, SoundGenerator
+
+    return SoundGenerator.from_files(models.llm, models.codec, demos, GenerateOptions(**options))
+
+
+def generate(
+    models: Models,
+    captions: Sequence[str],
+    demos: PathLike | Mapping[str, Sequence[PathLike]],
+    **options: Any,
+) -> list[Sound]:
+    """A clip for each caption (``Sound.audio``: ``(T,)`` float32 at ``Sound.sample_rate``); see
+    :func:`generator`. With a small LLM the clips mostly recombine the demonstrations."""
+    gen = generator(models, demos, **options)
+    return [gen.generate(c) for c in captions]
 
 
 def _codec(models: Models | Codec) -> Codec:

@@ -258,7 +258,14 @@ ModeOpt = Annotated[
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (demonstration draws, sampling).")]
 # Options shared by `classify` and `eval classify`.
-MethodOpt = Annotated[str, typer.Option("--method", help="icl (in-context prompt) or prototype.")]
+MethodOpt = Annotated[
+    str,
+    typer.Option(
+        "--method",
+        help="fused (LLM hidden states joined with MFCC statistics; chosen on four sets), "
+        "prototype (LLM hidden states only) or icl (in-context prompt).",
+    ),
+]
 RepeatsOpt = Annotated[int, typer.Option("--repeats", min=1, help="Copies of the demonstration block.")]
 LayersOpt = Annotated[str, typer.Option("--layers", help="semantic (layer 1) or all (layers 1-3).")]
 NoInductionOpt = Annotated[bool, typer.Option("--no-induction", help="Leave out the instruction line.")]
@@ -310,7 +317,7 @@ def _slug(text: str) -> str:
 def classify(
     queries: Annotated[list[str], typer.Argument(help="Audio files or folders to label; - reads paths from stdin.")],
     demos: Annotated[Path, typer.Option("--demos", help="Demonstrations: DIR/<label>/<clips>.")],
-    method: MethodOpt = "icl",
+    method: MethodOpt = "fused",
     mode: ModeOpt = "default",
     shots: Annotated[
         int | None, typer.Option("--shots", min=1, help="Clips per label (a seeded draw) [default: every clip].")
@@ -320,6 +327,14 @@ def classify(
     no_induction: NoInductionOpt = False,
     no_center: NoCenterOpt = False,
     crop: CropOpt = None,
+    abstain: Annotated[
+        float | None,
+        typer.Option(
+            "--abstain",
+            help="fused/prototype: answer '?' when the best label's probability is below P (e.g. 0.8).",
+            metavar="P",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON Lines with every label's probability.")] = False,
     seed: SeedOpt = 0,
     llm: LlmOpt = None,
@@ -334,10 +349,10 @@ def classify(
     from uniaudio_cli.audio import audio_probe, check_inputs, expand_inputs
     from uniaudio_cli.batch import run_batch
     from uniaudio_cli.tasks.demos import load_demo_folder
-    from uniaudio_cli.tasks.options import ClassifyOptions, default_crop
+    from uniaudio_cli.tasks.options import METHODS, ClassifyOptions, default_crop
 
     opts = ClassifyOptions(
-        method=_choice("--method", method, ("icl", "prototype")),  # type: ignore[arg-type]
+        method=_choice("--method", method, METHODS),  # type: ignore[arg-type]
         mode=_choice("--mode", mode, ("default", "paper")),  # type: ignore[arg-type]
         shots=shots or 1,
         repeats=repeats,
@@ -345,6 +360,7 @@ def classify(
         induction=not no_induction,
         crop=default_crop(crop, method, mode),
         center=not no_center,
+        abstain=abstain,
     )
     folder = load_demo_folder(demos)
     chosen = folder.pick(shots, seed)
@@ -371,7 +387,8 @@ def classify(
                 json.dumps(
                     {
                         "path": pred.path,
-                        "label": pred.label,
+                        "label": None if pred.abstained else pred.label,
+                        "best": pred.label,
                         "probability": pred.probability,
                         "probabilities": pred.probabilities,
                         "warnings": pred.warnings,
@@ -380,7 +397,7 @@ def classify(
                 )
             )
         else:
-            typer.echo(f"{pred.path}\t{pred.label}\t{pred.probability:.4f}")
+            typer.echo(f"{pred.path}\t{'?' if pred.abstained else pred.label}\t{pred.probability:.4f}")
 
     report = run_batch(paths, clf.classify, emit, quiet, "classifying")
     raise typer.Exit(report.exit_code)
@@ -495,6 +512,98 @@ def denoise(
 
     # den.stream checks the file and returns its cleaned blocks lazily; emit writes them as they come.
     report = run_batch(paths, den.stream, emit, quiet, "denoising")
+    raise typer.Exit(report.exit_code)
+
+
+GenSecondsOpt = Annotated[
+    float | None,
+    typer.Option("--seconds", help="Length of each clip [default: the demonstrations' commonest, i.e. --crop]"),
+]
+GenCropOpt = Annotated[
+    float, typer.Option("--crop", min=0, help="Crop/pad demonstrations to S seconds (loudest part); 0: whole.")
+]
+GenShotsOpt = Annotated[int, typer.Option("--shots", min=1, help="Demonstration clips per caption.")]
+GenTemperatureOpt = Annotated[float, typer.Option("--temperature", min=0, help="Sampling temperature; 0: greedy.")]
+GenTopKOpt = Annotated[
+    int, typer.Option("--top-k", min=0, help="Sample among the K likeliest allowed tokens; 0: all of them.")
+]
+GenModeOpt = Annotated[
+    str, typer.Option("--mode", help="default: write only codes the demonstrations use; paper: any code.")
+]
+
+
+@app.command()
+@handle_errors
+def generate(
+    captions: Annotated[list[str], typer.Argument(help='Captions, e.g. "dog bark"; - reads one per line from stdin.')],
+    demos: Annotated[
+        Path, typer.Option("--demos", help="Demonstrations: DIR/<caption>/<clips> (_ in a folder name: a space).")
+    ],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Output WAV (one caption).")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Write <caption>.wav per caption here.")] = None,
+    mode: GenModeOpt = "default",
+    seconds: GenSecondsOpt = None,
+    shots: GenShotsOpt = 3,
+    crop: GenCropOpt = 2.0,
+    temperature: GenTemperatureOpt = 1.0,
+    top_k: GenTopKOpt = 50,
+    seed: SeedOpt = 0,
+    no_induction: NoInductionOpt = False,
+    llm: LlmOpt = None,
+    codec: CodecOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Generate sound for captions from captioned demonstrations (a small LLM mostly recombines them).
+
+    Prints caption, output, the demonstration the clip copies most and the share of its token pairs found there."""
+    from uniaudio_cli.audio import write_audio
+    from uniaudio_cli.batch import print_note, run_batch
+    from uniaudio_cli.tasks.demos import describe_demos, load_demo_folder
+    from uniaudio_cli.tasks.generate import GenerateOptions, SoundGenerator, caption_of
+
+    if captions == ["-"]:
+        captions = [line.strip() for line in sys.stdin if line.strip()]
+    if not captions:
+        raise UsageError("no captions given", 'pass captions, e.g. uniaudio generate "dog bark" -o dog.wav')
+    blank = [i for i, c in enumerate(captions, 1) if not c.strip()]
+    if blank:
+        raise UsageError(f"caption {blank[0]} of {len(captions)} is empty", 'pass a caption, e.g. "dog bark"')
+    if output is None and out_dir is None:
+        raise UsageError("no output given", "pass -o OUT.wav or --out-dir DIR")
+    _check_outputs(
+        len(captions), output, out_dir, force, [out_dir / f"{_slug(c)}.wav" for c in captions] if out_dir else None
+    )
+    opts = GenerateOptions(
+        mode=_choice("--mode", mode, ("default", "paper")),  # type: ignore[arg-type]
+        seconds=seconds,
+        crop=crop,
+        shots=shots,
+        temperature=temperature,
+        top_k=top_k,
+        seed=seed,
+        induction=not no_induction,
+    )
+    folder = load_demo_folder(demos, min_labels=1)
+    chosen = {label: paths[:shots] for label, paths in folder.clips.items()}
+    if not quiet:
+        print_note(describe_demos(folder, chosen))
+        known = {caption_of(label) for label in folder.clips}
+        for c in captions:
+            if c not in known:
+                print_note(f"note: {c!r} is no demonstration caption; the clip will mix the demonstrations")
+    lm, cdc = load_models(llm, codec, device, dtype, quiet)
+    gen = SoundGenerator.from_files(lm, cdc, chosen, opts)
+    by_item = {Path(f"{i:06d}"): c for i, c in enumerate(captions)}
+
+    def emit(item: Path, sound: Any) -> None:
+        dest = output if output is not None else out_dir / f"{_slug(sound.caption)}.wav"  # type: ignore[operator]
+        write_audio(dest, sound.audio, sound.sample_rate, force=force)
+        typer.echo(f"{sound.caption}\t{dest}\tfollows={sound.follows.name}\tcopied={sound.copied:.2f}")
+
+    report = run_batch(list(by_item), lambda item: gen.generate(by_item[item]), emit, quiet, "generating")
     raise typer.Exit(report.exit_code)
 
 
@@ -693,7 +802,7 @@ def eval_classify(
     repeats: RepeatsOpt = 1,
     no_induction: NoInductionOpt = False,
     layers: LayersOpt = "semantic",
-    method: MethodOpt = "icl",
+    method: MethodOpt = "fused",
     mode: ModeOpt = "default",
     no_center: NoCenterOpt = False,
     episodes: Annotated[int, typer.Option("--episodes", min=1, help="Episodes per setting.")] = 20,
@@ -725,7 +834,7 @@ def eval_classify(
         plot_classification,
         ways_grid,
     )
-    from uniaudio_cli.tasks.options import default_crop
+    from uniaudio_cli.tasks.options import METHODS, default_crop
 
     if grid is not None:
         _choice("--grid", grid, ("paper", "ways"))
@@ -736,7 +845,7 @@ def eval_classify(
         repeats=repeats,
         induction=not no_induction,
         layers=_choice("--layers", layers, ("semantic", "all")),  # type: ignore[arg-type]
-        method=_choice("--method", method, ("icl", "prototype")),  # type: ignore[arg-type]
+        method=_choice("--method", method, METHODS),  # type: ignore[arg-type]
         mode=_choice("--mode", mode, ("default", "paper")),  # type: ignore[arg-type]
         crop=default_crop(crop, method, mode),
         center=not no_center,
@@ -872,6 +981,65 @@ def eval_denoise(
         _emit_report(result.to_report(), as_json, markdown, force)
         _plots(plot_denoising, result, plot, quiet)
     workers.close()
+
+
+@eval_app.command("generate")
+@handle_errors
+def eval_generate(
+    data: Annotated[
+        Path, typer.Argument(help="Labelled clips: DIR/<class>/<clips>; caption = folder name, _ a space.")
+    ],
+    shots: Annotated[
+        int, typer.Option("--shots", min=1, help="Demonstration clips per class; the rest are held out.")
+    ] = 3,
+    clips: Annotated[int, typer.Option("--clips", min=1, help="Clips generated per class.")] = 2,
+    max_heldout: Annotated[
+        int | None, typer.Option("--max-heldout", min=2, help="Held-out clips per class at most [default: all].")
+    ] = None,
+    mode: GenModeOpt = "default",
+    seconds: GenSecondsOpt = None,
+    crop: GenCropOpt = 2.0,
+    temperature: GenTemperatureOpt = 1.0,
+    top_k: GenTopKOpt = 50,
+    seed: SeedOpt = 0,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out-dir", help="Write every generated clip here (<class>/<k>.wav).")
+    ] = None,
+    as_json: JsonOpt = False,
+    markdown: MarkdownOpt = None,
+    llm: LlmOpt = None,
+    codec: CodecOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Generate clips per class and judge whether each is heard as its class (prototype classifier, MFCC 1-NN),
+    beside held-out real clips, copied demonstrations and random demonstrations."""
+    from uniaudio_cli.audio import check_output_files
+    from uniaudio_cli.evaluate.generate_eval import evaluate_generation, split_clips
+    from uniaudio_cli.tasks.demos import load_demo_folder
+    from uniaudio_cli.tasks.generate import GenerateOptions
+
+    _check_markdown(markdown, force, out_dir)
+    opts = GenerateOptions(
+        mode=_choice("--mode", mode, ("default", "paper")),  # type: ignore[arg-type]
+        seconds=seconds,
+        crop=crop,
+        shots=shots,
+        temperature=temperature,
+        top_k=top_k,
+        seed=seed,
+    )
+    folder = load_demo_folder(data)
+    split_clips(folder.clips, shots, seed, max_heldout)
+    if out_dir is not None:
+        check_output_files([out_dir / label / f"{k}.wav" for label in folder.clips for k in range(clips)], force)
+    lm, cdc = load_models(llm, codec, device, dtype, quiet)
+    result = evaluate_generation(
+        lm, cdc, data, opts, clips=clips, max_heldout=max_heldout, out_dir=out_dir, force=force, progress=not quiet
+    )
+    _emit_report(result.to_report(), as_json, markdown, force)
 
 
 def main() -> None:
