@@ -88,9 +88,10 @@ def test_tts_output_and_force(data: Path, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     info = sf.info(out)
     assert info.samplerate == 16000 and info.channels == 1 and info.frames == int(0.96 * 16000)
-    text, dest, answer, follows = res.stdout.strip().split("\t")
+    text, dest, answer, prob, follows = res.stdout.strip().split("\t")
     assert (text, dest) == ("1+1", str(out))
     assert answer in ("answer=1", "answer=2") and follows.startswith(f"follows={data / 'digits'}")
+    assert prob.startswith("p=") and 0.0 <= float(prob[2:]) <= 1.0
     res = run("tts", "1+1", "-o", out, "--demos", data / "digits")
     assert res.exit_code == 2 and "exists" in res.stderr and "--force" in res.stderr
     res = run("tts", "1+1", "-o", out, "--demos", data / "digits", "--force", "--mode", "paper")

@@ -413,6 +413,12 @@ def tts(
     mode: ModeOpt = "default",
     shots: Annotated[int, typer.Option("--shots", min=1, help="Demonstration clips per text.")] = 5,
     temperature: Annotated[float, typer.Option("--temperature", help="paper mode: 0 = greedy.")] = 0.0,
+    refuse_unsure: Annotated[
+        bool,
+        typer.Option(
+            "--refuse-unsure", help="Refuse (no output, exit 1) a text whose answer the text step is unsure of."
+        ),
+    ] = False,
     seed: SeedOpt = 0,
     llm: LlmOpt = None,
     codec: CodecOpt = None,
@@ -444,6 +450,7 @@ def tts(
         shots=shots,  # type: ignore[arg-type]
         temperature=temperature,
         seed=seed,
+        refuse_unsure=refuse_unsure,
     )
     folder = load_demo_folder(demos or default_tts_demos())
     lm, cdc = load_models(llm, codec, device, dtype, quiet)
@@ -456,7 +463,14 @@ def tts(
         dest = output if output is not None else out_dir / f"{_slug(speech.text)}.wav"  # type: ignore[operator]
         write_audio(dest, speech.audio, speech.sample_rate, force=force)
         extra = f"\tanswer={speech.answer}" if speech.answer is not None else ""
+        if speech.answer_probability is not None:
+            extra += f"\tp={speech.answer_probability:.2f}"
         follows = f"\tfollows={speech.follows}" if speech.follows else ""
+        if speech.warning:
+            from uniaudio_cli.batch import print_note
+
+            # Printed even with --quiet: the spoken answer may be a confident-sounding wrong digit.
+            print_note(f"warning: {speech.text}: {speech.warning}")
         typer.echo(f"{speech.text}\t{dest}{extra}{follows}")
 
     report = run_batch(list(by_item), lambda item: synth.speak(by_item[item]), emit, quiet, "speaking")

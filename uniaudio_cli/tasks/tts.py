@@ -6,13 +6,24 @@ decodes). ``default`` mode makes this work for small frozen LLMs: the LLM first 
 question in text (one of the demonstration texts, scored, never parsed), then writes the audio
 of that answer with decoding steered by the demonstrations: it picks, by likelihood, the
 demonstration token sequence of that answer that it finds most probable.
+
+The text step (:class:`TextAnswerer`) is an ensemble of few-shot prompts, one per ordering of the
+text examples (a small LLM's answer depends on the order of its demonstrations), each
+calibrated by its answer prior on content-free questions such as "N/A" (contextual
+calibration): the answer's probability is the ensemble's average of the calibrated
+distributions over the demonstration texts. A text that is no question gets a flat distribution;
+a question whose answer is no demonstration text (7 times 8) may favour one (the 5 of 56), but
+the LLM would not end its answer there. Either way, below ``TTSOptions.min_answer_probability``
+or ``min_answer_complete`` the answer gets a warning on its :class:`Speech`, or is refused
+with ``refuse_unsure``.
 """
 
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +38,17 @@ from uniaudio_cli.prompts import PromptBuilder, PromptTemplate, prompts_dir
 from uniaudio_cli.tasks.audio_gen import LayerMasks, flatten, split
 from uniaudio_cli.tasks.options import Mode, TTSOptions, default_tts_demos
 
-__all__ = ["Mode", "Speech", "Synthesizer", "TTSDemo", "TTSOptions", "default_tts_demos"]
+__all__ = [
+    "AnswerExamples",
+    "Mode",
+    "Speech",
+    "Synthesizer",
+    "TTSDemo",
+    "TTSOptions",
+    "TextAnswer",
+    "TextAnswerer",
+    "default_tts_demos",
+]
 
 
 @dataclass
@@ -40,6 +61,8 @@ class Speech:
     answer: str | None  # the text answer chosen in default mode
     follows: str | None  # the demonstration (file) the tokens follow, when that can be told
     tokens: list[list[int]]
+    answer_probability: float | None = None  # the text step's probability of ``answer``
+    warning: str | None = None  # set when the text step is unsure of its answer
 
 
 @dataclass
@@ -49,6 +72,182 @@ class TTSDemo:
     text: str
     path: Path
     tokens: list[list[int]]
+
+
+@dataclass(frozen=True)
+class AnswerExamples:
+    """The text step's data (``prompts/<name>.json``): ``(question, answer)`` examples and the
+    content-free questions whose answers measure each prompt's prior."""
+
+    examples: tuple[tuple[str, str], ...]
+    content_free: tuple[str, ...] = ()
+
+    @classmethod
+    def load(cls, name_or_path: str | Path) -> AnswerExamples:
+        p = Path(name_or_path)
+        if p.suffix != ".json":
+            p = prompts_dir() / f"{name_or_path}.json"
+        try:
+            data = json.loads(p.read_text())
+            examples = tuple((str(q), str(a)) for q, a in data["examples"])
+            content_free = tuple(str(c) for c in data.get("content_free", ()))
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise UsageError(
+                f"{p}: not a list of text examples ({e})", 'give {"examples": [[question, answer], ...]}'
+            ) from e
+        return cls(examples, content_free)
+
+
+@dataclass
+class TextAnswer:
+    """The text step's answer to one question."""
+
+    answer: str
+    probability: float  # calibrated ensemble probability of ``answer`` among the demonstration texts
+    probabilities: dict[str, float] = field(default_factory=dict)  # of every demonstration text
+    # Probability that the answer ends after ``answer`` as the demonstrations' answers do (a
+    # "1" that should go on to "18" does not); None when the template puts nothing after answers.
+    complete: float | None = None
+    warning: str | None = None  # set when either probability is below the answerer's threshold
+
+
+def _shared_head(candidates: Sequence[Sequence[int]]) -> list[int]:
+    """The leading ids every candidate shares (e.g. the space before a digit)."""
+    head: list[int] = []
+    for ids in zip(*candidates, strict=False):
+        if len(set(ids)) != 1:
+            break
+        head.append(ids[0])
+    return head
+
+
+def candidate_logprobs(prefix: PrefixCache, query: Sequence[int], candidates: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Log-probabilities ``(C,)`` of ``candidates`` after ``prefix + query``, up to a constant.
+
+    Ids every candidate starts with are run once with the query instead of once per candidate
+    (" 0" .. " 9" share the space: one forward pass instead of eleven); their log-probability is
+    the same for every candidate, so it is left out, and only differences between candidates mean
+    anything.
+    """
+    head = _shared_head(candidates)
+    if head and all(len(c) > len(head) for c in candidates):
+        return continuation_logprobs(prefix, [*query, *head], [c[len(head) :] for c in candidates])
+    return continuation_logprobs(prefix, query, candidates)
+
+
+class TextAnswerer:
+    """Answers a question with one of ``texts`` by scoring each as the continuation of few-shot
+    prompts; nothing is parsed, neither from the question nor from generated text.
+
+    There is one prompt per ordering of the examples (``orderings``: the file's order, then
+    seeded shuffles) and their calibrated distributions are averaged. Calibration divides a
+    prompt's distribution by its mean distribution on the content-free questions, so that an
+    answer the prompt favours whatever the question (a recent or frequent example's) wins only
+    when the question itself supports it; a text the LLM cannot tie to any answer therefore gets
+    a flat distribution and a low probability. A question whose answer is longer than a
+    demonstration text (7 times 8) can still favour one (the 5 of 56) with confidence; what tells
+    it apart is that the LLM would not end the answer there, so the answer also gets the
+    probability of the end the demonstrations put after their answers. Examples whose answer is
+    not one of ``texts`` are left out.
+    """
+
+    def __init__(
+        self,
+        llm: LoadedLLM,
+        texts: Sequence[str],
+        template: PromptTemplate,
+        examples: AnswerExamples,
+        orderings: int = 1,
+        calibrate: bool = True,
+        min_probability: float = 0.0,
+        min_complete: float = 0.0,
+    ) -> None:
+        if orderings < 1:
+            raise UsageError(f"answer orderings must be at least 1, not {orderings}", "pass 1 or more")
+        self.texts = list(dict.fromkeys(texts))
+        self.builder = PromptBuilder(llm.tokenizer, template)
+        self.min_probability, self.min_complete = min_probability, min_complete
+        self.candidates = [self.builder.answer(t) for t in self.texts]
+        self.endings = [self._ending(t, c) for t, c in zip(self.texts, self.candidates, strict=True)]
+        kept = [(q, a) for q, a in examples.examples if a in self.texts]
+        self.prefixes = [
+            PrefixCache(llm.model, self._prefix_ids(order), llm.device, llm.context_length, source="TTS answer prompt")
+            for order in self._orderings(kept, orderings)
+        ]
+        content_free = examples.content_free if calibrate else ()
+        # Log answer prior (C,) per prompt; without calibration a zero prior leaves it uncorrected.
+        self.log_priors = [
+            torch.stack([self._log_distribution(p, c) for c in content_free]).exp().mean(0).log()
+            if content_free
+            else torch.zeros(len(self.texts))
+            for p in self.prefixes
+        ]
+
+    def _ending(self, text: str, candidate: list[int]) -> list[int]:
+        """Ids of what follows ``text`` in a demonstration, tokenized as they follow it there."""
+        demo = self.builder.template.demo
+        tail = demo.split("{answer}", 1)[1].split("{", 1)[0] if "{answer}" in demo else ""
+        if not tail:
+            return []
+        ids = self.builder.text(self.builder.template.answer_prefix + text + tail)
+        return ids[len(candidate) :] if ids[: len(candidate)] == candidate else self.builder.text(tail)
+
+    @staticmethod
+    def _orderings(examples: list[tuple[str, str]], n: int) -> list[list[tuple[str, str]]]:
+        orders = [list(examples)]
+        for seed in range(1, n):
+            order = list(examples)
+            random.Random(seed).shuffle(order)
+            orders.append(order)
+        return orders
+
+    def _prefix_ids(self, examples: Sequence[tuple[str, str]]) -> list[int]:
+        b, t = self.builder, self.builder.template
+        ids = b.bos() + b.render(t.induction)
+        for question, answer in examples:
+            ids += b.render(t.demo, text=question, answer=answer)
+        return ids
+
+    def _log_distribution(self, prefix: PrefixCache, text: str) -> torch.Tensor:
+        query = self.builder.render(self.builder.template.query, text=text)
+        return torch.log_softmax(candidate_logprobs(prefix, query, self.candidates), dim=0)
+
+    def distributions(self, text: str) -> torch.Tensor:
+        """Each prompt's calibrated log-distribution over the texts, ``(orderings, C)``."""
+        return torch.stack(
+            [
+                torch.log_softmax(self._log_distribution(p, text) - prior, dim=0)
+                for p, prior in zip(self.prefixes, self.log_priors, strict=True)
+            ]
+        )
+
+    def completeness(self, text: str, index: int) -> float | None:
+        """Mean over the prompts of the probability that the answer to ``text`` ends after text
+        ``index`` (``None`` when the demonstrations put nothing after their answers)."""
+        ending = self.endings[index]
+        if not ending:
+            return None
+        query = [*self.builder.render(self.builder.template.query, text=text), *self.candidates[index]]
+        return float(torch.cat([continuation_logprobs(p, query, [ending]) for p in self.prefixes]).exp().mean())
+
+    def __call__(self, text: str) -> TextAnswer:
+        probs = self.distributions(text).exp().mean(0)
+        best = int(torch.argmax(probs))
+        answer, p = self.texts[best], float(probs[best])
+        complete = self.completeness(text, best)
+        doubts = []
+        if p < self.min_probability:
+            doubts.append(f"probability {p:.2f} < {self.min_probability:.2f}")
+        if complete is not None and complete < self.min_complete:
+            doubts.append(f"the answer ends there with probability {complete:.2f} < {self.min_complete:.2f}")
+        warning = None
+        if doubts:
+            warning = (
+                f"unsure answer {answer!r} ({'; '.join(doubts)}): {text!r} may not be a question whose answer "
+                f"is one of the demonstration texts {', '.join(self.texts)}"
+            )
+        probabilities = {t: float(q) for t, q in zip(self.texts, probs, strict=True)}
+        return TextAnswer(answer, p, probabilities, complete, warning)
 
 
 class Synthesizer:
@@ -72,11 +271,16 @@ class Synthesizer:
         )
         self.masks = LayerMasks(codec, self._logit_size(), llm.device)
         if opts.mode == "default":
-            self.answer_builder = PromptBuilder(llm.tokenizer, PromptTemplate.load(opts.answer_template))
-            self.answer_prefix = PrefixCache(
-                llm.model, self._answer_prefix_ids(), llm.device, llm.context_length, source="TTS answer prompt"
+            self.answerer = TextAnswerer(
+                llm,
+                self.texts,
+                PromptTemplate.load(opts.answer_template),
+                AnswerExamples.load(opts.answer_examples),
+                orderings=opts.answer_orderings,
+                calibrate=opts.calibrate,
+                min_probability=opts.min_answer_probability,
+                min_complete=opts.min_answer_complete,
             )
-            self.answer_candidates = [self.answer_builder.answer(t) for t in self.texts]
 
     @classmethod
     def from_files(cls, llm: LoadedLLM, codec: Codec, demos: dict[str, list[Path]], opts: TTSOptions) -> Synthesizer:
@@ -98,28 +302,24 @@ class Synthesizer:
             ids += b.text(t.block) + b.render(t.demo, audio={"audio": flatten(d.tokens)}, text=d.text)
         return ids
 
-    def _answer_prefix_ids(self) -> list[int]:
-        b, t = self.answer_builder, self.answer_builder.template
-        examples = json.loads((prompts_dir() / "tts_answer_examples.json").read_text())["examples"]
-        ids = b.bos() + b.render(t.induction)
-        for question, answer in examples:
-            if answer in self.texts:
-                ids += b.render(t.demo, text=question, answer=answer)
-        return ids
-
-    def answer(self, text: str) -> str:
-        """The demonstration text the LLM gives as the answer to ``text`` (default mode)."""
-        query = self.answer_builder.render(self.answer_builder.template.query, text=text)
-        scores = continuation_logprobs(self.answer_prefix, query, self.answer_candidates)
-        return self.texts[int(torch.argmax(scores))]
+    def answer(self, text: str) -> TextAnswer:
+        """The demonstration text the LLM gives as the answer to ``text``, with its probability
+        (default mode)."""
+        return self.answerer(text)
 
     def speak(self, text: str) -> Speech:
         """Synthesise ``text`` (e.g. ``"1+1"``)."""
         if not text.strip():
             raise UsageError("empty text", 'pass a question or digit, e.g. uniaudio tts "1+1"')
         t = self.builder.template
+        probability: float | None = None
+        warning: str | None = None
         if self.opts.mode == "default":
-            answer = self.answer(text)
+            reply = self.answer(text)
+            answer, probability, warning = reply.answer, reply.probability, reply.warning
+            if warning is not None and self.opts.refuse_unsure:
+                fix = "ask a question whose answer is one of the demonstration texts, e.g. uniaudio tts '1+1'"
+                raise UsageError(f"refused: {warning}", fix)
             query = self.builder.render(t.query, text=answer)
             cands = [d for d in self.demos if d.text == answer]
             scores = continuation_logprobs(self.audio_prefix, query, [flatten(d.tokens) for d in cands])
@@ -140,7 +340,7 @@ class Synthesizer:
             tokens = split(flat, self.counts)
             follows = self._closest_demo(tokens)
         audio = self.codec.decode(tokens)
-        return Speech(text, audio, self.codec.sample_rate, answer, follows, tokens)
+        return Speech(text, audio, self.codec.sample_rate, answer, follows, tokens, probability, warning)
 
     def _closest_demo(self, tokens: Sequence[Sequence[int]]) -> str | None:
         """The demonstration sharing most layer-1 tokens with ``tokens`` position by position,
