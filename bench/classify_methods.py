@@ -281,16 +281,6 @@ def mfcc_correct(feats: Features, episode) -> list[bool]:
     return [nearest_neighbour(demos, feats.mfcc[feats.index[str(p)]]) == lb for p, lb in episode.queries]
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return (math.nan, math.nan)
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (c - h, c + h)
-
-
 def calibration(scores: list[np.ndarray], truth: list[list[int]], temperature: float) -> tuple[float, float]:
     """(ECE over 10 confidence bins, mean log-loss) of softmax(scores / temperature)."""
     conf, correct, nll = [], [], []
@@ -495,7 +485,9 @@ def _set_dev(v: Variant, s: str, run, eps) -> float:
 
 
 def _cell(k: int, n: int) -> str:
-    lo, hi = wilson(k, n)
+    from uniaudio_cli.evaluate.store import wilson_interval
+
+    lo, hi = wilson_interval(k, n) or (math.nan, math.nan)
     return f"{k / n:.1%} [{lo:.0%}, {hi:.0%}]"
 
 
