@@ -165,3 +165,15 @@ def test_fused_features_and_stats_round_trip(models) -> None:  # noqa: F811
         assert load_fused_stats(llm, codec) is None
     finally:
         path.unlink(missing_ok=True)
+
+
+def test_clip_features_upto_runs_only_the_layers_needed(models) -> None:  # noqa: F811
+    llm, _ = models
+    tokens = [5, 6, 7, 9]
+    full = clip_features(llm, tokens, pooling="meanstd")
+    layers = llm.model.model.layers
+    part = clip_features(llm, tokens, pooling="meanstd", upto=1)
+    assert llm.model.model.layers is layers  # put back
+    torch.testing.assert_close(part[:2], full[:2], rtol=0, atol=0)
+    assert part[2:].isnan().all()
+    torch.testing.assert_close(clip_features(llm, tokens, upto=len(layers)), clip_features(llm, tokens))

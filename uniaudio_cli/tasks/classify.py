@@ -52,6 +52,7 @@ from uniaudio_cli.tasks.prototype import (
     clip_features,
     depth_index,
     fused_feature,
+    fused_upto,
     load_center,
     load_fused_stats,
     mfcc_statistics,
@@ -293,8 +294,8 @@ class Classifier:
 
     # -- prototype ---------------------------------------------------------------------------
     def _embed(self, tokens: Sequence[int]) -> torch.Tensor:
-        feats = clip_features(self.llm, tokens)
-        d = depth_index(feats.shape[0], self.opts.depth)
+        d = depth_index(int(self.llm.model.config.num_hidden_layers) + 1, self.opts.depth)
+        feats = clip_features(self.llm, tokens, upto=d)
         return center_features(feats[d], None if self._center is None else self._center[d])
 
     def _prepare_prototypes(self) -> None:
@@ -307,7 +308,8 @@ class Classifier:
 
     # -- fused -------------------------------------------------------------------------------
     def _fused(self, tokens: Sequence[int], mfcc: np.ndarray) -> torch.Tensor:
-        return fused_feature(clip_features(self.llm, tokens, pooling="meanstd"), mfcc, self._fused_stats)
+        states = clip_features(self.llm, tokens, pooling="meanstd", upto=fused_upto(self.llm))
+        return fused_feature(states, mfcc, self._fused_stats)
 
     def _prepare_fused(self, demo_mfcc: dict[str, list[np.ndarray]]) -> None:
         self._fused_stats = load_fused_stats(self.llm, self.codec) if self.opts.center else None
