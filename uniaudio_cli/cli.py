@@ -403,6 +403,26 @@ def classify(
     raise typer.Exit(report.exit_code)
 
 
+def _texts_to_write(
+    texts: list[str], output: Path | None, out_dir: Path | None, force: bool, what: str, usage: str, one: str
+) -> list[str]:
+    """The texts of ``tts``/``generate`` (``-``: one per line from stdin), each non-empty, and their
+    WAV outputs checked (``-o`` for one text, ``--out-dir`` for ``<slug>.wav`` each)."""
+    if texts == ["-"]:
+        texts = [line.strip() for line in sys.stdin if line.strip()]
+    if not texts:
+        raise UsageError(f"no {what}s given", f"pass {what}s, e.g. {usage}")
+    blank = [i for i, t in enumerate(texts, 1) if not t.strip()]
+    if blank:
+        raise UsageError(f"{what} {blank[0]} of {len(texts)} is empty", f"pass {one}")
+    if output is None and out_dir is None:
+        raise UsageError("no output given", "pass -o OUT.wav or --out-dir DIR")
+    _check_outputs(
+        len(texts), output, out_dir, force, [out_dir / f"{_slug(t)}.wav" for t in texts] if out_dir else None
+    )
+    return texts
+
+
 @app.command()
 @handle_errors
 def tts(
@@ -433,17 +453,8 @@ def tts(
     from uniaudio_cli.tasks.demos import load_demo_folder
     from uniaudio_cli.tasks.options import TTSOptions, default_tts_demos
 
-    if texts == ["-"]:
-        texts = [line.strip() for line in sys.stdin if line.strip()]
-    if not texts:
-        raise UsageError("no texts given", 'pass texts, e.g. uniaudio tts "1+1" -o two.wav')
-    blank = [i for i, t in enumerate(texts, 1) if not t.strip()]
-    if blank:
-        raise UsageError(f"text {blank[0]} of {len(texts)} is empty", 'pass a question or digit, e.g. "1+1"')
-    if output is None and out_dir is None:
-        raise UsageError("no output given", "pass -o OUT.wav or --out-dir DIR")
-    _check_outputs(
-        len(texts), output, out_dir, force, [out_dir / f"{_slug(t)}.wav" for t in texts] if out_dir else None
+    texts = _texts_to_write(
+        texts, output, out_dir, force, "text", 'uniaudio tts "1+1" -o two.wav', 'a question or digit, e.g. "1+1"'
     )
     opts = TTSOptions(
         mode=_choice("--mode", mode, ("default", "paper")),
@@ -578,17 +589,14 @@ def generate(
     from uniaudio_cli.tasks.demos import describe_demos, load_demo_folder
     from uniaudio_cli.tasks.generate import GenerateOptions, SoundGenerator, caption_of
 
-    if captions == ["-"]:
-        captions = [line.strip() for line in sys.stdin if line.strip()]
-    if not captions:
-        raise UsageError("no captions given", 'pass captions, e.g. uniaudio generate "dog bark" -o dog.wav')
-    blank = [i for i, c in enumerate(captions, 1) if not c.strip()]
-    if blank:
-        raise UsageError(f"caption {blank[0]} of {len(captions)} is empty", 'pass a caption, e.g. "dog bark"')
-    if output is None and out_dir is None:
-        raise UsageError("no output given", "pass -o OUT.wav or --out-dir DIR")
-    _check_outputs(
-        len(captions), output, out_dir, force, [out_dir / f"{_slug(c)}.wav" for c in captions] if out_dir else None
+    captions = _texts_to_write(
+        captions,
+        output,
+        out_dir,
+        force,
+        "caption",
+        'uniaudio generate "dog bark" -o dog.wav',
+        'a caption, e.g. "dog bark"',
     )
     opts = GenerateOptions(
         mode=_choice("--mode", mode, ("default", "paper")),  # type: ignore[arg-type]
