@@ -365,21 +365,18 @@ def grid(args: argparse.Namespace) -> None:
     llm_best = next(v for v in ranked if not v.extra)
     shipped = Variant("semantic", "mean", (0.6,), True)
 
-    # Calibration: temperature fitted on development episodes of every set and setting.
-    dev_scores, dev_truth = [], []
-    for s in sets:
-        for w, sh in SETTINGS:
-            _, _, sc, tr = run(f"{s}/dev", best, eps[(f"{s}/dev", w, sh)])
-            dev_scores += sc
-            dev_truth += tr
-    temp = fit_temperature(dev_scores, dev_truth)
-    proto_scores, proto_truth = [], []
-    for s in sets:
-        for w, sh in SETTINGS:
-            _, _, sc, tr = run(f"{s}/dev", shipped, eps[(f"{s}/dev", w, sh)])
-            proto_scores += sc
-            proto_truth += tr
-    proto_temp = fit_temperature(proto_scores, proto_truth)
+    def fitted_temperature(v: Variant) -> float:
+        """The softmax temperature of ``v`` fitted on development episodes of every set and setting."""
+        scores, truth = [], []
+        for s in sets:
+            for w, sh in SETTINGS:
+                _, _, sc, tr = run(f"{s}/dev", v, eps[(f"{s}/dev", w, sh)])
+                scores += sc
+                truth += tr
+        return fit_temperature(scores, truth)
+
+    temp = fitted_temperature(best)
+    proto_temp = fitted_temperature(shipped)
 
     lines = [
         f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}; "

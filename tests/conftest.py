@@ -94,3 +94,16 @@ def write_tone(path: Path, seconds: float = 1.0, sr: int = 16000, freq: float = 
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, data, sr)
     return path
+
+
+@pytest.fixture()
+def loads(models, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts model loads; the CLI's loader returns the tiny ``models`` of the requesting module."""
+    calls: list[int] = []
+
+    def load(*args, **kwargs):
+        calls.append(1)
+        return models
+
+    monkeypatch.setattr("uniaudio_cli.api.load_models", load)
+    return calls

@@ -38,19 +38,6 @@ def demos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_label_demos(tmp_path_factory.mktemp("captions"), {"dog_bark": 300.0, "rain": 1500.0}, seconds=0.96)
 
 
-@pytest.fixture()
-def loads(models, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts model loads; the CLI's loader returns the tiny models."""
-    calls: list[int] = []
-
-    def load(*args, **kwargs):
-        calls.append(1)
-        return models
-
-    monkeypatch.setattr("uniaudio_cli.api.load_models", load)
-    return calls
-
-
 def _assert_valid_layers(codec, tokens: list[list[int]], counts: list[int]) -> None:
     assert [len(layer) for layer in tokens] == counts
     for layer, ids in enumerate(tokens):

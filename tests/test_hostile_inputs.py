@@ -24,19 +24,6 @@ def models(tmp_path_factory: pytest.TempPathFactory):
     return tiny_models(tmp_path_factory.mktemp("tiny_models"))
 
 
-@pytest.fixture()
-def loads(models, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts model loads; the CLI's loader returns the tiny models."""
-    calls: list[int] = []
-
-    def load(*args, **kwargs):
-        calls.append(1)
-        return models
-
-    monkeypatch.setattr("uniaudio_cli.api.load_models", load)
-    return calls
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("data") / HOSTILE
