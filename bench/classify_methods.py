@@ -14,10 +14,13 @@ development part (where settings are chosen) and a held-out part (where they are
 
 ``extract`` encodes every clip with the codec, runs the frozen LLM once per clip and layer
 setting, and stores the hidden states' mean and standard deviation over the clip's audio tokens
-at every depth, plus the MFCC statistics of the nearest-neighbour baseline. ``grid`` then
+at every depth, plus the MFCC statistics of the nearest-neighbour baseline and the prosody
+statistics of the ``fused`` method (a cache made before prosody existed gets them added without
+running the LLM again). ``grid`` then
 draws N-way K-shot episodes (the episode sampler of ``uniaudio eval classify``, so the same
 seed gives the same episodes) and scores every prototype variant and the MFCC baseline on
-exactly the same episodes; it picks one variant on the development splits only (mean accuracy
+exactly the same episodes (a label's score: similarity to its demonstrations' mean, or to its
+nearest demonstration); it picks one variant on the development splits only (mean accuracy
 over sets and settings), fits the softmax temperature on development episodes (log-loss), and
 reports the chosen variant on the held-out splits with Wilson intervals, its calibration
 (ECE, log-loss) before and after, and how well the distance to the nearest class centroid flags
@@ -111,7 +114,7 @@ def extract(args: argparse.Namespace) -> None:
     from uniaudio_cli.api import load_models
     from uniaudio_cli.audio import load_audio
     from uniaudio_cli.evaluate.classify_eval import mfcc_features
-    from uniaudio_cli.tasks.prototype import clip_features
+    from uniaudio_cli.tasks.prototype import clip_features, prosody_statistics
 
     torch.set_num_threads(args.threads)
     models = load_models(codec=args.codec, device="cpu")
@@ -125,6 +128,10 @@ def extract(args: argparse.Namespace) -> None:
         if out.is_file():
             feats = torch.load(out, weights_only=True)
         paths = [p for ps in split.clips.values() for p in ps]
+        for p in paths:
+            if str(p) in feats and "prosody" not in feats[str(p)]:
+                wav = load_audio(p, codec.sample_rate, max_seconds=args.max_seconds, allow_silence=True)
+                feats[str(p)]["prosody"] = torch.from_numpy(prosody_statistics(wav, codec.sample_rate))
         todo = [p for p in paths if str(p) not in feats]
         t0 = time.perf_counter()
         for i, p in enumerate(todo):
@@ -136,6 +143,7 @@ def extract(args: argparse.Namespace) -> None:
                 "semantic": clip_features(llm, sem, str(p), pooling="meanstd").half(),
                 "all": clip_features(llm, every, str(p), pooling="meanstd").half(),
                 "mfcc": torch.from_numpy(mfcc_features(wav, codec.sample_rate)),
+                "prosody": torch.from_numpy(prosody_statistics(wav, codec.sample_rate)),
             }
             if (i + 1) % 50 == 0:
                 torch.save(feats, out)
@@ -195,15 +203,19 @@ class Variant:
     pooling: str  # "mean" or "meanstd"
     depth: tuple[float, ...]
     center: bool
-    extra: str = ""  # "", "z", "zq" or "mfcc": joined (or, with layers "none", used alone)
+    # "", "z", "zq", "mfcc", "prosody" or "mfcc+prosody": joined (or, with layers "none", used
+    # alone); each part standardised and unit-normalised, so every part weighs the same.
+    extra: str = ""
+    nearest: bool = False  # a label's score: its nearest demonstration, not the demonstrations' mean
 
     @property
     def name(self) -> str:
+        agg = " (nearest demo)" if self.nearest else ""
         if self.layers == "none":
-            return f"{self.extra} only"
+            return f"{self.extra} only{agg}"
         c = "centred" if self.center else "raw"
         base = f"{self.layers}/{self.pooling}/d{'+'.join(f'{d:g}' for d in self.depth)}/{c}"
-        return f"{base} + {self.extra}" if self.extra else base
+        return (f"{base} + {self.extra}" if self.extra else base) + agg
 
 
 def variants() -> list[Variant]:
@@ -219,9 +231,11 @@ def variants() -> list[Variant]:
         Variant("semantic", "meanstd", (0.6,), True),
         Variant("all", "meanstd", (0.0, 0.6), True),
     ]
-    extras = ("z", "zq", "mfcc")
-    alone = [Variant("none", "", (), False, e) for e in extras]
-    joined = [Variant(v.layers, v.pooling, v.depth, v.center, e) for v in joined_to for e in extras]
+    extras = ("z", "zq", "mfcc", "prosody", "mfcc+prosody")
+    alone = [Variant("none", "", (), False, e, n) for e in extras for n in (False, True)]
+    joined = [
+        Variant(v.layers, v.pooling, v.depth, v.center, e, n) for v in joined_to for e in extras for n in (False, True)
+    ]
     return llm_only + alone + joined
 
 
@@ -238,6 +252,8 @@ class Features:
         self._raw = {la: torch.stack([raw[p][la].float() for p in self.paths]).numpy() for la in ("semantic", "all")}
         self.n_states = n_states
         self.extra = {"mfcc": self.mfcc}
+        if all("prosody" in raw[p] for p in self.paths):
+            self.extra["prosody"] = np.stack([raw[p]["prosody"].numpy() for p in self.paths])
         codec_file = _cache_file(split, tag).with_suffix(".codec.pt")
         if codec_file.is_file():
             cf = torch.load(codec_file, weights_only=True)
@@ -266,12 +282,21 @@ def episodes(split: Split, ways: int, shots: int, count: int, seed: int) -> list
     return [sample_episode(split.clips, ways, shots, q, seed, i) for i in range(count)]
 
 
-def prototype_scores(x: np.ndarray, feats: Features, episode) -> tuple[np.ndarray, list[int]]:
-    """Cosine similarities ``(queries, ways)`` to the class centroids, and the true indices."""
-    cents = np.stack([_unit(x[[feats.index[str(p)] for p in episode.demos[lb]]]).mean(0) for lb in episode.labels])
+def label_scores(q: np.ndarray, x: np.ndarray, feats: Features, episode, nearest: bool) -> np.ndarray:
+    """Cosine similarities ``(queries, ways)`` of unit queries ``q`` to each label's demonstrations:
+    to their mean, or (``nearest``) to the nearest one."""
+    out = []
+    for lb in episode.labels:
+        d = _unit(x[[feats.index[str(p)] for p in episode.demos[lb]]])
+        out.append((q @ d.T).max(1) if nearest else q @ _unit(d.mean(0)))
+    return np.stack(out, axis=1)
+
+
+def prototype_scores(x: np.ndarray, feats: Features, episode, nearest: bool = False) -> tuple[np.ndarray, list[int]]:
+    """:func:`label_scores` of the episode's queries, and their true indices."""
     q = _unit(x[[feats.index[str(p)] for p, _ in episode.queries]])
     truth = [episode.labels.index(lb) for _, lb in episode.queries]
-    return q @ _unit(cents).T, truth
+    return label_scores(q, x, feats, episode, nearest), truth
 
 
 def mfcc_correct(feats: Features, episode) -> list[bool]:
@@ -321,16 +346,18 @@ def grid(args: argparse.Namespace) -> None:
 
     dev_extra = {k: np.concatenate([feats[f"{s}/dev"].extra[k] for s in sets]) for k in feats[f"{sets[0]}/dev"].extra}
     extra_norm = {k: (v.mean(0), v.std(0) + 1e-8) for k, v in dev_extra.items()}
+    if "prosody" not in extra_norm:
+        raise SystemExit("the feature cache has no prosody statistics: run `extract` again (it adds only them)")
 
     def features(f: Features, v: Variant) -> np.ndarray:
         parts = []
         if v.layers != "none":
             x = f.matrix(v.layers, v.pooling, v.depth)
             parts.append(_unit(x - center(v.layers, v.pooling, v.depth)) if v.center else _unit(x))
-        if v.extra:
+        for e in v.extra.split("+") if v.extra else []:
             # Standardised with development statistics so no one coefficient dominates.
-            mu, sd = extra_norm[v.extra]
-            parts.append(_unit((f.extra[v.extra] - mu) / sd))
+            mu, sd = extra_norm[e]
+            parts.append(_unit((f.extra[e] - mu) / sd))
         return np.concatenate(parts, axis=1)
 
     def run(split: str, v: Variant, eps: list) -> tuple[int, int, list[np.ndarray], list[list[int]]]:
@@ -339,7 +366,7 @@ def grid(args: argparse.Namespace) -> None:
         k = n = 0
         scores, truths = [], []
         for ep in eps:
-            s, t = prototype_scores(x, f, ep)
+            s, t = prototype_scores(x, f, ep, v.nearest)
             k += int((s.argmax(1) == np.asarray(t)).sum())
             n += len(t)
             scores.append(s)
@@ -363,6 +390,7 @@ def grid(args: argparse.Namespace) -> None:
     ranked = sorted(dev_acc, key=dev_acc.get, reverse=True)
     best = ranked[0]
     llm_best = next(v for v in ranked if not v.extra)
+    acoustic_best = next(v for v in ranked if v.layers == "none" and "mfcc" in v.extra)
     shipped = Variant("semantic", "mean", (0.6,), True)
 
     def fitted_temperature(v: Variant) -> float:
@@ -397,10 +425,11 @@ def grid(args: argparse.Namespace) -> None:
         "## Held-out splits, the same episodes for every column",
         "",
         f"chosen: `{best.name}` (the `fused` method); best LLM-only: `{llm_best.name}`; "
-        f"prototype: `{shipped.name}` (the `prototype` method).",
+        f"best without the LLM: `{acoustic_best.name}`; prototype: `{shipped.name}` (the `prototype` method); "
+        "MFCC 1-NN: the baseline of `uniaudio eval classify` (raw MFCC statistics, cosine, nearest clip).",
         "",
-        "| set | N | shots | queries | chosen (fused) | best LLM-only | prototype | MFCC 1-NN |",
-        "|---|---|---|---|---|---|---|---|",
+        "| set | N | shots | queries | chosen (fused) | best LLM-only | best without LLM | prototype | MFCC 1-NN |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     test_scores, test_truth, proto_test, proto_test_truth = [], [], [], []
     rows_json = []
@@ -409,16 +438,27 @@ def grid(args: argparse.Namespace) -> None:
             ep = eps[(f"{s}/test", w, sh)]
             k, n, sc, tr = run(f"{s}/test", best, ep)
             kl, _, _, _ = run(f"{s}/test", llm_best, ep)
+            ka, _, _, _ = run(f"{s}/test", acoustic_best, ep)
             ks, _, ssc, _ = run(f"{s}/test", shipped, ep)
             km = sum(sum(mfcc_correct(feats[f"{s}/test"], e)) for e in ep)
             test_scores += sc
             test_truth += tr
             proto_test += ssc
             proto_test_truth += tr
-            cells = [_cell(k, n), _cell(kl, n), _cell(ks, n), _cell(km, n)]
+            cells = [_cell(k, n), _cell(kl, n), _cell(ka, n), _cell(ks, n), _cell(km, n)]
             lines.append(f"| {s} | {w} | {sh} | {n} | " + " | ".join(cells) + " |")
             rows_json.append(
-                {"set": s, "ways": w, "shots": sh, "n": n, "chosen": k, "llm_best": kl, "prototype": ks, "mfcc": km}
+                {
+                    "set": s,
+                    "ways": w,
+                    "shots": sh,
+                    "n": n,
+                    "chosen": k,
+                    "llm_best": kl,
+                    "acoustic_best": ka,
+                    "prototype": ks,
+                    "mfcc": km,
+                }
             )
     lines += [
         "",
@@ -489,7 +529,7 @@ def _cell(k: int, n: int) -> str:
 
 
 def _out_of_set(best: Variant, feats: dict[str, Features], sets: list[str], features, args) -> list[str]:
-    """How well max cosine to the episode's centroids separates in-set queries from queries of
+    """How well the best label's score (as the chosen variant scores) separates in-set queries from queries of
     labels outside the episode (5-way 1-shot); threshold at 5 % false alarms on development."""
 
     def sims(split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -497,14 +537,11 @@ def _out_of_set(best: Variant, feats: dict[str, Features], sets: list[str], feat
         x = features(f, best)
         ins, outs = [], []
         for ep in episodes(f.split, 5, 1, args.episodes, args.seed):
-            s, _ = prototype_scores(x, f, ep)
+            s, _ = prototype_scores(x, f, ep, best.nearest)
             ins += list(s.max(1))
-            used = {str(p) for ps in ep.demos.values() for p in ps} | {str(p) for p, _ in ep.queries}
             others = [i for i, (p, lb) in enumerate(zip(f.paths, f.labels, strict=True)) if lb not in ep.labels]
             pick = random.Random(f"oos:{split}:{ep.index}").sample(others, min(len(others), len(ep.queries)))
-            cents = np.stack([_unit(x[[f.index[str(p)] for p in ep.demos[lb]]]).mean(0) for lb in ep.labels])
-            outs += list((_unit(x[pick]) @ _unit(cents).T).max(1))
-            del used
+            outs += list(label_scores(_unit(x[pick]), x, f, ep, best.nearest).max(1))
         return np.asarray(ins), np.asarray(outs)
 
     lines = ["", "## Out-of-set queries (5-way 1-shot; query from a label outside the episode)", ""]

@@ -3,14 +3,17 @@ query at a time) and after batching (a query's prompts, and several queries, in 
 
 N-way 1-shot on a labelled folder (default: ESC-10 fold 3, `.data/heldout/esc10`, never seen by
 the codec, else ../shared/data/esc10), clips cropped to 5 s, the default LLM and codec unless
-given. Rows: icl default (channel) mode, icl paper mode, prototype, and icl default mode
-re-prompting without the prefix cache (`reuse_prefix=False`). Clips are encoded once, outside
-the timings; set-up (prompt caches or centroids) is timed apart from the queries.
+given. Rows: icl default (channel) mode, icl paper mode, prototype, fused (the default method:
+all three layers' tokens, and its acoustic statistics computed inside the timings), and icl
+default mode re-prompting without the prefix cache (`reuse_prefix=False`). Clips are encoded once,
+outside the timings; set-up (prompt caches, centroids, demonstration features) is timed apart
+from the queries.
 
     python bench/classify_throughput.py [--ways 2,5,10] [--queries 20] [--per-batch 4] [--threads N]
-        [--rows default,paper,prototype,no-cache] [--data DIR] [--seconds 5]
+        [--rows default,paper,prototype,fused,no-cache] [--data DIR] [--seconds 5]
 
-Prototype scoring is not batched: its before and after run the same code (a control for noise).
+Prototype and fused scoring are not batched: their before and after run the same code (a
+control for noise).
 "identical" counts the queries whose label is the same both ways; max |dp| is the largest
 difference of any label's probability.
 """
@@ -37,6 +40,7 @@ from uniaudio_cli.tasks.classify import (
     queries_per_batch,
 )
 from uniaudio_cli.tasks.demos import load_demo_folder
+from uniaudio_cli.tasks.prototype import acoustic_statistics
 
 ROOT = Path(__file__).resolve().parents[1]
 # --rows key: (name in the table, ClassifyOptions fields)
@@ -44,6 +48,7 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "default": ("icl default", {"method": "icl", "mode": "default"}),
     "paper": ("icl paper", {"method": "icl", "mode": "paper"}),
     "prototype": ("prototype", {"method": "prototype"}),
+    "fused": ("fused", {"method": "fused", "layers": "all"}),
     "no-cache": ("icl default, no prefix cache", {"method": "icl", "mode": "default", "reuse_prefix": False}),
 }
 
@@ -69,13 +74,19 @@ class TokenCache:
 
     def __init__(self, codec: Any) -> None:
         self.codec = codec
-        self._tokens: dict[tuple[Path, str], list[int]] = {}
+        self._tokens: dict[tuple[Path, str, str], list[int]] = {}
+        self._wavs: dict[tuple[Path, str], Any] = {}
+
+    def wav(self, path: Path, opts: ClassifyOptions) -> Any:
+        key = (path, opts.crop_anchor)
+        if key not in self._wavs:
+            self._wavs[key] = load_clip(path, self.codec.sample_rate, opts)
+        return self._wavs[key]
 
     def __call__(self, path: Path, opts: ClassifyOptions) -> list[int]:
-        key = (path, opts.crop_anchor)
+        key = (path, opts.crop_anchor, opts.layers)
         if key not in self._tokens:
-            wav = load_clip(path, self.codec.sample_rate, opts)
-            self._tokens[key] = audio_tokens(self.codec, wav, opts.layers)
+            self._tokens[key] = audio_tokens(self.codec, self.wav(path, opts), opts.layers)
         return self._tokens[key]
 
 
@@ -87,8 +98,21 @@ def run(
     opts: ClassifyOptions,
     batch: bool,
     per_batch: int,
+    demo_wavs: dict[str, list[Any]],
+    query_wavs: list[Any],
 ) -> tuple[float, float, list[Prediction]]:
     """Set-up seconds, query seconds and the predictions of one way of classifying."""
+    if opts.method == "fused":
+        t0 = time.perf_counter()
+        sr = codec.sample_rate
+        acoustic = {lb: [acoustic_statistics(w, sr) for w in ws] for lb, ws in demo_wavs.items()}
+        clf = Classifier(llm, codec, demos, opts, demo_acoustic=acoustic)
+        t1 = time.perf_counter()
+        preds = [
+            clf.classify_tokens(t, acoustic=acoustic_statistics(w, sr))
+            for t, w in zip(queries, query_wavs, strict=True)
+        ]
+        return t1 - t0, time.perf_counter() - t1, preds
     t0 = time.perf_counter()
     clf = Classifier(llm, codec, demos, opts, batch=batch)
     t1 = time.perf_counter()
@@ -131,11 +155,15 @@ def main() -> None:
         pool = [p for lb in labels for p in folder.clips[lb] if p not in demo_paths[lb]]
         query_paths = rng.sample(pool, min(args.queries, len(pool)))
         for name, fields in rows:
-            opts = ClassifyOptions(crop=args.seconds, layers=args.layers, **fields)
+            opts = ClassifyOptions(crop=args.seconds, **({"layers": args.layers} | fields))
             demos = {lb: [tokens(p, opts) for p in ps] for lb, ps in demo_paths.items()}
             queries = [tokens(p, opts) for p in query_paths]
-            before = run(llm, codec, demos, queries, opts, False, per_batch)
-            after = run(llm, codec, demos, queries, opts, True, per_batch)
+            wavs = (
+                {lb: [tokens.wav(p, opts) for p in ps] for lb, ps in demo_paths.items()},
+                [tokens.wav(p, opts) for p in query_paths],
+            )
+            before = run(llm, codec, demos, queries, opts, False, per_batch, *wavs)
+            after = run(llm, codec, demos, queries, opts, True, per_batch, *wavs)
             same = sum(a.label == b.label for a, b in zip(before[2], after[2], strict=True))
             dp = max(
                 abs(a.probabilities[lb] - b.probabilities[lb])

@@ -4,7 +4,7 @@
 The base set is the codec's training audio, kept apart from every evaluation split, at most
 ``--per-group`` clips per group, whole clips; each group weighs the same. The ``prototype``
 centre (layer-1 tokens) comes from ESC-10 folds 1-2 (environmental sound) and RAVDESS actors
-1-10 (speech); the ``fused`` method's centre and MFCC statistics (all layers' tokens) also from
+1-10 (speech); the ``fused`` method's centre (all layers' tokens) and acoustic statistics also from
 FSDD speakers other than nicolas and ``speech_extra``, the development splits its settings were
 chosen on (bench/classify_methods.py). Writes ``<codec>/prototype_center.safetensors`` for the
 codec and LLM given.
@@ -27,10 +27,10 @@ from uniaudio_cli.codec.api import load_codec
 from uniaudio_cli.llm import load_llm
 from uniaudio_cli.tasks.prototype import (
     CENTER_FILE,
+    acoustic_statistics,
     compute_center,
     compute_fused_stats,
     manifest,
-    mfcc_statistics,
     save_center,
 )
 
@@ -77,7 +77,7 @@ def main() -> None:
         for p in paths:
             wav = load_audio(p, codec.sample_rate, allow_silence=True)
             every = [t for layer in codec.encode(wav) for t in layer]
-            clips[name].append((every, mfcc_statistics(wav, codec.sample_rate)))
+            clips[name].append((every, acoustic_statistics(wav, codec.sample_rate)))
     fused = compute_fused_stats(llm, clips)
     sources = json.dumps({"prototype": json.loads(manifest(groups)), "fused": json.loads(manifest(fused_groups))})
     out = save_center(args.codec / CENTER_FILE, center, llm, codec, sources, fused)

@@ -18,8 +18,10 @@ from uniaudio_cli.prompts import bos_ids
 from uniaudio_cli.tasks.classify import Classifier, ClassifyOptions
 from uniaudio_cli.tasks.demos import load_demo_folder
 from uniaudio_cli.tasks.prototype import (
+    ACOUSTIC_DIM,
     CENTER_FILE,
     FUSED_DEPTHS,
+    N_PROSODY,
     FusedStats,
     center_features,
     clip_features,
@@ -142,25 +144,32 @@ def test_fused_features_and_stats_round_trip(models) -> None:  # noqa: F811
     # Every depth, and the mean and std inside it, weighs the same.
     blocks = part.view(len(FUSED_DEPTHS), 2 * h)
     torch.testing.assert_close(blocks.norm(dim=1), torch.ones(len(FUSED_DEPTHS)))
-    mfcc = np.linspace(-1.0, 1.0, 38)
-    stats = FusedStats(torch.full_like(part, 0.01), torch.full((38,), 0.5), torch.full((38,), 2.0))
-    feat = fused_feature(states, mfcc, stats)
-    assert feat.shape == (part.numel() + 38,) and torch.isclose(feat.norm(), torch.tensor(1.0))
-    expected_mfcc = torch.nn.functional.normalize((torch.as_tensor(mfcc, dtype=torch.float32) - 0.5) / 2.0, dim=0)
-    torch.testing.assert_close(feat[-38:] * 2**0.5, expected_mfcc, atol=1e-6, rtol=1e-5)
+    acoustic = np.linspace(-1.0, 1.0, ACOUSTIC_DIM)
+    stats = FusedStats(torch.full_like(part, 0.01), torch.full((ACOUSTIC_DIM,), 0.5), torch.full((ACOUSTIC_DIM,), 2.0))
+    feat = fused_feature(states, acoustic, stats)
+    assert feat.shape == (part.numel() + ACOUSTIC_DIM,) and torch.isclose(feat.norm(), torch.tensor(1.0))
+    # LLM part, MFCC part and prosody part each weigh the same, standardised with the base set's statistics.
+    z = (torch.as_tensor(acoustic, dtype=torch.float32) - 0.5) / 2.0
+    cut = ACOUSTIC_DIM - N_PROSODY
+    expected = torch.cat([torch.nn.functional.normalize(z[:cut], dim=0), torch.nn.functional.normalize(z[cut:], dim=0)])
+    torch.testing.assert_close(feat[-ACOUSTIC_DIM:] * 3**0.5, expected, atol=1e-6, rtol=1e-5)
+    with pytest.raises(UsageError, match="acoustic statistics of shape"):
+        fused_feature(states, acoustic[:38], stats)  # MFCC statistics alone (the format before prosody)
 
-    computed = compute_fused_stats(llm, {"a": [([5, 6, 7], mfcc), ([8, 9], mfcc + 1)], "b": [([10, 11], mfcc)]})
+    computed = compute_fused_stats(
+        llm, {"a": [([5, 6, 7], acoustic), ([8, 9], acoustic + 1)], "b": [([10, 11], acoustic)]}
+    )
     a = (fused_llm_part(states) + fused_llm_part(clip_features(llm, [8, 9], pooling="meanstd"))) / 2
     b = fused_llm_part(clip_features(llm, [10, 11], pooling="meanstd"))
     torch.testing.assert_close(computed.center, (a + b) / 2)  # groups weigh the same
-    torch.testing.assert_close(computed.mfcc_mean, torch.as_tensor(mfcc + 1 / 3, dtype=torch.float32))
+    torch.testing.assert_close(computed.acoustic_mean, torch.as_tensor(acoustic + 1 / 3, dtype=torch.float32))
 
     path = save_center(Path(codec.source) / CENTER_FILE, torch.zeros(3, h), llm, codec, "{}", computed)
     try:
         loaded = load_fused_stats(llm, codec)
         assert loaded is not None
         torch.testing.assert_close(loaded.center, computed.center)
-        torch.testing.assert_close(loaded.mfcc_std, computed.mfcc_std)
+        torch.testing.assert_close(loaded.acoustic_std, computed.acoustic_std)
         save_center(path, torch.zeros(3, h), llm, codec, "{}")  # without the fused statistics
         assert load_fused_stats(llm, codec) is None
     finally:

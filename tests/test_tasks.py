@@ -21,10 +21,13 @@ from uniaudio_cli.codec.model import LLMCodec
 from uniaudio_cli.decoding import continuation_logprobs
 from uniaudio_cli.errors import UsageError
 from uniaudio_cli.llm import LoadedLLM, Vocabulary
+from uniaudio_cli.tasks import tts as tts_module
 from uniaudio_cli.tasks.audio_gen import flatten
 from uniaudio_cli.tasks.classify import Classifier, ClassifyOptions, classify_files
 from uniaudio_cli.tasks.demos import crop_or_pad, load_demo_folder
 from uniaudio_cli.tasks.denoise import DenoiseOptions, Denoiser, load_pair_folder
+from uniaudio_cli.tasks.options import FITTED_TEMPERATURE
+from uniaudio_cli.tasks.prototype import acoustic_statistics
 from uniaudio_cli.tasks.tts import Synthesizer, TTSOptions
 
 SR = 16000
@@ -220,7 +223,7 @@ def _assert_valid_layers(codec: Codec, tokens: list[list[int]], counts: list[int
 
 
 @pytest.mark.parametrize("mode", ["default", "paper"])
-def test_synthesizer_modes(models, tts_demos, mode) -> None:
+def test_synthesizer_modes(models, tts_demos, mode, monkeypatch) -> None:
     llm, codec = models
     folder = load_demo_folder(tts_demos)
     synth = Synthesizer.from_files(llm, codec, folder.clips, TTSOptions(mode=mode, shots=2))
@@ -236,6 +239,20 @@ def test_synthesizer_modes(models, tts_demos, mode) -> None:
         assert speech.follows.endswith(f"({speech.answer!r})")
         demo = next(d for d in synth.demos if str(d.path) == path)
         assert speech.tokens == demo.tokens
+        # The clip is the one the LLM scores highest after the audio prompt, scored once per answer.
+        query = synth.builder.render(synth.builder.template.query, text=speech.answer)
+        cands = [d for d in synth.demos if d.text == speech.answer]
+        scores = continuation_logprobs(synth.audio_prefix, query, [flatten(d.tokens) for d in cands])
+        assert demo is cands[int(torch.argmax(scores))]
+        audio_calls = []
+
+        def counting(prefix, *rest):
+            audio_calls.extend([prefix] if prefix is synth.audio_prefix else [])
+            return continuation_logprobs(prefix, *rest)
+
+        monkeypatch.setattr(tts_module, "continuation_logprobs", counting)
+        assert synth.speak("1+1").follows == speech.follows and synth.clip_for(speech.answer) is demo
+        assert not audio_calls
     else:
         assert speech.answer is None
         assert synth.speak("1+1").tokens == speech.tokens  # greedy is repeatable
@@ -343,30 +360,52 @@ def test_crop_or_pad() -> None:
     assert np.array_equal(crop_or_pad(wav, 1000, "loudest"), wav)
 
 
-def test_fused_method_joins_llm_states_and_mfcc(models, label_demos, queries) -> None:
-    from uniaudio_cli.tasks.prototype import clip_features, fused_feature, mfcc_statistics
+def test_fused_method_joins_llm_states_and_acoustic_statistics(models, label_demos, queries) -> None:
+    from uniaudio_cli.tasks.prototype import acoustic_statistics, clip_features, fused_feature
 
     llm, codec = models
     demos = load_demo_folder(label_demos).pick(None)
     opts = ClassifyOptions()  # the default method
-    assert opts.method == "fused" and opts.layers == "all" and opts.temperature == pytest.approx(0.152)
+    assert opts.method == "fused" and opts.layers == "all"
+    assert opts.temperature == pytest.approx(FITTED_TEMPERATURE["fused"])
     clf = Classifier.from_files(llm, codec, demos, opts)
     pred = clf.classify(queries[0])
     assert pred.label in demos and sum(pred.probabilities.values()) == pytest.approx(1.0)
 
-    # The score is the cosine between the query's fused feature and the label centroids.
-    wav = clf.load_clip(queries[0])
-    tokens = [t for layer in codec.encode(wav) for t in layer]
-    feat = fused_feature(clip_features(llm, tokens, pooling="meanstd"), mfcc_statistics(wav, codec.sample_rate), None)
-    expected = torch.softmax(clf.centroids @ feat / opts.temperature, dim=0)
-    assert [pred.probabilities[lb] for lb in clf.labels] == pytest.approx(expected.tolist(), abs=1e-6)
+    # A label's score is the cosine between the query's fused feature and its nearest demonstration's.
+    def feature(wav: np.ndarray) -> torch.Tensor:
+        tokens = [t for layer in codec.encode(wav) for t in layer]
+        states = clip_features(llm, tokens, pooling="meanstd")
+        return fused_feature(states, acoustic_statistics(wav, codec.sample_rate), None)
+
+    q = feature(clf.load_clip(queries[0]))
+    nearest = [max(float(feature(clf.load_clip(p)) @ q) for p in demos[lb]) for lb in clf.labels]
+    expected = torch.softmax(torch.tensor(nearest) / opts.temperature, dim=0)
+    assert [pred.probabilities[lb] for lb in clf.labels] == pytest.approx(expected.tolist(), abs=1e-5)
     assert clf.classify_many([queries[0]])[0].probabilities == pred.probabilities
 
-    # Tokens alone are not enough for fused, and the demonstrations' MFCC statistics are required.
+    # Tokens alone are not enough for fused, and the demonstrations' acoustic statistics are required.
+    tokens = [t for layer in codec.encode(clf.load_clip(queries[0])) for t in layer]
     with pytest.raises(UsageError, match="needs each query's audio"):
         clf.classify_tokens(tokens)
-    with pytest.raises(UsageError, match="MFCC statistics"):
+    with pytest.raises(UsageError, match="acoustic statistics"):
         Classifier(llm, codec, clf._demo_tokens, opts)
+
+
+def test_fused_scores_a_label_by_its_nearest_demonstration(models) -> None:
+    """A query equal to one of a label's clips goes to that label, however far its other clips are."""
+    llm, codec = models
+    rng = np.random.default_rng(0)
+    tone = np.sin(2 * np.pi * 220 * np.arange(16000) / 16000).astype(np.float32) * 0.3
+    noise = [(rng.standard_normal(16000) * s).astype(np.float32) for s in (0.05, 0.3, 0.6)]
+    wavs = {"a": [tone, noise[0]], "b": [noise[1], noise[2]]}
+    tokens = {lb: [[t for layer in codec.encode(w) for t in layer] for w in ws] for lb, ws in wavs.items()}
+    acoustic = {lb: [acoustic_statistics(w, 16000) for w in ws] for lb, ws in wavs.items()}
+    clf = Classifier(llm, codec, tokens, ClassifyOptions(center=False), demo_acoustic=acoustic)
+    pred = clf.classify_tokens(tokens["a"][0], "tone", acoustic["a"][0])
+    assert pred.label == "a" and pred.probabilities["a"] > 0.5
+    sims = [f @ f[0] for f in clf.demo_features]
+    assert float(sims[0][0]) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_abstain_flags_unsure_answers(models, label_demos, queries) -> None:

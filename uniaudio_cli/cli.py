@@ -262,7 +262,7 @@ MethodOpt = Annotated[
     str,
     typer.Option(
         "--method",
-        help="fused (LLM hidden states joined with MFCC statistics; chosen on four sets), "
+        help="fused (LLM hidden states joined with MFCC and prosody statistics; chosen on four sets), "
         "prototype (LLM hidden states only) or icl (in-context prompt).",
     ),
 ]

@@ -221,7 +221,7 @@ def nearest_neighbour(demos: dict[str, list[np.ndarray]], query: np.ndarray) -> 
 
 
 class ClipCache:
-    """Codec codes and MFCC features of cropped clips, shared by all settings of a run (keyed by
+    """Codec codes, MFCC and acoustic statistics of cropped clips, shared by all settings of a run (keyed by
     path and crop, so a clip is read and encoded once however many settings use it)."""
 
     def __init__(self, codec: Codec, max_seconds: float = 600.0) -> None:
@@ -229,6 +229,7 @@ class ClipCache:
         self.max_seconds = max_seconds
         self._codes: dict[tuple[str, float | None, str], list[list[int]]] = {}
         self._mfcc: dict[tuple[str, float | None, str], np.ndarray] = {}
+        self._prosody: dict[tuple[str, float | None, str], np.ndarray] = {}
         self.encode_seconds = 0.0
 
     def load(self, path: Path, crop: float | None, crop_mode: str) -> np.ndarray:
@@ -255,6 +256,15 @@ class ClipCache:
             self._mfcc[key] = mfcc_features(self.load(path, crop, crop_mode), self.codec.sample_rate)
         return self._mfcc[key]
 
+    def acoustic(self, path: Path, crop: float | None, crop_mode: str) -> np.ndarray:
+        """The ``fused`` method's :func:`uniaudio_cli.tasks.prototype.acoustic_statistics`."""
+        from uniaudio_cli.tasks.prototype import prosody_statistics
+
+        key = (str(path), crop or None, crop_mode)
+        if key not in self._prosody:
+            self._prosody[key] = prosody_statistics(self.load(path, crop, crop_mode), self.codec.sample_rate)
+        return np.concatenate([self.mfcc(path, crop, crop_mode), self._prosody[key]])
+
 
 def _caching_classifier(
     llm: LoadedLLM, codec: Codec, demos: dict[str, list[Path]], cfg: EpisodeConfig, cache: ClipCache
@@ -263,12 +273,12 @@ def _caching_classifier(
     from uniaudio_cli.tasks.classify import Classifier
 
     tokens = {label: [_layer_tokens(cache, p, cfg) for p in paths] for label, paths in demos.items()}
-    mfcc = (
-        {label: [cache.mfcc(p, cfg.crop, cfg.crop_mode) for p in paths] for label, paths in demos.items()}
+    acoustic = (
+        {label: [cache.acoustic(p, cfg.crop, cfg.crop_mode) for p in paths] for label, paths in demos.items()}
         if cfg.method == "fused"
         else None
     )
-    return Classifier(llm, codec, tokens, cfg.options(), demo_mfcc=mfcc)
+    return Classifier(llm, codec, tokens, cfg.options(), demo_acoustic=acoustic)
 
 
 def _layer_tokens(cache: ClipCache, path: Path, cfg: EpisodeConfig) -> list[int]:
@@ -290,7 +300,7 @@ def run_episode(
         clf.classify_tokens(
             _layer_tokens(cache, p, cfg),
             str(p),
-            cache.mfcc(p, cfg.crop, cfg.crop_mode) if cfg.method == "fused" else None,
+            cache.acoustic(p, cfg.crop, cfg.crop_mode) if cfg.method == "fused" else None,
         )
         for p, _ in episode.queries
     ]

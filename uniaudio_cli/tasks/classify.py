@@ -48,6 +48,7 @@ from uniaudio_cli.prompts import PromptBuilder, PromptTemplate
 from uniaudio_cli.tasks.demos import crop_or_pad
 from uniaudio_cli.tasks.options import ClassifyOptions, Layers, Method, Mode, default_crop
 from uniaudio_cli.tasks.prototype import (
+    acoustic_statistics,
     center_features,
     clip_features,
     depth_index,
@@ -55,7 +56,6 @@ from uniaudio_cli.tasks.prototype import (
     fused_upto,
     load_center,
     load_fused_stats,
-    mfcc_statistics,
 )
 
 __all__ = ["Classifier", "ClassifyOptions", "Layers", "Method", "Mode", "Prediction", "default_crop"]
@@ -166,7 +166,7 @@ class Classifier:
         demo_tokens: dict[str, list[list[int]]],
         opts: ClassifyOptions,
         batch: bool = True,
-        demo_mfcc: dict[str, list[np.ndarray]] | None = None,
+        demo_acoustic: dict[str, list[np.ndarray]] | None = None,
     ) -> None:
         if len(demo_tokens) < 2:
             raise UsageError("classification needs at least two labels", "add label folders to --demos")
@@ -183,12 +183,12 @@ class Classifier:
         elif opts.method == "prototype":
             self._prepare_prototypes()
         else:
-            if demo_mfcc is None or any(len(demo_mfcc.get(lb, [])) != len(c) for lb, c in demo_tokens.items()):
+            if demo_acoustic is None or any(len(demo_acoustic.get(lb, [])) != len(c) for lb, c in demo_tokens.items()):
                 raise UsageError(
-                    "the fused method needs the MFCC statistics of every demonstration clip",
-                    "build the classifier with Classifier.from_files, or pass demo_mfcc",
+                    "the fused method needs the acoustic statistics of every demonstration clip",
+                    "build the classifier with Classifier.from_files, or pass demo_acoustic",
                 )
-            self._prepare_fused(demo_mfcc)
+            self._prepare_fused(demo_acoustic)
 
     @classmethod
     def from_files(
@@ -201,13 +201,14 @@ class Classifier:
     ) -> Classifier:
         """Read and encode the demonstration files (``label -> paths``), then build the classifier."""
         tokens: dict[str, list[list[int]]] = {}
-        mfcc: dict[str, list[np.ndarray]] = {}
+        acoustic: dict[str, list[np.ndarray]] = {}
         for label, paths in demos.items():
             wavs = [load_clip(p, codec.sample_rate, opts) for p in paths]
             tokens[label] = [audio_tokens(codec, w, opts.layers) for w in wavs]
             if opts.method == "fused":
-                mfcc[label] = [mfcc_statistics(w, codec.sample_rate) for w in wavs]
-        return cls(llm, codec, tokens, opts, batch=batch, demo_mfcc=mfcc if opts.method == "fused" else None)
+                acoustic[label] = [acoustic_statistics(w, codec.sample_rate) for w in wavs]
+        fused = opts.method == "fused"
+        return cls(llm, codec, tokens, opts, batch=batch, demo_acoustic=acoustic if fused else None)
 
     def load_clip(self, path: str | Path) -> np.ndarray:
         return load_clip(path, self.codec.sample_rate, self.opts)
@@ -307,27 +308,30 @@ class Classifier:
         return self.centroids @ self._embed(tokens) / self.opts.temperature
 
     # -- fused -------------------------------------------------------------------------------
-    def _fused(self, tokens: Sequence[int], mfcc: np.ndarray) -> torch.Tensor:
+    def _fused(self, tokens: Sequence[int], acoustic: np.ndarray) -> torch.Tensor:
         states = clip_features(self.llm, tokens, pooling="meanstd", upto=fused_upto(self.llm))
-        return fused_feature(states, mfcc, self._fused_stats)
+        return fused_feature(states, acoustic, self._fused_stats)
 
-    def _prepare_fused(self, demo_mfcc: dict[str, list[np.ndarray]]) -> None:
+    def _prepare_fused(self, demo_acoustic: dict[str, list[np.ndarray]]) -> None:
         self._fused_stats = load_fused_stats(self.llm, self.codec) if self.opts.center else None
-        cents = [
-            torch.stack([self._fused(t, m) for t, m in zip(self._demo_tokens[lb], demo_mfcc[lb], strict=True)]).mean(0)
+        # Every demonstration stays its own reference: a label's score is its nearest clip's
+        # similarity. With several shots this beat the class mean on the development splits,
+        # most where a label's clips differ by speaker (bench/classify_methods.py).
+        self.demo_features = [
+            torch.stack([self._fused(t, a) for t, a in zip(self._demo_tokens[lb], demo_acoustic[lb], strict=True)])
             for lb in self.labels
         ]
-        self.centroids = torch.nn.functional.normalize(torch.stack(cents), dim=1)
 
-    def _scores_fused(self, tokens: Sequence[int], mfcc: np.ndarray | None) -> torch.Tensor:
-        if mfcc is None:
+    def _scores_fused(self, tokens: Sequence[int], acoustic: np.ndarray | None) -> torch.Tensor:
+        if acoustic is None:
             raise UsageError(
                 "the fused method needs each query's audio, not only its tokens",
                 "use classify(path) or classify_audio(wav), or --method prototype",
             )
         if not tokens:
             raise UsageError("a query with no audio tokens", "pass a clip of at least 0.1 s")
-        return self.centroids @ self._fused(tokens, mfcc) / self.opts.temperature
+        q = self._fused(tokens, acoustic)
+        return torch.stack([(f @ q).max() for f in self.demo_features]) / self.opts.temperature
 
     # ----------------------------------------------------------------------------------------
     def query_warnings(self, tokens: Sequence[int]) -> list[str]:
@@ -360,11 +364,11 @@ class Classifier:
             return self._scores_icl_batch(queries)
         return [self._scores_icl(t) for t in queries]
 
-    def classify_tokens(self, tokens: Sequence[int], path: str = "", mfcc: np.ndarray | None = None) -> Prediction:
-        """Classify a query given as tokens (``--method fused`` also needs its ``mfcc``
-        statistics, see :func:`uniaudio_cli.tasks.prototype.mfcc_statistics`)."""
+    def classify_tokens(self, tokens: Sequence[int], path: str = "", acoustic: np.ndarray | None = None) -> Prediction:
+        """Classify a query given as tokens (``--method fused`` also needs its ``acoustic``
+        statistics ``(ACOUSTIC_DIM,)``, see :func:`uniaudio_cli.tasks.prototype.acoustic_statistics`)."""
         if self.opts.method == "fused":
-            return self._predict(tokens, self._scores_fused(tokens, mfcc), path)
+            return self._predict(tokens, self._scores_fused(tokens, acoustic), path)
         return self._predict(tokens, self._scores([tokens])[0], path)
 
     def classify_tokens_many(
@@ -408,8 +412,8 @@ class Classifier:
     def classify_audio(self, wav: np.ndarray, name: str = "") -> Prediction:
         """Classify a clip already in memory: ``(T,)`` float at the codec's sample rate (not cropped)."""
         tokens = audio_tokens(self.codec, wav, self.opts.layers)
-        mfcc = mfcc_statistics(wav, self.codec.sample_rate) if self.opts.method == "fused" else None
-        return self.classify_tokens(tokens, name, mfcc)
+        acoustic = acoustic_statistics(wav, self.codec.sample_rate) if self.opts.method == "fused" else None
+        return self.classify_tokens(tokens, name, acoustic)
 
 
 def classify_files(

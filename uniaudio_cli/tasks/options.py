@@ -19,7 +19,7 @@ Mode = Literal["default", "paper"]
 Layers = Literal["semantic", "all"]
 
 
-FITTED_TEMPERATURE = {"fused": 0.152, "prototype": 0.217}
+FITTED_TEMPERATURE = {"fused": 0.139, "prototype": 0.217}
 
 
 @dataclass

@@ -41,9 +41,10 @@ log = logging.getLogger(__name__)
 Pooling = Literal["mean", "meanstd"]
 
 CENTER_FILE = "prototype_center.safetensors"
-# 2: tied to the weights that decide the codes (a retrained decoder keeps the centre); 1: to the
-# whole weight file (still read).
-CENTER_FORMAT_VERSION = 2
+# 3: the fused statistics cover MFCC and prosody statistics; 2: tied to the weights that decide
+# the codes (a retrained decoder keeps the centre); 1: to the whole weight file. 1 and 2 are still
+# read for the prototype centre.
+CENTER_FORMAT_VERSION = 3
 _LEAD = "Input: <"  # the text before audio tokens in the classification prompts
 
 
@@ -144,11 +145,12 @@ def compute_center(llm: LoadedLLM, codec: Codec, groups: Mapping[str, Sequence[S
 @dataclass
 class FusedStats:
     """What the ``fused`` method measures features from: the base-set centre of the LLM part
-    ``(len(FUSED_DEPTHS) * 2H,)`` and the base set's MFCC-statistics mean and std ``(2 * (N_MFCC - 1),)``."""
+    ``(len(FUSED_DEPTHS) * 2H,)`` and the base set's mean and std of the acoustic statistics
+    ``(ACOUSTIC_DIM,)`` (:func:`acoustic_statistics`)."""
 
     center: torch.Tensor
-    mfcc_mean: torch.Tensor
-    mfcc_std: torch.Tensor
+    acoustic_mean: torch.Tensor
+    acoustic_std: torch.Tensor
 
 
 def save_center(
@@ -172,8 +174,8 @@ def save_center(
     if fused is not None:
         tensors |= {
             "fused_center": fused.center.float().contiguous(),
-            "mfcc_mean": fused.mfcc_mean.float().contiguous(),
-            "mfcc_std": fused.mfcc_std.float().contiguous(),
+            "acoustic_mean": fused.acoustic_mean.float().contiguous(),
+            "acoustic_std": fused.acoustic_std.float().contiguous(),
         }
     save_file(tensors, str(tmp), metadata=meta)
     tmp.replace(out)
@@ -193,12 +195,12 @@ def _read_center_file(llm: LoadedLLM, codec: Codec) -> dict[str, torch.Tensor] |
         meta = f.metadata() or {}
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a Mapping)
     version = meta.get("format_version")
-    if version not in {"1", str(CENTER_FORMAT_VERSION)}:
+    if version not in {str(v) for v in range(1, CENTER_FORMAT_VERSION + 1)}:
         raise CheckpointError(
             f"{path}: format version {version!r}, expected {CENTER_FORMAT_VERSION}",
             "delete the file or recreate it with checkpoints/make_prototype_center.py",
         )
-    ident = _pair_identity(llm, codec, int(version)) or {}
+    ident = _pair_identity(llm, codec, min(int(version), 2)) or {}
     wrong = [k for k, v in ident.items() if meta.get(k) != v]
     if wrong:
         log.warning(
@@ -222,22 +224,25 @@ def load_fused_stats(llm: LoadedLLM, codec: Codec) -> FusedStats | None:
     tensors = _read_center_file(llm, codec)
     if tensors is None:
         return None
-    if "fused_center" not in tensors:
+    if "acoustic_mean" not in tensors:
         log.warning(
-            "fused: %s has no fused-method statistics; features are not centred "
-            "(make them with checkpoints/make_prototype_center.py)",
+            "fused: %s has no statistics for this version of the fused method; features are not "
+            "centred (remake the file with checkpoints/make_prototype_center.py)",
             Path(codec.source) / CENTER_FILE,
         )
         return None
-    return FusedStats(tensors["fused_center"], tensors["mfcc_mean"], tensors["mfcc_std"])
+    return FusedStats(tensors["fused_center"], tensors["acoustic_mean"], tensors["acoustic_std"])
 
 
 # --------------------------------------------------------------------------- fused features
 
 # Chosen on development splits of four sets (bench/classify_methods.py): the token-identity layer
-# (depth 0) and a middle layer, each as mean and std over the clip's tokens of all three layers.
+# (depth 0) and a middle layer, each as mean and std over the clip's tokens of all three layers,
+# joined to acoustic statistics of the waveform (MFCC and prosody), each part weighing the same.
 FUSED_DEPTHS = (0.0, 0.6)
 N_MFCC = 20  # coefficient 0 (log energy) is left out: loudness alone should not decide
+N_PROSODY = 18
+ACOUSTIC_DIM = 2 * (N_MFCC - 1) + N_PROSODY
 
 
 def mfcc_statistics(wav: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -246,6 +251,72 @@ def mfcc_statistics(wav: np.ndarray, sample_rate: int) -> np.ndarray:
 
     m = librosa.feature.mfcc(y=np.asarray(wav, dtype=np.float32), sr=sample_rate, n_mfcc=N_MFCC)[1:]
     return np.concatenate([m.mean(axis=1), m.std(axis=1)]).astype(np.float64)
+
+
+def _spread(x: np.ndarray) -> float:
+    return float(np.percentile(x, 90) - np.percentile(x, 10)) if x.size else 0.0
+
+
+def _mean_std(x: np.ndarray) -> tuple[float, float]:
+    return (float(x.mean()), float(x.std())) if x.size else (0.0, 0.0)
+
+
+def prosody_statistics(wav: np.ndarray, sample_rate: int) -> np.ndarray:
+    """How a clip is said rather than what: ``(N_PROSODY,)`` float64 statistics over its active
+    frames (within 35 dB of its loudest 10 ms frame) of pitch (level, spread, movement), loudness
+    (level, spread, change), voicing, spectral balance (alpha ratio, Hammarberg index, centroid),
+    onset rate and active duration. The layer-1 tokens carry what is said; on RAVDESS, where every
+    actor says the same two sentences, these are what separates emotions (bench/classify_methods.py)."""
+    import librosa
+
+    y = np.asarray(wav, dtype=np.float32)
+    hop = sample_rate // 100
+    if y.size < 2 * 1024:  # YIN needs two of its frames; shorter clips are padded with silence
+        y = np.pad(y, (0, 2 * 1024 - y.size))
+    db = 20 * np.log10(librosa.feature.rms(y=y, frame_length=4 * hop, hop_length=hop)[0] + 1e-5)
+    f0 = librosa.yin(y, fmin=60, fmax=500, sr=sample_rate, frame_length=1024, hop_length=hop)
+    n = min(f0.size, db.size)
+    f0, db = np.log2(f0[:n]), db[:n]
+    active = db > db.max() - 35
+    # YIN decides no voicing: frames whose pitch holds steady from the previous one count as voiced.
+    voiced = np.r_[False, np.abs(np.diff(f0)) < 0.05] & active
+    pitch = f0[voiced] if voiced.sum() > 5 else f0[active]
+    moves = np.abs(np.diff(f0))[voiced[1:]]
+    level = db[active]
+    power = np.abs(librosa.stft(y, n_fft=512, hop_length=hop)) ** 2
+    m = min(power.shape[1], n)
+    power = power[:, :m][:, active[:m]] + 1e-10
+    freq = librosa.fft_frequencies(sr=sample_rate, n_fft=512)
+    below_1k, above_1k = (freq >= 50) & (freq < 1000), (freq >= 1000) & (freq < 5000)
+    alpha = 10 * np.log10(power[below_1k].sum(0) / power[above_1k].sum(0))
+    hammarberg = 10 * np.log10(power[freq < 2000].max(0) / power[(freq >= 2000) & (freq < 5000)].max(0))
+    centroid = np.log((freq[:, None] * power).sum(0) / power.sum(0))
+    onsets = librosa.onset.onset_detect(y=y, sr=sample_rate, hop_length=hop)
+    return np.array(
+        [
+            *_mean_std(pitch),
+            _spread(pitch),
+            float(moves.mean()) if moves.size else 0.0,
+            float(level.mean() - db.max()),
+            float(level.std()),
+            _spread(level),
+            float(np.abs(np.diff(db))[active[1:]].mean()) if n > 1 and active[1:].any() else 0.0,
+            float(voiced.mean() / max(active.mean(), 1e-3)),
+            float(active.mean()),
+            *_mean_std(alpha),
+            *_mean_std(hammarberg),
+            *_mean_std(centroid),
+            len(onsets) / (y.size / sample_rate),
+            float(np.log(active.sum() * 0.01 + 0.1)),
+        ],
+        dtype=np.float64,
+    )
+
+
+def acoustic_statistics(wav: np.ndarray, sample_rate: int) -> np.ndarray:
+    """The ``fused`` method's waveform part: :func:`mfcc_statistics` then :func:`prosody_statistics`,
+    ``(ACOUSTIC_DIM,)`` float64."""
+    return np.concatenate([mfcc_statistics(wav, sample_rate), prosody_statistics(wav, sample_rate)])
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
@@ -268,29 +339,36 @@ def fused_upto(llm: LoadedLLM) -> int:
     return depth_index(int(llm.model.config.num_hidden_layers) + 1, max(FUSED_DEPTHS))
 
 
-def fused_feature(states: torch.Tensor, mfcc: np.ndarray, stats: FusedStats | None) -> torch.Tensor:
-    """One clip's ``fused`` feature, unit length ``(len(FUSED_DEPTHS) * 2H + 38,)``: the centred LLM
-    part and the standardised MFCC statistics, each normalised so both weigh the same."""
+def fused_feature(states: torch.Tensor, acoustic: np.ndarray, stats: FusedStats | None) -> torch.Tensor:
+    """One clip's ``fused`` feature, unit length ``(len(FUSED_DEPTHS) * 2H + ACOUSTIC_DIM,)``: the
+    centred LLM part, the standardised MFCC statistics and the standardised prosody statistics
+    (``acoustic`` from :func:`acoustic_statistics`), each normalised so all three weigh the same."""
+    if np.shape(acoustic) != (ACOUSTIC_DIM,):
+        raise UsageError(
+            f"fused: acoustic statistics of shape {np.shape(acoustic)}, expected ({ACOUSTIC_DIM},)",
+            "compute them with uniaudio_cli.tasks.prototype.acoustic_statistics",
+        )
     llm_part = fused_llm_part(states)
-    m = torch.as_tensor(mfcc, dtype=torch.float32)
+    a = torch.as_tensor(acoustic, dtype=torch.float32)
     if stats is not None:
         llm_part = llm_part - stats.center
-        m = (m - stats.mfcc_mean) / stats.mfcc_std
-    return _unit(torch.cat([_unit(llm_part), _unit(m)]))
+        a = (a - stats.acoustic_mean) / stats.acoustic_std
+    cut = 2 * (N_MFCC - 1)
+    return _unit(torch.cat([_unit(llm_part), _unit(a[:cut]), _unit(a[cut:])]))
 
 
 def compute_fused_stats(llm: LoadedLLM, groups: Mapping[str, Sequence[tuple[Sequence[int], np.ndarray]]]) -> FusedStats:
-    """:class:`FusedStats` of a base set: per group, clips as (all-layer tokens, MFCC statistics).
+    """:class:`FusedStats` of a base set: per group, clips as (all-layer tokens, acoustic statistics).
     The centre is the mean over groups of each group's mean, so every source weighs the same."""
     if not groups or not all(groups.values()):
         raise UsageError("the base set is empty", "pass folders holding audio clips")
-    means, mfccs = [], []
+    means, acoustic = [], []
     for clips in groups.values():
         feats = [fused_llm_part(clip_features(llm, t, pooling="meanstd", upto=fused_upto(llm))) for t, _ in clips]
         means.append(torch.stack(feats).mean(0))
-        mfccs += [m for _, m in clips]
-    mf = torch.as_tensor(np.stack(mfccs), dtype=torch.float32)
-    return FusedStats(torch.stack(means).mean(0), mf.mean(0), mf.std(0, unbiased=False) + 1e-8)
+        acoustic += [a for _, a in clips]
+    a = torch.as_tensor(np.stack(acoustic), dtype=torch.float32)
+    return FusedStats(torch.stack(means).mean(0), a.mean(0), a.std(0, unbiased=False) + 1e-8)
 
 
 def center_features(x: torch.Tensor, center: torch.Tensor | None) -> torch.Tensor:

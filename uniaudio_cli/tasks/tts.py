@@ -270,6 +270,7 @@ class Synthesizer:
             llm.model, self._audio_prefix_ids(), llm.device, llm.context_length, source="TTS prompt"
         )
         self.masks = LayerMasks(codec, self._logit_size(), llm.device)
+        self._clip_choice: dict[str, TTSDemo] = {}
         if opts.mode == "default":
             self.answerer = TextAnswerer(
                 llm,
@@ -307,6 +308,20 @@ class Synthesizer:
         (default mode)."""
         return self.answerer(text)
 
+    def clip_for(self, answer: str) -> TTSDemo:
+        """The demonstration clip of ``answer`` the LLM finds likeliest after the audio prompt
+        (default mode). The prompt does not hold the question, so the choice depends on the answer
+        alone and is made once per answer."""
+        if answer not in self._clip_choice:
+            query = self.builder.render(self.builder.template.query, text=answer)
+            cands = [d for d in self.demos if d.text == answer]
+            best = 0
+            if len(cands) > 1:
+                scores = continuation_logprobs(self.audio_prefix, query, [flatten(d.tokens) for d in cands])
+                best = int(torch.argmax(scores))
+            self._clip_choice[answer] = cands[best]
+        return self._clip_choice[answer]
+
     def speak(self, text: str) -> Speech:
         """Synthesise ``text`` (e.g. ``"1+1"``)."""
         if not text.strip():
@@ -320,10 +335,7 @@ class Synthesizer:
             if warning is not None and self.opts.refuse_unsure:
                 fix = "ask a question whose answer is one of the demonstration texts, e.g. uniaudio tts '1+1'"
                 raise UsageError(f"refused: {warning}", fix)
-            query = self.builder.render(t.query, text=answer)
-            cands = [d for d in self.demos if d.text == answer]
-            scores = continuation_logprobs(self.audio_prefix, query, [flatten(d.tokens) for d in cands])
-            best = cands[int(torch.argmax(scores))]
+            best = self.clip_for(answer)
             tokens, follows = best.tokens, f"{best.path} ({best.text!r})"
         else:
             answer = None
