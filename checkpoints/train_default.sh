@@ -6,7 +6,8 @@
 # taken from the weights committed at a28724e unless FROM_SCRATCH=1 retrains it. Stage 2 is the v2
 # candidate (checkpoints/llm-codec-smollm2-v2): the decoder grown to 4 blocks at the 100 Hz STFT
 # rate, continued on ../shared/data with batch 8, lr 2e-4 cosine to 2e-5, log-magnitude weight 5
-# (the committed v2 ran 6,818 of a 9,000-step schedule: STEPS=9000 TIME_LIMIT=5940).
+# (the committed v2 ran 6,818 steps of a 9,000-step schedule, STEPS=9000 TIME_LIMIT=5940, then was
+# resumed with STEPS=14000; its weights are codec-best at step 9,500).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
