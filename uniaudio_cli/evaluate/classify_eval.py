@@ -262,8 +262,11 @@ class ClipCache:
 
         key = (str(path), crop or None, crop_mode)
         if key not in self._prosody:
-            self._prosody[key] = prosody_statistics(self.load(path, crop, crop_mode), self.codec.sample_rate)
-        return np.concatenate([self.mfcc(path, crop, crop_mode), self._prosody[key]])
+            wav = self.load(path, crop, crop_mode)  # read once for both statistics
+            if key not in self._mfcc:
+                self._mfcc[key] = mfcc_features(wav, self.codec.sample_rate)
+            self._prosody[key] = prosody_statistics(wav, self.codec.sample_rate)
+        return np.concatenate([self._mfcc[key], self._prosody[key]])
 
 
 def _caching_classifier(
