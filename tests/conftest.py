@@ -107,3 +107,12 @@ def loads(models, monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr("uniaudio_cli.api.load_models", load)
     return calls
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny LLaMA and a random codec on its vocabulary (:func:`tests.test_tasks.tiny_models`),
+    built once per test module."""
+    from tests.test_tasks import tiny_models
+
+    return tiny_models(tmp_path_factory.mktemp("tiny_models"))

@@ -11,7 +11,7 @@ import torch
 
 from tests.conftest import write_tone
 from tests.test_decoding import tiny_llama
-from tests.test_tasks import tiny_models, write_label_demos
+from tests.test_tasks import write_label_demos
 from uniaudio_cli.codec.api import Codec
 from uniaudio_cli.decoding import (
     PrefixBatch,
@@ -22,7 +22,6 @@ from uniaudio_cli.decoding import (
     token_logprobs_batch,
 )
 from uniaudio_cli.errors import PromptTooLongError, UsageError
-from uniaudio_cli.llm import LoadedLLM
 from uniaudio_cli.tasks import classify
 from uniaudio_cli.tasks.classify import Classifier, ClassifyOptions, Prediction, classify_files
 from uniaudio_cli.tasks.demos import load_demo_folder
@@ -33,11 +32,6 @@ TOL = 1e-4
 # prompts differ in length, so the batch is padded.
 LABELS = ["dog", "clock tick", "rain", "sea", "baby cry"]
 QUERY_LENGTHS = [9, 1, 14, 3, 20]
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[LoadedLLM, Codec]:
-    return tiny_models(tmp_path_factory.mktemp("tiny_models"))
 
 
 def layer1_tokens(codec: Codec, n: int, seed: int) -> list[int]:

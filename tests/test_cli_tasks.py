@@ -11,13 +11,8 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from tests.conftest import write_tone
-from tests.test_tasks import tiny_models, write_label_demos, write_pairs
+from tests.test_tasks import write_label_demos, write_pairs
 from uniaudio_cli.cli import app
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory):
-    return tiny_models(tmp_path_factory.mktemp("tiny_models"))
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tests.test_tasks import tiny_models, write_label_demos, write_pairs
+from tests.test_tasks import write_label_demos, write_pairs
 from uniaudio_cli.cli import app
 from uniaudio_cli.errors import UsageError
 from uniaudio_cli.evaluate import classify_eval as ce
@@ -31,11 +31,6 @@ from uniaudio_cli.evaluate.report import to_json, to_markdown
 from uniaudio_cli.evaluate.store import ResultStore, wilson_interval
 
 SR = 16000
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory):
-    return tiny_models(tmp_path_factory.mktemp("tiny_models"))
 
 
 @pytest.fixture(scope="module")

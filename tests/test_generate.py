@@ -16,7 +16,7 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 import uniaudio_cli as ua
-from tests.test_tasks import SPECIAL, tiny_models, write_label_demos
+from tests.test_tasks import SPECIAL, write_label_demos
 from uniaudio_cli.cli import app
 from uniaudio_cli.errors import PromptTooLongError, UsageError
 from uniaudio_cli.evaluate.generate_eval import COPY, GENERATED, HELDOUT, RANDOM, split_clips
@@ -25,11 +25,6 @@ from uniaudio_cli.tasks.audio_gen import flatten
 from uniaudio_cli.tasks.generate import GenerateOptions, SoundDemo, SoundGenerator, caption_of, code_counts
 
 SR = 16000
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory):
-    return tiny_models(tmp_path_factory.mktemp("tiny_models"))
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.test_tasks import label_demos, models  # noqa: F401 - module fixtures
+from tests.test_tasks import label_demos  # noqa: F401 - module fixture
 from uniaudio_cli.errors import CheckpointError, UsageError
 from uniaudio_cli.prompts import bos_ids
 from uniaudio_cli.tasks.classify import Classifier, ClassifyOptions
@@ -36,7 +36,7 @@ from uniaudio_cli.tasks.prototype import (
 )
 
 
-def test_clip_features_are_per_depth_means(models) -> None:  # noqa: F811
+def test_clip_features_are_per_depth_means(models) -> None:
     llm, _ = models
     tokens = [5, 6, 7]
     feats = clip_features(llm, tokens)
@@ -63,7 +63,7 @@ def test_center_features_subtracts_then_normalises() -> None:
     torch.testing.assert_close(center_features(x, None)[0], torch.tensor([0.6, 0.8]))
 
 
-def test_center_round_trip_and_refusals(models, tmp_path: Path, caplog) -> None:  # noqa: F811
+def test_center_round_trip_and_refusals(models, tmp_path: Path, caplog) -> None:
     llm, codec = models
     center = compute_center(llm, codec, {"a": [[5, 6, 7], [8, 9]], "b": [[10, 11]]})
     a = (clip_features(llm, [5, 6, 7]) + clip_features(llm, [8, 9])) / 2
@@ -122,7 +122,7 @@ def test_classifier_uses_the_stored_center(models, label_demos) -> None:  # noqa
     assert not torch.allclose(on.centroids, off.centroids)
 
 
-def test_meanstd_pooling(models) -> None:  # noqa: F811
+def test_meanstd_pooling(models) -> None:
     llm, _ = models
     tokens = [5, 6, 7, 9]
     both = clip_features(llm, tokens, pooling="meanstd")
@@ -135,7 +135,7 @@ def test_meanstd_pooling(models) -> None:  # noqa: F811
     torch.testing.assert_close(both[2, h:], hs[2][0, len(lead) :].std(0, unbiased=False))
 
 
-def test_fused_features_and_stats_round_trip(models) -> None:  # noqa: F811
+def test_fused_features_and_stats_round_trip(models) -> None:
     llm, codec = models
     h = llm.model.config.hidden_size
     states = clip_features(llm, [5, 6, 7], pooling="meanstd")
@@ -176,7 +176,7 @@ def test_fused_features_and_stats_round_trip(models) -> None:  # noqa: F811
         path.unlink(missing_ok=True)
 
 
-def test_clip_features_upto_runs_only_the_layers_needed(models) -> None:  # noqa: F811
+def test_clip_features_upto_runs_only_the_layers_needed(models) -> None:
     llm, _ = models
     tokens = [5, 6, 7, 9]
     full = clip_features(llm, tokens, pooling="meanstd")

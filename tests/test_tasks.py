@@ -82,11 +82,6 @@ def write_pairs(root: Path, seconds: float = 0.5) -> Path:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[LoadedLLM, Codec]:
-    return tiny_models(tmp_path_factory.mktemp("tiny_models"))
-
-
-@pytest.fixture(scope="module")
 def label_demos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_label_demos(tmp_path_factory.mktemp("labels"))
 
