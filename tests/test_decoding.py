@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from uniaudio_cli.decoding import (
+    FixedDraft,
+    LookupDraft,
     PrefixCache,
     allowed_mask,
     continuation_logprobs,
@@ -134,6 +136,70 @@ def test_generate_constrained_bias(model) -> None:
     # None entries leave a step unbiased.
     out = generate_constrained(prefix, QUERY, schedule, bias=[bias[0], None, None, None])
     assert out[0] == targets[0] and all(t in allowed for t in out)
+
+
+class CountingPrefix(PrefixCache):
+    """Counts forward passes after the prefix."""
+
+    passes = 0
+
+    def _run(self, ids, cache):
+        if cache is not None:
+            self.passes += 1
+        return super()._run(ids, cache)
+
+
+def test_drafted_generation_equals_one_token_at_a_time(model) -> None:
+    prefix = CountingPrefix(model, PREFIX, CPU, 256)
+    rng = torch.Generator().manual_seed(3)
+    allowed = [torch.randperm(V, generator=rng)[:12].tolist() for _ in range(24)]
+    schedule = [allowed_mask(V, a, CPU) for a in allowed]
+    bias = [torch.zeros(V).index_fill_(0, torch.tensor(a[:2]), 1.5) for a in allowed]
+    for b in (None, bias):
+        greedy = generate_constrained(prefix, QUERY, schedule, bias=b, draft_block=1)
+        single = prefix.passes
+        prefix.passes = 0
+        wrong = [next(t for t in a if t != g) for a, g in zip(allowed, greedy, strict=True)]
+        half = [g if i % 3 else w for i, (g, w) in enumerate(zip(greedy, wrong, strict=True))]
+        for guesses in (greedy, wrong, half, [0] * len(greedy)):
+            for block in (2, 3, 10, 40):
+                out = generate_constrained(
+                    prefix, QUERY, schedule, bias=b, draft=FixedDraft(guesses), draft_block=block
+                )
+                assert out == greedy, (guesses, block)
+                if guesses is greedy:
+                    # A perfect draft fills block tokens per pass (after the query's pass).
+                    assert prefix.passes == 1 + -(-(len(greedy) - 1) // block), block
+                prefix.passes = 0
+        out = generate_constrained(prefix, QUERY, schedule, bias=b, draft=LookupDraft(PREFIX + QUERY))
+        assert out == greedy and prefix.passes <= single
+        prefix.passes = 0
+    # Sampling ignores a draft (it could not keep the seeded result) and the cache is restored.
+    seeded = [
+        generate_constrained(
+            prefix, QUERY, schedule, temperature=1.0, generator=torch.Generator().manual_seed(0), draft=d
+        )
+        for d in (None, FixedDraft(greedy))
+    ]
+    assert seeded[0] == seeded[1]
+    assert generate_constrained(prefix, QUERY, schedule, bias=bias) == greedy
+
+
+def test_lookup_draft_guesses_repeats_and_copies() -> None:
+    context = [1, 2, 3, 4, 5, 9, 9, 7]
+    draft = LookupDraft(context)
+    # The last token 7 never occurred before: nothing to guess; after "... 2, 3" the context
+    # continues with 4, 5, 9.
+    assert draft.propose([], 3) == []
+    assert draft.propose([2, 3], 3) == [4, 5, 9]
+    # The longest matching n-gram wins: "9 9" was followed by 7, a lone "9" (latest) by 9.
+    assert LookupDraft([9, 9, 7, 5, 9]).propose([9], 2) == [7, 5]
+    # A token repeated in the written tokens is guessed to go on repeating.
+    assert LookupDraft([1, 2]).propose([6, 6], 4) == [6, 6, 6, 6]
+    # The latest occurrence is used.
+    assert LookupDraft([3, 1, 3, 2]).propose([3], 1) == [2]
+    with pytest.raises(ValueError, match="went back"):
+        draft.propose([2], 1)
 
 
 def test_prompt_too_long(model) -> None:

@@ -276,6 +276,10 @@ def test_denoiser_keeps_length_and_layer_counts(models, pair_demos, mode) -> Non
         wav = (0.2 * rng.standard_normal(n)).astype(np.float32)
         out, tokens = den.denoise_wav(wav)
         assert out.shape == (n,) and np.isfinite(out).all()
+        # Checking guessed tokens in blocks writes what one pass per token writes.
+        den.opts.draft_block = 1
+        assert den.denoise_wav(wav)[1] == tokens
+        den.opts.draft_block = DenoiseOptions.draft_block
         # The clip is encoded whole and its codes cut into segments: the last segment's codes
         # are the tail of the whole clip's, as many as encoding the last piece alone gives.
         start = (n - 1) // seg * seg

@@ -10,11 +10,15 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from uniaudio_cli.errors import PromptTooLongError
+
+# Draft tokens checked per forward pass: long enough to skip most passes when the draft is
+# mostly kept, short enough that a rejection early in the block wastes little.
+DRAFT_BLOCK = 10
 
 
 def crop_cache(cache: Any, length: int) -> None:
@@ -389,6 +393,68 @@ def allowed_mask(vocab_size: int, allowed: Sequence[int], device: torch.device) 
     return mask
 
 
+class Draft(Protocol):
+    """Guesses of the next tokens for :func:`generate_constrained` to check in one pass."""
+
+    def propose(self, written: Sequence[int], k: int) -> list[int]:
+        """Up to ``k`` guesses for the tokens after ``written`` (the tokens generated so far)."""
+        ...
+
+
+class FixedDraft:
+    """One fixed guess per step (e.g. the input a task mostly keeps)."""
+
+    def __init__(self, guesses: Sequence[int]) -> None:
+        self.guesses = list(guesses)
+
+    def propose(self, written: Sequence[int], k: int) -> list[int]:
+        return self.guesses[len(written) : len(written) + k]
+
+
+class LookupDraft:
+    """Prompt-lookup guesses: find the latest earlier occurrence of the last ``1..max_ngram``
+    tokens of ``context + written`` and guess the tokens that followed it there.
+
+    It pays when the model copies from its prompt or repeats itself, as an LLM writing codec
+    tokens after demonstrations does. The n-gram index grows with the written tokens, so a
+    guess costs a few dictionary lookups, not a scan of the prompt.
+    """
+
+    def __init__(self, context: Sequence[int], max_ngram: int = 3) -> None:
+        self.seq: list[int] = []
+        self.max_ngram = max_ngram
+        self.n_context = len(context)
+        # n-gram -> end position of its latest occurrence that has a following token
+        self.latest: dict[tuple[int, ...], int] = {}
+        self._append(context)
+
+    def _append(self, ids: Sequence[int]) -> None:
+        for tok in ids:
+            end = len(self.seq) - 1  # the n-grams ending here now have a following token
+            for n in range(1, self.max_ngram + 1):
+                if end - n + 1 >= 0:
+                    self.latest[tuple(self.seq[end - n + 1 : end + 1])] = end
+            self.seq.append(tok)
+
+    def propose(self, written: Sequence[int], k: int) -> list[int]:
+        have = len(self.seq) - self.n_context
+        if len(written) < have:
+            raise ValueError("LookupDraft: written tokens went back; use one draft per generation")
+        self._append(written[have:])
+        for n in range(min(self.max_ngram, len(self.seq)), 0, -1):
+            end = self.latest.get(tuple(self.seq[-n:]))
+            if end is not None:
+                break
+        else:
+            return []
+        ext = self.seq[:]  # a match running into the end continues into its own guesses (repeats)
+        out = []
+        for j in range(k):
+            ext.append(ext[end + 1 + j])
+            out.append(ext[-1])
+        return out
+
+
 @torch.no_grad()
 def generate_constrained(
     prefix: PrefixCache,
@@ -398,32 +464,59 @@ def generate_constrained(
     top_k: int = 0,
     bias: Sequence[torch.Tensor | None] | None = None,
     generator: torch.Generator | None = None,
+    draft: Draft | None = None,
+    draft_block: int = DRAFT_BLOCK,
 ) -> list[int]:
     """Generate ``len(schedule)`` tokens after ``prefix + query``; step ``i`` may only emit
     tokens where ``schedule[i]`` (a boolean ``(V,)`` mask) is true. ``bias[i]`` (optional,
     ``(V,)``) is added to the log-probabilities first (steering). Greedy when ``temperature``
-    is 0."""
+    is 0.
+
+    ``draft`` (greedy only) proposes up to ``draft_block - 1`` tokens, checked in the same
+    forward pass as the last chosen token: the guesses the model would have chosen itself are
+    kept, and at the first disagreement its own choice is taken and the rest dropped. The
+    result is the one-token-at-a-time result (up to float rounding between a block's and a
+    single token's pass); a draft that guesses well turns many passes into few.
+    """
     prefix.check_length(len(query) + len(schedule))
     cache, last = prefix.start()
     if query:
         cache, logits = prefix.extend(cache, query)
         last = logits[-1]
-    out: list[int] = []
-    for i, mask in enumerate(schedule):
-        logp = torch.log_softmax(last, dim=-1)
+
+    def pick(i: int, row: torch.Tensor) -> int:
+        logp = torch.log_softmax(row, dim=-1)
         if bias is not None and bias[i] is not None:
             logp = logp + bias[i].to(logp.device)
-        logp = logp.masked_fill(~mask.to(logp.device), float("-inf"))
+        logp = logp.masked_fill(~schedule[i].to(logp.device), float("-inf"))
         if temperature <= 0:
-            tok = int(logp.argmax())
-        else:
-            scaled = logp / temperature
-            if top_k > 0:
-                kth = torch.topk(scaled, min(top_k, int(mask.sum()))).values[-1]
-                scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-            tok = int(torch.multinomial(torch.softmax(scaled, -1).cpu(), 1, generator=generator))
-        out.append(tok)
-        if i + 1 < len(schedule):
-            cache, logits = prefix._run([tok], cache)
-            last = logits[-1]
-    return out
+            return int(logp.argmax())
+        scaled = logp / temperature
+        if top_k > 0:
+            kth = torch.topk(scaled, min(top_k, int(schedule[i].sum()))).values[-1]
+            scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+        return int(torch.multinomial(torch.softmax(scaled, -1).cpu(), 1, generator=generator))
+
+    n = len(schedule)
+    use_draft = draft is not None and temperature <= 0 and draft_block > 1
+    out: list[int] = []
+    while True:
+        i = len(out)
+        out.append(pick(i, last))
+        if len(out) == n:
+            return out
+        guesses = draft.propose(out, min(draft_block - 1, n - len(out))) if use_draft and draft is not None else []
+        start = cache.get_seq_length()
+        cache, logits = prefix._run([out[-1], *guesses], cache)
+        kept = 0
+        for j, guess in enumerate(guesses):
+            if pick(i + 1 + j, logits[j]) != guess:
+                break
+            out.append(guess)
+            kept += 1
+            if len(out) == n:
+                return out
+        if kept < len(guesses):
+            # The cache holds the rejected guesses too; the next pass continues after the kept ones.
+            crop_cache(cache, start + 1 + kept)
+        last = logits[kept]

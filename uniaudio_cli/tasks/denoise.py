@@ -23,7 +23,7 @@ import torch
 
 from uniaudio_cli.audio import load_audio, open_audio
 from uniaudio_cli.codec.api import Codec
-from uniaudio_cli.decoding import PrefixCache, allowed_mask, generate_constrained
+from uniaudio_cli.decoding import LookupDraft, PrefixCache, allowed_mask, generate_constrained
 from uniaudio_cli.errors import UsageError
 from uniaudio_cli.llm import LoadedLLM
 from uniaudio_cli.prompts import PromptBuilder, PromptTemplate
@@ -117,7 +117,12 @@ class Denoiser:
         """Noisy token ids of one segment, per layer -> the clean token ids the LLM writes."""
         query = self.builder.render(self.builder.template.query, audio={"audio": flatten(noisy)})
         masks, bias = self._segment_schedule(noisy)
-        flat = generate_constrained(self.prefix, query, masks, bias=bias)
+        # The model mostly repeats itself or copies runs of the demonstrations, so guesses looked
+        # up in the prompt and the written tokens save most of the one-token passes.
+        draft = LookupDraft(self.prefix.prefix + query)
+        flat = generate_constrained(
+            self.prefix, query, masks, bias=bias, draft=draft, draft_block=self.opts.draft_block
+        )
         return split(flat, [len(layer) for layer in noisy])
 
     def _clean(self, blocks: Iterable[np.ndarray]) -> Generator[np.ndarray, None, list[list[int]]]:

@@ -127,6 +127,9 @@ class DenoiseOptions:
     segment_seconds: float = 3.0
     copy_bias: float = 2.0
     template: str = "denoise_paper"
+    # Guessed tokens are checked this many per LLM pass (1: one pass per token, the plain
+    # greedy loop); the written tokens are the same either way.
+    draft_block: int = 10
     # None: no limit. Long inputs stream through the codec in windows and the LLM in segments,
     # so memory does not grow with the length (time does: about real time on a laptop CPU).
     max_seconds: float | None = None
