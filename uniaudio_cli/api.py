@@ -48,7 +48,11 @@ class Models(NamedTuple):
 
 
 def load_models(
-    llm: str | None = None, codec: str | None = None, device: str | None = None, dtype: str | None = None
+    llm: str | None = None,
+    codec: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    prompt_cache: bool = True,
 ) -> Models:
     """Load the frozen LLM and the codec on its vocabulary; a mismatched codec is refused.
 
@@ -58,11 +62,13 @@ def load_models(
         codec: a checkpoint folder or the published ``.pth``; ``None``: the shipped default.
         device: ``cpu``, ``cuda``, ``cuda:N``; ``None``: CUDA when present.
         dtype: ``float32``, ``bfloat16``, ``float16``; ``None``: bfloat16 on GPU, float32 on CPU.
+        prompt_cache: keep the tasks' prompt KV caches under ``$UNIAUDIO_HOME/prompt-cache``
+            across runs (results are unchanged; ``UNIAUDIO_PROMPT_CACHE=0`` turns it off too).
     """
     from uniaudio_cli.codec.api import load_codec
     from uniaudio_cli.llm import load_llm
 
-    model = load_llm(llm, device=device, dtype=dtype)
+    model = load_llm(llm, device=device, dtype=dtype, prompt_cache=prompt_cache)
     return Models(model, load_codec(codec, vocabulary=model.vocabulary, device=str(model.device)))
 
 

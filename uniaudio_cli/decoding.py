@@ -10,11 +10,14 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
 from uniaudio_cli.errors import PromptTooLongError
+
+if TYPE_CHECKING:
+    from uniaudio_cli.prompt_store import PromptStore
 
 # Draft tokens checked per forward pass: long enough to skip most passes when the draft is
 # mostly kept, short enough that a rejection early in the block wastes little.
@@ -43,7 +46,9 @@ class PrefixCache:
     ``extend`` runs more tokens on top of the prefix; ``reset`` crops the cache back so the
     next query starts from the same prefix. ``reuse=False`` recomputes the prefix for each
     query instead (for measuring what the cache saves). ``lazy=True`` defers computing the
-    cache to the first :meth:`start` (for a prefix that may never be used).
+    cache to the first :meth:`start` (for a prefix that may never be used). With a ``store``
+    (:class:`~uniaudio_cli.prompt_store.PromptStore`), a cache computed in an earlier run is
+    read back instead of computed, and a computed one is stored.
     """
 
     def __init__(
@@ -55,8 +60,10 @@ class PrefixCache:
         reuse: bool = True,
         source: str = "prompt",
         lazy: bool = False,
+        store: PromptStore | None = None,
     ) -> None:
         self.model = model
+        self.store = store
         self.device = device
         self.prefix = list(prefix)
         self.context_length = context_length
@@ -69,8 +76,14 @@ class PrefixCache:
             self._compute()
 
     def _compute(self) -> None:
+        stored = self.store.load(self.prefix) if self.store is not None else None
+        if stored is not None:
+            self._cache, self._logits = stored
+            return
         self._cache, logits = self._run(self.prefix, None)
         self._logits = logits[-1].clone()  # keep one row, not the (L, V) table
+        if self.store is not None:
+            self.store.save(self.prefix, self._cache, self._logits)
 
     def check_length(self, extra: int) -> None:
         n = len(self.prefix) + extra

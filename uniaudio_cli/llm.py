@@ -34,6 +34,8 @@ from uniaudio_cli.vocab import Vocabulary
 if TYPE_CHECKING:
     import torch
 
+    from uniaudio_cli.prompt_store import PromptStore
+
 log = logging.getLogger(__name__)
 
 DEFAULT_LLM_NAME = "SmolLM2-135M-Instruct"
@@ -370,20 +372,28 @@ class LoadedLLM:
         vocabulary: its tokenizer and input-embedding table (what codec codebooks are built on).
         device: where inputs go (the first device under a ``device_map``).
         context_length: the most tokens one prompt may hold.
+        prompt_store: where prompt KV caches are kept across runs (``None``: nowhere; tasks
+            then compute their prompts in every run).
     """
 
     model: Any
     vocabulary: Vocabulary
     device: torch.device
     context_length: int
+    prompt_store: PromptStore | None = None
 
     @property
     def tokenizer(self) -> Any:
         return self.vocabulary.tokenizer
 
 
-def load_llm(llm: str | None = None, device: str | None = None, dtype: str | None = None) -> LoadedLLM:
+def load_llm(
+    llm: str | None = None, device: str | None = None, dtype: str | None = None, prompt_cache: bool = True
+) -> LoadedLLM:
     """Load a frozen causal LM (see :func:`resolve_llm`) on ``device`` in ``dtype``.
+
+    ``prompt_cache`` keeps the tasks' prompt KV caches on disk across runs
+    (:mod:`uniaudio_cli.prompt_store`; off as well with ``UNIAUDIO_PROMPT_CACHE=0``).
 
     On CUDA, models that may not fit one GPU are placed with accelerate's ``device_map="auto"``.
     """
@@ -413,4 +423,7 @@ def load_llm(llm: str | None = None, device: str | None = None, dtype: str | Non
     vocab = load_vocabulary(llm)
     ctx = int(getattr(model.config, "max_position_embeddings", 0) or 4096)
     first_device = next(model.parameters()).device
-    return LoadedLLM(model=model, vocabulary=vocab, device=first_device, context_length=ctx)
+    from uniaudio_cli.prompt_store import PromptStore
+
+    store = PromptStore.for_model(model) if prompt_cache else None
+    return LoadedLLM(model=model, vocabulary=vocab, device=first_device, context_length=ctx, prompt_store=store)

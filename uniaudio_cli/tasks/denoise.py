@@ -78,7 +78,12 @@ class Denoiser:
                     t.demo, audio={"audio": flatten(noisy), "answer_audio": flatten(clean)}
                 )
         self.prefix = PrefixCache(
-            llm.model, ids + b.text(t.block), llm.device, llm.context_length, source="denoising prompt"
+            llm.model,
+            ids + b.text(t.block),
+            llm.device,
+            llm.context_length,
+            source="denoising prompt",
+            store=llm.prompt_store,
         )
         vocab_size = int(llm.model.get_output_embeddings().weight.shape[0])
         self.vocab_size = vocab_size

@@ -184,7 +184,9 @@ class SoundGenerator:
         self.builder = PromptBuilder(llm.tokenizer, PromptTemplate.load(opts.template))
         ids = self.prefix_ids()
         self._check_length(len(ids) + len(self.builder.render(self.builder.template.query, text="")))
-        self.prefix = PrefixCache(llm.model, ids, llm.device, llm.context_length, source="text-to-sound prompt")
+        self.prefix = PrefixCache(
+            llm.model, ids, llm.device, llm.context_length, source="text-to-sound prompt", store=llm.prompt_store
+        )
         vocab_size = int(llm.model.get_output_embeddings().weight.shape[0])
         masks = LayerMasks(codec, vocab_size, llm.device).masks
         if opts.mode == "default":

@@ -171,7 +171,14 @@ class TextAnswerer:
         self.endings = [self._ending(t, c) for t, c in zip(self.texts, self.candidates, strict=True)]
         kept = [(q, a) for q, a in examples.examples if a in self.texts]
         self.prefixes = [
-            PrefixCache(llm.model, self._prefix_ids(order), llm.device, llm.context_length, source="TTS answer prompt")
+            PrefixCache(
+                llm.model,
+                self._prefix_ids(order),
+                llm.device,
+                llm.context_length,
+                source="TTS answer prompt",
+                store=llm.prompt_store,
+            )
             for order in self._orderings(kept, orderings)
         ]
         content_free = examples.content_free if calibrate else ()
@@ -267,7 +274,12 @@ class Synthesizer:
         self.counts = list(max(set(shapes), key=shapes.count))
         self.builder = PromptBuilder(llm.tokenizer, PromptTemplate.load(opts.template))
         self.audio_prefix = PrefixCache(
-            llm.model, self._audio_prefix_ids(), llm.device, llm.context_length, source="TTS prompt"
+            llm.model,
+            self._audio_prefix_ids(),
+            llm.device,
+            llm.context_length,
+            source="TTS prompt",
+            store=llm.prompt_store,
         )
         self.masks = LayerMasks(codec, self._logit_size(), llm.device)
         self._clip_choice: dict[str, TTSDemo] = {}

@@ -1,0 +1,109 @@
+"""Prompt KV caches kept on disk across runs: read back bit for bit, keyed by model and prompt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from uniaudio_cli import prompt_store
+from uniaudio_cli.decoding import PrefixCache, allowed_mask, continuation_logprobs, generate_constrained
+from uniaudio_cli.prompt_store import PromptStore, model_fingerprint
+
+from .test_decoding import CANDS, QUERY, V, tiny_llama
+
+CPU = torch.device("cpu")
+PROMPT = [(7 * i + 3) % V for i in range(40)]
+
+
+class Counting(PrefixCache):
+    runs = 0
+
+    def _run(self, ids, cache):
+        if cache is None:
+            Counting.runs += 1
+        return super()._run(ids, cache)
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(prompt_store, "MIN_TOKENS", 8)
+    return lambda model, limit=2**30: PromptStore(tmp_path / "kv", model, limit)
+
+
+def outputs(prefix: PrefixCache) -> tuple[torch.Tensor, list[int]]:
+    schedule = [allowed_mask(V, range(10, 40), CPU)] * 6
+    return continuation_logprobs(prefix, QUERY, CANDS), generate_constrained(prefix, QUERY, schedule)
+
+
+def test_a_stored_prompt_is_read_back_bit_for_bit(store) -> None:
+    model = tiny_llama()
+    fresh = outputs(PrefixCache(model, PROMPT, CPU, 256))
+    s = store(model)
+    Counting.runs = 0
+    first = Counting(model, PROMPT, CPU, 256, store=s)
+    assert Counting.runs == 1 and s.path(PROMPT).is_file()
+    # A new store object (the next run) finds the file and runs no prompt pass.
+    second = Counting(model, PROMPT, CPU, 256, store=store(model))
+    assert Counting.runs == 1
+    for prefix in (first, second):
+        scores, tokens = outputs(prefix)
+        assert torch.equal(scores, fresh[0]) and tokens == fresh[1]
+    # The read-back prefix is restored between queries like a computed one.
+    assert torch.equal(outputs(second)[0], fresh[0])
+
+
+def test_another_model_or_prompt_misses(store) -> None:
+    model, other = tiny_llama(0), tiny_llama(1)
+    assert model_fingerprint(model) == model_fingerprint(tiny_llama(0))
+    assert model_fingerprint(model) != model_fingerprint(other)
+    s = store(model)
+    PrefixCache(model, PROMPT, CPU, 256, store=s)
+    assert not store(other).path(PROMPT).is_file()
+    assert not s.path(PROMPT[:-1]).is_file()
+    # A prompt shorter than MIN_TOKENS is not worth a file.
+    PrefixCache(model, PROMPT[:5], CPU, 256, store=s)
+    assert not s.path(PROMPT[:5]).is_file()
+    # Another model's prefix from the same folder is its own, correct one.
+    Counting.runs = 0
+    p = Counting(other, PROMPT, CPU, 256, store=store(other))
+    assert Counting.runs == 1
+    assert torch.equal(outputs(p)[0], outputs(PrefixCache(other, PROMPT, CPU, 256))[0])
+
+
+def test_a_damaged_file_is_recomputed_and_replaced(store) -> None:
+    model = tiny_llama()
+    s = store(model)
+    PrefixCache(model, PROMPT, CPU, 256, store=s)
+    path = s.path(PROMPT)
+    path.write_bytes(path.read_bytes()[:100])
+    Counting.runs = 0
+    with pytest.warns(UserWarning, match="unreadable prompt cache"):
+        p = Counting(model, PROMPT, CPU, 256, store=s)
+    assert Counting.runs == 1 and path.stat().st_size > 100
+    assert torch.equal(outputs(p)[0], outputs(PrefixCache(model, PROMPT, CPU, 256))[0])
+
+
+def test_the_least_recently_used_files_go_past_the_limit(store) -> None:
+    model = tiny_llama()
+    s = store(model)
+    prompts = [PROMPT[i:] + PROMPT[:i] for i in range(3)]
+    PrefixCache(model, prompts[0], CPU, 256, store=s)
+    size = s.path(prompts[0]).stat().st_size
+    s = store(model, limit=int(2.5 * size))
+    for p in prompts[1:]:
+        PrefixCache(model, p, CPU, 256, store=s)
+    assert [s.path(p).is_file() for p in prompts] == [False, True, True]
+
+
+def test_the_store_can_be_turned_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    model = tiny_llama()
+    monkeypatch.setenv("UNIAUDIO_HOME", str(tmp_path))
+    monkeypatch.setenv("UNIAUDIO_PROMPT_CACHE", "0")
+    assert PromptStore.for_model(model) is None
+    monkeypatch.setenv("UNIAUDIO_PROMPT_CACHE", "1")
+    monkeypatch.setenv("UNIAUDIO_PROMPT_CACHE_GB", "0.5")
+    s = PromptStore.for_model(model)
+    assert s is not None and s.root == tmp_path / "prompt-cache" and s.limit_bytes == 2**29
+    assert not s.root.exists()  # nothing is written until a prompt is stored

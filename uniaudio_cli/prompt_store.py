@@ -1,0 +1,179 @@
+"""Prompt KV caches kept on disk, so a prompt computed in one run is read back in the next.
+
+The demonstrations' prompt is the same on every run of a command (the same shipped digits for
+``tts``, the same pairs for ``denoise``), and computing its KV cache is most of a run's set-up on
+a CPU (about 15 s for the tts audio prompt). A stored cache is read back bit for bit, so results
+do not change.
+
+A file is found by a key over the model's fingerprint (class, config, parameter names, shapes,
+dtypes and a strided sample of every parameter's values), the torch and transformers versions,
+the device type and the prompt's token ids; a changed model or prompt simply misses. Files are
+safetensors (no pickled code), written atomically; the least recently used are deleted when the
+store grows past its size limit. Lives under ``$UNIAUDIO_HOME/prompt-cache``;
+``UNIAUDIO_PROMPT_CACHE=0`` turns it off and ``UNIAUDIO_PROMPT_CACHE_GB`` sets the limit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+FORMAT = "uniaudio-prompt-kv"
+VERSION = 1
+ENV_SWITCH = "UNIAUDIO_PROMPT_CACHE"
+ENV_LIMIT = "UNIAUDIO_PROMPT_CACHE_GB"
+DEFAULT_LIMIT_GB = 4.0
+# Prompts shorter than this are computed faster than a file is read and hashed.
+MIN_TOKENS = 256
+# Values hashed per parameter: enough that any fine-tuning or re-quantisation changes the key.
+SAMPLES_PER_PARAMETER = 4096
+
+
+def model_fingerprint(model: Any) -> str:
+    """A hex digest identifying ``model``'s architecture and weights (cheap: a strided sample of
+    each parameter, not every value)."""
+    import transformers
+
+    h = hashlib.sha256()
+    h.update(f"{type(model).__name__}|torch {torch.__version__}|transformers {transformers.__version__}".encode())
+    config = getattr(model, "config", None)
+    if config is not None:
+        h.update(config.to_json_string(use_diff=False).encode())
+    # Layers spread over GPUs keep their caches there: another placement is another key.
+    h.update(repr(sorted(getattr(model, "hf_device_map", {}).items())).encode())
+    with torch.no_grad():
+        for name, p in model.state_dict().items():
+            h.update(f"{name}|{tuple(p.shape)}|{p.dtype}".encode())
+            flat = p.detach().reshape(-1)
+            step = max(1, flat.numel() // SAMPLES_PER_PARAMETER)
+            sample = flat[::step].to("cpu", torch.float32).numpy()
+            h.update(np.ascontiguousarray(sample).tobytes())
+    return h.hexdigest()
+
+
+def _layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(keys, values)`` per layer of a transformers ``DynamicCache`` (5.x layers or 4.x lists)."""
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache, strict=True))
+
+
+class PromptStore:
+    """Prompt KV caches on disk for one model.
+
+    Args:
+        root: the folder of the cache files.
+        model: the model the caches belong to; its :func:`model_fingerprint` is taken when the
+            store is first used.
+        limit_bytes: the store's size limit; the least recently used files go first.
+    """
+
+    def __init__(self, root: Path, model: Any, limit_bytes: int) -> None:
+        self.root = Path(root)
+        self.model = model
+        # The device type is part of the key: CPU and CUDA kernels round differently.
+        self.device_type = next(model.parameters()).device.type
+        self.limit_bytes = limit_bytes
+        self._fingerprint: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.model)
+        return self._fingerprint
+
+    @classmethod
+    def for_model(cls, model: Any, root: Path | None = None) -> PromptStore | None:
+        """The default store of ``model`` (``None`` when ``UNIAUDIO_PROMPT_CACHE=0``)."""
+        if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
+            return None
+        from uniaudio_cli.paths import home_dir
+
+        try:
+            limit_gb = float(os.environ.get(ENV_LIMIT, DEFAULT_LIMIT_GB))
+        except ValueError:
+            warnings.warn(f"{ENV_LIMIT} is not a number; using {DEFAULT_LIMIT_GB} GB", stacklevel=2)
+            limit_gb = DEFAULT_LIMIT_GB
+        return cls(root or home_dir() / "prompt-cache", model, int(limit_gb * 2**30))
+
+    def key(self, ids: Sequence[int]) -> str:
+        h = hashlib.sha256(f"{FORMAT}:{VERSION}:{self.fingerprint}:{self.device_type}:".encode())
+        h.update(np.asarray(list(ids), dtype=np.int64).tobytes())
+        return h.hexdigest()
+
+    def path(self, ids: Sequence[int]) -> Path:
+        return self.root / f"{self.key(ids)[:32]}.safetensors"
+
+    def load(self, ids: Sequence[int]) -> tuple[Any, torch.Tensor] | None:
+        """The stored ``(cache, logits (V,))`` of prompt ``ids``, each layer on the device it was
+        computed on, or ``None`` when it is not stored (or its file is unreadable, which is then
+        deleted)."""
+        from safetensors import safe_open
+        from transformers import DynamicCache
+
+        path = self.path(ids)
+        if len(ids) < MIN_TOKENS or not path.is_file():
+            return None
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                if meta.get("format") != FORMAT or meta.get("key") != self.key(ids):
+                    return None
+                devices = [torch.device(d) for d in meta["devices"].split(",")]
+                cache = DynamicCache()
+                for i, device in enumerate(devices):
+                    cache.update(f.get_tensor(f"k{i}").to(device), f.get_tensor(f"v{i}").to(device), i)
+                logits = f.get_tensor("logits").to(meta["logits_device"])
+        except Exception as e:  # a truncated or foreign file: recompute, and drop it
+            warnings.warn(f"{path}: unreadable prompt cache ({e}); recomputing it", stacklevel=2)
+            path.unlink(missing_ok=True)
+            return None
+        if cache.get_seq_length() != len(ids):
+            return None
+        os.utime(path)  # most recently used
+        return cache, logits
+
+    def save(self, ids: Sequence[int], cache: Any, logits: torch.Tensor) -> None:
+        """Store the cache of prompt ``ids`` (holding exactly those tokens) and its last logits."""
+        from safetensors.torch import save_file
+
+        if len(ids) < MIN_TOKENS:
+            return
+        layers = _layers(cache)
+        tensors = {"logits": logits.detach().to("cpu").contiguous()}
+        for i, (k, v) in enumerate(layers):
+            tensors[f"k{i}"] = k[..., : len(ids), :].detach().to("cpu").contiguous()
+            tensors[f"v{i}"] = v[..., : len(ids), :].detach().to("cpu").contiguous()
+        meta = {
+            "format": FORMAT,
+            "version": str(VERSION),
+            "key": self.key(ids),
+            "devices": ",".join(str(k.device) for k, _ in layers),
+            "logits_device": str(logits.device),
+        }
+        path = self.path(ids)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            save_file(tensors, str(tmp), metadata=meta)
+            os.replace(tmp, path)
+            self._evict(keep=path)
+        except OSError as e:  # a full or read-only disk must not stop the task
+            warnings.warn(f"{self.root}: cannot store a prompt cache ({e})", stacklevel=2)
+
+    def _evict(self, keep: Path) -> None:
+        files = sorted(self.root.glob("*.safetensors"), key=lambda p: p.stat().st_mtime)
+        total = sum(p.stat().st_size for p in files)
+        for p in files:
+            if total <= self.limit_bytes:
+                break
+            if p != keep:
+                total -= p.stat().st_size
+                p.unlink(missing_ok=True)
