@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ROOT / "checkpoints" / "llm-codec-smollm2"
+SHIPPED = ROOT / "checkpoints" / "llm-codec-smollm2-v1"
 
 #: name -> (TrainConfig overrides, CodecConfig overrides, what it tests)
 RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {

@@ -2,12 +2,13 @@
 # Reproduces the committed codecs on a CPU. Resumable: run it again after a kill. Needs
 # ../shared/data (and espeak-ng for stage 1 from scratch).
 #
-# Stage 1 is the default codec (v1, checkpoints/llm-codec-smollm2, 2,500 steps from scratch); it is
-# taken from the weights committed at a28724e unless FROM_SCRATCH=1 retrains it. Stage 2 is the v2
-# candidate (checkpoints/llm-codec-smollm2-v2): the decoder grown to 4 blocks at the 100 Hz STFT
-# rate, continued on ../shared/data with batch 8, lr 2e-4 cosine to 2e-5, log-magnitude weight 5
-# (the committed v2 ran 6,818 steps of a 9,000-step schedule, STEPS=9000 TIME_LIMIT=5940, then was
-# resumed with STEPS=14000; its weights are codec-best at step 9,500).
+# Stage 1 is v1 (the first default, kept in checkpoints/llm-codec-smollm2-v1, 2,500 steps from
+# scratch); it is taken from the weights committed at a28724e unless FROM_SCRATCH=1 retrains it.
+# Stage 2 is the default codec, v2 (checkpoints/llm-codec-smollm2): the decoder grown to 4 blocks
+# at the 100 Hz STFT rate, continued on ../shared/data with batch 8, lr 2e-4 cosine to 2e-5,
+# log-magnitude weight 5. The committed v2 ran 6,818 steps of a 9,000-step schedule
+# (STEPS=9000 TIME_LIMIT=5940), then was resumed with STEPS=14000 (stopped by the time limit at
+# 10,034 and 10,550, resumed each time) to the end; its weights are codec-best at step 14,000.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -34,7 +35,7 @@ RESUME=()
 uniaudio train-codec --data "$DATA" --out "$RUN" "${RESUME[@]}" --init-from "$V1_CODEC" --fine-layers 4 \
     --batch-size 8 --lr 2e-4 --lr-schedule cosine --w-stft 5 --no-gan \
     --steps "${STEPS:-12000}" --checkpoint-every 500 --time-limit "${TIME_LIMIT:-6000}" --quiet
-OUT=checkpoints/llm-codec-smollm2-v2
+OUT=checkpoints/llm-codec-smollm2
 python -m uniaudio_cli.codec.export "$RUN/codec-best" "$RUN/export" --dtype float16
 mkdir -p "$OUT" && cp "$RUN/export/config.json" "$RUN/export/model.safetensors" "$OUT/"
 python checkpoints/make_prototype_center.py --codec "$OUT"
