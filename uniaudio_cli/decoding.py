@@ -460,11 +460,10 @@ class LookupDraft:
                 break
         else:
             return []
-        ext = self.seq[:]  # a match running into the end continues into its own guesses (repeats)
-        out = []
-        for j in range(k):
-            ext.append(ext[end + 1 + j])
-            out.append(ext[-1])
+        # A match running into the end continues into its own guesses (a repeat).
+        out: list[int] = []
+        for j in range(end + 1, end + 1 + k):
+            out.append(self.seq[j] if j < len(self.seq) else out[j - len(self.seq)])
         return out
 
 
@@ -511,14 +510,15 @@ def generate_constrained(
         return int(torch.multinomial(torch.softmax(scaled, -1).cpu(), 1, generator=generator))
 
     n = len(schedule)
-    use_draft = draft is not None and temperature <= 0 and draft_block > 1
+    if temperature > 0 or draft_block <= 1:
+        draft = None
     out: list[int] = []
     while True:
         i = len(out)
         out.append(pick(i, last))
         if len(out) == n:
             return out
-        guesses = draft.propose(out, min(draft_block - 1, n - len(out))) if use_draft and draft is not None else []
+        guesses = draft.propose(out, min(draft_block - 1, n - len(out))) if draft is not None else []
         start = cache.get_seq_length()
         cache, logits = prefix._run([out[-1], *guesses], cache)
         kept = 0

@@ -109,7 +109,10 @@ class PromptStore:
         return h.hexdigest()
 
     def path(self, ids: Sequence[int]) -> Path:
-        return self.root / f"{self.key(ids)[:32]}.safetensors"
+        return self._path(self.key(ids))
+
+    def _path(self, key: str) -> Path:
+        return self.root / f"{key[:32]}.safetensors"
 
     def load(self, ids: Sequence[int]) -> tuple[Any, torch.Tensor] | None:
         """The stored ``(cache, logits (V,))`` of prompt ``ids``, each layer on the device it was
@@ -118,13 +121,16 @@ class PromptStore:
         from safetensors import safe_open
         from transformers import DynamicCache
 
-        path = self.path(ids)
-        if len(ids) < MIN_TOKENS or not path.is_file():
+        if len(ids) < MIN_TOKENS:
+            return None
+        key = self.key(ids)
+        path = self._path(key)
+        if not path.is_file():
             return None
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
-                if meta.get("format") != FORMAT or meta.get("key") != self.key(ids):
+                if meta.get("format") != FORMAT or meta.get("key") != key:
                     return None
                 devices = [torch.device(d) for d in meta["devices"].split(",")]
                 cache = DynamicCache()
@@ -151,14 +157,15 @@ class PromptStore:
         for i, (k, v) in enumerate(layers):
             tensors[f"k{i}"] = k[..., : len(ids), :].detach().to("cpu").contiguous()
             tensors[f"v{i}"] = v[..., : len(ids), :].detach().to("cpu").contiguous()
+        key = self.key(ids)
         meta = {
             "format": FORMAT,
             "version": str(VERSION),
-            "key": self.key(ids),
+            "key": key,
             "devices": ",".join(str(k.device) for k, _ in layers),
             "logits_device": str(logits.device),
         }
-        path = self.path(ids)
+        path = self._path(key)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

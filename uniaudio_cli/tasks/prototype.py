@@ -241,8 +241,9 @@ def load_fused_stats(llm: LoadedLLM, codec: Codec) -> FusedStats | None:
 # joined to acoustic statistics of the waveform (MFCC and prosody), each part weighing the same.
 FUSED_DEPTHS = (0.0, 0.6)
 N_MFCC = 20  # coefficient 0 (log energy) is left out: loudness alone should not decide
+N_MFCC_STATS = 2 * (N_MFCC - 1)  # mean and std of each kept coefficient
 N_PROSODY = 18
-ACOUSTIC_DIM = 2 * (N_MFCC - 1) + N_PROSODY
+ACOUSTIC_DIM = N_MFCC_STATS + N_PROSODY
 
 
 def mfcc_statistics(wav: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -353,8 +354,7 @@ def fused_feature(states: torch.Tensor, acoustic: np.ndarray, stats: FusedStats 
     if stats is not None:
         llm_part = llm_part - stats.center
         a = (a - stats.acoustic_mean) / stats.acoustic_std
-    cut = 2 * (N_MFCC - 1)
-    return _unit(torch.cat([_unit(llm_part), _unit(a[:cut]), _unit(a[cut:])]))
+    return _unit(torch.cat([_unit(llm_part), _unit(a[:N_MFCC_STATS]), _unit(a[N_MFCC_STATS:])]))
 
 
 def compute_fused_stats(llm: LoadedLLM, groups: Mapping[str, Sequence[tuple[Sequence[int], np.ndarray]]]) -> FusedStats:
