@@ -190,6 +190,30 @@ def test_usage_errors_of_the_console_script_are_one_line(
     assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0]
 
 
+@pytest.mark.parametrize(("raised", "code"), [(KeyboardInterrupt, 130), ("abort", 130), (SystemExit(1), 1)])
+def test_interrupts_and_exits_end_without_a_traceback(
+    raised: object, code: int, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Ctrl-C inside a command or while click parses, and rich's exit on a closed pipe
+    (``uniaudio --help | head -1``), end with their exit code and no traceback."""
+    import typer
+
+    from uniaudio_cli import cli
+
+    def interrupted(*_args: object, **_kwargs: object) -> None:
+        raise typer.Abort() if raised == "abort" else raised  # type: ignore[misc]
+
+    if raised is KeyboardInterrupt:
+        monkeypatch.setattr("uniaudio_cli.audio.expand_inputs", interrupted)
+    else:
+        monkeypatch.setattr(cli, "app", interrupted)
+    monkeypatch.setattr("sys.argv", ["uniaudio", "eval", "codec", "x.wav"])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code == code
+    assert "Traceback" not in capsys.readouterr().err
+
+
 def test_unusable_single_input_is_refused_before_models_load(tmp_path: Path, data: Path, loads: list[int]) -> None:
     import numpy as np
     import soundfile as sf

@@ -1083,7 +1083,7 @@ def main() -> None:
 
         print_error(f"{e.format_message()}{fix}")
         sys.exit(e.exit_code)
-    except click.Abort:
+    except typer.Abort:  # Ctrl-C; click's own Abort class moved between typer releases, typer.Abort did not
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
 
