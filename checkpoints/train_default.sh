@@ -9,6 +9,9 @@
 # log-magnitude weight 5. The committed v2 ran 6,818 steps of a 9,000-step schedule
 # (STEPS=9000 TIME_LIMIT=5940), then was resumed with STEPS=14000 (stopped by the time limit at
 # 10,034 and 10,550, resumed each time) to the end; its weights are codec-best at step 14,000.
+# Stage 3 trains only the decoder of stage 2's weights (--decoder-only: every code, and so every
+# classification result, stays stage 2's) for 11,000 more steps, lr 1e-4 cosine to 1e-5; the
+# committed default is its best validation checkpoint. STAGE3=0 stops after stage 2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -37,5 +40,16 @@ uniaudio train-codec --data "$DATA" --out "$RUN" "${RESUME[@]}" --init-from "$V1
     --steps "${STEPS:-12000}" --checkpoint-every 500 --time-limit "${TIME_LIMIT:-6000}" --quiet
 OUT=checkpoints/llm-codec-smollm2
 python -m uniaudio_cli.codec.export "$RUN/codec-best" "$RUN/export" --dtype float16
-mkdir -p "$OUT" && cp "$RUN/export/config.json" "$RUN/export/model.safetensors" "$OUT/"
+FINAL="$RUN/export"
+if [ "${STAGE3:-1}" = 1 ]; then
+    RUN3=${RUN3:-runs/v2-decoder}
+    RESUME3=()
+    [ -f "$RUN3/train_state.safetensors" ] && RESUME3=(--resume)
+    uniaudio train-codec --data "$DATA" --out "$RUN3" "${RESUME3[@]}" --init-from "$RUN/export" --decoder-only \
+        --batch-size 8 --lr 1e-4 --lr-schedule cosine --w-stft 5 --no-gan \
+        --steps "${STEPS3:-11000}" --checkpoint-every 500 --time-limit "${TIME_LIMIT:-6000}" --quiet
+    python -m uniaudio_cli.codec.export "$RUN3/codec-best" "$RUN3/export" --dtype float16
+    FINAL="$RUN3/export"
+fi
+mkdir -p "$OUT" && cp "$FINAL/config.json" "$FINAL/model.safetensors" "$OUT/"
 python checkpoints/make_prototype_center.py --codec "$OUT"
