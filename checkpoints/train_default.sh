@@ -33,23 +33,26 @@ else
     fi
 fi
 
-RESUME=()
-[ -f "$RUN/train_state.safetensors" ] && RESUME=(--resume)
-uniaudio train-codec --data "$DATA" --out "$RUN" "${RESUME[@]}" --init-from "$V1_CODEC" --fine-layers 4 \
-    --batch-size 8 --lr 2e-4 --lr-schedule cosine --w-stft 5 --no-gan \
-    --steps "${STEPS:-12000}" --checkpoint-every 500 --time-limit "${TIME_LIMIT:-6000}" --quiet
-OUT=checkpoints/llm-codec-smollm2
-python -m uniaudio_cli.codec.export "$RUN/codec-best" "$RUN/export" --dtype float16
+# train_stage RUN ARGS...: train (resuming RUN when it holds a training state), then export its
+# best checkpoint to RUN/export as float16.
+train_stage() {
+    local run=$1 resume=()
+    shift
+    [ -f "$run/train_state.safetensors" ] && resume=(--resume)
+    uniaudio train-codec --data "$DATA" --out "$run" "${resume[@]}" "$@" \
+        --checkpoint-every 500 --time-limit "${TIME_LIMIT:-6000}" --quiet
+    python -m uniaudio_cli.codec.export "$run/codec-best" "$run/export" --dtype float16
+}
+
+train_stage "$RUN" --init-from "$V1_CODEC" --fine-layers 4 \
+    --batch-size 8 --lr 2e-4 --lr-schedule cosine --w-stft 5 --no-gan --steps "${STEPS:-12000}"
 FINAL="$RUN/export"
 if [ "${STAGE3:-1}" = 1 ]; then
     RUN3=${RUN3:-runs/v2-decoder}
-    RESUME3=()
-    [ -f "$RUN3/train_state.safetensors" ] && RESUME3=(--resume)
-    uniaudio train-codec --data "$DATA" --out "$RUN3" "${RESUME3[@]}" --init-from "$RUN/export" --decoder-only \
-        --batch-size 8 --lr 1e-4 --lr-schedule cosine --w-stft 5 --no-gan \
-        --steps "${STEPS3:-11000}" --checkpoint-every 500 --time-limit "${TIME_LIMIT:-6000}" --quiet
-    python -m uniaudio_cli.codec.export "$RUN3/codec-best" "$RUN3/export" --dtype float16
+    train_stage "$RUN3" --init-from "$RUN/export" --decoder-only \
+        --batch-size 8 --lr 1e-4 --lr-schedule cosine --w-stft 5 --no-gan --steps "${STEPS3:-11000}"
     FINAL="$RUN3/export"
 fi
+OUT=checkpoints/llm-codec-smollm2
 mkdir -p "$OUT" && cp "$FINAL/config.json" "$FINAL/model.safetensors" "$OUT/"
 python checkpoints/make_prototype_center.py --codec "$OUT"
