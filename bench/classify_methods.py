@@ -476,6 +476,7 @@ def grid(args: argparse.Namespace) -> None:
             lines.append(f"| {name} | {how}: {t:.3f} | {e:.3f} | {ll:.3f} |")
     lines += _selective(test_scores, test_truth, temp)
     lines += _out_of_set(best, feats, sets, features, args)
+    lines += _cross_speaker(best, feats, sets, features, args)
     text = "\n".join(lines)
     print(text)
     if args.markdown:
@@ -562,6 +563,40 @@ def _out_of_set(best: Variant, feats: dict[str, Features], sets: list[str], feat
     lines += ["", f"One threshold for every set (5 % of all development in-set queries): {pooled:.3f}", ""]
     lines += ["| set | held-out in-set flagged | held-out out-of-set flagged |", "|---|---|---|"]
     lines += [f"| {s} | {(ti < pooled).mean():.1%} | {(to < pooled).mean():.1%} |" for s, (ti, to) in test.items()]
+    return lines
+
+
+def _cross_speaker(best: Variant, feats: dict[str, Features], sets: list[str], features, args) -> list[str]:
+    """Demonstrations from the development speakers (actors, folds), queries from the held-out ones:
+    how a user's own recordings fare against demonstrations recorded by other people. The chosen
+    variant and the MFCC baseline see the same episodes."""
+    from uniaudio_cli.evaluate.classify_eval import nearest_neighbour, query_counts
+
+    lines = ["", "## Demonstrations by other speakers: demos from the development split, queries held out", ""]
+    lines += ["| set | N | shots | queries | chosen (fused) | MFCC 1-NN |", "|---|---|---|---|---|---|"]
+    for s in sets:
+        dev, test = feats[f"{s}/dev"], feats[f"{s}/test"]
+        labels = sorted(set(dev.split.clips) & set(test.split.clips))
+        if len(labels) < max(w for w, _ in SETTINGS):
+            continue  # the speaker set's held-out labels are other people
+        xd, xt = _unit(features(dev, best)), _unit(features(test, best))
+        for ways, shots in SETTINGS:
+            k = km = n = 0
+            for i in range(args.episodes):
+                rng = random.Random(f"cross:{args.seed}:{s}:{ways}:{i}")
+                labs = rng.sample(labels, ways)
+                counts = query_counts(ways, QUERIES[ways], labs)
+                demos = {lb: rng.sample(dev.split.clips[lb], shots) for lb in labs}
+                for lb in labs:
+                    for q in rng.sample(test.split.clips[lb], min(counts[lb], len(test.split.clips[lb]))):
+                        qv = xt[test.index[str(q)]]
+                        sims = [xd[[dev.index[str(d)] for d in demos[c]]] @ qv for c in labs]
+                        score = [float(v.max() if best.nearest else v.mean()) for v in sims]
+                        k += labs[int(np.argmax(score))] == lb
+                        ref = {c: [dev.mfcc[dev.index[str(d)]] for d in demos[c]] for c in labs}
+                        km += nearest_neighbour(ref, test.mfcc[test.index[str(q)]]) == lb
+                        n += 1
+            lines.append(f"| {s} | {ways} | {shots} | {n} | {_cell(k, n)} | {_cell(km, n)} |")
     return lines
 
 
