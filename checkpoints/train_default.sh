@@ -10,8 +10,11 @@
 # (STEPS=9000 TIME_LIMIT=5940), then was resumed with STEPS=14000 (stopped by the time limit at
 # 10,034 and 10,550, resumed each time) to the end; its weights are codec-best at step 14,000.
 # Stage 3 trains only the decoder of stage 2's weights (--decoder-only: every code, and so every
-# classification result, stays stage 2's) for 11,000 more steps, lr 1e-4 cosine to 1e-5; the
-# committed default is its best validation checkpoint. STAGE3=0 stops after stage 2.
+# classification result, stays stage 2's) for 11,000 more steps, lr 1e-4 cosine to 1e-5;
+# its best validation checkpoint is the input of stage 4. STAGE3=0 stops after stage 2.
+# Stage 4 grows the decoder by two blocks at the 100 Hz STFT rate (--fine-layers 6; the new blocks
+# start near the identity) and trains only the decoder again, 10,000 steps, lr 1e-4 cosine to 1e-5;
+# the committed default is its best validation checkpoint. STAGE4=0 stops after stage 3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -52,6 +55,12 @@ if [ "${STAGE3:-1}" = 1 ]; then
     train_stage "$RUN3" --init-from "$RUN/export" --decoder-only \
         --batch-size 8 --lr 1e-4 --lr-schedule cosine --w-stft 5 --no-gan --steps "${STEPS3:-11000}"
     FINAL="$RUN3/export"
+    if [ "${STAGE4:-1}" = 1 ]; then
+        RUN4=${RUN4:-runs/v2-decoder6}
+        train_stage "$RUN4" --init-from "$RUN3/export" --decoder-only --fine-layers 6 \
+            --batch-size 8 --lr 1e-4 --lr-schedule cosine --w-stft 5 --no-gan --steps "${STEPS4:-10000}"
+        FINAL="$RUN4/export"
+    fi
 fi
 OUT=checkpoints/llm-codec-smollm2
 mkdir -p "$OUT" && cp "$FINAL/config.json" "$FINAL/model.safetensors" "$OUT/"
