@@ -570,7 +570,7 @@ def _cross_speaker(best: Variant, feats: dict[str, Features], sets: list[str], f
     """Demonstrations from the development speakers (actors, folds), queries from the held-out ones:
     how a user's own recordings fare against demonstrations recorded by other people. The chosen
     variant and the MFCC baseline see the same episodes."""
-    from uniaudio_cli.evaluate.classify_eval import nearest_neighbour, query_counts
+    from uniaudio_cli.evaluate.classify_eval import Episode, nearest_neighbour, query_counts
 
     lines = ["", "## Demonstrations by other speakers: demos from the development split, queries held out", ""]
     lines += ["| set | N | shots | queries | chosen (fused) | MFCC 1-NN |", "|---|---|---|---|---|---|"]
@@ -579,7 +579,7 @@ def _cross_speaker(best: Variant, feats: dict[str, Features], sets: list[str], f
         labels = sorted(set(dev.split.clips) & set(test.split.clips))
         if len(labels) < max(w for w, _ in SETTINGS):
             continue  # the speaker set's held-out labels are other people
-        xd, xt = _unit(features(dev, best)), _unit(features(test, best))
+        xd, xt = features(dev, best), features(test, best)
         for ways, shots in SETTINGS:
             k = km = n = 0
             for i in range(args.episodes):
@@ -587,15 +587,18 @@ def _cross_speaker(best: Variant, feats: dict[str, Features], sets: list[str], f
                 labs = rng.sample(labels, ways)
                 counts = query_counts(ways, QUERIES[ways], labs)
                 demos = {lb: rng.sample(dev.split.clips[lb], shots) for lb in labs}
-                for lb in labs:
-                    for q in rng.sample(test.split.clips[lb], min(counts[lb], len(test.split.clips[lb]))):
-                        qv = xt[test.index[str(q)]]
-                        sims = [xd[[dev.index[str(d)] for d in demos[c]]] @ qv for c in labs]
-                        score = [float(v.max() if best.nearest else v.mean()) for v in sims]
-                        k += labs[int(np.argmax(score))] == lb
-                        ref = {c: [dev.mfcc[dev.index[str(d)]] for d in demos[c]] for c in labs}
-                        km += nearest_neighbour(ref, test.mfcc[test.index[str(q)]]) == lb
-                        n += 1
+                queries = [
+                    (q, lb)
+                    for lb in labs
+                    for q in rng.sample(test.split.clips[lb], min(counts[lb], len(test.split.clips[lb])))
+                ]
+                ep = Episode(i, labs, demos, queries)
+                q = _unit(xt[[test.index[str(p)] for p, _ in queries]])
+                truth = np.asarray([labs.index(lb) for _, lb in queries])
+                k += int((label_scores(q, xd, dev, ep, best.nearest).argmax(1) == truth).sum())
+                ref = {c: [dev.mfcc[dev.index[str(d)]] for d in demos[c]] for c in labs}
+                km += sum(nearest_neighbour(ref, test.mfcc[test.index[str(p)]]) == lb for p, lb in queries)
+                n += len(queries)
             lines.append(f"| {s} | {ways} | {shots} | {n} | {_cell(k, n)} | {_cell(km, n)} |")
     return lines
 
