@@ -1,9 +1,10 @@
-"""Where `uniaudio denoise` spends its time once the models are loaded, one LLM pass per written
+"""Where `uniaudio denoise --mode paper` spends its time once the models are loaded (the default
+mode writes no tokens: see docs/denoise.md), one LLM pass per written
 token (``draft_block`` 1, the plain greedy loop) beside checking the noisy tokens as a draft
 in blocks (the default), on the same mixtures: seconds per clip, real-time factor, LLM passes,
 and whether the written tokens are the same.
 
-    OMP_NUM_THREADS=1 python bench/denoise_speed.py [--files 6] [--seconds 4] [--mode default|paper]
+    OMP_NUM_THREADS=1 python bench/denoise_speed.py [--files 6] [--seconds 4]
         [--json out.json]
 
 Mixtures: the first ``--files`` LibriSpeech test-other excerpts of ``.data/heldout/speech``
@@ -28,7 +29,13 @@ from uniaudio_cli.api import load_models
 from uniaudio_cli.audio import load_audio
 from uniaudio_cli.decoding import PrefixCache
 from uniaudio_cli.evaluate.denoise_eval import load_clean, mix_at_snr, noise_segment
-from uniaudio_cli.tasks.denoise import DenoiseOptions, Denoiser, default_denoise_demos, load_pair_folder
+from uniaudio_cli.tasks.denoise import (
+    DenoiseOptions,
+    Denoiser,
+    TokenDenoiser,
+    default_denoise_demos,
+    load_pair_folder,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +76,7 @@ def mixtures(files: int, seconds: float, sample_rate: int, data: Path) -> list[t
     return out
 
 
-def run(den: Denoiser, wav: np.ndarray) -> dict[str, Any]:
+def run(den: TokenDenoiser, wav: np.ndarray) -> dict[str, Any]:
     written: list[list[list[int]]] = []
     noisy_in: list[list[list[int]]] = []
     clean_segment = den._clean_segment
@@ -84,7 +91,7 @@ def run(den: Denoiser, wav: np.ndarray) -> dict[str, Any]:
     try:
         with PassCounter() as counter:
             t0 = time.perf_counter()
-            audio, _ = den.denoise_wav(wav)
+            audio = den.denoise_wav(wav)
             seconds = time.perf_counter() - t0
     finally:
         del den._clean_segment
@@ -107,14 +114,13 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=6)
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--block", type=int, default=DenoiseOptions.draft_block, help="draft block of the 'after' run")
-    ap.add_argument("--mode", choices=("default", "paper"), default="default")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     models = load_models(device="cpu")
-    opts = DenoiseOptions(mode=args.mode)
+    opts = DenoiseOptions(mode="paper")
     t0 = time.perf_counter()
     den = Denoiser.from_pairs(models.llm, models.codec, load_pair_folder(default_denoise_demos()), opts)
     setup_s = time.perf_counter() - t0
@@ -140,7 +146,7 @@ def main() -> None:
     print(
         f"\nMachine: {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} thread(s)"
     )
-    print(f"{len(rows)} mixtures of {audio_s:g} s, {args.mode} mode, set-up (pairs, prompt cache) {setup_s:.1f} s\n")
+    print(f"{len(rows)} mixtures of {audio_s:g} s, paper mode, set-up (pairs, prompt cache) {setup_s:.1f} s\n")
     print(f"| | one pass per token | drafted, block {args.block} |\n|---|---|---|")
     for key, fmt in (("seconds", "{:.2f}"), ("passes", "{:.0f}")):
         print(

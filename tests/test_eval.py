@@ -218,8 +218,25 @@ def test_mixtures_have_the_asked_snr() -> None:
     assert snr_db(ref, noisy - ref) == pytest.approx(-10.0, abs=1e-3)
 
 
+def test_rnnoise_baseline_is_aligned_with_its_input() -> None:
+    pytest.importorskip("pyrnnoise")
+    from uniaudio_cli.evaluate.denoise_eval import rnnoise
+
+    rng = np.random.default_rng(0)
+    t = np.arange(SR) / SR
+    # Voiced-like bursts: a harmonic-rich buzz, switched on and off, that RNNoise keeps.
+    buzz = sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 20)) * (np.sin(2 * np.pi * 2 * t) > 0)
+    x = (0.1 * buzz + 0.003 * rng.standard_normal(SR)).astype(np.float32)
+    y = rnnoise(x, SR)
+    assert y.shape == x.shape and y.dtype == np.float32
+    lags = range(-40, 41)
+    corr = [float(np.dot(x[100 + lag : SR - 100 + lag], y[100 : SR - 100])) for lag in lags]
+    assert abs(list(lags)[int(np.argmax(corr))]) <= 1  # its 20 ms delay is taken out
+
+
 def test_denoise_eval_resumes(models, tmp_path: Path) -> None:
     pytest.importorskip("noisereduce")
+    pytest.importorskip("pyrnnoise")
     llm, codec = models
     clean, noise = tmp_path / "clean", tmp_path / "noise"
     write_label_demos(clean, {"s1": 200.0, "s2": 350.0}, clips=1, seconds=0.6)
@@ -235,12 +252,13 @@ def test_denoise_eval_resumes(models, tmp_path: Path) -> None:
     assert len(one.records) == 2 and {r["snr"] for r in one.records} == {0.0, 10.0}
     for r in one.records:
         assert r["measured_snr"] == pytest.approx(r["snr"], abs=1e-3)
-        assert set(r["metrics"]) == {"noisy", "uniaudio", "noisereduce"}
+        assert set(r["metrics"]) == {"noisy", "uniaudio", "noisereduce", "rnnoise"}
     two = evaluate_denoising(llm, codec, clean, noise, max_files=2, keep_examples=1, **kw)
     assert two.records[:2] == one.records and len(two.records) == 4 and len(two.codec_records) == 2
     assert len((tmp_path / "d.jsonl").read_text().splitlines()) == 1 + 4 + 2
     md = to_markdown(two.to_report(paper={"pesq": 2.17, "stoi": 0.57}))
     assert "codec only (clean resynthesis, upper bound)" in md and "| 0 dB | 10 dB |" in md
+    assert "RNNoise (pyrnnoise)" in md
     assert two.examples[0]["uniaudio"].shape == two.examples[0]["clean"].shape
 
 

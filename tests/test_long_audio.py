@@ -35,6 +35,7 @@ from uniaudio_cli.codec.published import set_noise
 from uniaudio_cli.codec.published_ckpt import make_synthetic_published_state_dict
 from uniaudio_cli.errors import AudioError, OutputExistsError
 from uniaudio_cli.tasks.denoise import DenoiseOptions, Denoiser, load_pair_folder
+from uniaudio_cli.tasks.options import MaskSettings
 
 SR = 16000
 CPU = torch.device("cpu")
@@ -355,20 +356,26 @@ def test_block_writer_is_atomic_and_equals_whole_write(tmp_path: Path) -> None:
 # -- denoise ---------------------------------------------------------------------------------
 
 
-def test_denoise_streams_and_equals_whole(models, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "opts",
+    [
+        DenoiseOptions(pairs=2, mask=MaskSettings(window_seconds=1.0, overlap_seconds=0.1)),
+        DenoiseOptions(mode="paper", pairs=2, segment_seconds=0.5),
+    ],
+    ids=["default", "paper"],
+)
+def test_denoise_streams_and_equals_whole(models, tmp_path: Path, opts: DenoiseOptions) -> None:
     llm, codec = models
-    den = Denoiser.from_pairs(
-        llm, codec, load_pair_folder(write_pairs(tmp_path / "pairs")), DenoiseOptions(pairs=2, segment_seconds=0.5)
-    )
+    den = Denoiser.from_pairs(llm, codec, load_pair_folder(write_pairs(tmp_path / "pairs")), opts)
     wav = speechlike(5.3, seed=3)
-    out, _ = den.denoise_wav(wav)
+    out = den.denoise_wav(wav)
     assert out.shape == wav.shape
     blocks = list(den.denoise_blocks(wav[i : i + 3001] for i in range(0, len(wav), 3001)))
     assert len(blocks) > 2  # written window by window
     assert np.array_equal(np.concatenate(blocks), out)
     path = write_audio(tmp_path / "noisy.wav", wav, SR)
     streamed = list(den.stream(path))
-    assert np.array_equal(np.concatenate(streamed), den.denoise_wav(load_audio(path, SR))[0])
+    assert np.array_equal(np.concatenate(streamed), den.denoise_wav(load_audio(path, SR)))
 
 
 # -- the CLI ---------------------------------------------------------------------------------

@@ -488,6 +488,12 @@ def tts(
     raise typer.Exit(report.exit_code)
 
 
+PairsOpt = Annotated[
+    int | None,
+    typer.Option("--pairs", min=1, help="(noisy, clean) demonstration pairs [default: all; paper mode: 4]."),
+]
+
+
 @app.command()
 @handle_errors
 def denoise(
@@ -498,7 +504,7 @@ def denoise(
         Path | None, typer.Option("--demos", help="DIR/<name>/clean.wav + noisy*.wav [default: shipped pairs]")
     ] = None,
     mode: ModeOpt = "default",
-    pairs: Annotated[int, typer.Option("--pairs", min=1, help="(noisy, clean) demonstration pairs.")] = 4,
+    pairs: PairsOpt = None,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Copies of the demonstrations.")] = 1,
     llm: LlmOpt = None,
     codec: CodecOpt = None,
@@ -951,7 +957,7 @@ def eval_denoise(
     demos: Annotated[
         Path | None, typer.Option("--demos", help="DIR/<name>/clean.wav + noisy*.wav [default: shipped pairs]")
     ] = None,
-    pairs: Annotated[int, typer.Option("--pairs", min=1, help="(noisy, clean) demonstration pairs.")] = 4,
+    pairs: PairsOpt = None,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Copies of the demonstrations.")] = 1,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
@@ -968,7 +974,7 @@ def eval_denoise(
         list[float] | None, typer.Argument(help="More SNRs (so that --snr 0 5 10 works).", show_default=False)
     ] = None,
 ) -> None:
-    """Denoise seeded speech + noise mixtures: PESQ-WB / STOI of noisy, uniaudio, noisereduce, codec only.
+    """Denoise seeded speech + noise mixtures: PESQ-WB / STOI of noisy, uniaudio, noisereduce, RNNoise, codec only.
 
     Resumable: finished mixtures are kept in --results and skipped when the command runs again.
     """

@@ -8,15 +8,17 @@ exactly that SNR (signal power over noise power, over the whole segment). When t
 would clip, clean and noise are scaled down together (the SNR is unchanged) and the scaled
 clean speech is the reference.
 
-Rows: the noisy input itself; uniaudio's :class:`~uniaudio_cli.tasks.denoise.Denoiser`;
-``noisereduce`` (non-stationary spectral gating); and "codec only", the codec's resynthesis of
-the clean speech, an upper bound for any method that writes codec tokens. Every finished
+Rows: the noisy input itself; uniaudio's :class:`~uniaudio_cli.tasks.denoise.Denoiser`; what
+users would pick instead, ``noisereduce`` (non-stationary spectral gating) and RNNoise (the
+``pyrnnoise`` wheel, which ships its weights); and "codec only", the codec's resynthesis of the
+clean speech, an upper bound for any method that writes codec tokens. Every finished
 mixture is appended to a resumable JSON Lines file (:mod:`uniaudio_cli.evaluate.store`); under a
 distributed launcher the mixtures are split over the processes (:mod:`uniaudio_cli.evaluate.parallel`).
 """
 
 from __future__ import annotations
 
+import importlib
 import random
 import time
 import zlib
@@ -44,12 +46,18 @@ if TYPE_CHECKING:
     from uniaudio_cli.llm import LoadedLLM
 
 PEAK = 0.99
-METHODS = ("noisy", "uniaudio", "noisereduce", "codec")
+METHODS = ("noisy", "uniaudio", "noisereduce", "rnnoise", "codec")
 METHOD_NAMES = {
     "noisy": "noisy input",
     "uniaudio": "uniaudio",
     "noisereduce": "noisereduce (spectral gating)",
+    "rnnoise": "RNNoise (pyrnnoise)",
     "codec": "codec only (clean resynthesis, upper bound)",
+}
+# What users would pick instead: method -> (module, how to install it).
+BASELINES = {
+    "noisereduce": ("noisereduce", "pip install noisereduce"),
+    "rnnoise": ("pyrnnoise", "pip install pyrnnoise"),
 }
 
 
@@ -142,6 +150,31 @@ def spectral_gating(noisy: np.ndarray, sample_rate: int) -> np.ndarray:
     return np.asarray(out, dtype=np.float32)[: len(noisy)]
 
 
+RNNOISE_RATE = 48000
+RNNOISE_DELAY = 960  # samples at 48 kHz between input and output (measured by cross-correlation)
+
+
+def rnnoise(noisy: np.ndarray, sample_rate: int) -> np.ndarray:
+    """RNNoise (``pyrnnoise``'s library, 48 kHz int16 frames), resampled from and back to
+    ``sample_rate`` and aligned with the input."""
+    import librosa
+    from pyrnnoise.rnnoise import FRAME_SIZE, create, destroy, process_mono_frame
+
+    up = librosa.resample(np.asarray(noisy, dtype=np.float32), orig_sr=sample_rate, target_sr=RNNOISE_RATE)
+    pcm = np.clip(np.round(up * 32767), -32768, 32767).astype(np.int16)
+    pcm = np.pad(pcm, (0, RNNOISE_DELAY + (-(len(pcm) + RNNOISE_DELAY)) % FRAME_SIZE))
+    state = create()
+    try:
+        out = np.concatenate(
+            [process_mono_frame(state, pcm[i : i + FRAME_SIZE])[0] for i in range(0, len(pcm), FRAME_SIZE)]
+        )
+    finally:
+        destroy(state)
+    aligned = out[RNNOISE_DELAY : RNNOISE_DELAY + len(up)].astype(np.float32) / 32768
+    down = librosa.resample(aligned, orig_sr=RNNOISE_RATE, target_sr=sample_rate)
+    return np.pad(down, (0, max(len(noisy) - len(down), 0)))[: len(noisy)].astype(np.float32)
+
+
 def _score(ref: np.ndarray, deg: np.ndarray, sr: int, seconds: float | None) -> dict[str, Any]:
     n = min(len(ref), len(deg))
     return {"pesq": pesq_wb(ref[:n], deg[:n], sr), "stoi": stoi_score(ref[:n], deg[:n], sr), "seconds": seconds}
@@ -160,7 +193,7 @@ class DenoiseEvalResult:
     settings: dict[str, Any]
     seconds: float
     device: str = "cpu"
-    noisereduce_note: str | None = None
+    missing: dict[str, str] = field(default_factory=dict)  # baseline -> why its row is left out
     examples: list[dict[str, Any]] = field(default_factory=list)  # audio of the first mixtures, for plots
 
     def values(self, method: str, metric: str, snr: float | None = None) -> list[float]:
@@ -205,7 +238,7 @@ class DenoiseEvalResult:
         cols += [Column("all", "All", fmt), Column("ci", "95 % CI", fmt), Column("n", "n", "d")]
         rows = []
         for m in METHODS:
-            if m == "noisereduce" and self.noisereduce_note:
+            if m in self.missing:
                 continue
             allv = mean_interval(self.values(m, metric))
             row: dict[str, Any] = {"method": self._name(m), "all": allv.mean, "ci": allv.interval, "n": allv.n}
@@ -236,11 +269,11 @@ class DenoiseEvalResult:
             "codec only does not depend on the SNR: the same value in every column.",
             f"Results file (resumable): {self.results_path}",
         ]
-        if self.noisereduce_note:
-            pesq.notes.append(f"noisereduce row left out: {self.noisereduce_note}")
+        for m, why in self.missing.items():
+            pesq.notes.append(f"{m} row left out: {why}")
         time_rows = []
-        for m in ("uniaudio", "noisereduce", "codec"):
-            if m == "noisereduce" and self.noisereduce_note:
+        for m in ("uniaudio", *BASELINES, "codec"):
+            if m in self.missing:
                 continue
             if m == "codec":
                 secs = [r["seconds"] for r in self.codec_records if r.get("seconds") is not None]
@@ -280,7 +313,7 @@ def run_settings(
     seed: int,
     mode: str,
     demos: Path,
-    pairs: int,
+    pairs: int | None,
     repeats: int,
 ) -> dict[str, Any]:
     """What a results file is tied to (not the SNRs or the number of files: records are keyed by
@@ -313,7 +346,7 @@ def evaluate_denoising(
     seconds: float = 4.0,
     mode: str = "default",
     demos: str | Path | None = None,
-    pairs: int = 4,
+    pairs: int | None = None,
     repeats: int = 1,
     seed: int = 0,
     results: str | Path | None = None,
@@ -360,11 +393,13 @@ def evaluate_denoising(
     store = ShardedStore(path, settings, keys, workers)
     if not workers.is_main:
         progress, keep_examples = False, 0
-    nr_note = None
-    try:
-        import noisereduce  # noqa: F401
-    except ImportError:
-        nr_note = "noisereduce is not installed (pip install noisereduce)"
+    missing = {}
+    for m, (module, fix) in BASELINES.items():
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing[m] = f"{module} is not installed ({fix})"
+    runners = {"noisereduce": spectral_gating, "rnnoise": rnnoise}
     den = Denoiser.from_pairs(
         llm, codec, load_pair_folder(demo_dir), DenoiseOptions(mode=mode, pairs=pairs, repeats=repeats)
     )  # type: ignore[arg-type]
@@ -403,13 +438,13 @@ def evaluate_denoising(
                 bar.update(task, description=f"{Path(name).name} at {snr:g} dB")
                 mix = build_mixture(clean_of(p), name, noises, snr, seed)
                 t0 = time.perf_counter()
-                uni = den.denoise_wav(mix.noisy)[0]
+                uni = den.denoise_wav(mix.noisy)
                 t_uni = time.perf_counter() - t0
-                gated, t_nr = None, None
-                if nr_note is None:
-                    t0 = time.perf_counter()
-                    gated = spectral_gating(mix.noisy, sr)
-                    t_nr = time.perf_counter() - t0
+                baseline: dict[str, tuple[np.ndarray, float]] = {}
+                for m, run in runners.items():
+                    if m not in missing:
+                        t0 = time.perf_counter()
+                        baseline[m] = (run(mix.noisy, sr), time.perf_counter() - t0)
                 if keep:
                     examples.append(
                         {
@@ -419,7 +454,7 @@ def evaluate_denoising(
                             "sample_rate": sr,
                             "noisy": mix.noisy,
                             "uniaudio": uni,
-                            "noisereduce": gated,
+                            **{m: out for m, (out, _) in baseline.items()},
                             "clean": mix.clean,
                         }
                     )
@@ -428,8 +463,8 @@ def evaluate_denoising(
                         "noisy": _score(mix.clean, mix.noisy, sr, None),
                         "uniaudio": _score(mix.clean, uni, sr, t_uni),
                     }
-                    if gated is not None:
-                        metrics["noisereduce"] = _score(mix.clean, gated, sr, t_nr)
+                    for m, (out, secs) in baseline.items():
+                        metrics[m] = _score(mix.clean, out, sr, secs)
                     store.add(
                         key,
                         {
@@ -455,7 +490,7 @@ def evaluate_denoising(
         settings=settings,
         seconds=time.perf_counter() - t_start,
         device=str(llm.device),
-        noisereduce_note=nr_note,
+        missing=missing,
         examples=examples,
     )
 
@@ -464,7 +499,7 @@ def evaluate_denoising(
 
 
 def plot_denoising(result: DenoiseEvalResult, out_dir: str | Path) -> list[Path]:
-    """One PNG per kept example: log-mel spectrograms of noisy / uniaudio / noisereduce / clean;
+    """One PNG per kept example: log-mel spectrograms of noisy / uniaudio / baselines / clean;
     and PESQ and STOI against SNR per method. Returns the files written."""
     import matplotlib
 
@@ -483,6 +518,7 @@ def plot_denoising(result: DenoiseEvalResult, out_dir: str | Path) -> list[Path]
                 ("noisy", "noisy"),
                 ("uniaudio", "uniaudio"),
                 ("noisereduce", "noisereduce"),
+                ("rnnoise", "RNNoise"),
                 ("clean", "clean"),
             )
             if ex.get(key) is not None
@@ -514,7 +550,7 @@ def plot_denoising(result: DenoiseEvalResult, out_dir: str | Path) -> list[Path]
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
         for ax, metric in zip(axes, ("pesq", "stoi"), strict=True):
             for m in METHODS:
-                if m == "noisereduce" and result.noisereduce_note:
+                if m in result.missing:
                     continue
                 ys = [mean_interval(result.values(m, metric, s if m != "codec" else None)).mean for s in result.snrs]
                 ax.plot(

@@ -120,21 +120,43 @@ def default_denoise_demos() -> Path:
     return prompts_dir() / "denoise_pairs"
 
 
+@dataclass(frozen=True)
+class MaskSettings:
+    """Default-mode denoising (:mod:`uniaudio_cli.tasks.denoise_mask`): how the mask is looked up
+    in the demonstrations and applied. Chosen on development mixtures (``speech_extra`` speech,
+    synthetic noise), not on the held-out evaluation."""
+
+    neighbours: int = 16
+    temperature: float = 0.05  # softmax over the neighbours' cosine similarities
+    floor: float = 0.1  # the smallest gain: no band is cut to silence
+    power: float = 0.8  # gain ** power softens the mask; STOI suffers from over-suppression
+    llm_weight: float = 0.3  # the LLM-embedded codec tokens beside the level above the noise floor
+    window_seconds: float = 8.0  # the noise floor is measured per window of a long input
+    overlap_seconds: float = 0.25  # windows overlap by this much and are cross-faded
+
+
 @dataclass
 class DenoiseOptions:
     mode: Mode = "default"
-    pairs: int = 4
+    # Demonstration pairs used; None: every pair in default mode, 4 in paper mode (its prompt
+    # holds them all, and SmolLM2's context fits about 4 of the shipped 1.5 s pairs).
+    pairs: int | None = None
+    mask: MaskSettings = MaskSettings()
+    # Paper mode: the prompt.
     repeats: int = 1
     induction: bool = True
     segment_seconds: float = 3.0
-    copy_bias: float = 2.0
     template: str = "denoise_paper"
     # Guessed tokens are checked this many per LLM pass (1: one pass per token, the plain
     # greedy loop); the written tokens are the same either way.
     draft_block: int = 10
-    # None: no limit. Long inputs stream through the codec in windows and the LLM in segments,
-    # so memory does not grow with the length (time does: about real time on a laptop CPU).
+    # None: no limit. Long inputs stream in windows, so memory does not grow with the length.
     max_seconds: float | None = None
+
+    def pair_count(self, available: int) -> int:
+        if self.pairs is not None:
+            return min(self.pairs, available)
+        return available if self.mode == "default" else min(4, available)
 
 
 @dataclass
