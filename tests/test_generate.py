@@ -54,9 +54,12 @@ def test_output_decodes_at_the_requested_length(models, demos: Path, mode: str) 
     assert sound.sample_rate == SR and sound.audio.shape == (8000,) and sound.audio.dtype == np.float32
     assert np.isfinite(sound.audio).all()
     _assert_valid_layers(codec, sound.tokens, gen.counts)
-    if mode == "default":  # only codes the demonstrations use in that layer
+    if mode == "default":  # only codes the dog-bark demonstrations use in that layer
+        assert sound.steered_by == "dog bark" and sound.caption_similarity == 1.0
         for layer, ids in enumerate(sound.tokens):
-            assert set(ids) <= {t for d in gen.demos for t in d.tokens[layer]}
+            assert set(ids) <= {t for d in gen.demos if d.caption == "dog bark" for t in d.tokens[layer]}
+    else:
+        assert sound.steered_by is None
     # follows/copied: the demonstration holding most of the clip's within-layer token pairs.
     pairs = [list(pairwise(layer)) for layer in sound.tokens]
 
@@ -68,6 +71,37 @@ def test_output_decodes_at_the_requested_length(models, demos: Path, mode: str) 
     assert sound.copied == pytest.approx(share(sound.follows)) and 0.0 <= sound.copied <= 1.0
     with pytest.raises(UsageError, match="empty caption"):
         gen.generate("  ")
+
+
+def test_default_mode_matches_the_caption_and_recalls_its_demonstrations(models, demos: Path, monkeypatch) -> None:
+    llm, codec = models
+    gen = SoundGenerator.from_files(llm, codec, demos, GenerateOptions(crop=0.96, shots=2, temperature=0.0))
+    assert gen.match_caption("Dog_Bark") == ("dog bark", 1.0)
+    # A caption no folder names goes to the nearest caption by the LLM's states of the texts.
+    states = {c: gen._text_state(c) for c in gen.captions}
+    query = gen._text_state("a dog barking")
+    nearest = max(gen.captions, key=lambda c: float(states[c] @ query))
+    caption, sim = gen.match_caption("a dog barking")
+    assert caption == nearest and sim == pytest.approx(float(states[nearest] @ query), abs=1e-5) and sim < 1.0
+    # The matched caption's demonstrations are recalled just before the query.
+    seen: list[list[int]] = []
+    real = ua.tasks.generate.generate_constrained
+
+    def spy(prefix, query_ids, schedule, **kw):
+        seen.append(list(query_ids))
+        return real(prefix, query_ids, schedule, **kw)
+
+    monkeypatch.setattr("uniaudio_cli.tasks.generate.generate_constrained", spy)
+    sound = gen.generate("rain")
+    b, t = gen.builder, gen.builder.template
+    rain = [d for d in gen.demos if d.caption == "rain"]
+    recalled = [
+        i for d in rain for i in b.render(t.demo, audio={"audio": flatten(d.tokens)}, text="rain") + b.text(t.block)
+    ]
+    assert seen[-1] == recalled + b.render(t.query, text="rain") and sound.steered_by == "rain"
+    no_recall = SoundGenerator.from_files(llm, codec, demos, GenerateOptions(crop=0.96, shots=2, recall=False))
+    no_recall.generate("rain")
+    assert seen[-1] == b.render(t.query, text="rain")
 
 
 def test_default_length_is_the_demonstrations_commonest(models, demos: Path) -> None:
@@ -171,15 +205,16 @@ def test_cli_generate_output_and_force(demos: Path, tmp_path: Path, loads: list[
     assert res.exit_code == 0, res.output
     info = sf.info(out)
     assert info.samplerate == SR and info.channels == 1 and info.frames == 8000
-    caption, dest, follows, copied = res.stdout.strip().split("\t")
-    assert (caption, dest) == ("dog bark", str(out))
+    caption, dest, steered, follows, copied = res.stdout.strip().split("\t")
+    assert (caption, dest, steered) == ("dog bark", str(out), "from='dog bark'@1.00")
     assert follows.startswith(f"follows={demos}") and 0.0 <= float(copied.removeprefix("copied=")) <= 1.0
     assert "dog_bark: 2/2, rain: 2/2 clips" in res.stderr
     res = run("generate", "dog bark", "--demos", demos, "-o", out)
     assert res.exit_code == 2 and "exists" in res.stderr and "--force" in res.stderr
     res = run("generate", "sea waves", "--demos", demos, "-o", out, "--force", "--crop", "0.5", "--shots", "1")
     assert res.exit_code == 0, res.output
-    assert "'sea waves' is no demonstration caption" in res.stderr
+    assert "'sea waves' is no demonstration caption; it will be written from the codes of the nearest" in res.stderr
+    assert res.stdout.split("\t")[2].startswith("from='")
     assert sf.info(out).frames == 8000
     assert loads == [1, 1]
 

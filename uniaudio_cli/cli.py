@@ -618,10 +618,17 @@ def generate(
     chosen = {label: paths[:shots] for label, paths in folder.clips.items()}
     if not quiet:
         print_note(describe_demos(folder, chosen))
-        known = {caption_of(label) for label in folder.clips}
+        known = {caption_of(label).lower() for label in folder.clips}
         for c in captions:
-            if c not in known:
-                print_note(f"note: {c!r} is no demonstration caption; the clip will mix the demonstrations")
+            if caption_of(c).lower() not in known:
+                print_note(
+                    f"note: {c!r} is no demonstration caption; "
+                    + (
+                        "it will be written from the codes of the nearest caption"
+                        if opts.mode == "default"
+                        else "the clip will mix the demonstrations"
+                    )
+                )
     lm, cdc = load_models(llm, codec, device, dtype, quiet)
     gen = SoundGenerator.from_files(lm, cdc, chosen, opts)
     by_item = {Path(f"{i:06d}"): c for i, c in enumerate(captions)}
@@ -629,7 +636,8 @@ def generate(
     def emit(item: Path, sound: Any) -> None:
         dest = output if output is not None else out_dir / f"{_slug(sound.caption)}.wav"  # type: ignore[operator]
         write_audio(dest, sound.audio, sound.sample_rate, force=force)
-        typer.echo(f"{sound.caption}\t{dest}\tfollows={sound.follows.name}\tcopied={sound.copied:.2f}")
+        steered = "" if sound.steered_by is None else f"\tfrom={sound.steered_by!r}@{sound.caption_similarity:.2f}"
+        typer.echo(f"{sound.caption}\t{dest}{steered}\tfollows={sound.follows.name}\tcopied={sound.copied:.2f}")
 
     report = run_batch(list(by_item), lambda item: gen.generate(by_item[item]), emit, quiet, "generating")
     raise typer.Exit(report.exit_code)

@@ -18,23 +18,21 @@ to the codec's layer structure (:mod:`uniaudio_cli.tasks.audio_gen`): exactly as
 words, then layer-2 and layer-3 tokens, as the requested length needs, so any output decodes to a
 waveform of exactly that length.
 
-``paper`` mode lets the LLM write any code of each layer. ``default`` mode, for small LLMs, lets
-it write only the codes that the demonstrations use in that layer: the LLM still chooses, from
-the caption and the context, which of them to write and in which order, but cannot wander off
-into codes no demonstration holds.
+``paper`` mode lets the LLM write any code of each layer. ``default`` mode, for small LLMs, first
+matches the query caption to a demonstration caption (the same words, else the nearest by the
+frozen LLM's hidden states of the two texts) and then lets the LLM write only the codes that
+that caption's demonstrations use in each layer: the LLM still chooses, from the whole prompt,
+which of them to write and in which order, but cannot write the codes of another class. Without
+that restriction SmolLM2-135M wrote clips that copied one class's patterns whatever the caption.
 
 What to expect: this is not a text-to-audio model. A small frozen LLM (SmolLM2-135M) does not
 learn from a few demonstrations what a caption sounds like. In ``paper`` mode it mostly writes
 runs of a few layer-1 words associated with the text it read (``ocean ocean ocean ...``), which
-decode to a steady texture; in ``default`` mode it copies and recombines token patterns of the
-demonstrations, at best of those whose caption matches the query (a caption that names no
-demonstration gets a mixture). :class:`Sound` says which demonstration an output follows and how
-much of its token patterns come from it; ``uniaudio eval generate`` measures whether the outputs
-are heard as their class, beside copying a demonstration outright. Measured with SmolLM2-135M
-(ESC-10 fold 3, 5 classes, 3 demonstrations each, one 2 s clip per class, default mode): 1 of 5
-clips recognised as its class by the prototype judge and by MFCC 1-NN (chance 1 in 5), against
-4 of 5 for a copied demonstration of the class; all 5 clips copy most from one class's
-demonstrations (rooster), whatever the caption.
+decode to a steady texture; in ``default`` mode it recombines the codes of the matched caption's
+demonstrations. :class:`Sound` says which caption steered it, which demonstration it follows and
+how much of its token patterns come from it; ``uniaudio eval generate`` measures whether the
+outputs are heard as their class, beside copying a demonstration outright (figures:
+``docs/generate.md``).
 """
 
 from __future__ import annotations
@@ -79,6 +77,8 @@ class GenerateOptions:
     top_k: int = 50  # 0: every allowed token
     seed: int = 0
     induction: bool = True
+    # Default mode: the matched caption's demonstrations again, just before the query.
+    recall: bool = True
     template: str = "generate_paper"
     max_seconds: float = 600.0  # longer demonstration files are refused
 
@@ -140,7 +140,9 @@ class Sound:
     """One generated clip: ``audio`` ``(T,)`` float32 at ``sample_rate``, its codes per layer,
     and how it relates to the demonstrations: ``follows``, the demonstration it copies most, and
     ``copied``, the share of the clip's token pairs (two codes in a row within a layer, over all
-    layers) that occur in that demonstration's same layer (1.0: every step of it is copied)."""
+    layers) that occur in that demonstration's same layer (1.0: every step of it is copied).
+    In default mode ``steered_by`` is the demonstration caption whose codes it was written
+    from, and ``caption_similarity`` how close the query caption is to it (1.0: the same)."""
 
     caption: str
     audio: np.ndarray
@@ -149,6 +151,8 @@ class Sound:
     follows: SoundDemo
     copied: float
     seed: int
+    steered_by: str | None = None
+    caption_similarity: float | None = None
 
 
 class SoundGenerator:
@@ -189,13 +193,18 @@ class SoundGenerator:
         )
         vocab_size = int(llm.model.get_output_embeddings().weight.shape[0])
         masks = LayerMasks(codec, vocab_size, llm.device).masks
-        if opts.mode == "default":
-            # Intersected with the layer's codes: demonstrations made in memory may hold any id.
-            masks = [
-                m & allowed_mask(vocab_size, sorted({t for d in self.demos for t in d.tokens[layer]}), llm.device)
+        self.schedule = [masks[layer] for layer, n in enumerate(self.counts) for _ in range(n)]
+        # Default mode: per caption, the codes its demonstrations use in each layer (intersected
+        # with the layer's codes: demonstrations made in memory may hold any id).
+        self.caption_schedules: dict[str, list[torch.Tensor]] = {}
+        for c in self.captions:
+            own = [d for d in self.demos if d.caption == c]
+            cmasks = [
+                m & allowed_mask(vocab_size, sorted({t for d in own for t in d.tokens[layer]}), llm.device)
                 for layer, m in enumerate(masks)
             ]
-        self.schedule = [masks[layer] for layer, n in enumerate(self.counts) for _ in range(n)]
+            self.caption_schedules[c] = [cmasks[layer] for layer, n in enumerate(self.counts) for _ in range(n)]
+        self._caption_states: torch.Tensor | None = None
 
     @classmethod
     def from_files(
@@ -250,18 +259,53 @@ class SoundGenerator:
                 "or an LLM with a longer context",
             )
 
+    @torch.no_grad()
+    def _text_state(self, text: str) -> torch.Tensor:
+        """The frozen LLM's hidden state at half depth, averaged over ``text``'s tokens, unit length."""
+        ids = self.llm.tokenizer.encode(" " + text, add_special_tokens=False)
+        x = torch.tensor([ids], dtype=torch.long, device=self.llm.device)
+        out = self.llm.model(input_ids=x, output_hidden_states=True, use_cache=False)
+        h = out.hidden_states[len(out.hidden_states) // 2][0].float().mean(0)
+        return h / h.norm().clamp_min(1e-8)
+
+    def match_caption(self, caption: str) -> tuple[str, float]:
+        """The demonstration caption ``caption`` names: the same words (similarity 1.0), else the
+        one whose text the frozen LLM represents most alike (cosine of :meth:`_text_state`)."""
+        wanted = caption_of(caption).lower()
+        for c in self.captions:
+            if caption_of(c).lower() == wanted:
+                return c, 1.0
+        if self._caption_states is None:
+            self._caption_states = torch.stack([self._text_state(c) for c in self.captions])
+        sims = self._caption_states @ self._text_state(wanted)
+        best = int(sims.argmax())
+        return self.captions[best], float(sims[best])
+
     def generate(self, caption: str, seed: int | None = None) -> Sound:
         """Generate a clip of :attr:`seconds` for ``caption``; ``seed`` (default: the options')
         seeds the sampling, so a caption and a seed always give the same clip."""
         if not caption.strip():
             raise UsageError("empty caption", 'pass a caption, e.g. uniaudio generate "dog bark" --demos DIR')
-        query = self.builder.render(self.builder.template.query, text=caption)
-        self._check_length(len(self.prefix.prefix) + len(query))
+        b, t = self.builder, self.builder.template
+        query = b.render(t.query, text=caption)
         seed = self.opts.seed if seed is None else seed
+        steered_by, similarity, schedule = None, None, self.schedule
+        if self.opts.mode == "default":
+            steered_by, similarity = self.match_caption(caption)
+            schedule = self.caption_schedules[steered_by]
+            if self.opts.recall:
+                own = [d for d in self.demos if d.caption == steered_by]
+                recalled = [
+                    i
+                    for d in own
+                    for i in b.render(t.demo, audio={"audio": flatten(d.tokens)}, text=d.caption) + b.text(t.block)
+                ]
+                query = recalled + query
+        self._check_length(len(self.prefix.prefix) + len(query))
         flat = generate_constrained(
             self.prefix,
             query,
-            self.schedule,
+            schedule,
             temperature=self.opts.temperature,
             top_k=self.opts.top_k,
             generator=torch.Generator().manual_seed(seed),
@@ -269,7 +313,7 @@ class SoundGenerator:
         tokens = split(flat, self.counts)
         audio = self.codec.decode(tokens, self.num_samples, source="generated tokens")
         follows, copied = self.closest_demo(tokens)
-        return Sound(caption, audio, self.codec.sample_rate, tokens, follows, copied, seed)
+        return Sound(caption, audio, self.codec.sample_rate, tokens, follows, copied, seed, steered_by, similarity)
 
     def closest_demo(self, tokens: Sequence[Sequence[int]]) -> tuple[SoundDemo, float]:
         """The demonstration whose token pairs ``tokens`` repeats most (see :class:`Sound`), and
