@@ -67,6 +67,10 @@ class _Spectra:
         """The codec frame each STFT frame's centre falls in, ``(n_stft,)``."""
         return np.minimum(np.arange(n_stft) * HOP // self.codec_hop, n_frames - 1)
 
+    def frame_position(self, n_stft: int, n_frames: int) -> np.ndarray:
+        """Each STFT frame's centre in codec frames, counted from the first frame's centre."""
+        return np.clip(np.arange(n_stft) * HOP / self.codec_hop - 0.5, 0, n_frames - 1)
+
     def band_power(self, spec: np.ndarray, n_frames: int) -> np.ndarray:
         """``(F, T)`` complex STFT -> mean power per mel band and codec frame, ``(n_frames, B)``."""
         pooled = np.full((n_frames, spec.shape[0]), 1e-10)
@@ -74,12 +78,17 @@ class _Spectra:
         return pooled @ self.band_mean.T
 
     def apply(self, noisy: np.ndarray, gain: np.ndarray) -> np.ndarray:
-        """Multiply the STFT of ``(T,)`` ``noisy`` by ``(n_frames, B)`` band gains; ``(T,)`` out."""
+        """Multiply the STFT of ``(T,)`` ``noisy`` by ``(n_frames, B)`` band gains, interpolated
+        between frame centres; ``(T,)`` out."""
         import librosa
 
         spec = self.stft(noisy)
         per_bin = self.to_bins @ gain.T  # (F, n_frames)
-        spec *= per_bin[:, self.frame_of(spec.shape[1], gain.shape[0])]
+        # Gains are interpolated between codec frames: steps at every 30 ms would be audible.
+        pos = self.frame_position(spec.shape[1], gain.shape[0])
+        lo = np.floor(pos).astype(int)
+        hi = np.minimum(lo + 1, gain.shape[0] - 1)
+        spec *= per_bin[:, lo] * (1 - (pos - lo)) + per_bin[:, hi] * (pos - lo)
         return librosa.istft(spec, hop_length=HOP, window="hann", length=len(noisy)).astype(np.float32)
 
 
