@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from typer.testing import CliRunner
 
 import uniaudio_cli as ua
@@ -55,7 +56,7 @@ def test_output_decodes_at_the_requested_length(models, demos: Path, mode: str) 
     assert np.isfinite(sound.audio).all()
     _assert_valid_layers(codec, sound.tokens, gen.counts)
     if mode == "default":  # only codes the dog-bark demonstrations use in that layer
-        assert sound.steered_by == "dog bark" and sound.caption_similarity == 1.0
+        assert sound.steered_by == "dog bark" and sound.match_probability == 1.0
         for layer, ids in enumerate(sound.tokens):
             assert set(ids) <= {t for d in gen.demos if d.caption == "dog bark" for t in d.tokens[layer]}
     else:
@@ -77,12 +78,13 @@ def test_default_mode_matches_the_caption_and_recalls_its_demonstrations(models,
     llm, codec = models
     gen = SoundGenerator.from_files(llm, codec, demos, GenerateOptions(crop=0.96, shots=2, temperature=0.0))
     assert gen.match_caption("Dog_Bark") == ("dog bark", 1.0)
-    # A caption no folder names goes to the nearest caption by the LLM's states of the texts.
-    states = {c: gen._text_state(c) for c in gen.captions}
-    query = gen._text_state("a dog barking")
-    nearest = max(gen.captions, key=lambda c: float(states[c] @ query))
-    caption, sim = gen.match_caption("a dog barking")
-    assert caption == nearest and sim == pytest.approx(float(states[nearest] @ query), abs=1e-5) and sim < 1.0
+    # A caption no folder names goes to the caption the LLM finds likeliest as a rewording of
+    # it, calibrated by each caption's prior (its score after an empty description).
+    calibrated = gen._caption_scores("a dog barking") - gen._caption_scores("")
+    probs = torch.softmax(calibrated, dim=0)
+    caption, p = gen.match_caption("a dog barking")
+    assert caption == gen.captions[int(probs.argmax())] and p == pytest.approx(float(probs.max()))
+    assert 1 / len(gen.captions) <= p < 1.0
     # The matched caption's demonstrations are recalled just before the query.
     seen: list[list[int]] = []
     real = ua.tasks.generate.generate_constrained

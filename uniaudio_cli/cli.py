@@ -546,6 +546,9 @@ def denoise(
     raise typer.Exit(report.exit_code)
 
 
+# A caption matched with less than this probability gets a warning (`uniaudio generate`).
+MIN_MATCH_PROBABILITY = 0.8
+
 GenSecondsOpt = Annotated[
     float | None,
     typer.Option("--seconds", help="Length of each clip [default: the demonstrations' commonest, i.e. --crop]"),
@@ -636,7 +639,12 @@ def generate(
     def emit(item: Path, sound: Any) -> None:
         dest = output if output is not None else out_dir / f"{_slug(sound.caption)}.wav"  # type: ignore[operator]
         write_audio(dest, sound.audio, sound.sample_rate, force=force)
-        steered = "" if sound.steered_by is None else f"\tfrom={sound.steered_by!r}@{sound.caption_similarity:.2f}"
+        steered = "" if sound.steered_by is None else f"\tfrom={sound.steered_by!r}@{sound.match_probability:.2f}"
+        if sound.match_probability is not None and sound.match_probability < MIN_MATCH_PROBABILITY and not quiet:
+            print_note(
+                f"warning: {sound.caption!r} matches no demonstration caption well (nearest {sound.steered_by!r}, "
+                f"p={sound.match_probability:.2f}); add DIR/<caption>/ clips of it"
+            )
         typer.echo(f"{sound.caption}\t{dest}{steered}\tfollows={sound.follows.name}\tcopied={sound.copied:.2f}")
 
     report = run_batch(list(by_item), lambda item: gen.generate(by_item[item]), emit, quiet, "generating")

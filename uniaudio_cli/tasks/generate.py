@@ -19,10 +19,11 @@ words, then layer-2 and layer-3 tokens, as the requested length needs, so any ou
 waveform of exactly that length.
 
 ``paper`` mode lets the LLM write any code of each layer. ``default`` mode, for small LLMs, first
-matches the query caption to a demonstration caption (the same words, else the nearest by the
-frozen LLM's hidden states of the two texts) and then lets the LLM write only the codes that
-that caption's demonstrations use in each layer: the LLM still chooses, from the whole prompt,
-which of them to write and in which order, but cannot write the codes of another class. Without
+matches the query caption to a demonstration caption (the same words, else the one the frozen
+LLM finds likeliest as a rewording of it, calibrated by each caption's prior) and then lets the
+LLM write only the codes that that caption's demonstrations use in each layer: the LLM still
+chooses, from the whole prompt, which of them to write and in which order, but cannot write the
+codes of another class. Without
 that restriction SmolLM2-135M wrote clips that copied one class's patterns whatever the caption.
 
 What to expect: this is not a text-to-audio model. A small frozen LLM (SmolLM2-135M) does not
@@ -49,13 +50,15 @@ import torch
 
 from uniaudio_cli.audio import load_audio
 from uniaudio_cli.codec.api import Codec
-from uniaudio_cli.decoding import PrefixCache, allowed_mask, generate_constrained
+from uniaudio_cli.decoding import PrefixCache, allowed_mask, continuation_logprobs, generate_constrained
 from uniaudio_cli.errors import PromptTooLongError, UsageError
 from uniaudio_cli.llm import LoadedLLM
 from uniaudio_cli.prompts import PromptBuilder, PromptTemplate
 from uniaudio_cli.tasks.audio_gen import LayerMasks, flatten, split
 from uniaudio_cli.tasks.demos import crop_or_pad, load_demo_folder
 from uniaudio_cli.tasks.options import Mode
+
+_MATCH_LEAD = "A sound is described as: "
 
 __all__ = ["GenerateOptions", "Mode", "Sound", "SoundDemo", "SoundGenerator", "caption_of", "code_counts"]
 
@@ -142,7 +145,8 @@ class Sound:
     ``copied``, the share of the clip's token pairs (two codes in a row within a layer, over all
     layers) that occur in that demonstration's same layer (1.0: every step of it is copied).
     In default mode ``steered_by`` is the demonstration caption whose codes it was written
-    from, and ``caption_similarity`` how close the query caption is to it (1.0: the same)."""
+    from, and ``match_probability`` the LLM's probability that the query caption means it
+    (1.0: the same words)."""
 
     caption: str
     audio: np.ndarray
@@ -152,7 +156,7 @@ class Sound:
     copied: float
     seed: int
     steered_by: str | None = None
-    caption_similarity: float | None = None
+    match_probability: float | None = None
 
 
 class SoundGenerator:
@@ -204,7 +208,7 @@ class SoundGenerator:
                 for layer, m in enumerate(masks)
             ]
             self.caption_schedules[c] = [cmasks[layer] for layer, n in enumerate(self.counts) for _ in range(n)]
-        self._caption_states: torch.Tensor | None = None
+        self._match_prefix: PrefixCache | None = None
 
     @classmethod
     def from_files(
@@ -259,27 +263,37 @@ class SoundGenerator:
                 "or an LLM with a longer context",
             )
 
-    @torch.no_grad()
-    def _text_state(self, text: str) -> torch.Tensor:
-        """The frozen LLM's hidden state at half depth, averaged over ``text``'s tokens, unit length."""
-        ids = self.llm.tokenizer.encode(" " + text, add_special_tokens=False)
-        x = torch.tensor([ids], dtype=torch.long, device=self.llm.device)
-        out = self.llm.model(input_ids=x, output_hidden_states=True, use_cache=False)
-        h = out.hidden_states[len(out.hidden_states) // 2][0].float().mean(0)
-        return h / h.norm().clamp_min(1e-8)
-
     def match_caption(self, caption: str) -> tuple[str, float]:
-        """The demonstration caption ``caption`` names: the same words (similarity 1.0), else the
-        one whose text the frozen LLM represents most alike (cosine of :meth:`_text_state`)."""
+        """The demonstration caption ``caption`` names, and the LLM's probability of that match.
+
+        The same words (case and ``_`` aside) match with probability 1.0. Otherwise the frozen
+        LLM reads ``caption`` as the description of a sound and scores each demonstration caption
+        as another description of it; each score is calibrated by the caption's own prior (the
+        same prompt with an empty description), so that short or common captions do not win
+        by default, and the softmax of the calibrated scores gives the probability.
+        """
         wanted = caption_of(caption).lower()
         for c in self.captions:
             if caption_of(c).lower() == wanted:
                 return c, 1.0
-        if self._caption_states is None:
-            self._caption_states = torch.stack([self._text_state(c) for c in self.captions])
-        sims = self._caption_states @ self._text_state(wanted)
-        best = int(sims.argmax())
-        return self.captions[best], float(sims[best])
+        scores = self._caption_scores(wanted) - self._caption_scores("")
+        probs = torch.softmax(scores, dim=0)
+        best = int(probs.argmax())
+        return self.captions[best], float(probs[best])
+
+    def _caption_scores(self, description: str) -> torch.Tensor:
+        """``(C,)`` log-probability of each demonstration caption as a rewording of ``description``."""
+        if self._match_prefix is None:
+            self._match_prefix = PrefixCache(
+                self.llm.model,
+                self.builder.bos() + self.builder.text(_MATCH_LEAD),
+                self.llm.device,
+                self.llm.context_length,
+                source="caption matching prompt",
+            )
+        query = self.builder.text(f'"{description}"\nThe same sound in other words: "')
+        candidates = [self.builder.text(f'{c}"') for c in self.captions]
+        return continuation_logprobs(self._match_prefix, query, candidates)
 
     def generate(self, caption: str, seed: int | None = None) -> Sound:
         """Generate a clip of :attr:`seconds` for ``caption``; ``seed`` (default: the options')
@@ -289,9 +303,9 @@ class SoundGenerator:
         b, t = self.builder, self.builder.template
         query = b.render(t.query, text=caption)
         seed = self.opts.seed if seed is None else seed
-        steered_by, similarity, schedule = None, None, self.schedule
+        steered_by, probability, schedule = None, None, self.schedule
         if self.opts.mode == "default":
-            steered_by, similarity = self.match_caption(caption)
+            steered_by, probability = self.match_caption(caption)
             schedule = self.caption_schedules[steered_by]
             if self.opts.recall:
                 own = [d for d in self.demos if d.caption == steered_by]
@@ -313,7 +327,7 @@ class SoundGenerator:
         tokens = split(flat, self.counts)
         audio = self.codec.decode(tokens, self.num_samples, source="generated tokens")
         follows, copied = self.closest_demo(tokens)
-        return Sound(caption, audio, self.codec.sample_rate, tokens, follows, copied, seed, steered_by, similarity)
+        return Sound(caption, audio, self.codec.sample_rate, tokens, follows, copied, seed, steered_by, probability)
 
     def closest_demo(self, tokens: Sequence[Sequence[int]]) -> tuple[SoundDemo, float]:
         """The demonstration whose token pairs ``tokens`` repeats most (see :class:`Sound`), and
