@@ -34,13 +34,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 CodecOpt = Annotated[
     str | None,
-    typer.Option("--codec", help="Codec checkpoint folder or published .pth [default: shipped checkpoint]"),
+    typer.Option("--codec", help="Codec checkpoint folder or published .pth (default: shipped checkpoint)"),
 ]
 LlmOpt = Annotated[
     str | None,
-    typer.Option("--llm", help="LLM whose vocabulary the codec uses: HF id, folder or .gguf [default: embedded]"),
+    typer.Option("--llm", help="LLM whose vocabulary the codec uses: HF id, folder or .gguf (default: embedded)"),
 ]
-DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N [default: cuda if present]")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N (default: cuda if present)")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summaries on stderr.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
 
@@ -161,7 +161,7 @@ def encode(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per input on stdout.")] = False,
     out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Write <stem>.json per input here.")] = None,
     max_seconds: Annotated[
-        float | None, typer.Option("--max-seconds", help="Refuse longer inputs [default: no limit].")
+        float | None, typer.Option("--max-seconds", help="Refuse longer inputs (default: no limit).")
     ] = None,
     device: DeviceOpt = None,
     force: ForceOpt = False,
@@ -251,7 +251,7 @@ def decode(
     raise typer.Exit(report.exit_code)
 
 
-DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="float32, bfloat16, float16 [default: bf16 on GPU]")]
+DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="float32, bfloat16, float16 (default: bf16 on GPU)")]
 ModeOpt = Annotated[
     str,
     typer.Option("--mode", help="default (works with small LLMs) or paper (the paper's exact protocol)."),
@@ -274,7 +274,7 @@ NoCenterOpt = Annotated[
 ]
 CropOpt = Annotated[
     float | None,
-    typer.Option("--crop", help="Crop/pad clips to SECONDS, 0: whole [default: 1 for icl --mode paper, else 0]"),
+    typer.Option("--crop", help="Crop/pad clips to SECONDS, 0: whole (default: 1 for icl --mode paper, else 0)"),
 ]
 
 
@@ -320,7 +320,7 @@ def classify(
     method: MethodOpt = "fused",
     mode: ModeOpt = "default",
     shots: Annotated[
-        int | None, typer.Option("--shots", min=1, help="Clips per label (a seeded draw) [default: every clip].")
+        int | None, typer.Option("--shots", min=1, help="Clips per label (a seeded draw) (default: every clip).")
     ] = None,
     repeats: RepeatsOpt = 1,
     layers: LayersOpt = "semantic",
@@ -429,7 +429,7 @@ def tts(
     texts: Annotated[list[str], typer.Argument(help='Texts to speak, e.g. "1+1"; - reads one per line from stdin.')],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Output WAV (one text).")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Write <text>.wav per text here.")] = None,
-    demos: Annotated[Path | None, typer.Option("--demos", help="DIR/<text>/<clips> [default: spoken digits]")] = None,
+    demos: Annotated[Path | None, typer.Option("--demos", help="DIR/<text>/<clips> (default: spoken digits)")] = None,
     mode: ModeOpt = "default",
     shots: Annotated[int, typer.Option("--shots", min=1, help="Demonstration clips per text.")] = 5,
     temperature: Annotated[float, typer.Option("--temperature", help="paper mode: 0 = greedy.")] = 0.0,
@@ -490,7 +490,7 @@ def tts(
 
 PairsOpt = Annotated[
     int | None,
-    typer.Option("--pairs", min=1, help="(noisy, clean) demonstration pairs [default: all; paper mode: 4]."),
+    typer.Option("--pairs", min=1, help="(noisy, clean) demonstration pairs (default: all; paper mode: 4)."),
 ]
 
 
@@ -501,11 +501,11 @@ def denoise(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Output WAV (one input).")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Write <stem>.wav per input here.")] = None,
     demos: Annotated[
-        Path | None, typer.Option("--demos", help="DIR/<name>/clean.wav + noisy*.wav [default: shipped pairs]")
+        Path | None, typer.Option("--demos", help="DIR/<name>/clean.wav + noisy*.wav (default: shipped pairs)")
     ] = None,
     mode: ModeOpt = "default",
     pairs: PairsOpt = None,
-    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Copies of the demonstrations.")] = 1,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Copies of the demonstrations (paper mode).")] = 1,
     llm: LlmOpt = None,
     codec: CodecOpt = None,
     device: DeviceOpt = None,
@@ -551,7 +551,7 @@ MIN_MATCH_PROBABILITY = 0.8
 
 GenSecondsOpt = Annotated[
     float | None,
-    typer.Option("--seconds", help="Length of each clip [default: the demonstrations' commonest, i.e. --crop]"),
+    typer.Option("--seconds", help="Length of each clip (default: the demonstrations' commonest, i.e. --crop)"),
 ]
 GenCropOpt = Annotated[
     float, typer.Option("--crop", min=0, help="Crop/pad demonstrations to S seconds (loudest part); 0: whole.")
@@ -779,7 +779,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the full results as
 PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Write PNG figures into this folder (matplotlib).")]
 ResultsOpt = Annotated[
     Path | None,
-    typer.Option("--results", help="Resumable JSONL results [default: $UNIAUDIO_HOME/eval/<settings hash>.jsonl]"),
+    typer.Option("--results", help="Resumable JSONL results (default: $UNIAUDIO_HOME/eval/<settings hash>.jsonl)"),
 ]
 
 
@@ -920,9 +920,9 @@ def eval_classify(
 @handle_errors
 def eval_tts(
     out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Write every spoken answer here (WAV).")] = None,
-    demos: Annotated[Path | None, typer.Option("--demos", help="DIR/<text>/<clips> [default: spoken digits]")] = None,
+    demos: Annotated[Path | None, typer.Option("--demos", help="DIR/<text>/<clips> (default: spoken digits)")] = None,
     modes: Annotated[
-        list[str] | None, typer.Option("--mode", help="uniaudio modes to evaluate (repeatable) [default: both].")
+        list[str] | None, typer.Option("--mode", help="uniaudio modes to evaluate (repeatable) (default: both).")
     ] = None,
     shots: Annotated[int, typer.Option("--shots", min=1, help="Demonstration clips per text.")] = 5,
     seed: SeedOpt = 0,
@@ -971,7 +971,7 @@ def eval_denoise(
     seconds: Annotated[float, typer.Option("--seconds", help="Crop/pad the clean speech to S seconds.")] = 4.0,
     mode: ModeOpt = "default",
     demos: Annotated[
-        Path | None, typer.Option("--demos", help="DIR/<name>/clean.wav + noisy*.wav [default: shipped pairs]")
+        Path | None, typer.Option("--demos", help="DIR/<name>/clean.wav + noisy*.wav (default: shipped pairs)")
     ] = None,
     pairs: PairsOpt = None,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Copies of the demonstrations.")] = 1,
@@ -1038,7 +1038,7 @@ def eval_generate(
     ] = 3,
     clips: Annotated[int, typer.Option("--clips", min=1, help="Clips generated per class.")] = 2,
     max_heldout: Annotated[
-        int | None, typer.Option("--max-heldout", min=2, help="Held-out clips per class at most [default: all].")
+        int | None, typer.Option("--max-heldout", min=2, help="Held-out clips per class at most (default: all).")
     ] = None,
     mode: GenModeOpt = "default",
     seconds: GenSecondsOpt = None,
