@@ -60,6 +60,12 @@ if [ "${STAGE3:-1}" = 1 ]; then
         train_stage "$RUN4" --init-from "$RUN3/export" --decoder-only --fine-layers 6 \
             --batch-size 8 --lr 1e-4 --lr-schedule cosine --w-stft 5 --no-gan --steps "${STEPS4:-10000}"
         FINAL="$RUN4/export"
+        if [ "${STAGE5:-1}" = 1 ]; then
+            RUN5=${RUN5:-runs/v2-decoder-long}
+            train_stage "$RUN5" --init-from "$RUN4/export" --decoder-only \
+                --batch-size 8 --lr 7e-5 --lr-schedule cosine --w-stft 5 --no-gan --steps "${STEPS5:-12000}"
+            FINAL="$RUN5/export"
+        fi
     fi
 fi
 OUT=checkpoints/llm-codec-smollm2
