@@ -167,9 +167,7 @@ class TokenDenoiser(Denoiser):
             source="denoising prompt",
             store=llm.prompt_store,
         )
-        vocab_size = int(llm.model.get_output_embeddings().weight.shape[0])
-        self.vocab_size = vocab_size
-        self.masks = LayerMasks(codec, vocab_size, llm.device)
+        self.masks = LayerMasks(codec, int(llm.model.get_output_embeddings().weight.shape[0]), llm.device)
         self.last_tokens: list[list[int]] = []  # the written token ids of the last segment
 
     def _clean_segment(self, noisy: list[list[int]]) -> list[list[int]]:

@@ -49,7 +49,7 @@ class _Spectra:
     def __init__(self, sample_rate: int, codec_hop: int) -> None:
         import librosa
 
-        self.sample_rate, self.codec_hop = sample_rate, codec_hop
+        self.codec_hop = codec_hop
         fb = librosa.filters.mel(sr=sample_rate, n_fft=N_FFT, n_mels=N_BANDS)
         self.band_mean = fb / fb.sum(1, keepdims=True)  # (B, F): mean power over a band's bins
         cover = fb.sum(0)

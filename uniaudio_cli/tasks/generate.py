@@ -23,8 +23,8 @@ matches the query caption to a demonstration caption (the same words, else the o
 LLM finds likeliest as a rewording of it, calibrated by each caption's prior) and then lets the
 LLM write only the codes that that caption's demonstrations use in each layer: the LLM still
 chooses, from the whole prompt, which of them to write and in which order, but cannot write the
-codes of another class. Without
-that restriction SmolLM2-135M wrote clips that copied one class's patterns whatever the caption.
+codes of another class. Without that restriction SmolLM2-135M wrote clips that copied one
+class's patterns whatever the caption.
 
 What to expect: this is not a text-to-audio model. A small frozen LLM (SmolLM2-135M) does not
 learn from a few demonstrations what a caption sounds like. In ``paper`` mode it mostly writes
@@ -201,7 +201,7 @@ class SoundGenerator:
         # Default mode: per caption, the codes its demonstrations use in each layer (intersected
         # with the layer's codes: demonstrations made in memory may hold any id).
         self.caption_schedules: dict[str, list[torch.Tensor]] = {}
-        for c in self.captions:
+        for c in self.captions if opts.mode == "default" else []:
             own = [d for d in self.demos if d.caption == c]
             cmasks = [
                 m & allowed_mask(vocab_size, sorted({t for d in own for t in d.tokens[layer]}), llm.device)
@@ -209,6 +209,7 @@ class SoundGenerator:
             ]
             self.caption_schedules[c] = [cmasks[layer] for layer, n in enumerate(self.counts) for _ in range(n)]
         self._match_prefix: PrefixCache | None = None
+        self._caption_priors: torch.Tensor | None = None  # scores after an empty description
 
     @classmethod
     def from_files(
@@ -276,7 +277,9 @@ class SoundGenerator:
         for c in self.captions:
             if caption_of(c).lower() == wanted:
                 return c, 1.0
-        scores = self._caption_scores(wanted) - self._caption_scores("")
+        if self._caption_priors is None:
+            self._caption_priors = self._caption_scores("")
+        scores = self._caption_scores(wanted) - self._caption_priors
         probs = torch.softmax(scores, dim=0)
         best = int(probs.argmax())
         return self.captions[best], float(probs[best])
