@@ -283,6 +283,41 @@ def test_tts_eval_judges_every_question(models, tmp_path: Path, monkeypatch) -> 
     assert "DNSMOS not measured: disabled in tests" in md and "| how many days in a week | 7 |" in md
 
 
+def test_tts_question_sets_load_and_bad_ones_are_usage_errors(tmp_path: Path) -> None:
+    from uniaudio_cli.errors import UsageError
+    from uniaudio_cli.evaluate.tts_eval import QUESTION_SETS, QUESTIONS, load_questions
+
+    assert load_questions("paper") == QUESTIONS
+    for name in QUESTION_SETS[1:]:
+        qs = load_questions(name)
+        assert len(qs) == 20 and all(len(a) == 1 and a.isdigit() for _, a in qs)
+    own = tmp_path / "own.json"
+    own.write_text('{"questions": [{"question": "3+3", "answer": "6"}, {"question": "hello", "answer": null}]}')
+    assert load_questions(own) == (("3+3", "6"),)  # a text without an answer cannot be scored
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"questions": [{"question": "hello", "answer": null}]}')
+    for arg, match in [(bad, "no question with an answer"), ("nope", "not a question set")]:
+        with pytest.raises(UsageError, match=match):
+            load_questions(arg)
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+def test_tts_eval_on_a_question_set(models, tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("pocketsphinx")
+    from uniaudio_cli.evaluate import tts_eval
+
+    monkeypatch.setattr(tts_eval, "load_dnsmos", lambda: (None, "disabled in tests"))
+    own = tmp_path / "two.json"
+    own.write_text('{"questions": [{"question": "3+3", "answer": "6"}, {"question": "9-8", "answer": "1"}]}')
+    llm, codec = models
+    res = tts_eval.evaluate_tts(
+        llm, codec, modes=("default",), shots=1, progress=False, references=False, questions=own
+    )
+    assert [len(s.items) for s in res.systems] == [2] and res.question_set == "two"
+    md = to_markdown(res.to_report())
+    assert "question set two (2 questions)" in md and "| 9-8 | 1 |" in md
+
+
 # -- CLI --------------------------------------------------------------------------------------
 
 

@@ -28,7 +28,7 @@ from uniaudio_cli.tasks.demos import crop_or_pad, load_demo_folder
 from uniaudio_cli.tasks.denoise import DenoiseOptions, Denoiser, MaskDenoiser, TokenDenoiser, load_pair_folder
 from uniaudio_cli.tasks.options import FITTED_TEMPERATURE, MaskSettings
 from uniaudio_cli.tasks.prototype import acoustic_statistics
-from uniaudio_cli.tasks.tts import Synthesizer, TTSOptions
+from uniaudio_cli.tasks.tts import Synthesizer, TTSDemo, TTSOptions, copy_atypicality
 
 SR = 16000
 UNIT = 1920  # the tiny codec's pad_multiple: hop 480 x layer-1 stride 4
@@ -234,11 +234,16 @@ def test_synthesizer_modes(models, tts_demos, mode, monkeypatch) -> None:
         assert speech.follows.endswith(f"({speech.answer!r})")
         demo = next(d for d in synth.demos if str(d.path) == path)
         assert speech.tokens == demo.tokens
-        # The clip is the one the LLM scores highest after the audio prompt, scored once per answer.
-        query = synth.builder.render(synth.builder.template.query, text=speech.answer)
+        # The clip is its answer's least atypical codec copy, measured when the files were read.
         cands = [d for d in synth.demos if d.text == speech.answer]
-        scores = continuation_logprobs(synth.audio_prefix, query, [flatten(d.tokens) for d in cands])
-        assert demo is cands[int(torch.argmax(scores))]
+        assert all(d.atypicality is not None for d in synth.demos)
+        assert demo is min(cands, key=lambda d: d.atypicality)
+        # Without that measure (demonstrations given as codes) the LLM's likelihood chooses.
+        bare = Synthesizer(llm, codec, [TTSDemo(d.text, d.path, d.tokens) for d in synth.demos], synth.opts)
+        query = bare.builder.render(bare.builder.template.query, text=speech.answer)
+        cands = [d for d in bare.demos if d.text == speech.answer]
+        scores = continuation_logprobs(bare.audio_prefix, query, [flatten(d.tokens) for d in cands])
+        assert bare.clip_for(speech.answer) is cands[int(torch.argmax(scores))]
         audio_calls = []
 
         def counting(prefix, *rest):
@@ -253,6 +258,23 @@ def test_synthesizer_modes(models, tts_demos, mode, monkeypatch) -> None:
         assert synth.speak("1+1").tokens == speech.tokens  # greedy is repeatable
     with pytest.raises(UsageError, match="empty text"):
         synth.speak("  ")
+
+
+def test_copy_atypicality_singles_out_a_copy_bent_to_another_sound() -> None:
+    t = np.arange(int(0.5 * SR)) / SR
+    rng = np.random.default_rng(0)
+
+    def chirp(f0: float, f1: float) -> np.ndarray:
+        wav = np.sin(2 * np.pi * (f0 + (f1 - f0) * t / t[-1] / 2) * t) + 0.01 * rng.standard_normal(t.size)
+        return wav.astype(np.float32)
+
+    originals = [chirp(300, 900), chirp(310, 920), chirp(290, 880)]
+    copies = [originals[0], chirp(900, 300), originals[2]]  # the second copy says something else
+    scores = copy_atypicality(originals, copies, SR)
+    assert int(np.argmax(scores)) == 1 and scores[1] > 2 * max(scores[0], scores[2])
+    assert copy_atypicality(originals[:1], copies[:1], SR) == [0.0]
+    with pytest.raises(ValueError):
+        copy_atypicality(originals, copies[:2], SR)
 
 
 # -- denoising -------------------------------------------------------------------------------

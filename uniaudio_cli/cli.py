@@ -925,6 +925,13 @@ def eval_tts(
         list[str] | None, typer.Option("--mode", help="uniaudio modes to evaluate (repeatable) (default: both).")
     ] = None,
     shots: Annotated[int, typer.Option("--shots", min=1, help="Demonstration clips per text.")] = 5,
+    questions: Annotated[
+        str,
+        typer.Option(
+            "--questions",
+            help="paper (the paper's 20), arithmetic, reasoning, multistep, or a JSON file (default: paper).",
+        ),
+    ] = "paper",
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
     markdown: MarkdownOpt = None,
@@ -935,10 +942,12 @@ def eval_tts(
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """The paper's 20 spoken-digit questions: ACC by an offline recogniser (pocketsphinx), DNSMOS."""
-    from uniaudio_cli.evaluate.tts_eval import evaluate_tts
+    """Spoken-digit questions (the paper's 20, or a level set): ACC by an offline recogniser
+    (pocketsphinx), DNSMOS."""
+    from uniaudio_cli.evaluate.tts_eval import evaluate_tts, load_questions
 
     chosen = tuple(_choice("--mode", m, ("default", "paper")) for m in (modes or ["default", "paper"]))
+    load_questions(questions)  # a bad set fails here, before any model loads
     _check_markdown(markdown, force, out_dir)
     workers = _workers(device)
     lm, cdc = load_models(llm, codec, workers.device_for(device), dtype, quiet or not workers.is_main)
@@ -953,6 +962,7 @@ def eval_tts(
         force=force,
         progress=not quiet,
         workers=workers,
+        questions=questions,
     )
     if workers.is_main:
         _emit_report(result.to_report(), as_json, markdown, force)

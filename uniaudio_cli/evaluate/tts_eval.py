@@ -14,6 +14,7 @@ launcher the questions are split over the processes (:mod:`uniaudio_cli.evaluate
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from uniaudio_cli.errors import UsageError
 from uniaudio_cli.evaluate.codec_eval import mean_interval
 from uniaudio_cli.evaluate.report import Column, Report, Table, run_metadata
 from uniaudio_cli.evaluate.store import wilson_interval
@@ -54,6 +56,32 @@ QUESTIONS: tuple[tuple[str, str], ...] = (
     ("sequence 4,3,2,1 what is next?", "0"),
     ("how many days in a week", "7"),
 )
+QUESTION_SETS = ("paper", "arithmetic", "reasoning", "multistep")
+
+
+def load_questions(name_or_path: str | Path) -> tuple[tuple[str, str], ...]:
+    """A question set: ``paper`` (the paper's 20, :data:`QUESTIONS`), a set shipped in
+    ``prompts/tts_questions/`` (``arithmetic``, ``reasoning``, ``multistep``, ...) or a JSON file
+    ``{"questions": [{"question": ..., "answer": ...}, ...]}``. Questions without an answer
+    (unanswerable sets) are refused: accuracy needs one."""
+    from uniaudio_cli.prompts import prompts_dir
+
+    if str(name_or_path) == "paper":
+        return QUESTIONS
+    p = Path(name_or_path)
+    if p.suffix != ".json":
+        p = prompts_dir() / "tts_questions" / f"{name_or_path}.json"
+    fix = f'pass one of {", ".join(QUESTION_SETS)} or a JSON file {{"questions": [{{"question": ..., "answer": ...}}]}}'
+    try:
+        items = json.loads(p.read_text())["questions"]
+        questions = tuple((str(q["question"]), str(q["answer"])) for q in items if q.get("answer") is not None)
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise UsageError(f"{p}: not a question set ({e})", fix) from e
+    if not questions:
+        raise UsageError(f"{p}: no question with an answer", fix)
+    return questions
+
+
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SAMPLE_RATE = 16000
 RECOGNISER_PAD_S = 0.3  # silence added at both ends: the recogniser needs some before and after a word
@@ -199,10 +227,13 @@ class TTSEvalResult:
     skipped: list[str]
     device: str = "cpu"
     demos: str = ""
+    questions: tuple[tuple[str, str], ...] = QUESTIONS
+    question_set: str = "paper"
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "questions": [{"question": q, "answer": a} for q, a in QUESTIONS],
+            "question_set": self.question_set,
+            "questions": [{"question": q, "answer": a} for q, a in self.questions],
             "demos": self.demos,
             "recogniser": "pocketsphinx en-us, JSGF grammar of one digit word"
             if self.recogniser_note is None
@@ -216,12 +247,18 @@ class TTSEvalResult:
 
     def to_report(
         self,
-        title: str = "Simple TTS: the paper's 20 questions",
+        title: str | None = None,
         metadata: dict[str, Any] | None = None,
         paper: dict[str, float] | None = None,
     ) -> Report:
         """Summary table (``paper`` adds a row such as ``{"acc": 70, "dnsmos": 2.92}``) and the
         per-question answers."""
+        if title is None:
+            title = (
+                "Simple TTS: the paper's 20 questions"
+                if self.question_set == "paper"
+                else f"Simple TTS: question set {self.question_set} ({len(self.questions)} questions)"
+            )
         meta = metadata if metadata is not None else run_metadata(self.device, demos=self.demos)
         rows = []
         for s in self.systems:
@@ -243,7 +280,7 @@ class TTSEvalResult:
                 {"system": "paper (LLaMA 2 7B, FSDD)", "acc": paper.get("acc", 0) / 100, "ovrl": paper.get("dnsmos")}
             )
         notes = [
-            f"{len(QUESTIONS)} questions. ACC: the digit pocketsphinx hears (grammar: exactly one of zero..nine) "
+            f"{len(self.questions)} questions. ACC: the digit pocketsphinx hears (grammar: exactly one of zero..nine) "
             "equals the right answer; Wilson 95 % interval. Text ACC: default mode's text answer (before speaking).",
             "DNSMOS: OVRL (95 % CI over questions) and P.808 MOS; "
             "the paper does not say which DNSMOS score it reports.",
@@ -271,7 +308,7 @@ class TTSEvalResult:
             notes,
         )
         cols = [Column("question", "Question"), Column("truth", "Answer", justify="center")]
-        per_q: list[dict[str, Any]] = [{"question": q, "truth": a} for q, a in QUESTIONS]
+        per_q: list[dict[str, Any]] = [{"question": q, "truth": a} for q, a in self.questions]
         for k, s in enumerate(self.systems):
             cols.append(Column(f"s{k}", s.name, justify="center"))
             for row, item in zip(per_q, s.items, strict=False):
@@ -332,8 +369,10 @@ def evaluate_tts(
     progress: bool = True,
     references: bool = True,
     workers: Workers | None = None,
+    questions: str | Path = "paper",
 ) -> TTSEvalResult:
-    """Speak the 20 answers with uniaudio in each of ``modes`` and with the reference systems
+    """Speak the answers to ``questions`` (a set :func:`load_questions` reads; default the
+    paper's 20) with uniaudio in each of ``modes`` and with the reference systems
     (``references``); judge them. ``out_dir`` receives ``<system>/<NN>_<question>.wav``.
 
     ``workers`` (default: the processes a launcher started, else one) splits the questions over
@@ -344,6 +383,8 @@ def evaluate_tts(
     from uniaudio_cli.tasks.demos import load_demo_folder
     from uniaudio_cli.tasks.tts import Synthesizer, TTSOptions, default_tts_demos
 
+    question_list = load_questions(questions)
+    set_name = Path(questions).stem if Path(questions).suffix == ".json" else str(questions)
     workers = workers if workers is not None else current_workers(str(llm.device))
     progress = progress and workers.is_main
     folder = load_demo_folder(demos or default_tts_demos())
@@ -354,7 +395,7 @@ def evaluate_tts(
     # (system name, [(question index, item)]) of this process's questions; merged at the end.
     systems: list[tuple[str, list[tuple[int, dict[str, Any]]]]] = []
     skipped: list[tuple[int, str]] = []
-    mine = [i for i in range(len(QUESTIONS)) if workers.mine(i)]
+    mine = [i for i in range(len(question_list)) if workers.mine(i)]
     n_ref = 2 if references else 0
     bar = progress_bar(progress)
     with bar:
@@ -364,7 +405,7 @@ def evaluate_tts(
             synth = Synthesizer.from_files(llm, codec, folder.clips, TTSOptions(mode=mode, shots=shots, seed=seed))  # type: ignore[arg-type]
             name, items = f"uniaudio {mode}", []
             for i in mine:
-                q, truth = QUESTIONS[i]
+                q, truth = question_list[i]
                 t0 = time.perf_counter()
                 speech = synth.speak(q)
                 secs = time.perf_counter() - t0
@@ -393,7 +434,7 @@ def evaluate_tts(
             from uniaudio_cli.audio import load_audio
 
             for i in mine:
-                q, truth = QUESTIONS[i]
+                q, truth = question_list[i]
                 clips = folder.clips.get(truth)
                 if not clips:
                     skipped.append((i, f"codec only, {q!r}: no demonstration of {truth!r} in {folder.root}"))
@@ -410,7 +451,7 @@ def evaluate_tts(
                 bar.update(task, description="espeak-ng")
                 name, items = "espeak-ng", []
                 for i in mine:
-                    q, truth = QUESTIONS[i]
+                    q, truth = question_list[i]
                     t0 = time.perf_counter()
                     wav = synthesize(truth, sample_rate=sr)
                     secs = time.perf_counter() - t0
@@ -421,4 +462,4 @@ def evaluate_tts(
                 espeak_note = "espeak-ng row: espeak-ng is not installed"
     results = [SystemResult(name, gather_indexed(workers, items)) for name, items in systems]
     notes = gather_indexed(workers, skipped) + ([espeak_note] if espeak_note else [])
-    return TTSEvalResult(results, rec_note, mos_note, notes, str(llm.device), str(folder.root))
+    return TTSEvalResult(results, rec_note, mos_note, notes, str(llm.device), str(folder.root), question_list, set_name)

@@ -3,9 +3,10 @@
 ``paper`` mode is the paper's protocol: the demonstrations, then the question, and the LLM
 writes the audio tokens (constrained to the codec's layer structure so that any output
 decodes). ``default`` mode makes this work for small frozen LLMs: the LLM first answers the
-question in text (one of the demonstration texts, scored, never parsed), then writes the audio
-of that answer with decoding steered by the demonstrations: it picks, by likelihood, the
-demonstration token sequence of that answer that it finds most probable.
+question in text (one of the demonstration texts, scored, never parsed), then speaks the codes
+of one demonstration clip of that answer: the output is a codec copy of that clip. Of an answer's
+clips it takes the one whose codec copy stays closest to the answer's other clips
+(:func:`copy_atypicality`), so that a clip the codec bends towards another word is not spoken.
 
 The text step (:class:`TextAnswerer`) is an ensemble of few-shot prompts, one per ordering of the
 text examples (a small LLM's answer depends on the order of its demonstrations), each
@@ -47,6 +48,7 @@ __all__ = [
     "TTSOptions",
     "TextAnswer",
     "TextAnswerer",
+    "copy_atypicality",
     "default_tts_demos",
 ]
 
@@ -67,11 +69,52 @@ class Speech:
 
 @dataclass
 class TTSDemo:
-    """One spoken demonstration: its ``text``, where it came from, and its codes per layer."""
+    """One spoken demonstration: its ``text``, where it came from, and its codes per layer.
+
+    ``atypicality`` is the mean distance of the clip's codec copy to the other clips of its text
+    (:func:`copy_atypicality`); the default mode speaks the clip of an answer with the smallest.
+    ``None`` when it was not measured (then the LLM's likelihood chooses).
+    """
 
     text: str
     path: Path
     tokens: list[list[int]]
+    atypicality: float | None = None
+
+
+def _mfcc(wav: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Mean-normalised MFCCs 2-20 ``(19, frames)`` at a 10 ms hop (level and channel removed)."""
+    import librosa
+
+    m = librosa.feature.mfcc(y=wav, sr=sample_rate, n_mfcc=20, n_fft=512, hop_length=sample_rate // 100)[1:]
+    return m - m.mean(axis=1, keepdims=True)
+
+
+def copy_atypicality(originals: Sequence[np.ndarray], copies: Sequence[np.ndarray], sample_rate: int) -> list[float]:
+    """For each clip of one text, the mean DTW distance (MFCCs, per aligned frame) from its codec
+    copy ``copies[i]`` ``(T_i,)`` to every *other* original ``originals[j]`` ``(T_j,)``.
+
+    The smallest picks the copy that still sounds most like what the other speakers say: a copy
+    the codec has bent towards another word lies far from all of them, whatever its own voice.
+    With a single clip there is nothing to compare, and every value is 0.
+    """
+    import librosa
+
+    if len(originals) != len(copies):
+        raise ValueError("one copy per original")
+    if len(originals) < 2:
+        return [0.0] * len(originals)
+    fo = [_mfcc(x, sample_rate) for x in originals]
+    fc = [_mfcc(y, sample_rate) for y in copies]
+    out = []
+    for i, c in enumerate(fc):
+        ds = [
+            float(librosa.sequence.dtw(c, o, metric="euclidean")[0][-1, -1]) / (c.shape[1] + o.shape[1])
+            for j, o in enumerate(fo)
+            if j != i
+        ]
+        out.append(float(np.mean(ds)))
+    return out
 
 
 @dataclass(frozen=True)
@@ -297,12 +340,18 @@ class Synthesizer:
 
     @classmethod
     def from_files(cls, llm: LoadedLLM, codec: Codec, demos: dict[str, list[Path]], opts: TTSOptions) -> Synthesizer:
-        """Read and encode up to ``opts.shots`` clips per text (``text -> paths``)."""
-        encoded = [
-            TTSDemo(text, p, codec.encode(load_audio(p, codec.sample_rate, max_seconds=opts.max_seconds)))
-            for text, paths in demos.items()
-            for p in paths[: opts.shots]
-        ]
+        """Read and encode up to ``opts.shots`` clips per text (``text -> paths``); in default mode
+        also decode each clip's codes and measure its :func:`copy_atypicality`."""
+        encoded = []
+        sr = codec.sample_rate
+        for text, paths in demos.items():
+            wavs = [load_audio(p, sr, max_seconds=opts.max_seconds) for p in paths[: opts.shots]]
+            tokens = [codec.encode(w) for w in wavs]
+            scores: list[float | None] = [None] * len(wavs)
+            if opts.mode == "default":
+                copies = [codec.decode(t)[: len(w)] for t, w in zip(tokens, wavs, strict=True)]
+                scores = list(copy_atypicality(wavs, copies, sr))
+            encoded += [TTSDemo(text, p, t, a) for p, t, a in zip(paths[: opts.shots], tokens, scores, strict=True)]
         return cls(llm, codec, encoded, opts)
 
     def _logit_size(self) -> int:
@@ -321,14 +370,17 @@ class Synthesizer:
         return self.answerer(text)
 
     def clip_for(self, answer: str) -> TTSDemo:
-        """The demonstration clip of ``answer`` the LLM finds likeliest after the audio prompt
-        (default mode). The prompt does not hold the question, so the choice depends on the answer
-        alone and is made once per answer."""
+        """The demonstration clip of ``answer`` spoken in default mode: the one whose codec copy is
+        least atypical of the answer's clips (:func:`copy_atypicality`), or, where that was not
+        measured, the one the LLM finds likeliest after the audio prompt. The choice depends on
+        the answer alone and is made once per answer."""
         if answer not in self._clip_choice:
             query = self.builder.render(self.builder.template.query, text=answer)
             cands = [d for d in self.demos if d.text == answer]
             best = 0
-            if len(cands) > 1:
+            if len(cands) > 1 and all(d.atypicality is not None for d in cands):
+                best = int(np.argmin([d.atypicality for d in cands]))
+            elif len(cands) > 1:
                 scores = continuation_logprobs(self.audio_prefix, query, [flatten(d.tokens) for d in cands])
                 best = int(torch.argmax(scores))
             self._clip_choice[answer] = cands[best]
