@@ -69,17 +69,14 @@ class Speech:
 
 @dataclass
 class TTSDemo:
-    """One spoken demonstration: its ``text``, where it came from, and its codes per layer.
-
-    ``atypicality`` is the mean distance of the clip's codec copy to the other clips of its text
-    (:func:`copy_atypicality`); the default mode speaks the clip of an answer with the smallest.
-    ``None`` when it was not measured (then the LLM's likelihood chooses).
-    """
+    """One spoken demonstration: its ``text``, where it came from, its codes per layer and,
+    when read from a file, its ``audio`` ``(T,)`` at the codec's rate (the default mode compares
+    codec copies with it, :func:`copy_atypicality`; without it the LLM's likelihood chooses)."""
 
     text: str
     path: Path
     tokens: list[list[int]]
-    atypicality: float | None = None
+    audio: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def _mfcc(wav: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -340,18 +337,12 @@ class Synthesizer:
 
     @classmethod
     def from_files(cls, llm: LoadedLLM, codec: Codec, demos: dict[str, list[Path]], opts: TTSOptions) -> Synthesizer:
-        """Read and encode up to ``opts.shots`` clips per text (``text -> paths``); in default mode
-        also decode each clip's codes and measure its :func:`copy_atypicality`."""
+        """Read and encode up to ``opts.shots`` clips per text (``text -> paths``)."""
         encoded = []
-        sr = codec.sample_rate
         for text, paths in demos.items():
-            wavs = [load_audio(p, sr, max_seconds=opts.max_seconds) for p in paths[: opts.shots]]
-            tokens = [codec.encode(w) for w in wavs]
-            scores: list[float | None] = [None] * len(wavs)
-            if opts.mode == "default":
-                copies = [codec.decode(t)[: len(w)] for t, w in zip(tokens, wavs, strict=True)]
-                scores = list(copy_atypicality(wavs, copies, sr))
-            encoded += [TTSDemo(text, p, t, a) for p, t, a in zip(paths[: opts.shots], tokens, scores, strict=True)]
+            for p in paths[: opts.shots]:
+                wav = load_audio(p, codec.sample_rate, max_seconds=opts.max_seconds)
+                encoded.append(TTSDemo(text, p, codec.encode(wav), wav))
         return cls(llm, codec, encoded, opts)
 
     def _logit_size(self) -> int:
@@ -371,15 +362,17 @@ class Synthesizer:
 
     def clip_for(self, answer: str) -> TTSDemo:
         """The demonstration clip of ``answer`` spoken in default mode: the one whose codec copy is
-        least atypical of the answer's clips (:func:`copy_atypicality`), or, where that was not
-        measured, the one the LLM finds likeliest after the audio prompt. The choice depends on
-        the answer alone and is made once per answer."""
+        least atypical of the answer's clips (:func:`copy_atypicality`), or, where the clips' audio
+        is not at hand, the one the LLM finds likeliest after the audio prompt. The choice depends
+        on the answer alone and is made once per answer."""
         if answer not in self._clip_choice:
             query = self.builder.render(self.builder.template.query, text=answer)
             cands = [d for d in self.demos if d.text == answer]
             best = 0
-            if len(cands) > 1 and all(d.atypicality is not None for d in cands):
-                best = int(np.argmin([d.atypicality for d in cands]))
+            originals = [d.audio for d in cands if d.audio is not None]
+            if len(cands) > 1 and len(originals) == len(cands):
+                copies = [self.codec.decode(d.tokens)[: len(a)] for d, a in zip(cands, originals, strict=True)]
+                best = int(np.argmin(copy_atypicality(originals, copies, self.codec.sample_rate)))
             elif len(cands) > 1:
                 scores = continuation_logprobs(self.audio_prefix, query, [flatten(d.tokens) for d in cands])
                 best = int(torch.argmax(scores))
