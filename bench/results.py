@@ -303,7 +303,7 @@ def section_ways(llm: Any, codec: Any, data: Path, size: dict[str, int]) -> str:
 
 
 def section_tts(llm: Any, codec: Any, data: Path, size: dict[str, int]) -> str:
-    from uniaudio_cli.evaluate.tts_eval import evaluate_tts
+    from uniaudio_cli.evaluate.tts_eval import QUESTION_SETS, evaluate_tts
 
     t0 = time.perf_counter()
     result = evaluate_tts(llm, codec, progress=sys.stderr.isatty())
@@ -312,7 +312,20 @@ def section_tts(llm: Any, codec: Any, data: Path, size: dict[str, int]) -> str:
         metadata={},
         paper=PAPER_TTS,
     )
-    return demote(to_markdown(rep)) + f"\n*wall time {time.perf_counter() - t0:.0f} s*\n"
+    parts = [demote(to_markdown(rep))]
+    # The three question levels of the paper's authors, default mode, beside its text step.
+    rows = []
+    for name in QUESTION_SETS[1:]:
+        r = evaluate_tts(llm, codec, modes=("default",), references=False, questions=name, progress=False)
+        s = r.systems[0]
+        lo, hi = s.wilson() or (0.0, 0.0)
+        spoken = f"{s.accuracy():.0%} [{lo:.0%}, {hi:.0%}]"
+        rows.append(f"| {name} | {len(r.questions)} | {spoken} | {s.text_accuracy():.0%} |")
+    parts.append(
+        "### Question levels (`uniaudio eval tts --mode default --questions SET`)\n\n"
+        "| set | questions | spoken ACC [95 % Wilson] | text ACC |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
+    return "\n".join(parts) + f"\n*wall time {time.perf_counter() - t0:.0f} s*\n"
 
 
 def section_denoise(llm: Any, codec: Any, data: Path, size: dict[str, int]) -> str:

@@ -155,8 +155,13 @@ def test_a_prompt_that_does_not_fit_is_refused_before_generating(models, demos: 
     llm, codec = models
     opts = GenerateOptions(seconds=0.5, crop=0.96, shots=2)
     fits = SoundGenerator.from_files(llm, codec, demos, opts)
-    need = len(fits.prefix_ids()) + len(fits.builder.render(fits.builder.template.query, text="")) + 35
+    recall = max(len(fits._recall_ids(c)) for c in fits.captions)
+    assert recall > 0  # default mode repeats the matched caption's demonstrations before the query
+    need = len(fits.prefix_ids()) + recall + len(fits.builder.render(fits.builder.template.query, text="")) + 35
     small = dataclasses.replace(llm, context_length=need - 1)
+    # Without the recall the same context is enough; with it, the generator is refused at once,
+    # not at the first caption.
+    SoundGenerator.from_files(small, codec, demos, dataclasses.replace(opts, recall=False))
     with pytest.raises(PromptTooLongError) as e:
         SoundGenerator.from_files(small, codec, demos, opts)
     assert f"more than the LLM's context of {need - 1}" in e.value.message

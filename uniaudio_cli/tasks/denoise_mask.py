@@ -77,12 +77,12 @@ class _Spectra:
         np.add.at(pooled, self.frame_of(spec.shape[1], n_frames), (np.abs(spec) ** 2).T)
         return pooled @ self.band_mean.T
 
-    def apply(self, noisy: np.ndarray, gain: np.ndarray) -> np.ndarray:
-        """Multiply the STFT of ``(T,)`` ``noisy`` by ``(n_frames, B)`` band gains, interpolated
-        between frame centres; ``(T,)`` out."""
+    def apply(self, noisy: np.ndarray, gain: np.ndarray, spec: np.ndarray | None = None) -> np.ndarray:
+        """Multiply the STFT of ``(T,)`` ``noisy`` (``spec``, when already computed) by
+        ``(n_frames, B)`` band gains, interpolated between frame centres; ``(T,)`` out."""
         import librosa
 
-        spec = self.stft(noisy)
+        spec = self.stft(noisy) if spec is None else spec.copy()
         per_bin = self.to_bins @ gain.T  # (F, n_frames)
         # Gains are interpolated between codec frames: steps at every 30 ms would be audible.
         pos = self.frame_position(spec.shape[1], gain.shape[0])
@@ -169,18 +169,20 @@ class MaskEstimator:
             parts.append(self.embedding[rows].float().cpu().numpy())
         return np.concatenate(parts, axis=1)
 
-    def _describe(self, noisy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _describe(self, noisy: np.ndarray, spec: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         tokens = self._token_features(self.codec.encode(noisy))
-        level = _level_above_floor(self.spectra.band_power(self.spectra.stft(noisy), len(tokens)))
+        spec = self.spectra.stft(noisy) if spec is None else spec
+        level = _level_above_floor(self.spectra.band_power(spec, len(tokens)))
         return level, tokens
 
     def _key(self, level: np.ndarray, tokens: np.ndarray) -> np.ndarray:
         return np.concatenate([self._level(level), self.settings.llm_weight * self._tokens(tokens)], axis=1)
 
-    def gains(self, noisy: np.ndarray) -> np.ndarray:
-        """``(T,)`` noisy audio -> ``(n_frames, B)`` gains in ``[floor ** power, 1]``."""
+    def gains(self, noisy: np.ndarray, spec: np.ndarray | None = None) -> np.ndarray:
+        """``(T,)`` noisy audio (and its STFT ``spec``, when already computed) -> ``(n_frames, B)``
+        gains in ``[floor ** power, 1]``."""
         s = self.settings
-        query = self._key(*self._describe(noisy))
+        query = self._key(*self._describe(noisy, spec))
         sim = query @ self.keys.T
         k = min(s.neighbours, sim.shape[1])
         idx = np.argpartition(-sim, k - 1, axis=1)[:, :k]
@@ -192,7 +194,8 @@ class MaskEstimator:
 
     def clean(self, noisy: np.ndarray) -> np.ndarray:
         """One window: ``(T,)`` noisy -> ``(T,)`` with the looked-up mask applied."""
-        return self.spectra.apply(noisy, self.gains(noisy))
+        spec = self.spectra.stft(noisy)  # once, for the description and for the mask
+        return self.spectra.apply(noisy, self.gains(noisy, spec), spec)
 
     def clean_blocks(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Clean audio arriving in ``(n,)`` blocks, window by window with cross-faded overlaps;

@@ -191,7 +191,9 @@ class SoundGenerator:
         self.counts = code_counts(codec, self.num_samples)
         self.builder = PromptBuilder(llm.tokenizer, PromptTemplate.load(opts.template))
         ids = self.prefix_ids()
-        self._check_length(len(ids) + len(self.builder.render(self.builder.template.query, text="")))
+        # The longest query: the empty caption's, after the longest recall of one caption's demos.
+        recall = max((len(self._recall_ids(c)) for c in self.captions), default=0)
+        self._check_length(len(ids) + recall + len(self.builder.render(self.builder.template.query, text="")))
         self.prefix = PrefixCache(
             llm.model, ids, llm.device, llm.context_length, source="text-to-sound prompt", store=llm.prompt_store
         )
@@ -249,6 +251,19 @@ class SoundGenerator:
         for d in self.ordered_demos():
             ids += b.text(t.block) + b.render(t.demo, audio={"audio": flatten(d.tokens)}, text=d.caption)
         return ids + b.text(t.block)
+
+    def _recall_ids(self, caption: str) -> list[int]:
+        """Default mode with ``recall``: ``caption``'s demonstrations again, put before the query
+        (where a small LLM looks most); empty otherwise."""
+        if self.opts.mode != "default" or not self.opts.recall:
+            return []
+        b, t = self.builder, self.builder.template
+        return [
+            i
+            for d in self.demos
+            if d.caption == caption
+            for i in b.render(t.demo, audio={"audio": flatten(d.tokens)}, text=d.caption) + b.text(t.block)
+        ]
 
     def _check_length(self, prompt_tokens: int) -> None:
         """Refuse a prompt that, with the clip to write, does not fit the LLM's context."""
@@ -310,14 +325,7 @@ class SoundGenerator:
         if self.opts.mode == "default":
             steered_by, probability = self.match_caption(caption)
             schedule = self.caption_schedules[steered_by]
-            if self.opts.recall:
-                own = [d for d in self.demos if d.caption == steered_by]
-                recalled = [
-                    i
-                    for d in own
-                    for i in b.render(t.demo, audio={"audio": flatten(d.tokens)}, text=d.caption) + b.text(t.block)
-                ]
-                query = recalled + query
+            query = self._recall_ids(steered_by) + query
         self._check_length(len(self.prefix.prefix) + len(query))
         flat = generate_constrained(
             self.prefix,
