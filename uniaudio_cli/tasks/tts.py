@@ -366,7 +366,6 @@ class Synthesizer:
         is not at hand, the one the LLM finds likeliest after the audio prompt. The choice depends
         on the answer alone and is made once per answer."""
         if answer not in self._clip_choice:
-            query = self.builder.render(self.builder.template.query, text=answer)
             cands = [d for d in self.demos if d.text == answer]
             best = 0
             originals = [d.audio for d in cands if d.audio is not None]
@@ -374,6 +373,7 @@ class Synthesizer:
                 copies = [self.codec.decode(d.tokens)[: len(a)] for d, a in zip(cands, originals, strict=True)]
                 best = int(np.argmin(copy_atypicality(originals, copies, self.codec.sample_rate)))
             elif len(cands) > 1:
+                query = self.builder.render(self.builder.template.query, text=answer)
                 scores = continuation_logprobs(self.audio_prefix, query, [flatten(d.tokens) for d in cands])
                 best = int(torch.argmax(scores))
             self._clip_choice[answer] = cands[best]
