@@ -929,7 +929,7 @@ def eval_tts(
         str,
         typer.Option(
             "--questions",
-            help="paper (the paper's 20), arithmetic, reasoning, multistep, or a JSON file (default: paper).",
+            help="paper (the paper's 20), arithmetic, reasoning, multistep, or a JSON file.",
         ),
     ] = "paper",
     seed: SeedOpt = 0,
