@@ -14,7 +14,12 @@
 # its best validation checkpoint is the input of stage 4. STAGE3=0 stops after stage 2.
 # Stage 4 grows the decoder by two blocks at the 100 Hz STFT rate (--fine-layers 6; the new blocks
 # start near the identity) and trains only the decoder again, 10,000 steps, lr 1e-4 cosine to 1e-5;
-# the committed default is its best validation checkpoint. STAGE4=0 stops after stage 3.
+# its best validation checkpoint is the input of stage 5. STAGE4=0 stops after stage 3.
+# Stage 5 trains stage 4's decoder alone for 12,000 more steps, lr 7e-5 cosine to 7e-6.
+# STAGE5=0 stops after stage 4.
+# Stage 6 grows the decoder by two more blocks (--fine-layers 8) and trains it alone again, 11,000
+# steps, lr 1e-4 cosine to 1e-5; the committed default is its best validation checkpoint.
+# STAGE6=0 stops after stage 5.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -65,6 +70,12 @@ if [ "${STAGE3:-1}" = 1 ]; then
             train_stage "$RUN5" --init-from "$RUN4/export" --decoder-only \
                 --batch-size 8 --lr 7e-5 --lr-schedule cosine --w-stft 5 --no-gan --steps "${STEPS5:-12000}"
             FINAL="$RUN5/export"
+            if [ "${STAGE6:-1}" = 1 ]; then
+                RUN6=${RUN6:-runs/v2-decoder8}
+                train_stage "$RUN6" --init-from "$RUN5/export" --decoder-only --fine-layers 8 \
+                    --batch-size 8 --lr 1e-4 --lr-schedule cosine --w-stft 5 --no-gan --steps "${STEPS6:-11000}"
+                FINAL="$RUN6/export"
+            fi
         fi
     fi
 fi
