@@ -249,21 +249,20 @@ class SoundGenerator:
         b, t = self.builder, self.builder.template
         ids = b.bos() + (b.render(t.induction) if self.opts.induction and t.induction else [])
         for d in self.ordered_demos():
-            ids += b.text(t.block) + b.render(t.demo, audio={"audio": flatten(d.tokens)}, text=d.caption)
+            ids += b.text(t.block) + self._demo_ids(d)
         return ids + b.text(t.block)
+
+    def _demo_ids(self, d: SoundDemo) -> list[int]:
+        """One demonstration as the prompt shows it: its caption and its audio tokens."""
+        return self.builder.render(self.builder.template.demo, audio={"audio": flatten(d.tokens)}, text=d.caption)
 
     def _recall_ids(self, caption: str) -> list[int]:
         """Default mode with ``recall``: ``caption``'s demonstrations again, put before the query
         (where a small LLM looks most); empty otherwise."""
         if self.opts.mode != "default" or not self.opts.recall:
             return []
-        b, t = self.builder, self.builder.template
-        return [
-            i
-            for d in self.demos
-            if d.caption == caption
-            for i in b.render(t.demo, audio={"audio": flatten(d.tokens)}, text=d.caption) + b.text(t.block)
-        ]
+        block = self.builder.text(self.builder.template.block)
+        return [i for d in self.demos if d.caption == caption for i in self._demo_ids(d) + block]
 
     def _check_length(self, prompt_tokens: int) -> None:
         """Refuse a prompt that, with the clip to write, does not fit the LLM's context."""
