@@ -285,7 +285,7 @@ def test_tts_eval_judges_every_question(models, tmp_path: Path, monkeypatch) -> 
 
 def test_tts_question_sets_load_and_bad_ones_are_usage_errors(tmp_path: Path) -> None:
     from uniaudio_cli.errors import UsageError
-    from uniaudio_cli.evaluate.tts_eval import QUESTION_SETS, QUESTIONS, load_questions
+    from uniaudio_cli.evaluate.tts_eval import QUESTION_SETS, QUESTIONS, load_questions, question_set_name
 
     assert load_questions("paper") == QUESTIONS
     for name in QUESTION_SETS[1:]:
@@ -296,9 +296,13 @@ def test_tts_question_sets_load_and_bad_ones_are_usage_errors(tmp_path: Path) ->
     assert load_questions(own) == (("3+3", "6"),)  # a text without an answer cannot be scored
     bad = tmp_path / "bad.json"
     bad.write_text('{"questions": [{"question": "hello", "answer": null}]}')
-    for arg, match in [(bad, "no question with an answer"), ("nope", "not a question set")]:
+    multi = tmp_path / "multi.json"
+    multi.write_text('{"questions": [{"question": "3+3", "answer": "6"}, {"question": "6+6", "answer": "12"}]}')
+    cases = [(bad, "no question with an answer"), ("nope", "not a question set"), (multi, "'6\\+6' -> '12'")]
+    for arg, match in cases:
         with pytest.raises(UsageError, match=match):
             load_questions(arg)
+    assert [question_set_name(q) for q in ("paper", "arithmetic", own)] == ["paper", "arithmetic", "own"]
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")

@@ -306,3 +306,70 @@ def test_decoder_only_keeps_every_code(
     rows = [r for r in metrics(tmp_path / "tuned") if "mel" in r]
     assert all(r["semantic"] == 0 and r["commit"] == 0 for r in rows)
     assert any("adv" in r for r in rows)
+
+
+def test_latent_pack_trains_the_decoder_without_data_or_llm(
+    tmp_path: Path, data_dir: Path, tiny_codec_cfg: CodecConfig, toy_vocab: Vocabulary, monkeypatch
+) -> None:
+    from uniaudio_cli.codec.api import load_codec
+    from uniaudio_cli.codec.checkpoint import load_codec_weights
+    from uniaudio_cli.train.latents import (
+        LatentDataset,
+        export_decoder,
+        merge_decoder,
+        pack_latents,
+        read_pack_meta,
+    )
+
+    base = train_codec(
+        [data_dir], tmp_path / "base", tiny_train_cfg(steps=2), tiny_codec_cfg, progress=False, vocab=toy_vocab
+    )
+    model = load_codec(base, vocabulary=toy_vocab, device="cpu").model
+    pack = pack_latents(model, [data_dir], tmp_path / "pack", shard_mib=0.02, val_segments=2, val_seconds=0.24)
+    meta = read_pack_meta(pack)
+    assert meta["shards"] >= 2 and meta["val_segments"] == 2
+    with pytest.raises(UsageError, match="not empty"):
+        pack_latents(model, [data_dir], pack)
+
+    # Every packed clip is its audio bit for bit, and latents within int8 rounding of a fresh encode.
+    ds = LatentDataset(pack, 8)
+    assert len(ds.clip_start) == 6 and ds.audio.shape[0] == ds.latents.shape[0] * ds.hop
+    bounds = [*ds.clip_start.tolist(), ds.latents.shape[0]]
+    with torch.no_grad():
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            wav = ds.audio[a * ds.hop : b * ds.hop].float()[None, None] / 32768.0
+            z = model.quantizer(model.encoder(wav)).z_q[0].T
+            err = (ds.latents[a:b].float() - z).abs().mean() / z.abs().mean()
+            assert err < 0.02, err
+    wav, lat = ds.sample_batch(np.random.default_rng(0), 3)
+    assert wav.shape == (3, 1, 8 * ds.hop) and lat.shape == (3, 16, 8)
+
+    def no_llm(*a, **k):
+        raise AssertionError("training from latents must not load the LLM")
+
+    monkeypatch.setattr("uniaudio_cli.llm.load_vocabulary", no_llm)
+    cfg = tiny_train_cfg(
+        steps=4, decoder_only=True, latents=str(pack), init_from=str(base), gan=True, gan_start_step=2, disc_channels=4
+    )
+    tuned = train_codec([], tmp_path / "tuned", cfg, None, progress=False)
+    _, before = load_codec_weights(base)
+    _, after = load_codec_weights(tuned)
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("decoder."))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    assert any("val_mel" in r for r in metrics(tmp_path / "tuned"))
+    with pytest.raises(UsageError, match="--decoder-only"):
+        train_codec([], tmp_path / "x", tiny_train_cfg(latents=str(pack), init_from=str(base)), None, progress=False)
+
+    # The decoder alone comes back and goes into the full checkpoint again.
+    exported = export_decoder(tuned, tmp_path / "decoder.safetensors")
+    merged = merge_decoder(base, exported, tmp_path / "merged")
+    _, back = load_codec_weights(merged)
+    for k, v in back.items():
+        want = after[k].half().float() if k.startswith("decoder.") else before[k]
+        assert torch.equal(v.float(), want.float()), k
+
+    # A pack written by another codec is refused before training.
+    meta["codes_sha256"] = "0" * 64
+    (pack / "pack.json").write_text(json.dumps(meta))
+    with pytest.raises(UsageError, match="codes_sha256"):
+        train_codec([], tmp_path / "y", cfg, None, progress=False)

@@ -654,8 +654,18 @@ def generate(
 @app.command("train-codec")
 @handle_errors
 def train_codec_cmd(
-    data: Annotated[list[Path], typer.Option("--data", help="Training folders (DIR/<label>/<clips>, metadata.csv).")],
     out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, train state, metrics.")],
+    data: Annotated[
+        list[Path] | None, typer.Option("--data", help="Training folders (DIR/<label>/<clips>, metadata.csv).")
+    ] = None,
+    latents: Annotated[
+        Path | None,
+        typer.Option(
+            "--latents",
+            help="Train the decoder alone from a latent pack (python -m uniaudio_cli.train.latents pack) "
+            "instead of --data; needs --decoder-only.",
+        ),
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
     steps: Annotated[int | None, typer.Option("--steps", min=1, help="Total steps to reach.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1)] = None,
@@ -679,6 +689,13 @@ def train_codec_cmd(
     w_mel: Annotated[float | None, typer.Option("--w-mel", help="Weight of the multi-resolution log-mel loss.")] = None,
     w_stft: Annotated[
         float | None, typer.Option("--w-stft", help="Weight of the log-magnitude + spectral-convergence loss.")
+    ] = None,
+    w_pesq: Annotated[
+        float | None,
+        typer.Option("--w-pesq", min=0.0, help="Weight of the PESQ-like loudness disturbance loss (0: off)."),
+    ] = None,
+    disc_channels: Annotated[
+        int | None, typer.Option("--disc-channels", min=1, help="Width of the GAN discriminators.")
     ] = None,
     decoder_only: Annotated[
         bool,
@@ -713,6 +730,9 @@ def train_codec_cmd(
         else None,
         "w_mel": w_mel,
         "w_stft": w_stft,
+        "w_pesq": w_pesq,
+        "disc_channels": disc_channels,
+        "latents": str(latents) if latents is not None else None,
         "decoder_only": decoder_only or None,
     }
     if resume and steps is None:
@@ -733,7 +753,14 @@ def train_codec_cmd(
             codec_cfg.latent_dim = codec_cfg.encoder_dim * 2 ** len(codec_cfg.encoder_rates)
     if fine_layers is not None:
         codec_cfg.small_fine_layers = fine_layers
-    path = train_codec([*data, *(more_data or [])], out, cfg, codec_cfg, resume=resume, llm=llm, progress=not quiet)
+    folders = [*(data or []), *(more_data or [])]
+    if not folders and latents is None and not resume:
+        raise UsageError("nothing to train on", "pass --data FOLDER (or --latents PACK with --decoder-only)")
+    if latents is not None and not (latents / "pack.json").is_file():
+        raise UsageError(
+            f"{latents}: not a latent pack (no pack.json)", "write one with python -m uniaudio_cli.train.latents pack"
+        )
+    path = train_codec(folders, out, cfg, codec_cfg, resume=resume, llm=llm, progress=not quiet)
     typer.echo(str(path))
 
 

@@ -63,14 +63,11 @@ def load_questions(name_or_path: str | Path) -> tuple[tuple[str, str], ...]:
     """A question set: ``paper`` (the paper's 20, :data:`QUESTIONS`), a set shipped in
     ``prompts/tts_questions/`` (``arithmetic``, ``reasoning``, ``multistep``, ...) or a JSON file
     ``{"questions": [{"question": ..., "answer": ...}, ...]}``. Questions without an answer
-    (unanswerable sets) are refused: accuracy needs one."""
-    from uniaudio_cli.prompts import prompts_dir
-
+    (unanswerable sets) are left out: accuracy needs one. A set with an answer the judge cannot
+    hear (anything but one digit "0" .. "9") is refused, since it could only count as wrong."""
     if str(name_or_path) == "paper":
         return QUESTIONS
-    p = Path(name_or_path)
-    if p.suffix != ".json":
-        p = prompts_dir() / "tts_questions" / f"{name_or_path}.json"
+    p = _question_file(name_or_path)
     fix = f'pass one of {", ".join(QUESTION_SETS)} or a JSON file {{"questions": [{{"question": ..., "answer": ...}}]}}'
     try:
         items = json.loads(p.read_text())["questions"]
@@ -79,9 +76,33 @@ def load_questions(name_or_path: str | Path) -> tuple[tuple[str, str], ...]:
         raise UsageError(f"{p}: not a question set ({e})", fix) from e
     if not questions:
         raise UsageError(f"{p}: no question with an answer", fix)
+    unjudgeable = [(q, a) for q, a in questions if a not in _DIGITS]
+    if unjudgeable:
+        q, a = unjudgeable[0]
+        raise UsageError(
+            f"{p}: {len(unjudgeable)} answer(s) are not one digit (first: {q!r} -> {a!r}); "
+            "the offline judge hears one digit word",
+            "give every question a one-digit answer, 0 to 9",
+        )
     return questions
 
 
+def question_set_name(name_or_path: str | Path) -> str:
+    """The name :func:`load_questions` knows a set by: ``paper``, a shipped set's name, or a
+    JSON file's stem."""
+    if str(name_or_path) == "paper":
+        return "paper"
+    return _question_file(name_or_path).stem
+
+
+def _question_file(name_or_path: str | Path) -> Path:
+    from uniaudio_cli.prompts import prompts_dir
+
+    p = Path(name_or_path)
+    return p if p.suffix == ".json" else prompts_dir() / "tts_questions" / f"{name_or_path}.json"
+
+
+_DIGITS = tuple(str(d) for d in range(10))
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SAMPLE_RATE = 16000
 RECOGNISER_PAD_S = 0.3  # silence added at both ends: the recogniser needs some before and after a word
@@ -384,7 +405,7 @@ def evaluate_tts(
     from uniaudio_cli.tasks.tts import Synthesizer, TTSOptions, default_tts_demos
 
     question_list = load_questions(questions)
-    set_name = Path(questions).stem if Path(questions).suffix == ".json" else str(questions)
+    set_name = question_set_name(questions)
     workers = workers if workers is not None else current_workers(str(llm.device))
     progress = progress and workers.is_main
     folder = load_demo_folder(demos or default_tts_demos())

@@ -39,6 +39,7 @@ from uniaudio_cli.codec.model import LLMCodec
 from uniaudio_cli.errors import CheckpointError, UniaudioError, UsageError
 from uniaudio_cli.train.data import SegmentDataset, default_exclude
 from uniaudio_cli.train.discriminators import MultiResolutionDiscriminator
+from uniaudio_cli.train.latents import LatentDataset, check_pack_matches
 from uniaudio_cli.train.losses import (
     ConsistencyHead,
     FrameLogMel,
@@ -50,6 +51,7 @@ from uniaudio_cli.train.losses import (
     l1_time,
     semantic_loss,
 )
+from uniaudio_cli.train.perceptual import PesqLikeLoss
 
 if TYPE_CHECKING:
     from uniaudio_cli.llm import Vocabulary
@@ -86,7 +88,8 @@ class TrainConfig:
     Loss weights (``w_*``) multiply: time-domain L1, STFT (log-magnitude L1 + spectral
     convergence, each averaged over resolutions), multi-resolution log-mel L1 (averaged over
     resolutions), the quantizer commitment loss, the layer-1 semantic loss, the layer-1+2
-    consistency loss, and, from ``gan_start_step`` on, the hinge adversarial and feature-matching
+    consistency loss, the PESQ-like loudness disturbance (:mod:`uniaudio_cli.train.perceptual`;
+    0 leaves it out), and, from ``gan_start_step`` on, the hinge adversarial and feature-matching
     losses.
 
     ``segment_seconds`` is rounded to a whole number of the codec's ``pad_multiple`` (2.0 s ->
@@ -100,7 +103,11 @@ class TrainConfig:
     encoder and the quantizer's projections, so every code the codec writes stays what the
     starting weights wrote (and everything downstream of the codes, such as few-shot
     classification, is unchanged) while the decoder learns; the commitment, semantic and
-    consistency losses, which only move the frozen side, are then skipped.
+    consistency losses, which only move the frozen side, are then skipped. ``latents`` (a folder
+    :func:`uniaudio_cli.train.latents.pack_latents` wrote) trains the decoder alone from packed
+    (latent, waveform) pairs instead of audio folders, so neither the encoder nor the LLM's
+    codebooks are run (for a machine that has neither the data nor the LLM); it implies
+    ``decoder_only`` and no random gain.
     """
 
     steps: int = 5000
@@ -120,6 +127,8 @@ class TrainConfig:
     w_commit: float = 1.0
     w_semantic: float = 1.0
     w_consistency: float = 1.0
+    w_pesq: float = 0.0
+    pesq_equalise: bool = True
     w_adv: float = 1.0
     w_feat: float = 2.0
     gan: bool = True
@@ -137,6 +146,7 @@ class TrainConfig:
     time_limit_s: float | None = None
     init_from: str | None = None
     decoder_only: bool = False
+    latents: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -349,8 +359,10 @@ class Trainer:
 
     Args:
         model: the codec (codebooks set).
-        data: training segments; its ``texts`` index ``text_table``.
-        text_table: ``(N_texts, E)`` semantic target embeddings (see :func:`text_embeddings`).
+        data: training segments; its ``texts`` index ``text_table``. With ``cfg.latents``, a
+            :class:`~uniaudio_cli.train.latents.LatentDataset`, whose batches carry latents.
+        text_table: ``(N_texts, E)`` semantic target embeddings (see :func:`text_embeddings`);
+            ``None`` with ``cfg.latents``.
         out_dir: run folder (see the module docstring).
         cfg: hyperparameters.
         progress: show a rich progress bar (else log every ``log_every`` steps).
@@ -360,7 +372,7 @@ class Trainer:
         self,
         model: LLMCodec,
         data: SegmentDataset,
-        text_table: torch.Tensor,
+        text_table: torch.Tensor | None,
         out_dir: str | Path,
         cfg: TrainConfig,
         progress: bool = True,
@@ -378,6 +390,9 @@ class Trainer:
             torch.set_flush_denormal(True)
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
             torch.set_num_threads(cfg.num_threads or cores)
+        elif self.device.type == "cuda":
+            # Every step has the same shapes, so cuDNN's autotuned kernels pay off at once.
+            torch.backends.cudnn.benchmark = True
         use_bf16 = native_bf16(self.device) if cfg.bf16 is None else cfg.bf16
         self.autocast_dtype = torch.bfloat16 if use_bf16 else None
         codec_cfg = model.cfg
@@ -385,11 +400,13 @@ class Trainer:
 
         self.model = model.to(self.device).train()
         self.data = data
-        self.text_table = text_table.to(self.device, torch.float32)
+        self.from_latents = cfg.latents is not None
+        self.text_table = text_table.to(self.device, torch.float32) if text_table is not None else None
         self.aux = ConsistencyHead(codec_cfg.latent_dim, 80).to(self.device)
         n_fft = 1 << max(codec_cfg.hop_length * 2 - 1, 1).bit_length()
         self.frame_mel = FrameLogMel(sr, codec_cfg.hop_length, n_fft, 80).to(self.device)
         self.spectral = SpectralLoss(sr).to(self.device)
+        self.pesq_like = PesqLikeLoss(sr, equalise=cfg.pesq_equalise).to(self.device) if cfg.w_pesq > 0 else None
         self.disc = (
             MultiResolutionDiscriminator(channels=cfg.disc_channels, sample_rate=sr).to(self.device)
             if cfg.gan
@@ -509,14 +526,18 @@ class Trainer:
         """Multi-resolution log-mel L1 on the fixed validation segments (``None`` without them)."""
         if self.val is None:
             return None
-        wav, _ = self.val
+        wav, extra = self.val
         self.model.eval()
+        size = max(self.cfg.batch_size, 1)
         try:
             total = 0.0
-            for chunk in wav.split(max(self.cfg.batch_size, 1)):
+            for chunk, more in zip(wav.split(size), extra.split(size), strict=True):
                 with self._autocast():
-                    out = self.model(chunk)
-                total += float(self.spectral(out.audio.float(), chunk).mel) * chunk.shape[0]
+                    if self.from_latents:
+                        audio = self.model.decoder(more)[..., : chunk.shape[-1]]
+                    else:
+                        audio = self.model(chunk).audio
+                total += float(self.spectral(audio.float(), chunk).mel) * chunk.shape[0]
         finally:
             self.model.train()
         return total / wav.shape[0]
@@ -531,15 +552,17 @@ class Trainer:
         """One optimisation step; returns detached scalar losses."""
         cfg = self.cfg
         lr = lr_at(cfg, self.step)
-        wav, tid = self.data.sample_batch(self.rng, cfg.batch_size)
+        wav, extra = self.data.sample_batch(self.rng, cfg.batch_size)
         wav = wav.to(self.device, non_blocking=True)
-        text_emb = self.text_table[tid.to(self.device)]
         B = wav.shape[0]
 
         if cfg.decoder_only:
             model = self.model
-            with torch.no_grad(), self._autocast():
-                z_q = model.quantizer(model.encoder(model.preprocess(wav))).z_q
+            if self.from_latents:
+                z_q = extra.to(self.device, non_blocking=True)
+            else:
+                with torch.no_grad(), self._autocast():
+                    z_q = model.quantizer(model.encoder(model.preprocess(wav))).z_q
             with self._autocast():
                 y = model.decoder(z_q)[..., : wav.shape[-1]].float()
             cons = sem = commit = y.new_zeros(())
@@ -550,13 +573,17 @@ class Trainer:
             quant = out.quant
             with torch.no_grad():
                 target_mel = self.frame_mel(self.model.preprocess(wav))
+            assert self.text_table is not None, "full training needs the semantic text table"
+            text_emb = self.text_table[extra.to(self.device)]
             cons = consistency_loss((quant.layers[0] + quant.layers[1]).float(), target_mel, self.aux)
             sem = semantic_loss(quant.pooled[0].float(), text_emb, self.model.quantizer.quantizers[0].cb_proj)
             commit = quant.commitment.float()
         spec = self.spectral(y, wav)
         l1 = l1_time(y, wav)
+        pesq_like = self.pesq_like(y, wav) if self.pesq_like is not None else y.new_zeros(())
         loss = (
-            cfg.w_time * l1
+            cfg.w_pesq * pesq_like
+            + cfg.w_time * l1
             + cfg.w_stft * (spec.stft_mag + spec.stft_sc)
             + cfg.w_mel * spec.mel
             + cfg.w_commit * commit
@@ -572,6 +599,8 @@ class Trainer:
             "semantic": sem,
             "consistency": cons,
         }
+        if self.pesq_like is not None:
+            metrics["pesq_like"] = pesq_like
 
         if self.disc is not None and self.opt_d is not None and self.step >= cfg.gan_start_step:
             for g in self.opt_d.param_groups:
@@ -788,6 +817,8 @@ def build_trainer(
             )
         if resume and saved is None:
             log.info("%s has no checkpoint yet; starting a new run", out_dir)
+        if cfg.latents is not None and not cfg.decoder_only:
+            raise UsageError("--latents trains the decoder alone", "add --decoder-only")
         if cfg.decoder_only and cfg.init_from is None and saved is None:
             raise UsageError(
                 "--decoder-only freezes the encoder, which then needs trained weights",
@@ -807,27 +838,48 @@ def build_trainer(
             if codec_cfg.vocab is None:
                 codec_cfg = dataclasses.replace(codec_cfg, vocab=init_cfg.vocab)
 
-        if vocab is None:
-            from uniaudio_cli.llm import load_vocabulary
+        if cfg.latents is not None:
+            # Packed latents replace the encoder and the codebooks: no LLM is loaded, and the
+            # codebook tables stay zero (never used).
+            assert codec_cfg is not None
+            torch.manual_seed(cfg.seed)
+            model = LLMCodec(codec_cfg)
+        else:
+            if vocab is None:
+                from uniaudio_cli.llm import load_vocabulary
 
-            vocab = load_vocabulary(llm)
-        if codec_cfg is None or codec_cfg.vocab is None:
-            codec_cfg = default_codec_config(build_vocab_spec(vocab, cfg.n_words), codec_cfg)
-        tables, banned = codebook_tables(codec_cfg.vocab, vocab, source=str(out_dir))
-
-        torch.manual_seed(cfg.seed)
-        model = LLMCodec(codec_cfg)
-        model.set_codebooks(tables, banned)
+                vocab = load_vocabulary(llm)
+            if codec_cfg is None or codec_cfg.vocab is None:
+                codec_cfg = default_codec_config(build_vocab_spec(vocab, cfg.n_words), codec_cfg)
+            tables, banned = codebook_tables(codec_cfg.vocab, vocab, source=str(out_dir))
+            torch.manual_seed(cfg.seed)
+            model = LLMCodec(codec_cfg)
+            model.set_codebooks(tables, banned)
         if init_sd is not None:
             new = warm_start(model, {k: v.float() for k, v in init_sd.items()}, str(cfg.init_from))
             log.info("initialised from %s (%d weights new: %s)", cfg.init_from, len(new), ", ".join(new[:4]))
-        data = SegmentDataset(
-            data_dirs, segment_samples(cfg, codec_cfg), codec_cfg.sample_rate, default_exclude, cfg.gain_db, cfg.seed
-        )
-        trainer = Trainer(model, data, text_embeddings(data.texts, vocab), out_dir, cfg, progress)
+        data: SegmentDataset | LatentDataset
+        text_table: torch.Tensor | None
+        if cfg.latents is not None:
+            data = LatentDataset(cfg.latents, segment_samples(cfg, codec_cfg) // codec_cfg.hop_length)
+            text_table = None
+        else:
+            data = SegmentDataset(
+                data_dirs,
+                segment_samples(cfg, codec_cfg),
+                codec_cfg.sample_rate,
+                default_exclude,
+                cfg.gain_db,
+                cfg.seed,
+            )
+            assert vocab is not None
+            text_table = text_embeddings(data.texts, vocab)
+        trainer = Trainer(model, data, text_table, out_dir, cfg, progress)
         if saved is not None:
             trainer.load_state(*saved)
             log.info("resumed %s at step %d", out_dir, trainer.step)
+        if isinstance(data, LatentDataset):
+            check_pack_matches(data, model)
     except BaseException:
         lock.release()
         raise
