@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -336,7 +337,7 @@ def test_latent_pack_trains_the_decoder_without_data_or_llm(
     assert len(ds.clip_start) == 6 and ds.audio.shape[0] == ds.latents.shape[0] * ds.hop
     bounds = [*ds.clip_start.tolist(), ds.latents.shape[0]]
     with torch.no_grad():
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        for a, b in itertools.pairwise(bounds):
             wav = ds.audio[a * ds.hop : b * ds.hop].float()[None, None] / 32768.0
             z = model.quantizer(model.encoder(wav)).z_q[0].T
             err = (ds.latents[a:b].float() - z).abs().mean() / z.abs().mean()

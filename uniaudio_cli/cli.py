@@ -690,10 +690,6 @@ def train_codec_cmd(
     w_stft: Annotated[
         float | None, typer.Option("--w-stft", help="Weight of the log-magnitude + spectral-convergence loss.")
     ] = None,
-    w_pesq: Annotated[
-        float | None,
-        typer.Option("--w-pesq", min=0.0, help="Weight of the PESQ-like loudness disturbance loss (0: off)."),
-    ] = None,
     disc_channels: Annotated[
         int | None, typer.Option("--disc-channels", min=1, help="Width of the GAN discriminators.")
     ] = None,
@@ -730,7 +726,6 @@ def train_codec_cmd(
         else None,
         "w_mel": w_mel,
         "w_stft": w_stft,
-        "w_pesq": w_pesq,
         "disc_channels": disc_channels,
         "latents": str(latents) if latents is not None else None,
         "decoder_only": decoder_only or None,

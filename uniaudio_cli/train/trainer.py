@@ -51,7 +51,6 @@ from uniaudio_cli.train.losses import (
     l1_time,
     semantic_loss,
 )
-from uniaudio_cli.train.perceptual import PesqLikeLoss
 
 if TYPE_CHECKING:
     from uniaudio_cli.llm import Vocabulary
@@ -88,8 +87,7 @@ class TrainConfig:
     Loss weights (``w_*``) multiply: time-domain L1, STFT (log-magnitude L1 + spectral
     convergence, each averaged over resolutions), multi-resolution log-mel L1 (averaged over
     resolutions), the quantizer commitment loss, the layer-1 semantic loss, the layer-1+2
-    consistency loss, the PESQ-like loudness disturbance (:mod:`uniaudio_cli.train.perceptual`;
-    0 leaves it out), and, from ``gan_start_step`` on, the hinge adversarial and feature-matching
+    consistency loss, and, from ``gan_start_step`` on, the hinge adversarial and feature-matching
     losses.
 
     ``segment_seconds`` is rounded to a whole number of the codec's ``pad_multiple`` (2.0 s ->
@@ -127,8 +125,6 @@ class TrainConfig:
     w_commit: float = 1.0
     w_semantic: float = 1.0
     w_consistency: float = 1.0
-    w_pesq: float = 0.0
-    pesq_equalise: bool = True
     w_adv: float = 1.0
     w_feat: float = 2.0
     gan: bool = True
@@ -406,7 +402,6 @@ class Trainer:
         n_fft = 1 << max(codec_cfg.hop_length * 2 - 1, 1).bit_length()
         self.frame_mel = FrameLogMel(sr, codec_cfg.hop_length, n_fft, 80).to(self.device)
         self.spectral = SpectralLoss(sr).to(self.device)
-        self.pesq_like = PesqLikeLoss(sr, equalise=cfg.pesq_equalise).to(self.device) if cfg.w_pesq > 0 else None
         self.disc = (
             MultiResolutionDiscriminator(channels=cfg.disc_channels, sample_rate=sr).to(self.device)
             if cfg.gan
@@ -580,10 +575,8 @@ class Trainer:
             commit = quant.commitment.float()
         spec = self.spectral(y, wav)
         l1 = l1_time(y, wav)
-        pesq_like = self.pesq_like(y, wav) if self.pesq_like is not None else y.new_zeros(())
         loss = (
-            cfg.w_pesq * pesq_like
-            + cfg.w_time * l1
+            cfg.w_time * l1
             + cfg.w_stft * (spec.stft_mag + spec.stft_sc)
             + cfg.w_mel * spec.mel
             + cfg.w_commit * commit
@@ -599,8 +592,6 @@ class Trainer:
             "semantic": sem,
             "consistency": cons,
         }
-        if self.pesq_like is not None:
-            metrics["pesq_like"] = pesq_like
 
         if self.disc is not None and self.opt_d is not None and self.step >= cfg.gan_start_step:
             for g in self.opt_d.param_groups:
