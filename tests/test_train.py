@@ -15,7 +15,7 @@ import torch
 
 from uniaudio_cli.bridge import embedding_fingerprint
 from uniaudio_cli.codec.config import CodecConfig, VocabSpec
-from uniaudio_cli.errors import UsageError
+from uniaudio_cli.errors import CheckpointError, UsageError
 from uniaudio_cli.llm import Vocabulary
 from uniaudio_cli.train.data import ClipInfo, SegmentDataset, default_exclude, target_text
 from uniaudio_cli.train.losses import ConsistencyHead, FrameLogMel, consistency_loss, semantic_loss
@@ -368,6 +368,13 @@ def test_latent_pack_trains_the_decoder_without_data_or_llm(
     for k, v in back.items():
         want = after[k].half().float() if k.startswith("decoder.") else before[k]
         assert torch.equal(v.float(), want.float()), k
+
+    with pytest.raises(UsageError, match="exists"):
+        export_decoder(tuned, exported)
+    with pytest.raises(UsageError, match="not empty"):
+        merge_decoder(base, exported, merged)
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        merge_decoder(base, pack / "pack.json", tmp_path / "bad")
 
     # A pack written by another codec is refused before training.
     meta["codes_sha256"] = "0" * 64

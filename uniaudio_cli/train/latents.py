@@ -29,6 +29,7 @@ import argparse
 import json
 import logging
 import lzma
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from uniaudio_cli.errors import CheckpointError, UsageError
+from uniaudio_cli.errors import CheckpointError, UniaudioError, UsageError
 
 if TYPE_CHECKING:
     from uniaudio_cli.codec.model import LLMCodec
@@ -315,16 +316,20 @@ def pack_latents(
     return out
 
 
-def export_decoder(codec_dir: str | Path, out_file: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+def export_decoder(
+    codec_dir: str | Path, out_file: str | Path, dtype: torch.dtype = torch.float16, force: bool = False
+) -> Path:
     """Write a checkpoint's decoder weights alone (``decoder.*``) with its config in the file's
     metadata: what a training machine sends back, a third of the full checkpoint."""
     from safetensors.torch import save_file
 
     from uniaudio_cli.codec.checkpoint import load_codec_weights
 
+    out = Path(out_file)
+    if out.exists() and not force:
+        raise UsageError(f"{out}: exists", "choose another output, or pass --force")
     cfg, sd = load_codec_weights(codec_dir)
     dec = {k: v.to(dtype).contiguous() for k, v in sd.items() if k.startswith("decoder.")}
-    out = Path(out_file)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     save_file(dec, str(tmp), metadata={"format": DECODER_FORMAT, "config": json.dumps(cfg.to_dict())})
@@ -333,7 +338,11 @@ def export_decoder(codec_dir: str | Path, out_file: str | Path, dtype: torch.dty
 
 
 def merge_decoder(
-    base_dir: str | Path, decoder_file: str | Path, out_dir: str | Path, dtype: torch.dtype | None = None
+    base_dir: str | Path,
+    decoder_file: str | Path,
+    out_dir: str | Path,
+    dtype: torch.dtype | None = None,
+    force: bool = False,
 ) -> Path:
     """A full checkpoint: ``base_dir``'s encoder and quantizer with the decoder of
     ``decoder_file`` (from :func:`export_decoder`). The decoder's config must agree with the
@@ -344,9 +353,17 @@ def merge_decoder(
     from uniaudio_cli.codec.checkpoint import build_codec, load_codec_weights, save_codec
     from uniaudio_cli.codec.config import CodecConfig
 
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not force:
+        raise UsageError(f"{out}: exists and is not empty", "choose another output, or pass --force")
     base_cfg, sd = load_codec_weights(base_dir)
-    with safe_open(str(decoder_file), "pt") as f:
-        meta = f.metadata() or {}
+    try:
+        with safe_open(str(decoder_file), "pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # safetensors raises its own error types for a bad file
+        raise CheckpointError(
+            f"{decoder_file}: not a safetensors file ({e})", "pass a file export-decoder wrote"
+        ) from e
     if meta.get("format") != DECODER_FORMAT:
         raise CheckpointError(f"{decoder_file}: not a decoder export", "write it with export-decoder")
     dec_cfg = CodecConfig.from_dict(json.loads(meta["config"]), source=str(decoder_file))
@@ -379,13 +396,26 @@ def main() -> None:
     e = sub.add_parser("export-decoder", help="a checkpoint's decoder alone, float16")
     e.add_argument("codec", type=Path)
     e.add_argument("out", type=Path)
+    e.add_argument("--force", action="store_true", help="overwrite an existing output")
     m = sub.add_parser("merge-decoder", help="a decoder export back into a full checkpoint")
     m.add_argument("base", type=Path)
     m.add_argument("decoder", type=Path)
     m.add_argument("out", type=Path)
     m.add_argument("--float16", action="store_true")
+    m.add_argument("--force", action="store_true", help="overwrite an existing output")
+    ap.add_argument("--debug", action="store_true", help="tracebacks instead of one-line errors")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        _run(args)
+    except UniaudioError as e:
+        if args.debug:
+            raise
+        print(f"error: {e.one_line()}", file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
+
+
+def _run(args: argparse.Namespace) -> None:
     if args.cmd == "pack":
         from uniaudio_cli.codec.api import load_codec
 
@@ -400,10 +430,10 @@ def main() -> None:
         )
         print(json.dumps(read_pack_meta(out)))
     elif args.cmd == "export-decoder":
-        out = export_decoder(args.codec, args.out)
+        out = export_decoder(args.codec, args.out, force=args.force)
         print(f"{out}: {out.stat().st_size / 2**20:.1f} MiB")
     else:
-        out = merge_decoder(args.base, args.decoder, args.out, torch.float16 if args.float16 else None)
+        out = merge_decoder(args.base, args.decoder, args.out, torch.float16 if args.float16 else None, args.force)
         print(out)
 
 
