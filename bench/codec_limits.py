@@ -1,11 +1,13 @@
 """Where a codec loses fidelity: its decoder fed the codes, fed the encoder's unquantized latent,
-and its code output through training-free post-filters that deepen the valleys between
-harmonics (the noise there is what PESQ punishes most).
+its code output through training-free post-filters that deepen the valleys between harmonics,
+and its code output with one part of the input's STFT magnitude put in (oracles: which part of
+the spectrum costs the most), then how periodic the output stays (pYIN voicing and F0 against the
+input's).
 
     OMP_NUM_THREADS=1 python bench/codec_limits.py [DIR] [--codec PATH] [--clips 24]
 
 DIR defaults to the held-out LibriSpeech excerpts (``python bench/heldout.py``). Prints a
-Markdown table of PESQ-WB, STOI and mel distance, the means over the clips.
+Markdown table of PESQ-WB, STOI and mel distance, the means over the clips, and a pitch line.
 """
 
 from __future__ import annotations
@@ -43,6 +45,57 @@ def sharpen(wav: np.ndarray, beta: float, smooth_bins: int | None, n_fft: int = 
     return torch.istft(out * spec / mag, n_fft, hop, window=window, length=len(wav)).numpy()
 
 
+def oracles(ref: np.ndarray, out: np.ndarray, n_fft: int = 512, hop: int = 128) -> dict[str, np.ndarray]:
+    """``out`` with one part of ``ref``'s STFT magnitude put in, ``out``'s phase kept."""
+    window = torch.hann_window(n_fft)
+
+    def stft(x: np.ndarray) -> torch.Tensor:
+        return torch.stft(torch.from_numpy(x).float(), n_fft, hop, window=window, return_complex=True)
+
+    R, Y = stft(ref), stft(out)
+    phase = Y / Y.abs().clamp_min(1e-9)
+    freqs = torch.linspace(0, 8000, n_fft // 2 + 1)
+    lr, ly = R.abs().clamp_min(1e-7).log(), Y.abs().clamp_min(1e-7).log()
+
+    def envelope(logmag: torch.Tensor, k: int = 9) -> torch.Tensor:
+        x = torch.nn.functional.pad(logmag.T.unsqueeze(1), (k // 2, k // 2), mode="replicate")
+        return torch.nn.functional.conv1d(x, torch.ones(1, 1, k) / k).squeeze(1).T
+
+    def put(band: torch.Tensor, logmag: torch.Tensor) -> np.ndarray:
+        Z = Y.clone()
+        Z[band] = logmag[band].exp() * phase[band]
+        return torch.istft(Z, n_fft, hop, window=window, length=len(out)).numpy()
+
+    energy = (R.abs() ** 2).sum(0)
+    quiet = 10 * torch.log10(energy / energy.max() + 1e-12) < -30
+    Z = Y.clone()
+    Z[:, quiet] = R[:, quiet]
+    low = freqs < 1000
+    er, ey = envelope(lr), envelope(ly)
+    return {
+        "oracle: the input in frames 30 dB below the loudest": torch.istft(
+            Z, n_fft, hop, window=window, length=len(out)
+        ).numpy(),
+        "oracle: the input's magnitude above 4 kHz": put(freqs >= 4000, lr),
+        "oracle: the input's magnitude 1-4 kHz": put((freqs >= 1000) & (freqs < 4000), lr),
+        "oracle: the input's magnitude below 1 kHz": put(low, lr),
+        "oracle, below 1 kHz: the input's envelope, the output's fine structure": put(low, er + (ly - ey)),
+        "oracle, below 1 kHz: the output's envelope, the input's fine structure": put(low, ey + (lr - er)),
+    }
+
+
+def pitch_errors(ref: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, float]:
+    """pYIN on both: ``(|F0 error| in cents where both are voiced, share of the input's voiced
+    frames the output loses)``."""
+    import librosa
+
+    kw = {"fmin": 60, "fmax": 400, "sr": 16000, "frame_length": 1024, "hop_length": 160}
+    f0r, vr, _ = librosa.pyin(ref, **kw)
+    f0o, vo, _ = librosa.pyin(out, **kw)
+    both = vr & vo
+    return 1200 * np.abs(np.log2(f0o[both] / f0r[both])), float((vr & ~vo).sum() / max(vr.sum(), 1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dir", type=Path, nargs="?", default=ROOT / ".data" / "heldout" / "speech" / "librispeech")
@@ -56,6 +109,7 @@ def main() -> None:
     model = codec.model.eval()
     sr = codec.sample_rate
     rows: dict[str, list[tuple[float | None, float | None, float]]] = {}
+    pitch: list[tuple[np.ndarray, float]] = []
 
     def score(name: str, ref: np.ndarray, out: np.ndarray) -> None:
         n = min(len(ref), len(out))
@@ -74,6 +128,11 @@ def main() -> None:
                 score(f"codes, harmonic valleys x{beta} (9-bin envelope)", wav, sharpen(from_codes, beta, 9))
             for beta in (1.1, 1.2):
                 score(f"codes, magnitude ** {beta}", wav, sharpen(from_codes, beta, None))
+            n = min(len(wav), len(from_codes))
+            for name, out in oracles(wav[:n], from_codes[:n]).items():
+                score(name, wav[:n], out)
+            cents, lost = pitch_errors(wav[:n], from_codes[:n])
+            pitch.append((cents, lost))
     print(f"{len(files)} clips from {args.dir}, codec {args.codec or 'default'}\n")
     print("| decoded from | PESQ-WB | STOI | mel distance |\n|---|---|---|---|")
     for name, vals in rows.items():
@@ -81,6 +140,12 @@ def main() -> None:
         s = np.mean([v[1] for v in vals if v[1] is not None])
         m = np.mean([v[2] for v in vals])
         print(f"| {name} | {p:.3f} | {s:.3f} | {m:.3f} |")
+    cents = np.concatenate([c for c, _ in pitch])
+    print(
+        f"\npYIN, decoded from the codes: {np.mean([v for _, v in pitch]) * 100:.0f} % of the input's voiced frames "
+        f"unvoiced; where both are voiced, |F0 error| median {np.median(cents):.0f} cents, "
+        f"{np.mean(cents > 50) * 100:.0f} % of frames over 50 cents"
+    )
 
 
 if __name__ == "__main__":

@@ -75,3 +75,16 @@ def test_stdin_list_and_usage_errors(tmp_path: Path, codec_dir: Path) -> None:
     bad.write_text(json.dumps({**good, "codes": [[1], [2]]}))
     res = run("decode", "--codec", str(codec_dir), str(bad), "-o", str(tmp_path / "o.wav"))
     assert res.exit_code == 1 and "2 code layers" in res.stderr
+
+
+def test_train_codec_usage_errors_come_before_any_work(tmp_path: Path) -> None:
+    cases = [
+        (["--out", str(tmp_path / "r")], "nothing to train on"),
+        (["--out", str(tmp_path / "r"), "--latents", str(tmp_path)], "not a latent pack"),
+        (["--out", str(tmp_path / "r"), "--data", str(tmp_path), "--disc-periods", "1,x"], "not a list of periods"),
+    ]
+    for args, message in cases:
+        result = run("train-codec", *args)
+        assert result.exit_code == 2, result.output
+        assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()

@@ -350,14 +350,24 @@ def test_latent_pack_trains_the_decoder_without_data_or_llm(
 
     monkeypatch.setattr("uniaudio_cli.llm.load_vocabulary", no_llm)
     cfg = tiny_train_cfg(
-        steps=4, decoder_only=True, latents=str(pack), init_from=str(base), gan=True, gan_start_step=2, disc_channels=4
+        steps=4,
+        decoder_only=True,
+        latents=str(pack),
+        init_from=str(base),
+        gan=True,
+        gan_start_step=2,
+        disc_channels=2,
+        disc_periods=(2, 3),
     )
     tuned = train_codec([], tmp_path / "tuned", cfg, None, progress=False)
     _, before = load_codec_weights(base)
     _, after = load_codec_weights(tuned)
     assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("decoder."))
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
-    assert any("val_mel" in r for r in metrics(tmp_path / "tuned"))
+    rows = metrics(tmp_path / "tuned")
+    assert any("val_mel" in r for r in rows) and any("adv" in r for r in rows)
+    state = json.loads((tmp_path / "tuned" / "train_state.json").read_text())
+    assert state["train_config"]["disc_periods"] == [2, 3]
     with pytest.raises(UsageError, match="--decoder-only"):
         train_codec([], tmp_path / "x", tiny_train_cfg(latents=str(pack), init_from=str(base)), None, progress=False)
 

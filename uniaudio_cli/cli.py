@@ -651,6 +651,18 @@ def generate(
     raise typer.Exit(report.exit_code)
 
 
+def _periods(text: str) -> tuple[int, ...]:
+    try:
+        periods = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        periods = ()
+    if not periods or min(periods) < 2:
+        raise UsageError(
+            f"--disc-periods {text!r}: not a list of periods", "pass integers of 2 or more, e.g. 2,3,5,7,11"
+        )
+    return periods
+
+
 @app.command("train-codec")
 @handle_errors
 def train_codec_cmd(
@@ -693,6 +705,13 @@ def train_codec_cmd(
     disc_channels: Annotated[
         int | None, typer.Option("--disc-channels", min=1, help="Width of the GAN discriminators.")
     ] = None,
+    disc_periods: Annotated[
+        str | None,
+        typer.Option(
+            "--disc-periods",
+            help="Add HiFi-GAN period discriminators with these periods, e.g. 2,3,5,7,11 (they judge periodicity).",
+        ),
+    ] = None,
     decoder_only: Annotated[
         bool,
         typer.Option(
@@ -727,6 +746,7 @@ def train_codec_cmd(
         "w_mel": w_mel,
         "w_stft": w_stft,
         "disc_channels": disc_channels,
+        "disc_periods": _periods(disc_periods) if disc_periods is not None else None,
         "latents": str(latents) if latents is not None else None,
         "decoder_only": decoder_only or None,
     }

@@ -9,6 +9,7 @@ discriminator a fraction of a CPU training step.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -99,6 +100,59 @@ class MultiResolutionDiscriminator(nn.Module):
         """``wav (B, 1, T)`` -> (per-discriminator logits, per-discriminator feature maps)."""
         logits, feats = [], []
         for d in self.discriminators:
+            lg, fm = d(wav)
+            logits.append(lg)
+            feats.append(fm)
+        return logits, feats
+
+
+class PeriodDiscriminator(nn.Module):
+    """HiFi-GAN's period discriminator: the waveform folded into ``(T / p, p)`` columns, one
+    column per phase of the period, through 2-D convolutions that stride along time only.
+
+    Every column holds samples exactly ``p`` apart, so a signal that repeats with a period near a
+    multiple of ``p`` is a smooth image and a noisy one is not: what spectrogram discriminators,
+    which drop the phase, cannot see. ``(B, 1, T)`` -> ``(logits, feature maps)``.
+    """
+
+    def __init__(self, period: int, channels: int = 16) -> None:
+        super().__init__()
+        self.period = period
+        widths = [1, channels, channels * 4, channels * 16, channels * 32]
+        self.convs = nn.ModuleList(
+            [
+                weight_norm(nn.Conv2d(cin, cout, (5, 1), stride=(3, 1), padding=(2, 0)))
+                for cin, cout in itertools.pairwise(widths)
+            ]
+            + [weight_norm(nn.Conv2d(widths[-1], widths[-1], (5, 1), padding=(2, 0)))]
+        )
+        self.post = weight_norm(nn.Conv2d(widths[-1], 1, (3, 1), padding=(1, 0)))
+
+    def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        b, c, t = wav.shape
+        pad = -t % self.period
+        x = F.pad(wav, (0, pad), mode="reflect") if pad else wav
+        x = x.view(b, c, -1, self.period)
+        feats = []
+        for conv in self.convs:
+            x = F.leaky_relu(conv(x), 0.1)
+            feats.append(x)
+        return self.post(x), feats
+
+
+class CombinedDiscriminator(nn.Module):
+    """Spectrogram discriminators (:class:`MultiResolutionDiscriminator`) beside period
+    discriminators (:class:`PeriodDiscriminator`, HiFi-GAN's periods 2, 3, 5, 7, 11 by default):
+    the logits and feature maps of all of them, in that order."""
+
+    def __init__(self, periods: Sequence[int] = (2, 3, 5, 7, 11), channels: int = 16, sample_rate: int = 16000):
+        super().__init__()
+        self.spectral = MultiResolutionDiscriminator(channels=channels, sample_rate=sample_rate)
+        self.periods = nn.ModuleList(PeriodDiscriminator(p, channels) for p in periods)
+
+    def forward(self, wav: torch.Tensor) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
+        logits, feats = self.spectral(wav)
+        for d in self.periods:
             lg, fm = d(wav)
             logits.append(lg)
             feats.append(fm)

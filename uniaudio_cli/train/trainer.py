@@ -38,7 +38,7 @@ from uniaudio_cli.codec.config import CodecConfig
 from uniaudio_cli.codec.model import LLMCodec
 from uniaudio_cli.errors import CheckpointError, UniaudioError, UsageError
 from uniaudio_cli.train.data import SegmentDataset, default_exclude
-from uniaudio_cli.train.discriminators import MultiResolutionDiscriminator
+from uniaudio_cli.train.discriminators import CombinedDiscriminator, MultiResolutionDiscriminator
 from uniaudio_cli.train.latents import LatentDataset, check_pack_matches
 from uniaudio_cli.train.losses import (
     ConsistencyHead,
@@ -88,7 +88,8 @@ class TrainConfig:
     convergence, each averaged over resolutions), multi-resolution log-mel L1 (averaged over
     resolutions), the quantizer commitment loss, the layer-1 semantic loss, the layer-1+2
     consistency loss, and, from ``gan_start_step`` on, the hinge adversarial and feature-matching
-    losses.
+    losses. The discriminators are spectrogram ones (``disc_channels`` wide), and with
+    ``disc_periods`` also HiFi-GAN's waveform period discriminators, which judge periodicity.
 
     ``segment_seconds`` is rounded to a whole number of the codec's ``pad_multiple`` (2.0 s ->
     2.04 s for the default codec) so no step computes padding. ``lr`` warms up linearly over
@@ -130,6 +131,7 @@ class TrainConfig:
     gan: bool = True
     gan_start_step: int = 1000
     disc_channels: int = 16
+    disc_periods: tuple[int, ...] = ()
     gain_db: tuple[float, float] = (-12.0, 3.0)
     n_words: int = 3000
     val_segments: int = 16
@@ -153,6 +155,7 @@ class TrainConfig:
         cfg = cls(**{k: v for k, v in data.items() if k in known})
         cfg.betas = (float(cfg.betas[0]), float(cfg.betas[1]))
         cfg.gain_db = (float(cfg.gain_db[0]), float(cfg.gain_db[1]))
+        cfg.disc_periods = tuple(int(p) for p in cfg.disc_periods)
         return cfg
 
 
@@ -403,7 +406,11 @@ class Trainer:
         self.frame_mel = FrameLogMel(sr, codec_cfg.hop_length, n_fft, 80).to(self.device)
         self.spectral = SpectralLoss(sr).to(self.device)
         self.disc = (
-            MultiResolutionDiscriminator(channels=cfg.disc_channels, sample_rate=sr).to(self.device)
+            (
+                CombinedDiscriminator(cfg.disc_periods, cfg.disc_channels, sr)
+                if cfg.disc_periods
+                else MultiResolutionDiscriminator(channels=cfg.disc_channels, sample_rate=sr)
+            ).to(self.device)
             if cfg.gan
             else None
         )
