@@ -370,7 +370,7 @@ class Trainer:
     def __init__(
         self,
         model: LLMCodec,
-        data: SegmentDataset,
+        data: SegmentDataset | LatentDataset,
         text_table: torch.Tensor | None,
         out_dir: str | Path,
         cfg: TrainConfig,
