@@ -44,6 +44,12 @@ def _state_sha256(model: LLMCodec, prefixes: tuple[str, ...] = ("",)) -> str:
     return h.hexdigest()
 
 
+def codes_sha256(model: LLMCodec) -> str:
+    """SHA-256 over the weights that decide a model's codes (encoder and quantizer): equal for two
+    codecs exactly when they write the same codes (see :attr:`Codec.codes_sha256`)."""
+    return _state_sha256(model, ("encoder.", "quantizer."))
+
+
 @dataclass
 class Codec:
     """A loaded LLM-Codec with its token bridge.
@@ -90,7 +96,7 @@ class Codec:
         """SHA-256 over the weights that decide the codes (encoder and quantizer), not the
         decoder's: what anything computed from codes alone, such as a prototype centre, depends
         on. A codec whose decoder alone was retrained keeps it."""
-        return _state_sha256(self.model, ("encoder.", "quantizer."))
+        return codes_sha256(self.model)
 
     @property
     def sample_rate(self) -> int:

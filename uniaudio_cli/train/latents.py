@@ -164,7 +164,7 @@ def _unlzma(t: torch.Tensor) -> bytes:
 def check_pack_matches(data: LatentDataset, model: LLMCodec) -> None:
     """Raise unless ``data`` was packed by this model's encoder and quantizer: a decoder trained
     on another codec's latents would be wrong for this one's codes."""
-    from uniaudio_cli.codec.api import _state_sha256
+    from uniaudio_cli.codec.api import codes_sha256
 
     cfg = model.cfg
     if data.hop != cfg.hop_length or data.latent_dim != cfg.latent_dim:
@@ -173,7 +173,7 @@ def check_pack_matches(data: LatentDataset, model: LLMCodec) -> None:
             f"the codec has {cfg.hop_length} / {cfg.latent_dim}",
             "pack the data with the codec passed to --init-from",
         )
-    mine = _state_sha256(model, ("encoder.", "quantizer."))
+    mine = codes_sha256(model)
     if data.meta["codes_sha256"] != mine:
         raise UsageError(
             f"{data.root}: packed by a codec whose codes_sha256 is {data.meta['codes_sha256'][:12]}, "
@@ -298,7 +298,7 @@ def pack_latents(
     if not val_lat:
         raise UsageError("no clip long enough for validation", "lower val_seconds")
     save_file({"latents": torch.stack(val_lat), "audio": torch.stack(val_wav)}, str(out / VAL_FILE))
-    from uniaudio_cli.codec.api import _state_sha256
+    from uniaudio_cli.codec.api import codes_sha256
 
     meta = {
         "format": PACK_FORMAT,
@@ -306,7 +306,7 @@ def pack_latents(
         "sample_rate": sr,
         "hop": hop,
         "latent_dim": cfg.latent_dim,
-        "codes_sha256": _state_sha256(model, ("encoder.", "quantizer.")),
+        "codes_sha256": codes_sha256(model),
         "shards": shards,
         "minutes": round(total / sr / 60, 2),
         "val_segments": len(val_lat),
