@@ -702,6 +702,10 @@ def train_codec_cmd(
     w_stft: Annotated[
         float | None, typer.Option("--w-stft", help="Weight of the log-magnitude + spectral-convergence loss.")
     ] = None,
+    w_phase: Annotated[
+        float | None,
+        typer.Option("--w-phase", min=0.0, help="Weight of the anti-wrapped phase loss (0: off)."),
+    ] = None,
     disc_channels: Annotated[
         int | None, typer.Option("--disc-channels", min=1, help="Width of the GAN discriminators.")
     ] = None,
@@ -746,6 +750,7 @@ def train_codec_cmd(
         "w_mel": w_mel,
         "w_stft": w_stft,
         "disc_channels": disc_channels,
+        "w_phase": w_phase,
         "disc_periods": _periods(disc_periods) if disc_periods is not None else None,
         "latents": str(latents) if latents is not None else None,
         "decoder_only": decoder_only or None,

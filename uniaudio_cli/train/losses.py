@@ -230,3 +230,44 @@ def feature_matching_loss(
         per = [F.l1_loss(f, r.detach()) for r, f in zip(rs, fs, strict=True)]
         loss = loss + torch.stack(per).mean()
     return loss
+
+
+class PhaseLoss(nn.Module):
+    """Anti-wrapped phase losses (APNet's instantaneous phase, group delay and instantaneous
+    frequency) between the STFTs of ``(B, 1, T)`` waveforms, weighted by the target's magnitude.
+
+    Spectrogram losses see no phase, and the decoder's head predicts one per frame: left free, the
+    frames' phases do not line up and their overlap-add loses the periodicity of voiced speech.
+    Each term is ``1 - cos`` of a phase difference (so wrapping costs nothing), computed from
+    unit complex numbers rather than ``angle()``, whose gradient is unbounded near zero magnitude.
+    Bins are weighted by the target's magnitude, so the harmonics count and the noise floor,
+    whose phase nothing can predict, does not.
+    """
+
+    def __init__(self, n_fft: int = 640, hop: int = 160) -> None:
+        super().__init__()
+        self.n_fft, self.hop = n_fft, hop
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+
+    def _unit(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        spec = torch.stft(x.squeeze(1), self.n_fft, self.hop, window=self.window, center=True, return_complex=True)
+        mag = torch.sqrt(spec.real.square() + spec.imag.square() + 1e-9)
+        return spec / mag, mag
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean of the three terms, a scalar in [0, 2]."""
+        up, _ = self._unit(pred)
+        with torch.no_grad():
+            ur, mag = self._unit(target)
+            w = mag / mag.sum(dim=(1, 2), keepdim=True).clamp_min(1e-9)
+
+        def dist(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+            # 1 - cos(arg a - arg b) for unit a, b.
+            return ((1.0 - (a * b.conj()).real) * weight).sum(dim=(1, 2)).mean()
+
+        ip = dist(up, ur, w)
+        # Instantaneous frequency: the phase advance from frame to frame.
+        iff = dist(up[..., 1:] * up[..., :-1].conj(), ur[..., 1:] * ur[..., :-1].conj(), w[..., 1:])
+        # Group delay: the phase difference between neighbouring bins.
+        gd = dist(up[:, 1:] * up[:, :-1].conj(), ur[:, 1:] * ur[:, :-1].conj(), w[:, 1:])
+        return (ip + iff + gd) / 3.0

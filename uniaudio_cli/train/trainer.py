@@ -43,6 +43,7 @@ from uniaudio_cli.train.latents import LatentDataset, check_pack_matches
 from uniaudio_cli.train.losses import (
     ConsistencyHead,
     FrameLogMel,
+    PhaseLoss,
     SpectralLoss,
     consistency_loss,
     feature_matching_loss,
@@ -87,7 +88,8 @@ class TrainConfig:
     Loss weights (``w_*``) multiply: time-domain L1, STFT (log-magnitude L1 + spectral
     convergence, each averaged over resolutions), multi-resolution log-mel L1 (averaged over
     resolutions), the quantizer commitment loss, the layer-1 semantic loss, the layer-1+2
-    consistency loss, and, from ``gan_start_step`` on, the hinge adversarial and feature-matching
+    consistency loss, the anti-wrapped phase loss (:class:`~uniaudio_cli.train.losses.PhaseLoss`;
+    0 leaves it out), and, from ``gan_start_step`` on, the hinge adversarial and feature-matching
     losses. The discriminators are spectrogram ones (``disc_channels`` wide), and with
     ``disc_periods`` also HiFi-GAN's waveform period discriminators, which judge periodicity.
 
@@ -126,6 +128,7 @@ class TrainConfig:
     w_commit: float = 1.0
     w_semantic: float = 1.0
     w_consistency: float = 1.0
+    w_phase: float = 0.0
     w_adv: float = 1.0
     w_feat: float = 2.0
     gan: bool = True
@@ -405,6 +408,7 @@ class Trainer:
         n_fft = 1 << max(codec_cfg.hop_length * 2 - 1, 1).bit_length()
         self.frame_mel = FrameLogMel(sr, codec_cfg.hop_length, n_fft, 80).to(self.device)
         self.spectral = SpectralLoss(sr).to(self.device)
+        self.phase = PhaseLoss().to(self.device) if cfg.w_phase > 0 else None
         self.disc = (
             (
                 CombinedDiscriminator(cfg.disc_periods, cfg.disc_channels, sr)
@@ -582,8 +586,10 @@ class Trainer:
             commit = quant.commitment.float()
         spec = self.spectral(y, wav)
         l1 = l1_time(y, wav)
+        phase = self.phase(y, wav) if self.phase is not None else y.new_zeros(())
         loss = (
-            cfg.w_time * l1
+            cfg.w_phase * phase
+            + cfg.w_time * l1
             + cfg.w_stft * (spec.stft_mag + spec.stft_sc)
             + cfg.w_mel * spec.mel
             + cfg.w_commit * commit
@@ -599,6 +605,8 @@ class Trainer:
             "semantic": sem,
             "consistency": cons,
         }
+        if self.phase is not None:
+            metrics["phase"] = phase
 
         if self.disc is not None and self.opt_d is not None and self.step >= cfg.gan_start_step:
             for g in self.opt_d.param_groups:
