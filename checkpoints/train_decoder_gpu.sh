@@ -40,6 +40,7 @@ BATCH=${BATCH:-16}
 SEGMENT=${SEGMENT:-1.0}
 LR=${LR:-1e-4}
 GAN=${GAN:---gan}
+EXTRA=${EXTRA:-}  # more train-codec options, e.g. "--w-phase 3"
 DEST=${OUT:-runs/gpu-out}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 mkdir -p "$DEST"
@@ -55,7 +56,7 @@ for k in $(seq 1 "$SPANS"); do
   python3 -m uniaudio_cli train-codec --latents "$PACK" --out "$RUN" "${R[@]}" --init-from "$INIT" \
     --decoder-only --batch-size "$BATCH" --segment-seconds "$SEGMENT" --lr "$LR" --lr-schedule constant \
     --w-stft 5 "$GAN" --gan-start 0 --disc-channels 32 --disc-periods 2,3,5,7,11 \
-    --steps 10000000 --checkpoint-every 1000 --time-limit "$SPAN_S" --quiet
+    --steps 10000000 --checkpoint-every 1000 --time-limit "$SPAN_S" --quiet $EXTRA
   python3 -m uniaudio_cli.train.latents export-decoder "$RUN/codec" "$DEST/decoder-$k.safetensors"
   tail -n 2 "$RUN/metrics.jsonl"
 done
