@@ -730,6 +730,13 @@ def train_codec_cmd(
     ] = None,
 ) -> None:
     """Train an LLM-Codec for an LLM's vocabulary (rich progress, periodic checkpoints, --resume)."""
+    folders = [*(data or []), *(more_data or [])]
+    if not folders and latents is None and not resume:
+        raise UsageError("nothing to train on", "pass --data FOLDER (or --latents PACK with --decoder-only)")
+    if latents is not None and not (latents / "pack.json").is_file():
+        raise UsageError(
+            f"{latents}: not a latent pack (no pack.json)", "write one with python -m uniaudio_cli.train.latents pack"
+        )
     from uniaudio_cli.codec.config import CodecConfig
     from uniaudio_cli.train.trainer import TrainConfig, train_codec
 
@@ -773,13 +780,6 @@ def train_codec_cmd(
             codec_cfg.latent_dim = codec_cfg.encoder_dim * 2 ** len(codec_cfg.encoder_rates)
     if fine_layers is not None:
         codec_cfg.small_fine_layers = fine_layers
-    folders = [*(data or []), *(more_data or [])]
-    if not folders and latents is None and not resume:
-        raise UsageError("nothing to train on", "pass --data FOLDER (or --latents PACK with --decoder-only)")
-    if latents is not None and not (latents / "pack.json").is_file():
-        raise UsageError(
-            f"{latents}: not a latent pack (no pack.json)", "write one with python -m uniaudio_cli.train.latents pack"
-        )
     path = train_codec(folders, out, cfg, codec_cfg, resume=resume, llm=llm, progress=not quiet)
     typer.echo(str(path))
 
