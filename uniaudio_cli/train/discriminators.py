@@ -140,20 +140,11 @@ class PeriodDiscriminator(nn.Module):
         return self.post(x), feats
 
 
-class CombinedDiscriminator(nn.Module):
+class CombinedDiscriminator(MultiResolutionDiscriminator):
     """Spectrogram discriminators (:class:`MultiResolutionDiscriminator`) beside period
     discriminators (:class:`PeriodDiscriminator`, HiFi-GAN's periods 2, 3, 5, 7, 11 by default):
     the logits and feature maps of all of them, in that order."""
 
     def __init__(self, periods: Sequence[int] = (2, 3, 5, 7, 11), channels: int = 16, sample_rate: int = 16000):
-        super().__init__()
-        self.spectral = MultiResolutionDiscriminator(channels=channels, sample_rate=sample_rate)
-        self.periods = nn.ModuleList(PeriodDiscriminator(p, channels) for p in periods)
-
-    def forward(self, wav: torch.Tensor) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
-        logits, feats = self.spectral(wav)
-        for d in self.periods:
-            lg, fm = d(wav)
-            logits.append(lg)
-            feats.append(fm)
-        return logits, feats
+        super().__init__(channels=channels, sample_rate=sample_rate)
+        self.discriminators.extend(PeriodDiscriminator(p, channels) for p in periods)
