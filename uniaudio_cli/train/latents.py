@@ -161,22 +161,24 @@ def _unlzma(t: torch.Tensor) -> bytes:
     return lzma.decompress(t.numpy().tobytes())
 
 
-def check_pack_matches(data: LatentDataset, model: LLMCodec) -> None:
-    """Raise unless ``data`` was packed by this model's encoder and quantizer: a decoder trained
-    on another codec's latents would be wrong for this one's codes."""
+def check_pack_matches(pack_dir: str | Path, model: LLMCodec) -> None:
+    """Raise unless the pack in ``pack_dir`` was written by this model's encoder and quantizer
+    (a decoder trained on another codec's latents would be wrong for this one's codes). Reads
+    ``pack.json`` only, so it can run before the shards are loaded."""
     from uniaudio_cli.codec.api import codes_sha256
 
+    meta = read_pack_meta(Path(pack_dir))
     cfg = model.cfg
-    if data.hop != cfg.hop_length or data.latent_dim != cfg.latent_dim:
+    if meta["hop"] != cfg.hop_length or meta["latent_dim"] != cfg.latent_dim:
         raise UsageError(
-            f"{data.root}: latents of hop {data.hop} / dim {data.latent_dim}, "
+            f"{pack_dir}: latents of hop {meta['hop']} / dim {meta['latent_dim']}, "
             f"the codec has {cfg.hop_length} / {cfg.latent_dim}",
             "pack the data with the codec passed to --init-from",
         )
     mine = codes_sha256(model)
-    if data.meta["codes_sha256"] != mine:
+    if meta["codes_sha256"] != mine:
         raise UsageError(
-            f"{data.root}: packed by a codec whose codes_sha256 is {data.meta['codes_sha256'][:12]}, "
+            f"{pack_dir}: packed by a codec whose codes_sha256 is {meta['codes_sha256'][:12]}, "
             f"not --init-from's {mine[:12]}",
             "pack the data with the codec passed to --init-from",
         )

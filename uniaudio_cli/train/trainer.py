@@ -844,26 +844,26 @@ def build_trainer(
             if codec_cfg.vocab is None:
                 codec_cfg = dataclasses.replace(codec_cfg, vocab=init_cfg.vocab)
 
-        if cfg.latents is not None:
-            # Packed latents replace the encoder and the codebooks: no LLM is loaded, and the
-            # codebook tables stay zero (never used).
-            assert codec_cfg is not None
-            torch.manual_seed(cfg.seed)
-            model = LLMCodec(codec_cfg)
-        else:
+        # Packed latents replace the encoder and the codebooks: then no LLM is loaded, and the
+        # codebook tables stay zero (never used).
+        if cfg.latents is None:
             if vocab is None:
                 from uniaudio_cli.llm import load_vocabulary
 
                 vocab = load_vocabulary(llm)
             if codec_cfg is None or codec_cfg.vocab is None:
                 codec_cfg = default_codec_config(build_vocab_spec(vocab, cfg.n_words), codec_cfg)
-            tables, banned = codebook_tables(codec_cfg.vocab, vocab, source=str(out_dir))
-            torch.manual_seed(cfg.seed)
-            model = LLMCodec(codec_cfg)
-            model.set_codebooks(tables, banned)
+        assert codec_cfg is not None
+        torch.manual_seed(cfg.seed)
+        model = LLMCodec(codec_cfg)
+        if cfg.latents is None:
+            assert vocab is not None
+            model.set_codebooks(*codebook_tables(codec_cfg.vocab, vocab, source=str(out_dir)))
         if init_sd is not None:
             new = warm_start(model, {k: v.float() for k, v in init_sd.items()}, str(cfg.init_from))
             log.info("initialised from %s (%d weights new: %s)", cfg.init_from, len(new), ", ".join(new[:4]))
+        if cfg.latents is not None and saved is None:
+            check_pack_matches(cfg.latents, model)  # before the shards are read
         data: SegmentDataset | LatentDataset
         text_table: torch.Tensor | None
         if cfg.latents is not None:
@@ -884,8 +884,8 @@ def build_trainer(
         if saved is not None:
             trainer.load_state(*saved)
             log.info("resumed %s at step %d", out_dir, trainer.step)
-        if isinstance(data, LatentDataset):
-            check_pack_matches(data, model)
+            if cfg.latents is not None:
+                check_pack_matches(cfg.latents, model)
     except BaseException:
         lock.release()
         raise
