@@ -697,6 +697,13 @@ def train_codec_cmd(
     fine_layers: Annotated[
         int | None, typer.Option("--fine-layers", min=1, help="Small backbone: decoder blocks at the STFT rate.")
     ] = None,
+    harmonic: Annotated[
+        bool,
+        typer.Option(
+            "--harmonic",
+            help="Small backbone: the decoder's phase follows a harmonic oscillator at a pitch it predicts.",
+        ),
+    ] = False,
     lr_schedule: Annotated[str | None, typer.Option("--lr-schedule", help="exponential, cosine or constant.")] = None,
     w_mel: Annotated[float | None, typer.Option("--w-mel", help="Weight of the multi-resolution log-mel loss.")] = None,
     w_stft: Annotated[
@@ -705,6 +712,10 @@ def train_codec_cmd(
     w_phase: Annotated[
         float | None,
         typer.Option("--w-phase", min=0.0, help="Weight of the anti-wrapped phase loss (0: off)."),
+    ] = None,
+    w_pitch: Annotated[
+        float | None,
+        typer.Option("--w-pitch", min=0.0, help="Weight of the harmonic head's pitch loss (against YIN)."),
     ] = None,
     disc_channels: Annotated[
         int | None, typer.Option("--disc-channels", min=1, help="Width of the GAN discriminators.")
@@ -758,6 +769,7 @@ def train_codec_cmd(
         "w_stft": w_stft,
         "disc_channels": disc_channels,
         "w_phase": w_phase,
+        "w_pitch": w_pitch,
         "disc_periods": _periods(disc_periods) if disc_periods is not None else None,
         "latents": str(latents) if latents is not None else None,
         "decoder_only": decoder_only or None,
@@ -780,6 +792,8 @@ def train_codec_cmd(
             codec_cfg.latent_dim = codec_cfg.encoder_dim * 2 ** len(codec_cfg.encoder_rates)
     if fine_layers is not None:
         codec_cfg.small_fine_layers = fine_layers
+    if harmonic:
+        codec_cfg.small_harmonic = True
     path = train_codec(folders, out, cfg, codec_cfg, resume=resume, llm=llm, progress=not quiet)
     typer.echo(str(path))
 

@@ -233,6 +233,10 @@ class StreamingDecoder:
         self.frames = 0  # frames pushed so far
         self.emitted = 0  # samples yielded so far
         self._finished = False
+        # A harmonic decoder head's oscillator accumulates phase over the whole signal: each
+        # window is anchored to the phase the previous window computed at its first kept frame.
+        self._stft_per_frame = cfg.small_hop // cfg.small_stft_hop if cfg.backbone == "small" else 1
+        self._phase: torch.Tensor | None = None
 
     def push(self, codes: Sequence[Sequence[int]]) -> Iterator[np.ndarray]:
         """Add codes per layer (stored at once); iterate the result for the completed windows' samples."""
@@ -264,8 +268,12 @@ class StreamingDecoder:
             torch.tensor(c[lo // s : None if hi is None else hi // s], dtype=torch.long, device=self.device)[None]
             for c, s in zip(self._codes, self.strides, strict=True)
         ]
-        audio = self.model.decode(seg)
-        return audio[0, 0, (self._pos - start) * self.hop :].float().cpu().numpy()
+        anchor = (self._pos - start) * self._stft_per_frame
+        audio, phase = self.model.decode_with_phase(seg, self._phase, anchor)
+        if phase is not None and end is not None:
+            self._phase = phase[:, anchor + self.window * self._stft_per_frame]
+        frames = seg[-1].shape[-1] * self.strides[-1]
+        return audio[0, 0, (self._pos - start) * self.hop : frames * self.hop].float().cpu().numpy()
 
     def _emit(self, wav: np.ndarray) -> np.ndarray:
         if self.length is not None:

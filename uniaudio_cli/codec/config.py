@@ -52,7 +52,8 @@ class CodecConfig:
       ``noise``, ``depthwise``.
     * ``small``: a frame-rate ConvNeXt encoder/decoder with an inverse-STFT head that trains and
       runs fast on a CPU; fields ``small_*`` (``small_fine_layers``: decoder blocks at the STFT
-      rate, after upsampling, where harmonic detail is drawn).
+      rate, after upsampling, where harmonic detail is drawn; ``small_harmonic``: the head's phase
+      follows a harmonic oscillator at a predicted pitch, see :mod:`uniaudio_cli.codec.small`).
 
     ``hop_length`` samples make one latent frame; layer ``i`` emits one code every
     ``vq_strides[i]`` frames.
@@ -81,6 +82,7 @@ class CodecConfig:
     small_encoder_layers: int = 4
     small_decoder_layers: int = 6
     small_fine_layers: int = 1
+    small_harmonic: bool = False
     vocab: VocabSpec | None = None
 
     @property

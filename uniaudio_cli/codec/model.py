@@ -96,6 +96,21 @@ class LLMCodec(nn.Module):
     @torch.no_grad()
     def decode(self, codes: list[torch.Tensor], length: int | None = None) -> torch.Tensor:
         """Codebook indices per layer ``(B, T_i)`` -> waveform ``(B, 1, T)`` (cropped to ``length``)."""
+        audio, _ = self.decode_with_phase(codes)
+        frames = codes[-1].shape[-1] * self.cfg.vq_strides[-1]
+        end = frames * self.cfg.hop_length if length is None else min(length, frames * self.cfg.hop_length)
+        return audio[..., :end]
+
+    @torch.no_grad()
+    def decode_with_phase(
+        self, codes: list[torch.Tensor], phase0: torch.Tensor | None = None, anchor: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`decode` (uncropped: whole padding units) for chunked decoding.
+
+        With a harmonic decoder head (``small_harmonic``) its oscillator's phase is ``phase0``
+        (cycles, ``(B,)``) at STFT frame ``anchor`` and is returned at every STFT frame
+        ``(B, frames + 1)``; otherwise ``phase0`` is ignored and ``None`` returned.
+        """
         frames = codes[-1].shape[-1] * self.cfg.vq_strides[-1]
         unit = self.cfg.pad_multiple // self.cfg.hop_length
         pad_frames = -frames % unit
@@ -106,6 +121,8 @@ class LLMCodec(nn.Module):
                 torch.cat([c, c[..., -1:].expand(*c.shape[:-1], pad_frames // s)], dim=-1)
                 for c, s in zip(codes, self.cfg.vq_strides, strict=True)
             ]
-        audio = self.decoder(self.quantizer.decode(codes))
-        end = frames * self.cfg.hop_length if length is None else min(length, frames * self.cfg.hop_length)
-        return audio[..., :end]
+        z = self.quantizer.decode(codes)
+        synthesize = getattr(self.decoder, "synthesize", None)
+        if synthesize is None:
+            return self.decoder(z), None
+        return synthesize(z, phase0, anchor)

@@ -4,6 +4,13 @@ Everything heavy runs at the 33.3 Hz latent rate, and the decoder predicts an ST
 magnitude and phase) at 100 Hz that one ``istft`` turns into samples, as in Vocos. That keeps
 a forward pass over a second of audio at a few tens of MFLOPs, so the codec trains and runs on
 a laptop CPU.
+
+With ``small_harmonic`` the head also predicts a pitch track and voicing at the STFT rate and
+runs a band-limited harmonic oscillator at that pitch; each STFT bin then mixes (by a predicted
+weight) the oscillator's phase with the freely predicted one. A free phase per 10 ms frame rarely
+lines up from one frame to the next, so voiced speech comes out rough; the oscillator's phase
+advances coherently by construction. The oscillator's phase accumulates over the whole signal, so
+a chunked decode carries it from one window to the next (``phase0``).
 """
 
 from __future__ import annotations
@@ -70,6 +77,60 @@ class SmallEncoder(nn.Module):
         return self.out(self.blocks(h))
 
 
+# Pitch is predicted as log2(F0 / F0_REF_HZ) and clamped to the range speech and song need.
+F0_REF_HZ = 150.0
+F0_MIN_HZ, F0_MAX_HZ = 50.0, 800.0
+
+
+def harmonic_excitation(
+    f0: torch.Tensor,
+    voiced: torch.Tensor,
+    hop: int,
+    sample_rate: int,
+    phase0: torch.Tensor | None = None,
+    anchor: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A band-limited harmonic oscillator.
+
+    Args:
+        f0: pitch in Hz ``(B, N)`` at frame centres ``n * hop`` (any value where unvoiced).
+        voiced: amplitude in [0, 1] ``(B, N)`` (0 = silent).
+        hop: samples per frame.
+        sample_rate: samples per second.
+        phase0: the oscillator's phase in cycles at frame ``anchor``'s centre, ``(B,)`` (default 0).
+        anchor: the frame (``0 <= anchor <= N``) where the phase is ``phase0``.
+
+    Returns:
+        ``(excitation (B, N * hop), phase (B, N + 1))``: every harmonic below 0.95 * Nyquist with
+        amplitude 1, and the phase in cycles (wrapped to [0, 1)) at each frame centre and at the
+        end.
+    """
+    B, N = f0.shape
+    t = torch.arange(N * hop, device=f0.device, dtype=torch.float64) / hop
+    i0 = t.floor().long().clamp(max=N - 1)
+    i1 = (i0 + 1).clamp(max=N - 1)
+    frac = (t - i0).to(f0.dtype)
+    f = f0[:, i0] * (1 - frac) + f0[:, i1] * frac
+    amp = voiced[:, i0] * (1 - frac) + voiced[:, i1] * frac
+    # Cumulate in float64: a float32 phase drifts audibly over a minute of audio.
+    step = f.double() / sample_rate
+    cycles = torch.cat([torch.zeros(B, 1, dtype=torch.float64, device=f0.device), step.cumsum(-1)], dim=-1)
+    frame_phase = cycles[:, ::hop]
+    offset = -frame_phase[:, anchor]
+    if phase0 is not None:
+        offset = offset + phase0.double()
+    cycles = cycles[:, :-1] + offset[:, None]
+    frame_phase = frame_phase + offset[:, None]
+    theta = (2 * torch.pi * torch.remainder(cycles, 1.0)).to(f0.dtype)
+    # sum_{k=1..K} sin(k theta) = sin(K theta / 2) sin((K + 1) theta / 2) / sin(theta / 2)
+    k = torch.floor(0.95 * sample_rate / 2 / f.clamp_min(1.0)).clamp_min(1.0)
+    den = torch.sin(theta / 2)
+    safe = den.abs() > 1e-4
+    ratio = torch.sin(k * theta / 2) * torch.sin((k + 1) * theta / 2) / torch.where(safe, den, 1.0)
+    wave = torch.where(safe, ratio, 0.0)
+    return wave * amp / k.sqrt(), torch.remainder(frame_phase, 1.0).to(f0.dtype)
+
+
 class ISTFTHead(nn.Module):
     """``(B, C, frames)`` -> waveform ``(B, 1, frames * hop)`` via predicted log-magnitude and phase."""
 
@@ -90,6 +151,61 @@ class ISTFTHead(nn.Module):
         return wav.unsqueeze(1)
 
 
+class HarmonicISTFTHead(ISTFTHead):
+    """:class:`ISTFTHead` whose phase is, per bin, a learned mix of the free phase and a harmonic
+    oscillator's at a predicted pitch (see the module docstring).
+
+    :meth:`pitch` gives ``(log2(F0 / F0_REF_HZ), voicing logit)``, each ``(B, frames)``, which
+    training supervises with the target's pitch track.
+    """
+
+    def __init__(self, dim: int, n_fft: int, hop: int, sample_rate: int) -> None:
+        super().__init__(dim, n_fft, hop)
+        self.sample_rate = sample_rate
+        self.pitch_proj = nn.Linear(dim, 2)
+        self.mix = nn.Linear(dim, n_fft // 2 + 1)
+        nn.init.zeros_(self.pitch_proj.weight)
+        nn.init.zeros_(self.pitch_proj.bias)
+        # Start with the oscillator almost off, so a head grown from a trained ISTFTHead starts
+        # where that head was.
+        nn.init.zeros_(self.mix.weight)
+        nn.init.constant_(self.mix.bias, -4.0)
+
+    def pitch(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, C, frames)`` -> ``(log2(F0 / F0_REF_HZ), voicing logit)``, each ``(B, frames)``."""
+        out = self.pitch_proj(h.transpose(1, 2)).float()
+        return out[..., 0], out[..., 1]
+
+    def forward(self, h: torch.Tensor, phase0: torch.Tensor | None = None, anchor: int = 0) -> torch.Tensor:
+        """``(B, C, frames)`` -> waveform ``(B, 1, frames * hop)``; ``phase0``, ``anchor``: see
+        :func:`harmonic_excitation`."""
+        return self.synthesize(h, phase0, anchor)[0]
+
+    def synthesize(
+        self, h: torch.Tensor, phase0: torch.Tensor | None = None, anchor: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` that also returns the oscillator's phase in cycles at each frame
+        ``(B, frames + 1)``."""
+        x = self.proj(h.transpose(1, 2)).transpose(1, 2).float()
+        log_mag, phase = x.chunk(2, dim=1)
+        mag = torch.exp(log_mag.clamp(max=8.0))
+        log_f0, voicing = self.pitch(h)
+        with torch.no_grad():
+            # The oscillator follows the pitch track; the track learns from its own loss only.
+            f0 = (F0_REF_HZ * torch.exp2(log_f0)).clamp(F0_MIN_HZ, F0_MAX_HZ)
+            excitation, osc_phase = harmonic_excitation(
+                f0, torch.sigmoid(voicing), self.hop, self.sample_rate, phase0, anchor
+            )
+            spec = torch.stft(excitation, self.n_fft, self.hop, window=self.window, center=True, return_complex=True)
+            spec = spec[..., : h.shape[-1]]
+            unit = spec / spec.abs().clamp_min(1e-3)
+        w = torch.sigmoid(self.mix(h.transpose(1, 2)).transpose(1, 2).float())
+        spec = mag * (w * unit + (1 - w) * torch.polar(torch.ones_like(phase), phase))
+        frames = h.shape[-1]
+        wav = torch.istft(spec, self.n_fft, self.hop, window=self.window, center=True, length=frames * self.hop)
+        return wav.unsqueeze(1), osc_phase
+
+
 class SmallDecoder(nn.Module):
     """Latent ``(B, latent_dim, T')`` -> waveform ``(B, 1, T' * small_hop)``."""
 
@@ -102,11 +218,29 @@ class SmallDecoder(nn.Module):
         self.upsample = nn.ConvTranspose1d(cfg.small_dim, cfg.small_dim, kernel_size=up, stride=up)
         self.fine = _stack(cfg.small_dim, cfg.small_intermediate, cfg.small_fine_layers)
         self.final_norm = nn.LayerNorm(cfg.small_dim, eps=1e-6)
-        self.head = ISTFTHead(cfg.small_dim, cfg.small_n_fft, cfg.small_stft_hop)
+        self.head: ISTFTHead = (
+            HarmonicISTFTHead(cfg.small_dim, cfg.small_n_fft, cfg.small_stft_hop, cfg.sample_rate)
+            if cfg.small_harmonic
+            else ISTFTHead(cfg.small_dim, cfg.small_n_fft, cfg.small_stft_hop)
+        )
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def features(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent ``(B, latent_dim, T')`` -> the head's input ``(B, small_dim, T' * small_hop / small_stft_hop)``."""
         h = self.embed(z)
         h = self.blocks(self.norm(h.transpose(1, 2)).transpose(1, 2))
         h = self.fine(self.upsample(h))
-        h = self.final_norm(h.transpose(1, 2)).transpose(1, 2)
-        return self.head(h)
+        return self.final_norm(h.transpose(1, 2)).transpose(1, 2)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(z))
+
+    def synthesize(
+        self, z: torch.Tensor, phase0: torch.Tensor | None = None, anchor: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`forward` with the harmonic oscillator's phase: set to ``phase0`` (cycles,
+        ``(B,)``) at STFT frame ``anchor``, and returned at every STFT frame ``(B, frames + 1)``
+        (``None`` without ``small_harmonic``). A chunked decode chains windows with it."""
+        h = self.features(z)
+        if isinstance(self.head, HarmonicISTFTHead):
+            return self.head.synthesize(h, phase0, anchor)
+        return self.head(h), None

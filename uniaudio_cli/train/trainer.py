@@ -36,6 +36,7 @@ import torch
 from uniaudio_cli.codec.checkpoint import save_codec, trainable_state_dict
 from uniaudio_cli.codec.config import CodecConfig
 from uniaudio_cli.codec.model import LLMCodec
+from uniaudio_cli.codec.small import HarmonicISTFTHead
 from uniaudio_cli.errors import CheckpointError, UniaudioError, UsageError
 from uniaudio_cli.train.data import SegmentDataset, default_exclude
 from uniaudio_cli.train.discriminators import CombinedDiscriminator, MultiResolutionDiscriminator
@@ -52,6 +53,7 @@ from uniaudio_cli.train.losses import (
     l1_time,
     semantic_loss,
 )
+from uniaudio_cli.train.pitch import pitch_loss
 
 if TYPE_CHECKING:
     from uniaudio_cli.llm import Vocabulary
@@ -129,6 +131,7 @@ class TrainConfig:
     w_semantic: float = 1.0
     w_consistency: float = 1.0
     w_phase: float = 0.0
+    w_pitch: float = 1.0
     w_adv: float = 1.0
     w_feat: float = 2.0
     gan: bool = True
@@ -409,6 +412,7 @@ class Trainer:
         self.frame_mel = FrameLogMel(sr, codec_cfg.hop_length, n_fft, 80).to(self.device)
         self.spectral = SpectralLoss(sr).to(self.device)
         self.phase = PhaseLoss().to(self.device) if cfg.w_phase > 0 else None
+        self.pitch_hop = codec_cfg.small_stft_hop
         self.disc = (
             (
                 CombinedDiscriminator(cfg.disc_periods, cfg.disc_channels, sr)
@@ -554,6 +558,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
 
+    def _decode(self, z_q: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """Decoder pass ``(B, D, T') -> (B, 1, T)``, with the harmonic head's pitch prediction
+        (``(log2 F0 ratio, voicing logit)``, each ``(B, frames)``) when it has one."""
+        decoder = self.model.decoder
+        head = getattr(decoder, "head", None)
+        if isinstance(head, HarmonicISTFTHead):
+            h = decoder.features(z_q)
+            return head(h), head.pitch(h)
+        return decoder(z_q), None
+
     def train_step(self) -> dict[str, torch.Tensor]:
         """One optimisation step; returns detached scalar losses."""
         cfg = self.cfg
@@ -570,13 +584,14 @@ class Trainer:
                 with torch.no_grad(), self._autocast():
                     z_q = model.quantizer(model.encoder(model.preprocess(wav))).z_q
             with self._autocast():
-                y = model.decoder(z_q)[..., : wav.shape[-1]].float()
+                y, pitch = self._decode(z_q)
+            y = y[..., : wav.shape[-1]].float()
             cons = sem = commit = y.new_zeros(())
         else:
             with self._autocast():
-                out = self.model(wav)
-            y = out.audio.float()
-            quant = out.quant
+                quant = self.model.quantizer(self.model.encoder(self.model.preprocess(wav)))
+                y, pitch = self._decode(quant.z_q)
+            y = y[..., : wav.shape[-1]].float()
             with torch.no_grad():
                 target_mel = self.frame_mel(self.model.preprocess(wav))
             assert self.text_table is not None, "full training needs the semantic text table"
@@ -587,8 +602,12 @@ class Trainer:
         spec = self.spectral(y, wav)
         l1 = l1_time(y, wav)
         phase = self.phase(y, wav) if self.phase is not None else y.new_zeros(())
+        f0_loss = (
+            pitch_loss(*pitch, wav, self.model.sample_rate, self.pitch_hop) if pitch is not None else y.new_zeros(())
+        )
         loss = (
             cfg.w_phase * phase
+            + cfg.w_pitch * f0_loss
             + cfg.w_time * l1
             + cfg.w_stft * (spec.stft_mag + spec.stft_sc)
             + cfg.w_mel * spec.mel
@@ -607,6 +626,8 @@ class Trainer:
         }
         if self.phase is not None:
             metrics["phase"] = phase
+        if pitch is not None:
+            metrics["pitch"] = f0_loss
 
         if self.disc is not None and self.opt_d is not None and self.step >= cfg.gan_start_step:
             for g in self.opt_d.param_groups:
