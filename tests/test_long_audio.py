@@ -216,8 +216,9 @@ def harmonic_codec() -> LLMCodec:
     head = model.decoder.head
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():
-        head.pitch_proj.weight.copy_(0.5 * torch.randn(head.pitch_proj.weight.shape, generator=g))
-        head.pitch_proj.bias.copy_(torch.tensor([0.3, 2.0]))
+        last = head.pitch_proj[-1]
+        last.weight.copy_(0.5 * torch.randn(last.weight.shape, generator=g))
+        last.bias.copy_(torch.tensor([0.3, 2.0]))
         head.mix.weight.copy_(torch.randn(head.mix.weight.shape, generator=g))
         head.mix.bias.fill_(1.0)
     return model

@@ -112,8 +112,10 @@ def test_harmonic_head_grown_from_a_plain_codec_starts_close_to_it() -> None:
     assert sorted(missing) == [
         "decoder.head.mix.bias",
         "decoder.head.mix.weight",
-        "decoder.head.pitch_proj.bias",
-        "decoder.head.pitch_proj.weight",
+        "decoder.head.pitch_proj.0.bias",
+        "decoder.head.pitch_proj.0.weight",
+        "decoder.head.pitch_proj.2.bias",
+        "decoder.head.pitch_proj.2.weight",
     ]
     assert isinstance(grown.decoder.head, HarmonicISTFTHead)
     z = torch.randn(1, plain_cfg.latent_dim, 20)

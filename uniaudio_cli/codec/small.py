@@ -162,14 +162,20 @@ class HarmonicISTFTHead(ISTFTHead):
     def __init__(self, dim: int, n_fft: int, hop: int, sample_rate: int) -> None:
         super().__init__(dim, n_fft, hop)
         self.sample_rate = sample_rate
-        self.pitch_proj = nn.Linear(dim, 2)
+        self.pitch_proj = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 2))
         self.mix = nn.Linear(dim, n_fft // 2 + 1)
-        nn.init.zeros_(self.pitch_proj.weight)
-        nn.init.zeros_(self.pitch_proj.bias)
+        # A zero last layer: the pitch starts at F0_REF_HZ, half voiced, for any input.
+        nn.init.zeros_(self.pitch_proj[-1].weight)
+        nn.init.zeros_(self.pitch_proj[-1].bias)
         # Start with the oscillator almost off, so a head grown from a trained ISTFTHead starts
         # where that head was.
         nn.init.zeros_(self.mix.weight)
         nn.init.constant_(self.mix.bias, -4.0)
+
+    def new_parameters(self) -> list[nn.Parameter]:
+        """The layers :class:`ISTFTHead` lacks (pitch and mix), for a higher learning rate when
+        the head is grown on a trained decoder."""
+        return [*self.pitch_proj.parameters(), *self.mix.parameters()]
 
     def pitch(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, C, frames)`` -> ``(log2(F0 / F0_REF_HZ), voicing logit)``, each ``(B, frames)``."""

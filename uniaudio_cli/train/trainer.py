@@ -110,7 +110,10 @@ class TrainConfig:
     :func:`uniaudio_cli.train.latents.pack_latents` wrote) trains the decoder alone from packed
     (latent, waveform) pairs instead of audio folders, so neither the encoder nor the LLM's
     codebooks are run (for a machine that has neither the data nor the LLM); it implies
-    ``decoder_only`` and no random gain.
+    ``decoder_only`` and no random gain. With a harmonic decoder head (``small_harmonic``) the
+    head's pitch track learns from ``w_pitch`` times :func:`uniaudio_cli.train.pitch.pitch_loss`,
+    and its new layers (pitch and mix) train at ``harmonic_lr_scale`` times the learning rate, so a
+    head grown on a trained decoder catches up with it.
     """
 
     steps: int = 5000
@@ -132,6 +135,7 @@ class TrainConfig:
     w_consistency: float = 1.0
     w_phase: float = 0.0
     w_pitch: float = 1.0
+    harmonic_lr_scale: float = 10.0
     w_adv: float = 1.0
     w_feat: float = 2.0
     gan: bool = True
@@ -429,7 +433,13 @@ class Trainer:
         else:
             self.g_params = [p for p in self.model.parameters() if p.requires_grad] + list(self.aux.parameters())
         adamw = {"lr": cfg.lr, "betas": cfg.betas, "weight_decay": cfg.weight_decay}
-        self.opt_g = torch.optim.AdamW(self.g_params, **adamw)
+        head = getattr(self.model.decoder, "head", None)
+        fast = {id(p) for p in head.new_parameters()} if isinstance(head, HarmonicISTFTHead) else set()
+        groups = [
+            {"params": [p for p in self.g_params if id(p) not in fast], "lr_scale": 1.0},
+            {"params": [p for p in self.g_params if id(p) in fast], "lr_scale": cfg.harmonic_lr_scale},
+        ]
+        self.opt_g = torch.optim.AdamW([g for g in groups if g["params"]], **adamw)
         self.opt_d = torch.optim.AdamW(self.disc.parameters(), **adamw) if self.disc is not None else None
 
         self._init_consistency_bias()
@@ -660,7 +670,7 @@ class Trainer:
             loss.backward()
 
         for g in self.opt_g.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_scale", 1.0)
         norm = torch.nn.utils.clip_grad_norm_(self.g_params, cfg.grad_clip)
         if torch.isfinite(norm) and torch.isfinite(loss):
             self.opt_g.step()
