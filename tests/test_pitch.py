@@ -12,7 +12,7 @@ import torch
 from tests.conftest import tiny_config, tiny_vocabulary
 from uniaudio_cli.codec.config import CodecConfig
 from uniaudio_cli.codec.model import LLMCodec
-from uniaudio_cli.codec.small import HarmonicISTFTHead, harmonic_excitation
+from uniaudio_cli.codec.small import PITCH_BINS, HarmonicISTFTHead, harmonic_excitation, pitch_bin, pitch_hz
 from uniaudio_cli.train.pitch import pitch_loss, yin_pitch
 
 SR = 16000
@@ -81,13 +81,25 @@ def test_yin_follows_a_glide_and_calls_noise_and_silence_unvoiced() -> None:
     assert voiced[5:45].all() and not voiced[56:].any()
 
 
-def test_pitch_loss_is_zero_only_for_the_right_pitch() -> None:
+def gaussian_logits(f0: float, frames: int, width: float = 1.0) -> torch.Tensor:
+    bins = torch.arange(PITCH_BINS, dtype=torch.float32)
+    return (-0.5 * ((bins - pitch_bin(torch.tensor(f0))) / width) ** 2).expand(1, frames, PITCH_BINS).clone()
+
+
+@pytest.mark.parametrize("f0", [61.0, 173.0, 412.5])
+def test_pitch_bins_decode_between_their_centres(f0: float) -> None:
+    assert torch.allclose(pitch_hz(gaussian_logits(f0, 3)), torch.tensor(f0), rtol=2e-3)
+
+
+def test_pitch_loss_is_lowest_for_the_right_pitch() -> None:
     wav = torch.from_numpy(harmonic_tone(np.array([200.0]), 0.48))[None, None]
-    right = torch.full((1, 48), float(np.log2(200 / 150)))
-    wrong = torch.full((1, 48), float(np.log2(400 / 150)))
     sure = torch.full((1, 48), 8.0)
-    assert pitch_loss(right, sure, wav, SR, 160) < 0.05
-    assert pitch_loss(wrong, sure, wav, SR, 160) > 0.9  # one octave off on the voiced frames
+    right = pitch_loss(gaussian_logits(200.0, 48), sure, wav, SR, 160)
+    near = pitch_loss(gaussian_logits(200.0 * 2 ** (100 / 1200), 48), sure, wav, SR, 160)
+    octave = pitch_loss(gaussian_logits(400.0, 48), sure, wav, SR, 160)
+    assert right < 1.6 < near < octave  # 1.42 nats: the entropy of the one-bin blur itself
+    unsure = pitch_loss(gaussian_logits(200.0, 48), torch.zeros(1, 48), wav, SR, 160)
+    assert unsure > right + 0.5
 
 
 # -- the head in a codec -------------------------------------------------------------------------

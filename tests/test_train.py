@@ -437,6 +437,7 @@ def test_harmonic_head_learns_the_pitch_of_gliding_tones(
     )
     pitch = [r["pitch"] for r in metrics(tmp_path / "run") if "pitch" in r]
     assert len(pitch) == 40
-    assert np.mean(pitch[-5:]) < 0.5 * np.mean(pitch[:5]), (pitch[:5], pitch[-5:])
+    # From ln(128 bins) + ln(2) down by more than a nat (the floor is the target blur's entropy, 1.4).
+    assert np.mean(pitch[-5:]) < np.mean(pitch[:5]) - 1.0, (pitch[:5], pitch[-5:])
     cfg, weights = load_codec_weights(out)
     assert cfg.small_harmonic and weights["decoder.head.pitch_proj.2.weight"].abs().sum() > 0

@@ -77,9 +77,28 @@ class SmallEncoder(nn.Module):
         return self.out(self.blocks(h))
 
 
-# Pitch is predicted as log2(F0 / F0_REF_HZ) and clamped to the range speech and song need.
-F0_REF_HZ = 150.0
-F0_MIN_HZ, F0_MAX_HZ = 50.0, 800.0
+# Pitch is classified into PITCH_BINS bins PITCH_BIN_CENTS apart from PITCH_MIN_HZ (55 Hz to about
+# 1 kHz): a distribution over bins learns far faster than a regression, which an octave error in
+# the targets or an ambiguous frame pulls to the middle (the CREPE recipe).
+PITCH_BINS = 128
+PITCH_BIN_CENTS = 40.0
+PITCH_MIN_HZ = 55.0
+
+
+def pitch_bin(f0: torch.Tensor) -> torch.Tensor:
+    """Hz -> fractional bin index (any shape)."""
+    return 1200 * torch.log2(f0.clamp_min(1e-3) / PITCH_MIN_HZ) / PITCH_BIN_CENTS
+
+
+def pitch_hz(logits: torch.Tensor) -> torch.Tensor:
+    """Bin logits ``(..., PITCH_BINS)`` -> Hz ``(...)``: the probability-weighted mean of the bins
+    within two of the likeliest, so the pitch moves smoothly between bin centres."""
+    prob = logits.float().softmax(-1)
+    bins = torch.arange(logits.shape[-1], device=logits.device, dtype=prob.dtype)
+    near = (bins - prob.argmax(-1, keepdim=True)).abs() <= 2
+    w = torch.where(near, prob, torch.zeros_like(prob))
+    index = (w * bins).sum(-1) / w.sum(-1).clamp_min(1e-9)
+    return PITCH_MIN_HZ * torch.exp2(index * PITCH_BIN_CENTS / 1200)
 
 
 def harmonic_excitation(
@@ -155,16 +174,16 @@ class HarmonicISTFTHead(ISTFTHead):
     """:class:`ISTFTHead` whose phase is, per bin, a learned mix of the free phase and a harmonic
     oscillator's at a predicted pitch (see the module docstring).
 
-    :meth:`pitch` gives ``(log2(F0 / F0_REF_HZ), voicing logit)``, each ``(B, frames)``, which
-    training supervises with the target's pitch track.
+    :meth:`pitch` gives ``(pitch-bin logits (B, frames, PITCH_BINS), voicing logit (B, frames))``,
+    which training supervises with the target's pitch track.
     """
 
     def __init__(self, dim: int, n_fft: int, hop: int, sample_rate: int) -> None:
         super().__init__(dim, n_fft, hop)
         self.sample_rate = sample_rate
-        self.pitch_proj = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 2))
+        self.pitch_proj = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, PITCH_BINS + 1))
         self.mix = nn.Linear(dim, n_fft // 2 + 1)
-        # A zero last layer: the pitch starts at F0_REF_HZ, half voiced, for any input.
+        # A zero last layer: every bin equally likely, half voiced, for any input.
         nn.init.zeros_(self.pitch_proj[-1].weight)
         nn.init.zeros_(self.pitch_proj[-1].bias)
         # Start with the oscillator almost off, so a head grown from a trained ISTFTHead starts
@@ -178,9 +197,9 @@ class HarmonicISTFTHead(ISTFTHead):
         return [*self.pitch_proj.parameters(), *self.mix.parameters()]
 
     def pitch(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(B, C, frames)`` -> ``(log2(F0 / F0_REF_HZ), voicing logit)``, each ``(B, frames)``."""
+        """``(B, C, frames)`` -> ``(pitch-bin logits (B, frames, PITCH_BINS), voicing logit (B, frames))``."""
         out = self.pitch_proj(h.transpose(1, 2)).float()
-        return out[..., 0], out[..., 1]
+        return out[..., :PITCH_BINS], out[..., PITCH_BINS]
 
     def forward(self, h: torch.Tensor, phase0: torch.Tensor | None = None, anchor: int = 0) -> torch.Tensor:
         """``(B, C, frames)`` -> waveform ``(B, 1, frames * hop)``; ``phase0``, ``anchor``: see
@@ -195,10 +214,10 @@ class HarmonicISTFTHead(ISTFTHead):
         x = self.proj(h.transpose(1, 2)).transpose(1, 2).float()
         log_mag, phase = x.chunk(2, dim=1)
         mag = torch.exp(log_mag.clamp(max=8.0))
-        log_f0, voicing = self.pitch(h)
+        logits, voicing = self.pitch(h)
         with torch.no_grad():
             # The oscillator follows the pitch track; the track learns from its own loss only.
-            f0 = (F0_REF_HZ * torch.exp2(log_f0)).clamp(F0_MIN_HZ, F0_MAX_HZ)
+            f0 = pitch_hz(logits)
             excitation, osc_phase = harmonic_excitation(
                 f0, torch.sigmoid(voicing), self.hop, self.sample_rate, phase0, anchor
             )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from uniaudio_cli.codec.small import F0_REF_HZ
+from uniaudio_cli.codec.small import pitch_bin
 
 
 @torch.no_grad()
@@ -78,18 +78,22 @@ def yin_pitch(
 
 
 def pitch_loss(
-    log_f0: torch.Tensor, voicing_logit: torch.Tensor, target: torch.Tensor, sample_rate: int, hop: int
+    logits: torch.Tensor, voicing_logit: torch.Tensor, target: torch.Tensor, sample_rate: int, hop: int
 ) -> torch.Tensor:
-    """L1 in octaves on the target's voiced frames plus the voicing cross-entropy.
+    """Cross-entropy of the pitch bins against the target's pitch blurred over one bin (on the
+    target's voiced frames), plus the voicing cross-entropy.
 
     Args:
-        log_f0: predicted ``log2(F0 / F0_REF_HZ)`` ``(B, N)``.
+        logits: pitch-bin logits ``(B, N, bins)`` (see :mod:`uniaudio_cli.codec.small`).
         voicing_logit: predicted voicing ``(B, N)``.
         target: the waveform the prediction should follow ``(B, 1, T)``, ``T // hop >= N``.
     """
     f0, voiced = yin_pitch(target, sample_rate, hop)
-    n = log_f0.shape[-1]
+    n = logits.shape[1]
     f0, voiced = f0[:, :n], voiced[:, :n]
-    octaves = (log_f0 - torch.log2(f0 / F0_REF_HZ)).abs()
-    pitch = (octaves * voiced).sum() / voiced.sum().clamp_min(1)
+    bins = torch.arange(logits.shape[-1], device=logits.device, dtype=torch.float32)
+    blur = torch.exp(-0.5 * (bins - pitch_bin(f0)[..., None]) ** 2)
+    blur = blur / blur.sum(-1, keepdim=True).clamp_min(1e-9)
+    ce = -(blur * logits.float().log_softmax(-1)).sum(-1)
+    pitch = (ce * voiced).sum() / voiced.sum().clamp_min(1)
     return pitch + F.binary_cross_entropy_with_logits(voicing_logit, voiced.float())
