@@ -387,6 +387,20 @@ def test_latent_pack_trains_the_decoder_without_data_or_llm(
     with pytest.raises(CheckpointError, match="not a safetensors file"):
         merge_decoder(base, pack / "pack.json", tmp_path / "bad")
 
+    # A decoder grown with the harmonic head trains from the pack and merges back with its config.
+    harmonic_cfg = dataclasses.replace(load_codec_weights(base)[0], small_harmonic=True)
+    grown = train_codec(
+        [],
+        tmp_path / "grown",
+        tiny_train_cfg(steps=2, decoder_only=True, latents=str(pack), init_from=str(base)),
+        harmonic_cfg,
+        progress=False,
+    )
+    merged = merge_decoder(base, export_decoder(grown, tmp_path / "grown.safetensors"), tmp_path / "merged-harmonic")
+    merged_cfg, merged_sd = load_codec_weights(merged)
+    assert merged_cfg.small_harmonic and "decoder.head.mix.weight" in merged_sd
+    assert load_codec(merged, vocabulary=toy_vocab, device="cpu").model.decoder.head.mix is not None
+
     # A pack written by another codec is refused before training.
     meta["codes_sha256"] = "0" * 64
     (pack / "pack.json").write_text(json.dumps(meta))

@@ -370,7 +370,9 @@ def merge_decoder(
         raise CheckpointError(f"{decoder_file}: not a decoder export", "write it with export-decoder")
     dec_cfg = CodecConfig.from_dict(json.loads(meta["config"]), source=str(decoder_file))
     mine = {
-        k: v for k, v in base_cfg.to_dict().items() if not k.startswith(("decoder_", "small_fine", "small_decoder"))
+        k: v
+        for k, v in base_cfg.to_dict().items()
+        if not k.startswith(("decoder_", "small_fine", "small_decoder", "small_harmonic"))
     }
     theirs = {k: v for k, v in dec_cfg.to_dict().items() if k in mine}
     if mine != theirs:
