@@ -191,11 +191,6 @@ class HarmonicISTFTHead(ISTFTHead):
         nn.init.zeros_(self.mix.weight)
         nn.init.constant_(self.mix.bias, -4.0)
 
-    def new_parameters(self) -> list[nn.Parameter]:
-        """The layers :class:`ISTFTHead` lacks (pitch and mix), for a higher learning rate when
-        the head is grown on a trained decoder."""
-        return [*self.pitch_proj.parameters(), *self.mix.parameters()]
-
     def pitch(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, C, frames)`` -> ``(pitch-bin logits (B, frames, PITCH_BINS), voicing logit (B, frames))``."""
         out = self.pitch_proj(h.transpose(1, 2)).float()

@@ -113,7 +113,8 @@ class TrainConfig:
     ``decoder_only`` and no random gain. With a harmonic decoder head (``small_harmonic``) the
     head's pitch track learns from ``w_pitch`` times :func:`uniaudio_cli.train.pitch.pitch_loss`,
     and its new layers (pitch and mix) train at ``harmonic_lr_scale`` times the learning rate, so a
-    head grown on a trained decoder catches up with it.
+    head grown on a trained decoder catches up with it; the mix stays frozen for the first
+    ``harmonic_warmup_steps`` while the pitch track is learned.
     """
 
     steps: int = 5000
@@ -136,6 +137,7 @@ class TrainConfig:
     w_phase: float = 0.0
     w_pitch: float = 1.0
     harmonic_lr_scale: float = 10.0
+    harmonic_warmup_steps: int = 1000
     w_adv: float = 1.0
     w_feat: float = 2.0
     gan: bool = True
@@ -434,10 +436,14 @@ class Trainer:
             self.g_params = [p for p in self.model.parameters() if p.requires_grad] + list(self.aux.parameters())
         adamw = {"lr": cfg.lr, "betas": cfg.betas, "weight_decay": cfg.weight_decay}
         head = getattr(self.model.decoder, "head", None)
-        fast = {id(p) for p in head.new_parameters()} if isinstance(head, HarmonicISTFTHead) else set()
+        pitch_ids = mix_ids = set()
+        if isinstance(head, HarmonicISTFTHead):
+            pitch_ids = {id(p) for p in head.pitch_proj.parameters()}
+            mix_ids = {id(p) for p in head.mix.parameters()}
         groups = [
-            {"params": [p for p in self.g_params if id(p) not in fast], "lr_scale": 1.0},
-            {"params": [p for p in self.g_params if id(p) in fast], "lr_scale": cfg.harmonic_lr_scale},
+            {"params": [p for p in self.g_params if id(p) not in pitch_ids | mix_ids], "lr_scale": 1.0},
+            {"params": [p for p in self.g_params if id(p) in pitch_ids], "lr_scale": cfg.harmonic_lr_scale},
+            {"params": [p for p in self.g_params if id(p) in mix_ids], "lr_scale": cfg.harmonic_lr_scale, "mix": True},
         ]
         self.opt_g = torch.optim.AdamW([g for g in groups if g["params"]], **adamw)
         self.opt_d = torch.optim.AdamW(self.disc.parameters(), **adamw) if self.disc is not None else None
@@ -671,6 +677,10 @@ class Trainer:
 
         for g in self.opt_g.param_groups:
             g["lr"] = lr * g.get("lr_scale", 1.0)
+            if g.get("mix") and self.step < cfg.harmonic_warmup_steps:
+                # Until the pitch track is learned the oscillator only hurts, and a mix trained on
+                # it would learn to shut it off for good.
+                g["lr"] = 0.0
         norm = torch.nn.utils.clip_grad_norm_(self.g_params, cfg.grad_clip)
         if torch.isfinite(norm) and torch.isfinite(loss):
             self.opt_g.step()
