@@ -1,8 +1,9 @@
 """Where a codec loses fidelity: its decoder fed the codes, fed the encoder's unquantized latent,
 its code output through training-free post-filters that deepen the valleys between harmonics,
-and its code output with one part of the input's STFT magnitude put in (oracles: which part of
-the spectrum costs the most), then how periodic the output stays (pYIN voicing and F0 against the
-input's).
+its code output with one part of the input's STFT magnitude put in (oracles: which part of
+the spectrum costs the most), its code output with the phase of a harmonic oscillator at the
+input's pitch (what a decoder that knew the pitch could gain, and how fast that gain falls with the
+pitch's error), then how periodic the output stays (pYIN voicing and F0 against the input's).
 
     OMP_NUM_THREADS=1 python bench/codec_limits.py [DIR] [--codec PATH] [--clips 24]
 
@@ -84,6 +85,32 @@ def oracles(ref: np.ndarray, out: np.ndarray, n_fft: int = 512, hop: int = 128) 
     }
 
 
+def harmonic_phase(
+    out: np.ndarray, f0: np.ndarray, voiced: np.ndarray, cents: float, below_hz: float = 4000.0, seed: int = 0
+) -> np.ndarray:
+    """``out`` with, in voiced frames below ``below_hz``, the phase of a harmonic oscillator at
+    ``f0`` (Hz at 100 frames/s) put off by a smooth random error of ``cents`` standard deviation."""
+    from uniaudio_cli.codec.small import harmonic_excitation
+
+    rng = np.random.default_rng(seed)
+    drift = np.convolve(rng.standard_normal(len(f0)), np.ones(10) / np.sqrt(10), "same") * cents / 1200
+    f = torch.from_numpy(np.nan_to_num(f0) * 2**drift).float()[None]
+    v = torch.from_numpy(voiced.astype(np.float32))[None]
+    excitation = harmonic_excitation(f, v, 160, 16000)[0][0, : len(out)].numpy()
+    n_fft, hop = 512, 128
+    window = torch.hann_window(n_fft)
+
+    def stft(x: np.ndarray) -> torch.Tensor:
+        return torch.stft(torch.from_numpy(x).float(), n_fft, hop, window=window, return_complex=True)
+
+    Y, E = stft(out), stft(np.pad(excitation, (0, len(out) - len(excitation))))
+    frames = torch.from_numpy(np.interp(np.arange(Y.shape[1]) * hop / 160, np.arange(len(voiced)), voiced) > 0.5)
+    band = (torch.linspace(0, 8000, n_fft // 2 + 1) < below_hz)[:, None] & frames[None, :]
+    Z = Y.clone()
+    Z[band] = Y.abs()[band] * (E / E.abs().clamp_min(1e-9))[band]
+    return torch.istft(Z, n_fft, hop, window=window, length=len(out)).numpy()
+
+
 def pitch_errors(ref: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, float]:
     """pYIN on both: ``(|F0 error| in cents where both are voiced, share of the input's voiced
     frames the output loses)``."""
@@ -131,6 +158,15 @@ def main() -> None:
             n = min(len(wav), len(from_codes))
             for name, out in oracles(wav[:n], from_codes[:n]).items():
                 score(name, wav[:n], out)
+            import librosa
+
+            f0, voiced, _ = librosa.pyin(wav[:n], fmin=60, fmax=400, sr=16000, frame_length=1024, hop_length=160)
+            for err in (0, 30, 60):
+                score(
+                    f"oracle: the phase of harmonics at the input's pitch (±{err} cents) below 4 kHz",
+                    wav[:n],
+                    harmonic_phase(from_codes[:n], f0, voiced, err),
+                )
             cents, lost = pitch_errors(wav[:n], from_codes[:n])
             pitch.append((cents, lost))
     print(f"{len(files)} clips from {args.dir}, codec {args.codec or 'default'}\n")
