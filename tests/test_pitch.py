@@ -135,3 +135,27 @@ def test_harmonic_head_grown_from_a_plain_codec_starts_close_to_it() -> None:
         a, b = plain.decoder(z), grown.decoder(z)
     assert a.shape == b.shape
     assert (a - b).norm() < 0.05 * a.norm()
+
+
+def test_export_can_drop_the_oscillator(tmp_path: Path) -> None:
+    """A codec trained with the harmonic head exports with the plain head: strict config and
+    weights, the same output where the head had learned to mix none of the oscillator."""
+    from uniaudio_cli.codec.checkpoint import load_codec_weights, save_codec
+    from uniaudio_cli.codec.export import export_codec
+
+    vocab = tiny_vocabulary()
+    torch.manual_seed(0)
+    model = LLMCodec(dataclasses.replace(tiny_config(vocab), small_harmonic=True)).eval()
+    with torch.no_grad():
+        model.decoder.head.mix.bias.fill_(-30.0)
+    save_codec(model, tmp_path / "harmonic")
+    export_codec(tmp_path / "harmonic", tmp_path / "plain", drop_oscillator=True)
+    cfg, sd = load_codec_weights(tmp_path / "plain")
+    assert not cfg.small_harmonic and not any(".pitch_proj." in k or ".mix." in k for k in sd)
+    plain = LLMCodec(cfg).eval()
+    plain.load_state_dict(sd, strict=False)
+    z = torch.randn(1, cfg.latent_dim, 12)
+    with torch.no_grad():
+        assert torch.allclose(plain.decoder(z), model.decoder(z), atol=1e-5)
+    export_codec(tmp_path / "harmonic", tmp_path / "kept")
+    assert load_codec_weights(tmp_path / "kept")[0].small_harmonic
