@@ -455,3 +455,30 @@ def test_harmonic_head_learns_the_pitch_of_gliding_tones(
     assert np.mean(pitch[-5:]) < np.mean(pitch[:5]) - 1.0, (pitch[:5], pitch[-5:])
     cfg, weights = load_codec_weights(out)
     assert cfg.small_harmonic and weights["decoder.head.pitch_proj.2.weight"].abs().sum() > 0
+
+
+def test_stop_at_keeps_the_schedule(
+    tmp_path: Path, data_dir: Path, tiny_codec_cfg: CodecConfig, toy_vocab: Vocabulary
+) -> None:
+    """--stop-at ends the run with a checkpoint at that step, on the learning rates of the
+    whole --steps schedule, and a resumed run goes on to the end."""
+    from uniaudio_cli.train.trainer import lr_at
+
+    cfg = tiny_train_cfg(steps=10, stop_at=4, lr_schedule="cosine", warmup_steps=0)
+    train_codec([data_dir], tmp_path / "run", cfg, tiny_codec_cfg, progress=False, vocab=toy_vocab)
+    state = json.loads((tmp_path / "run" / "train_state.json").read_text())
+    assert state["step"] == 4
+    rows = [r for r in metrics(tmp_path / "run") if "lr" in r]
+    assert [r["lr"] for r in rows] == pytest.approx(
+        [lr_at(tiny_train_cfg(steps=10, lr_schedule="cosine"), s) for s in range(4)]
+    )
+    train_codec(
+        [data_dir],
+        tmp_path / "run",
+        tiny_train_cfg(steps=10),
+        tiny_codec_cfg,
+        resume=True,
+        progress=False,
+        vocab=toy_vocab,
+    )
+    assert json.loads((tmp_path / "run" / "train_state.json").read_text())["step"] == 10

@@ -689,6 +689,12 @@ def train_codec_cmd(
     time_limit: Annotated[
         float | None, typer.Option("--time-limit", help="Stop (with a checkpoint) after S s.")
     ] = None,
+    stop_at: Annotated[
+        int | None,
+        typer.Option(
+            "--stop-at", min=1, help="Stop (with a checkpoint) at this step; the schedule still spans --steps."
+        ),
+    ] = None,
     backbone: Annotated[str, typer.Option("--backbone", help="small or published.")] = "small",
     init_from: Annotated[
         Path | None,
@@ -760,6 +766,7 @@ def train_codec_cmd(
         "gan_start_step": gan_start,
         "checkpoint_every": checkpoint_every,
         "time_limit_s": time_limit,
+        "stop_at": stop_at,
         "device": device,
         "init_from": str(init_from) if init_from is not None else None,
         "lr_schedule": _choice("--lr-schedule", lr_schedule, ("exponential", "cosine", "constant"))

@@ -70,7 +70,16 @@ METRICS_FILE = "metrics.jsonl"
 
 # Fields a resumed run takes from the new TrainConfig; all others come from the checkpoint so
 # that the optimisation continues unchanged.
-RUNTIME_FIELDS = ("steps", "device", "bf16", "num_threads", "checkpoint_every", "log_every", "time_limit_s")
+RUNTIME_FIELDS = (
+    "steps",
+    "device",
+    "bf16",
+    "num_threads",
+    "checkpoint_every",
+    "log_every",
+    "time_limit_s",
+    "stop_at",
+)
 
 
 class TrainingInterrupted(UniaudioError):
@@ -100,7 +109,8 @@ class TrainConfig:
     ``warmup_steps``, then decays (``exponential`` or ``cosine``) to ``lr * lr_final_ratio`` at
     ``steps``. ``bf16`` ``None`` means autocast to bfloat16 on CUDA and on CPUs with native bf16
     (AMX / AVX512-BF16), where it is 2-3x faster; float32 elsewhere. ``time_limit_s`` ends the run
-    (with a checkpoint) after that much wall time. ``init_from`` (a codec checkpoint folder)
+    (with a checkpoint) after that much wall time, ``stop_at`` at that step (the learning-rate
+    schedule still spans ``steps``). ``init_from`` (a codec checkpoint folder)
     starts a new run from those weights instead of a random initialisation (see
     :func:`warm_start`); the optimizer and step count start fresh. ``decoder_only`` freezes the
     encoder and the quantizer's projections, so every code the codec writes stays what the
@@ -154,6 +164,7 @@ class TrainConfig:
     bf16: bool | None = None
     num_threads: int | None = None
     time_limit_s: float | None = None
+    stop_at: int | None = None
     init_from: str | None = None
     decoder_only: bool = False
     latents: str | None = None
@@ -788,6 +799,9 @@ class Trainer:
                         log.info("step %d/%d %.2f step/s %s", self.step, cfg.steps, rate, shown)
                 if self._stop_signal is not None:
                     stopped = self._stop_signal
+                    break
+                if cfg.stop_at is not None and self.step >= cfg.stop_at:
+                    log.info("stopped at step %d (--stop-at)", self.step)
                     break
                 if cfg.time_limit_s is not None and time.perf_counter() - run_start >= cfg.time_limit_s:
                     log.info("time limit of %.0f s reached at step %d", cfg.time_limit_s, self.step)
