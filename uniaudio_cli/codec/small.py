@@ -159,15 +159,21 @@ class ISTFTHead(nn.Module):
         self.proj = nn.Linear(dim, n_fft + 2)
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def magnitude_phase(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, C, frames)`` -> predicted ``(magnitude, phase)``, each ``(B, n_fft // 2 + 1, frames)``."""
         x = self.proj(h.transpose(1, 2)).transpose(1, 2)
         log_mag, phase = x.chunk(2, dim=1)
         # Clamp so an untrained or diverging model cannot overflow exp().
-        mag = torch.exp(log_mag.clamp(max=8.0))
-        spec = torch.polar(mag, phase)
-        frames = h.shape[-1]
+        return torch.exp(log_mag.clamp(max=8.0)), phase
+
+    def to_wave(self, spec: torch.Tensor) -> torch.Tensor:
+        """Complex STFT ``(B, n_fft // 2 + 1, frames)`` -> waveform ``(B, 1, frames * hop)``."""
+        frames = spec.shape[-1]
         wav = torch.istft(spec, self.n_fft, self.hop, window=self.window, center=True, length=frames * self.hop)
         return wav.unsqueeze(1)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.to_wave(torch.polar(*self.magnitude_phase(h)))
 
 
 class HarmonicISTFTHead(ISTFTHead):
@@ -202,14 +208,16 @@ class HarmonicISTFTHead(ISTFTHead):
         return self.synthesize(h, phase0, anchor)[0]
 
     def synthesize(
-        self, h: torch.Tensor, phase0: torch.Tensor | None = None, anchor: int = 0
+        self,
+        h: torch.Tensor,
+        phase0: torch.Tensor | None = None,
+        anchor: int = 0,
+        pitch: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`forward` that also returns the oscillator's phase in cycles at each frame
-        ``(B, frames + 1)``."""
-        x = self.proj(h.transpose(1, 2)).transpose(1, 2).float()
-        log_mag, phase = x.chunk(2, dim=1)
-        mag = torch.exp(log_mag.clamp(max=8.0))
-        logits, voicing = self.pitch(h)
+        ``(B, frames + 1)``; ``pitch``: :meth:`pitch` of ``h`` when the caller has it already."""
+        mag, phase = (x.float() for x in self.magnitude_phase(h))
+        logits, voicing = self.pitch(h) if pitch is None else pitch
         with torch.no_grad():
             # The oscillator follows the pitch track; the track learns from its own loss only.
             f0 = pitch_hz(logits)
@@ -221,9 +229,7 @@ class HarmonicISTFTHead(ISTFTHead):
             unit = spec / spec.abs().clamp_min(1e-3)
         w = torch.sigmoid(self.mix(h.transpose(1, 2)).transpose(1, 2).float())
         spec = mag * (w * unit + (1 - w) * torch.polar(torch.ones_like(phase), phase))
-        frames = h.shape[-1]
-        wav = torch.istft(spec, self.n_fft, self.hop, window=self.window, center=True, length=frames * self.hop)
-        return wav.unsqueeze(1), osc_phase
+        return self.to_wave(spec), osc_phase
 
 
 class SmallDecoder(nn.Module):

@@ -587,12 +587,13 @@ class Trainer:
 
     def _decode(self, z_q: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
         """Decoder pass ``(B, D, T') -> (B, 1, T)``, with the harmonic head's pitch prediction
-        (``(log2 F0 ratio, voicing logit)``, each ``(B, frames)``) when it has one."""
+        (pitch-bin logits ``(B, frames, bins)``, voicing logit ``(B, frames)``) when it has one."""
         decoder = self.model.decoder
         head = getattr(decoder, "head", None)
         if isinstance(head, HarmonicISTFTHead):
             h = decoder.features(z_q)
-            return head(h), head.pitch(h)
+            pitch = head.pitch(h)
+            return head.synthesize(h, pitch=pitch)[0], pitch
         return decoder(z_q), None
 
     def train_step(self) -> dict[str, torch.Tensor]:
