@@ -67,6 +67,47 @@ def test_banned_codes_never_emitted(tiny_codec: LLMCodec) -> None:
     assert not torch.isin(codes, torch.tensor([0, 1])).any()
 
 
+def test_argmax_rows_matches_argmax_with_ties() -> None:
+    from uniaudio_cli.codec.quantizer import argmax_rows
+
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(37, 4096, generator=g).to(dtype)
+        # Ties in several blocks and -inf columns: the first maximum must win, as argmax does.
+        x[:, 5] = x[:, 700] = x[:, 4000] = 10.0
+        x[3] = float("-inf")
+        x[3, 2048] = x[3, 4095] = 0.0
+        x[4, :64] = float("-inf")
+        assert torch.equal(argmax_rows(x), x.argmax(dim=-1))
+        for k in (4000, 4001, 4095):  # a partial last block, its maximum there or not
+            y = x[:, :k].contiguous()
+            y[7, k - 1] = 20.0
+            assert torch.equal(argmax_rows(y), y.argmax(dim=-1))
+    assert torch.equal(argmax_rows(x[:, :100]), x[:, :100].argmax(dim=-1))  # too narrow: plain argmax
+
+
+def test_training_search_matches_nearest_and_can_be_frozen(tiny_codec: LLMCodec) -> None:
+    q = tiny_codec.quantizer.quantizers[1]
+    with torch.no_grad():
+        q.codebook.weight[0] = 100.0  # banned (the tiny vocabulary's special tokens) yet the best match
+    z = torch.randn(3, 16, 20)
+    before = q.nearest(z, exact=False)
+    assert torch.equal(q.search(z), before)
+    assert not torch.isin(before, torch.tensor([0, 1])).any()
+    q.freeze_search()
+    with torch.no_grad():
+        q.cb_proj.weight.neg_()  # a weight update that changes every ranking
+    after = q.nearest(z, exact=False)
+    assert not torch.equal(after, before)
+    assert torch.equal(q.search(z), before)  # ranks with the frozen projection
+    q.freeze_search()
+    assert torch.equal(q.search(z), after)  # refreshed
+    q.freeze_search((q.cb_proj.weight.neg(), q.cb_proj.bias))
+    assert torch.equal(q.search(z), before)  # a saved snapshot rebuilds the same table
+    q.unfreeze_search()
+    assert torch.equal(q.search(z), after)
+
+
 def test_word_token_ids_whole_words_in_id_order() -> None:
     tok = TinyTokenizer()
     ids = word_token_ids(tok, n=5, words=set(WORDS))

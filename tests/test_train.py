@@ -212,6 +212,7 @@ def test_resume_is_exact(tmp_path: Path, data_dir: Path, tiny_codec_cfg: CodecCo
     first = tiny_train_cfg(**{**kw, "steps": 3})
     train_codec([data_dir], split, first, tiny_codec_cfg, progress=False, vocab=toy_vocab)
     saved_state, saved = read_train_state(split)
+    assert "search.1.weight" in saved  # the quantizer's frozen search projection resumes too
     trainer = build_trainer([data_dir], split, tiny_train_cfg(**kw), None, True, None, False, toy_vocab)
     assert trainer.step == 3 == saved_state["step"]
     restored = trainer.opt_g.state_dict()["state"]
