@@ -27,6 +27,11 @@
 # plain head (export --drop-oscillator: the oscillator's mix had learned to stay near zero).
 # Its codes differ from stage 6's, so the prototype centre is remade below. STAGE7=0 stops after
 # stage 6.
+# Stage 8 resumes stage 7's run (full training state, same recipe) with longer cosine schedules,
+# as the committed default was made: --steps 9500 up to step 5,843, --steps 15000 up to 6,004,
+# then --steps 16500 until STOP8 (the learning rate goes back up to about 7e-5 at the first change).
+# The committed default is its checkpoint at STOP8, written with the plain head. STAGE8=0 stops
+# after stage 7.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -88,6 +93,15 @@ if [ "${STAGE3:-1}" = 1 ]; then
                         --lr-schedule cosine --w-stft 5 --no-gan --steps 4000 --stop-at "${STOP7:-3500}"
                     python -m uniaudio_cli.codec.export "$RUN7/codec" "$RUN7/export-plain" --drop-oscillator --dtype float16
                     FINAL="$RUN7/export-plain"
+                    if [ "${STAGE8:-1}" = 1 ]; then
+                        for segment in "9500 5843" "15000 6004" "16500 ${STOP8:-14000}"; do
+                            read -r steps stop <<< "$segment"
+                            uniaudio train-codec --data "$DATA" --out "$RUN7" --resume --steps "$steps" \
+                                --stop-at "$stop" --checkpoint-every 500 --quiet
+                        done
+                        python -m uniaudio_cli.codec.export "$RUN7/codec" "$RUN7/export8" --drop-oscillator --dtype float16
+                        FINAL="$RUN7/export8"
+                    fi
                 fi
             fi
         fi
