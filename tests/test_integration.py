@@ -74,8 +74,8 @@ def test_tts_speaks_an_answer_digit(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("method", ["icl", "prototype"])
 def test_classify_spoken_digits(tmp_path: Path, method: str) -> None:
-    # 4-way, 2 shots (the first two espeak voices), queries spoken by the other three voices.
-    digits = ("0", "3", "7", "8")
+    # 10-way, 2 shots (the first two espeak voices), queries spoken by the other three voices.
+    digits = tuple(str(d) for d in range(10))
     queries = []
     for k in digits:
         paths = sorted((prompts_dir() / "tts_digits" / k).glob("*.flac"))
@@ -91,9 +91,10 @@ def test_classify_spoken_digits(tmp_path: Path, method: str) -> None:
     for p in preds:
         assert set(p["probabilities"]) == set(digits)
         assert abs(sum(p["probabilities"].values()) - 1) < 1e-4
-    # Unseen voices are recognised far above chance (3 of 12); measured: icl 10, prototype 8.
+    # Unseen voices are recognised far above chance (3 of 30; 12 or more by chance: p < 1e-4).
+    # Measured with the stage-8 codec: icl 17, prototype 15 (stage 7: 19 and 19).
     correct = sum(p["label"] == Path(p["path"]).parent.name for p in preds)
-    assert correct >= 7, [(Path(p["path"]).parent.name, p["label"]) for p in preds]
+    assert correct >= 12, [(Path(p["path"]).parent.name, p["label"]) for p in preds]
 
 
 def test_denoise_keeps_duration(tmp_path: Path) -> None:
