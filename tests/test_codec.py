@@ -91,13 +91,13 @@ def test_training_search_matches_nearest_and_can_be_frozen(tiny_codec: LLMCodec)
     with torch.no_grad():
         q.codebook.weight[0] = 100.0  # banned (the tiny vocabulary's special tokens) yet the best match
     z = torch.randn(3, 16, 20)
-    before = q.nearest(z, exact=False)
+    before = q.nearest(z)
     assert torch.equal(q.search(z), before)
     assert not torch.isin(before, torch.tensor([0, 1])).any()
     q.freeze_search()
     with torch.no_grad():
         q.cb_proj.weight.neg_()  # a weight update that changes every ranking
-    after = q.nearest(z, exact=False)
+    after = q.nearest(z)
     assert not torch.equal(after, before)
     assert torch.equal(q.search(z), before)  # ranks with the frozen projection
     q.freeze_search()

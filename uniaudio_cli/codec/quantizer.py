@@ -97,19 +97,14 @@ class LLMVectorQuantizer(nn.Module):
             self._cache_key = key
         return self._cache
 
-    def nearest(self, z: torch.Tensor, projected: torch.Tensor | None = None, exact: bool = True) -> torch.Tensor:
+    def nearest(self, z: torch.Tensor, projected: torch.Tensor | None = None) -> torch.Tensor:
         """Cosine nearest neighbour. ``z``: ``(B, D, T)`` pooled latents -> codes ``(B, T)``.
 
-        ``exact=False`` ranks by the dot product alone (the same order up to float rounding, about
-        twice as fast on the ``(N, K)`` similarity matrix); training uses it.
+        The inference search; training uses :meth:`search`, which ranks by the dot product alone
+        (the same order up to float rounding) against a table it keeps.
         """
         cb = projected if projected is not None else self.projected_codebook()
         enc = F.normalize(z.transpose(1, 2).reshape(-1, z.shape[1]), dim=-1)
-        if not exact:
-            sim = enc @ F.normalize(cb, dim=-1).t()
-            if self.banned.any():
-                sim.masked_fill_(self.banned, float("-inf"))
-            return argmax_rows(sim).view(z.shape[0], z.shape[2])
         if cb is self._cache and self._cache_normed is not None:
             cbn, cb_sq = self._cache_normed
         else:
@@ -142,9 +137,10 @@ class LLMVectorQuantizer(nn.Module):
     def search(self, z: torch.Tensor) -> torch.Tensor:
         """Training-time nearest codes: pooled latents ``(B, D, T)`` -> codes ``(B, T)``.
 
-        Ranks by the dot product with the unit-norm projected rows, banned rows left out, as
-        ``nearest(exact=False)`` does, with the projection frozen by :meth:`freeze_search` if it
-        was. The chosen rows are projected afresh (with gradients) by the caller.
+        Ranks by the dot product with the unit-norm projected rows, banned rows left out (the
+        order of :meth:`nearest` up to float rounding), with the projection frozen by
+        :meth:`freeze_search` if it was. The chosen rows are projected afresh (with gradients) by
+        the caller.
         """
         frozen = self.search_snapshot
         w, b = frozen if frozen is not None else (self.cb_proj.weight, self.cb_proj.bias)
