@@ -15,7 +15,7 @@ from uniaudio_cli.codec.api import load_codec
 from uniaudio_cli.codec.checkpoint import CONFIG_FILE, WEIGHTS_FILE, save_codec
 from uniaudio_cli.codec.config import CodecConfig
 from uniaudio_cli.codec.model import LLMCodec
-from uniaudio_cli.errors import CheckpointError, UsageError, VocabularyMismatchError
+from uniaudio_cli.errors import CheckpointError, OutputExistsError, UsageError, VocabularyMismatchError
 from uniaudio_cli.vocab import embedding_fingerprint
 
 
@@ -213,6 +213,38 @@ def test_config_round_trip(tmp_path: Path) -> None:
     cfg.save(tmp_path / "c.json")
     again = CodecConfig.load(tmp_path / "c.json")
     assert again == cfg
+
+
+def test_save_never_replaces_a_folder_holding_more_than_a_checkpoint(tmp_path: Path, tiny_codec: LLMCodec) -> None:
+    # A run folder (train state, metrics) given as the destination must survive untouched.
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("{}\n")
+    with pytest.raises(OutputExistsError, match=r"metrics\.jsonl"):
+        save_codec(tiny_codec, run)
+    assert sorted(p.name for p in run.iterdir()) == ["metrics.jsonl"]
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no temporary folder left behind
+    # A checkpoint folder itself is replaced as a whole (the trainer's periodic checkpoints).
+    ck = save_codec(tiny_codec, tmp_path / "codec")
+    assert save_codec(tiny_codec, ck) == ck
+    assert sorted(p.name for p in ck.iterdir()) == [CONFIG_FILE, WEIGHTS_FILE]
+
+
+def test_export_needs_force_to_replace(tmp_path: Path, tiny_codec: LLMCodec) -> None:
+    from uniaudio_cli.codec.export import export_codec
+
+    src = save_codec(tiny_codec, tmp_path / "src")
+    dst = export_codec(src, tmp_path / "dst", torch.float16)
+    before = (dst / WEIGHTS_FILE).read_bytes()
+    with pytest.raises(OutputExistsError, match="--force"):
+        export_codec(src, dst)
+    assert (dst / WEIGHTS_FILE).read_bytes() == before
+    export_codec(src, dst, force=True)
+    assert (dst / WEIGHTS_FILE).stat().st_size > len(before)  # float32 now
+    (dst / "prototype_center.safetensors").write_bytes(b"x")
+    with pytest.raises(OutputExistsError, match="prototype_center"):
+        export_codec(src, dst, force=True)
+    assert (dst / "prototype_center.safetensors").read_bytes() == b"x"
 
 
 def test_export_float16_halves_size_and_keeps_behaviour(tmp_path: Path, tiny_codec: LLMCodec, vocab) -> None:

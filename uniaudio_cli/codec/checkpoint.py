@@ -17,7 +17,7 @@ import torch
 
 from uniaudio_cli.codec.config import CodecConfig
 from uniaudio_cli.codec.model import LLMCodec
-from uniaudio_cli.errors import CheckpointError
+from uniaudio_cli.errors import CheckpointError, OutputExistsError
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -34,10 +34,23 @@ def save_codec(model: LLMCodec, out_dir: str | Path, dtype: torch.dtype | None =
 
     ``dtype`` (e.g. ``torch.float16``) stores floating-point weights at lower precision to keep
     shipped files small; loading casts them back to the model's dtype.
+
+    An existing ``out_dir`` is replaced as a whole, so it may hold only a checkpoint's own two
+    files: a folder with anything else in it (a training run, a prototype centre, a model card)
+    raises :class:`OutputExistsError` and is left untouched.
     """
     from safetensors.torch import save_file
 
     out = Path(out_dir)
+    if out.exists():
+        own = (CONFIG_FILE, WEIGHTS_FILE)
+        others = sorted(p.name for p in out.iterdir() if p.name not in own) if out.is_dir() else []
+        if others or not out.is_dir():
+            what = f"holds {', '.join(others[:3])}{' ...' if len(others) > 3 else ''}" if others else "is not a folder"
+            raise OutputExistsError(
+                f"{out}: {what}; writing a codec checkpoint there would replace it",
+                "write the checkpoint to a new folder",
+            )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:

@@ -11,20 +11,29 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 import torch
 
 from uniaudio_cli.codec.checkpoint import build_codec, load_codec_weights, save_codec
+from uniaudio_cli.errors import OutputExistsError, UniaudioError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def export_codec(
-    src: str | Path, dst: str | Path, dtype: torch.dtype | None = None, drop_oscillator: bool = False
+    src: str | Path,
+    dst: str | Path,
+    dtype: torch.dtype | None = None,
+    drop_oscillator: bool = False,
+    force: bool = False,
 ) -> Path:
     """Copy checkpoint ``src`` to ``dst`` (validated against its config), storing weights in
-    ``dtype``; ``drop_oscillator``: see the module docstring."""
+    ``dtype``; ``drop_oscillator``: see the module docstring. An existing ``dst`` is replaced
+    only with ``force``, and only when it is itself a checkpoint folder (:func:`save_codec`)."""
+    if Path(dst).exists() and not force:
+        raise OutputExistsError(f"{dst} exists", "pass --force to replace it, or write to a new folder")
     cfg, sd = load_codec_weights(src)
     if drop_oscillator and cfg.small_harmonic:
         cfg = dataclasses.replace(cfg, small_harmonic=False)
@@ -39,8 +48,12 @@ def main() -> None:
     ap.add_argument("dst", type=Path)
     ap.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     ap.add_argument("--drop-oscillator", action="store_true", help="write a harmonic-head codec with the plain head")
+    ap.add_argument("--force", action="store_true", help="replace DST when it is a codec checkpoint folder")
     args = ap.parse_args()
-    out = export_codec(args.src, args.dst, DTYPES[args.dtype], args.drop_oscillator)
+    try:
+        out = export_codec(args.src, args.dst, DTYPES[args.dtype], args.drop_oscillator, args.force)
+    except UniaudioError as e:
+        sys.exit(f"error: {e}")
     size = sum(p.stat().st_size for p in out.iterdir()) / 2**20
     print(f"{out}: {size:.1f} MiB")
 
