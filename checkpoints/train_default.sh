@@ -30,8 +30,13 @@
 # Stage 8 resumes stage 7's run (full training state, same recipe) with longer cosine schedules,
 # as the committed default was made: --steps 9500 up to step 5,843, --steps 15000 up to 6,004,
 # then --steps 16500 until STOP8 (the learning rate goes back up to about 7e-5 at the first change).
-# The committed default is its checkpoint at STOP8, written with the plain head. STAGE8=0 stops
-# after stage 7.
+# Its checkpoint at STOP8, written with the plain head, was the default until stage 9. STAGE8=0
+# stops after stage 7.
+# Stage 9 starts a new run from stage 8's plain-head weights (--init-from, so a fresh optimizer and
+# a fresh pitch head; the full training state of stage 8 was not kept), same recipe with lr 6e-5
+# cosine: --steps 8000 up to step 3,907 on one and then two threads, then --steps 7000 to the end
+# (the schedule shortened so that it ends annealed within one session). The committed default is
+# its last checkpoint (step 7,000), written with the plain head. STAGE9=0 stops after stage 8.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -61,7 +66,7 @@ train_stage() {
     [ -f "$run/train_state.safetensors" ] && resume=(--resume)
     uniaudio train-codec --data "$DATA" --out "$run" "${resume[@]}" "$@" \
         --checkpoint-every 500 --time-limit "${TIME_LIMIT:-6000}" --quiet
-    python -m uniaudio_cli.codec.export "$run/codec-best" "$run/export" --dtype float16
+    python -m uniaudio_cli.codec.export "$run/codec-best" "$run/export" --dtype float16 --force
 }
 
 train_stage "$RUN" --init-from "$V1_CODEC" --fine-layers 4 \
@@ -91,7 +96,7 @@ if [ "${STAGE3:-1}" = 1 ]; then
                     RUN7=${RUN7:-runs/v2-pitch}
                     train_stage "$RUN7" --init-from "$RUN6/export" --harmonic --batch-size 8 --lr 1e-4 \
                         --lr-schedule cosine --w-stft 5 --no-gan --steps 4000 --stop-at "${STOP7:-3500}"
-                    python -m uniaudio_cli.codec.export "$RUN7/codec" "$RUN7/export-plain" --drop-oscillator --dtype float16
+                    python -m uniaudio_cli.codec.export "$RUN7/codec" "$RUN7/export-plain" --drop-oscillator --dtype float16 --force
                     FINAL="$RUN7/export-plain"
                     if [ "${STAGE8:-1}" = 1 ]; then
                         for segment in "9500 5843" "15000 6004" "16500 ${STOP8:-14000}"; do
@@ -99,8 +104,20 @@ if [ "${STAGE3:-1}" = 1 ]; then
                             uniaudio train-codec --data "$DATA" --out "$RUN7" --resume --steps "$steps" \
                                 --stop-at "$stop" --checkpoint-every 500 --quiet
                         done
-                        python -m uniaudio_cli.codec.export "$RUN7/codec" "$RUN7/export8" --drop-oscillator --dtype float16
+                        python -m uniaudio_cli.codec.export "$RUN7/codec" "$RUN7/export8" --drop-oscillator --dtype float16 --force
                         FINAL="$RUN7/export8"
+                        if [ "${STAGE9:-1}" = 1 ]; then
+                            RUN9=${RUN9:-runs/stage9}
+                            if [ ! -f "$RUN9/train_state.safetensors" ]; then
+                                uniaudio train-codec --data "$DATA" --out "$RUN9" --init-from "$RUN7/export8" --harmonic \
+                                    --batch-size 8 --lr 6e-5 --lr-schedule cosine --w-stft 5 --no-gan --steps 8000 \
+                                    --stop-at 3907 --checkpoint-every 500 --quiet
+                            fi
+                            uniaudio train-codec --data "$DATA" --out "$RUN9" --resume --steps 7000 \
+                                --checkpoint-every 500 --quiet
+                            python -m uniaudio_cli.codec.export "$RUN9/codec" "$RUN9/export" --drop-oscillator --dtype float16 --force
+                            FINAL="$RUN9/export"
+                        fi
                     fi
                 fi
             fi
