@@ -108,13 +108,15 @@ if [ "${STAGE3:-1}" = 1 ]; then
                         FINAL="$RUN7/export8"
                         if [ "${STAGE9:-1}" = 1 ]; then
                             RUN9=${RUN9:-runs/stage9}
-                            if [ ! -f "$RUN9/train_state.safetensors" ]; then
-                                uniaudio train-codec --data "$DATA" --out "$RUN9" --init-from "$RUN7/export8" --harmonic \
-                                    --batch-size 8 --lr 6e-5 --lr-schedule cosine --w-stft 5 --no-gan --steps 8000 \
-                                    --stop-at 3907 --checkpoint-every 500 --quiet
-                            fi
-                            uniaudio train-codec --data "$DATA" --out "$RUN9" --resume --steps 7000 \
-                                --checkpoint-every 500 --quiet
+                            # Each segment resumes where a kill left it; one already done takes no step.
+                            for segment in "8000 3907" "7000 7000"; do
+                                read -r steps stop <<< "$segment"
+                                start=(--resume)
+                                [ -f "$RUN9/train_state.safetensors" ] || start=(--init-from "$RUN7/export8" --harmonic \
+                                    --batch-size 8 --lr 6e-5 --lr-schedule cosine --w-stft 5 --no-gan)
+                                uniaudio train-codec --data "$DATA" --out "$RUN9" "${start[@]}" --steps "$steps" \
+                                    --stop-at "$stop" --checkpoint-every 500 --quiet
+                            done
                             python -m uniaudio_cli.codec.export "$RUN9/codec" "$RUN9/export" --drop-oscillator --dtype float16 --force
                             FINAL="$RUN9/export"
                         fi

@@ -473,6 +473,9 @@ def test_stop_at_keeps_the_schedule(
     assert [r["lr"] for r in rows] == pytest.approx(
         [lr_at(tiny_train_cfg(steps=10, lr_schedule="cosine"), s) for s in range(4)]
     )
+    # The same segment again (a re-run script after a kill) takes no step past --stop-at.
+    train_codec([data_dir], tmp_path / "run", cfg, tiny_codec_cfg, resume=True, progress=False, vocab=toy_vocab)
+    assert json.loads((tmp_path / "run" / "train_state.json").read_text())["step"] == 4
     train_codec(
         [data_dir],
         tmp_path / "run",

@@ -33,7 +33,7 @@ def export_codec(
     ``dtype``; ``drop_oscillator``: see the module docstring. An existing ``dst`` is replaced
     only with ``force``, and only when it is itself a checkpoint folder (:func:`save_codec`)."""
     if Path(dst).exists() and not force:
-        raise OutputExistsError(f"{dst} exists", "pass --force to replace it, or write to a new folder")
+        raise OutputExistsError(f"{dst}: exists", "pass --force to overwrite, or choose another output")
     cfg, sd = load_codec_weights(src)
     if drop_oscillator and cfg.small_harmonic:
         cfg = dataclasses.replace(cfg, small_harmonic=False)

@@ -787,7 +787,8 @@ class Trainer:
         stopped = None
         with self._signals(), progress:
             task = progress.add_task("train", total=cfg.steps, completed=self.step, rate="", losses="")
-            while self.step < cfg.steps:
+            # A run resumed at or past --stop-at takes no step (re-running a segment is a no-op).
+            while self.step < cfg.steps and (cfg.stop_at is None or self.step < cfg.stop_at):
                 metrics = self.train_step()
                 for k, v in metrics.items():
                     sums[k] = sums[k] + v if k in sums else v
