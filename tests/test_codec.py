@@ -65,6 +65,11 @@ def test_banned_codes_never_emitted(tiny_codec: LLMCodec) -> None:
     z = torch.randn(4, 16, 32)
     codes = q.nearest(z)
     assert not torch.isin(codes, torch.tensor([0, 1])).any()
+    q.reference_ties = True  # the published checkpoint's distance form: same codes
+    try:
+        assert torch.equal(q.nearest(z), codes)
+    finally:
+        q.reference_ties = False
 
 
 def test_argmax_rows_matches_argmax_with_ties() -> None:

@@ -75,6 +75,12 @@ def test_encoder_decoder_shapes_and_hop() -> None:
     assert out.abs().max() <= 1.0  # tanh output
 
 
+def test_published_codec_breaks_ties_as_the_reference() -> None:
+    assert all(q.reference_ties for q in LLMCodec(TINY).quantizer.quantizers)
+    small = dataclasses.replace(TINY, backbone="small")
+    assert not any(q.reference_ties for q in LLMCodec(small).quantizer.quantizers)
+
+
 def test_key_names_follow_published_layout() -> None:
     keys = expected_published_shapes(TINY)
     for key in (

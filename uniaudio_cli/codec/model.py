@@ -43,7 +43,13 @@ class LLMCodec(nn.Module):
             self.decoder = SmallDecoder(cfg)
         else:
             raise ValueError(f"unknown backbone {cfg.backbone!r}: expected 'small' or 'published'")
-        self.quantizer = MultiScaleRVQ(cfg.latent_dim, cfg.vq_strides, cfg.codebook_sizes, cfg.codebook_dims)
+        self.quantizer = MultiScaleRVQ(
+            cfg.latent_dim,
+            cfg.vq_strides,
+            cfg.codebook_sizes,
+            cfg.codebook_dims,
+            reference_ties=cfg.backbone == "published",
+        )
 
     @property
     def sample_rate(self) -> int:
