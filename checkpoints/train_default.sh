@@ -37,6 +37,10 @@
 # cosine: --steps 8000 up to step 3,907 on one and then two threads, then --steps 7000 to the end
 # (the schedule shortened so that it ends annealed within one session). The committed default is
 # its last checkpoint (step 7,000), written with the plain head. STAGE9=0 stops after stage 8.
+# Stage 10 starts a new run from stage 9's last checkpoint with its harmonic head (its pitch head
+# is kept; the optimizer is fresh), same recipe, one thread: --steps 6500 up to step 865, then
+# --steps 5000 to the end (shortened to end within one session). The committed default is its last
+# checkpoint (step 5,000), written with the plain head. STAGE10=0 stops after stage 9.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -119,6 +123,19 @@ if [ "${STAGE3:-1}" = 1 ]; then
                             done
                             python -m uniaudio_cli.codec.export "$RUN9/codec" "$RUN9/export" --drop-oscillator --dtype float16 --force
                             FINAL="$RUN9/export"
+                            if [ "${STAGE10:-1}" = 1 ]; then
+                                RUN10=${RUN10:-runs/stage10}
+                                for segment in "6500 865" "5000 5000"; do
+                                    read -r steps stop <<< "$segment"
+                                    start=(--resume)
+                                    [ -f "$RUN10/train_state.safetensors" ] || start=(--init-from "$RUN9/codec" --harmonic \
+                                        --batch-size 8 --lr 6e-5 --lr-schedule cosine --w-stft 5 --no-gan)
+                                    uniaudio train-codec --data "$DATA" --out "$RUN10" "${start[@]}" --steps "$steps" \
+                                        --stop-at "$stop" --checkpoint-every 500 --quiet
+                                done
+                                python -m uniaudio_cli.codec.export "$RUN10/codec" "$RUN10/export" --drop-oscillator --dtype float16 --force
+                                FINAL="$RUN10/export"
+                            fi
                         fi
                     fi
                 fi
