@@ -73,6 +73,24 @@ train_stage() {
     python -m uniaudio_cli.codec.export "$run/codec-best" "$run/export" --dtype float16 --force
 }
 
+# pitch_stage RUN INIT "STEPS STOP"...: a whole-codec run with the pitch loss, new from INIT's weights
+# (lr 6e-5 cosine), through schedule segments: --steps STEPS until step STOP. Each segment resumes
+# where a kill left it, and one already done takes no step. Exports the last checkpoint with the
+# plain head to RUN/export.
+pitch_stage() {
+    local run=$1 init=$2 segment steps stop
+    shift 2
+    for segment in "$@"; do
+        read -r steps stop <<< "$segment"
+        local start=(--resume)
+        [ -f "$run/train_state.safetensors" ] || start=(--init-from "$init" --harmonic \
+            --batch-size 8 --lr 6e-5 --lr-schedule cosine --w-stft 5 --no-gan)
+        uniaudio train-codec --data "$DATA" --out "$run" "${start[@]}" --steps "$steps" \
+            --stop-at "$stop" --checkpoint-every 500 --quiet
+    done
+    python -m uniaudio_cli.codec.export "$run/codec" "$run/export" --drop-oscillator --dtype float16 --force
+}
+
 train_stage "$RUN" --init-from "$V1_CODEC" --fine-layers 4 \
     --batch-size 8 --lr 2e-4 --lr-schedule cosine --w-stft 5 --no-gan --steps "${STEPS:-12000}"
 FINAL="$RUN/export"
@@ -112,28 +130,12 @@ if [ "${STAGE3:-1}" = 1 ]; then
                         FINAL="$RUN7/export8"
                         if [ "${STAGE9:-1}" = 1 ]; then
                             RUN9=${RUN9:-runs/stage9}
-                            # Each segment resumes where a kill left it; one already done takes no step.
-                            for segment in "8000 3907" "7000 7000"; do
-                                read -r steps stop <<< "$segment"
-                                start=(--resume)
-                                [ -f "$RUN9/train_state.safetensors" ] || start=(--init-from "$RUN7/export8" --harmonic \
-                                    --batch-size 8 --lr 6e-5 --lr-schedule cosine --w-stft 5 --no-gan)
-                                uniaudio train-codec --data "$DATA" --out "$RUN9" "${start[@]}" --steps "$steps" \
-                                    --stop-at "$stop" --checkpoint-every 500 --quiet
-                            done
-                            python -m uniaudio_cli.codec.export "$RUN9/codec" "$RUN9/export" --drop-oscillator --dtype float16 --force
+                            pitch_stage "$RUN9" "$RUN7/export8" "8000 3907" "7000 7000"
                             FINAL="$RUN9/export"
                             if [ "${STAGE10:-1}" = 1 ]; then
                                 RUN10=${RUN10:-runs/stage10}
-                                for segment in "6500 865" "5000 5000"; do
-                                    read -r steps stop <<< "$segment"
-                                    start=(--resume)
-                                    [ -f "$RUN10/train_state.safetensors" ] || start=(--init-from "$RUN9/codec" --harmonic \
-                                        --batch-size 8 --lr 6e-5 --lr-schedule cosine --w-stft 5 --no-gan)
-                                    uniaudio train-codec --data "$DATA" --out "$RUN10" "${start[@]}" --steps "$steps" \
-                                        --stop-at "$stop" --checkpoint-every 500 --quiet
-                                done
-                                python -m uniaudio_cli.codec.export "$RUN10/codec" "$RUN10/export" --drop-oscillator --dtype float16 --force
+                                # From stage 9's last checkpoint with its harmonic head (its pitch head kept).
+                                pitch_stage "$RUN10" "$RUN9/codec" "6500 865" "5000 5000"
                                 FINAL="$RUN10/export"
                             fi
                         fi
