@@ -488,3 +488,34 @@ def test_stop_at_keeps_the_schedule(
         vocab=toy_vocab,
     )
     assert json.loads((tmp_path / "run" / "train_state.json").read_text())["step"] == 10
+
+
+def test_low_band_loss_sees_only_the_low_band(
+    tmp_path: Path, data_dir: Path, tiny_codec_cfg: CodecConfig, toy_vocab: Vocabulary
+) -> None:
+    """``low_mag`` measures what the output adds below ``low_band_hz`` and ignores the rest; the
+    trainer adds it (and logs it) only when ``w_low_band`` is set."""
+    from uniaudio_cli.train.losses import SpectralLoss
+
+    t = torch.arange(16000) / SR
+    voiced = sum(torch.sin(2 * torch.pi * k * 150 * t) / k for k in range(1, 30)).view(1, 1, -1)
+    noise = 0.05 * torch.randn_like(voiced)
+    spectrum = torch.fft.rfft(noise)
+    freqs = torch.fft.rfftfreq(noise.shape[-1], 1 / SR)
+    low_noise = torch.fft.irfft(spectrum * (freqs < 900), n=noise.shape[-1])
+    high_noise = torch.fft.irfft(spectrum * (freqs > 2000), n=noise.shape[-1])
+    loss = SpectralLoss(SR, low_band_hz=1000.0)
+    low, high = loss(voiced + low_noise, voiced), loss(voiced + high_noise, voiced)
+    assert loss(voiced, voiced).low_mag < 1e-4
+    assert high.low_mag < 0.1 * low.low_mag
+    assert high.stft_mag > 0.5 * low.stft_mag  # the all-bin loss sees both
+    assert SpectralLoss(SR)(voiced + low_noise, voiced).low_mag == 0
+
+    plain, weighted = tmp_path / "plain", tmp_path / "weighted"
+    for out, w in ((plain, 0.0), (weighted, 2.0)):
+        cfg = tiny_train_cfg(steps=2, w_low_band=w)
+        train_codec([data_dir], out, cfg, tiny_codec_cfg, progress=False, vocab=toy_vocab)
+    assert all("low_mag" not in r for r in metrics(plain))
+    rows = [r for r in metrics(weighted) if "mel" in r]
+    assert rows and all(r["low_mag"] > 0 for r in rows)
+    assert rows[0]["loss"] > next(r for r in metrics(plain) if "mel" in r)["loss"]

@@ -719,6 +719,17 @@ def train_codec_cmd(
         float | None,
         typer.Option("--w-phase", min=0.0, help="Weight of the anti-wrapped phase loss (0: off)."),
     ] = None,
+    w_low_band: Annotated[
+        float | None,
+        typer.Option(
+            "--w-low-band",
+            min=0.0,
+            help="Weight of an extra log-magnitude loss below --low-band-hz, where pitch harmonics lie (0: off).",
+        ),
+    ] = None,
+    low_band_hz: Annotated[
+        float | None, typer.Option("--low-band-hz", min=50.0, help="Upper edge of --w-low-band's band.")
+    ] = None,
     w_pitch: Annotated[
         float | None,
         typer.Option("--w-pitch", min=0.0, help="Weight of the harmonic head's pitch loss (against YIN)."),
@@ -777,6 +788,8 @@ def train_codec_cmd(
         "disc_channels": disc_channels,
         "w_phase": w_phase,
         "w_pitch": w_pitch,
+        "w_low_band": w_low_band,
+        "low_band_hz": low_band_hz,
         "disc_periods": _periods(disc_periods) if disc_periods is not None else None,
         "latents": str(latents) if latents is not None else None,
         "decoder_only": decoder_only or None,

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 _LOG_EPS = 1e-5
+_LOW_BAND_MIN_WINDOW = 512
 
 
 def _hz_to_mel(f: np.ndarray) -> np.ndarray:
@@ -62,6 +63,7 @@ class SpectralLossValues:
     stft_mag: torch.Tensor
     stft_sc: torch.Tensor
     mel: torch.Tensor
+    low_mag: torch.Tensor
 
 
 class SpectralLoss(nn.Module):
@@ -72,11 +74,17 @@ class SpectralLoss(nn.Module):
     for ``w >= stft_min_window``, a natural-log magnitude L1 plus spectral convergence
     ``||S - S_hat||_F / ||S||_F`` (Parallel WaveGAN).
 
+    With ``low_band_hz`` it also returns ``low_mag``: the log-magnitude L1 over the bins below
+    that frequency, for the windows that resolve pitch harmonics there (``w >= 512``, bins of at
+    most 31 Hz at 16 kHz). The codec's measured PESQ loss sits in the harmonic fine structure of
+    the lowest kilohertz, which the all-bin average weighs by its eighth of the bins only.
+
     Args:
         sample_rate: audio rate.
         windows: window lengths (default DAC's seven, 32 to 2048 samples).
         n_mels: mel bands per window (same length as ``windows``).
         stft_min_window: smallest window that also enters the STFT loss.
+        low_band_hz: upper edge of the low band of ``low_mag``; ``None`` leaves it out (zero).
     """
 
     def __init__(
@@ -85,8 +93,11 @@ class SpectralLoss(nn.Module):
         windows: Sequence[int] = (32, 64, 128, 256, 512, 1024, 2048),
         n_mels: Sequence[int] = (5, 10, 20, 40, 80, 160, 320),
         stft_min_window: int = 128,
+        low_band_hz: float | None = None,
     ) -> None:
         super().__init__()
+        self.sample_rate = sample_rate
+        self.low_band_hz = low_band_hz
         if len(windows) != len(n_mels):
             raise ValueError("windows and n_mels need one entry per resolution")
         self.windows = [int(w) for w in windows]
@@ -105,7 +116,7 @@ class SpectralLoss(nn.Module):
         """``pred``, ``target``: ``(B, 1, T)`` float32."""
         x = pred.squeeze(1)
         y = target.squeeze(1)
-        mag_l1, sc, mel = [], [], []
+        mag_l1, sc, mel, low = [], [], [], []
         for w in self.windows:
             px = self._mag(x, w)
             with torch.no_grad():
@@ -117,11 +128,19 @@ class SpectralLoss(nn.Module):
             if w >= self.stft_min_window:
                 mag_l1.append(F.l1_loss(torch.log(px.clamp_min(_LOG_EPS)), torch.log(py.clamp_min(_LOG_EPS))))
                 sc.append(torch.linalg.vector_norm(py - px) / torch.linalg.vector_norm(py).clamp_min(1e-6))
+            if self.low_band_hz is not None and w >= _LOW_BAND_MIN_WINDOW:
+                n_bins = int(self.low_band_hz * w / self.sample_rate) + 1
+                low.append(
+                    F.l1_loss(
+                        torch.log(px[:, :n_bins].clamp_min(_LOG_EPS)), torch.log(py[:, :n_bins].clamp_min(_LOG_EPS))
+                    )
+                )
         zero = x.new_zeros(())
         return SpectralLossValues(
             stft_mag=torch.stack(mag_l1).mean() if mag_l1 else zero,
             stft_sc=torch.stack(sc).mean() if sc else zero,
             mel=torch.stack(mel).mean(),
+            low_mag=torch.stack(low).mean() if low else zero,
         )
 
 

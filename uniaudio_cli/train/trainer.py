@@ -99,10 +99,12 @@ class TrainConfig:
     Loss weights (``w_*``) multiply: time-domain L1, STFT (log-magnitude L1 + spectral
     convergence, each averaged over resolutions), multi-resolution log-mel L1 (averaged over
     resolutions), the quantizer commitment loss, the layer-1 semantic loss, the layer-1+2
-    consistency loss, the anti-wrapped phase loss (:class:`~uniaudio_cli.train.losses.PhaseLoss`;
-    0 leaves it out), and, from ``gan_start_step`` on, the hinge adversarial and feature-matching
-    losses. The discriminators are spectrogram ones (``disc_channels`` wide), and with
-    ``disc_periods`` also HiFi-GAN's waveform period discriminators, which judge periodicity.
+    consistency loss, ``w_low_band`` times the log-magnitude L1 below ``low_band_hz`` (0 leaves it
+    out; see :class:`~uniaudio_cli.train.losses.SpectralLoss`), the anti-wrapped phase loss
+    (:class:`~uniaudio_cli.train.losses.PhaseLoss`; 0 leaves it out), and, from
+    ``gan_start_step`` on, the hinge adversarial and feature-matching losses. The discriminators
+    are spectrogram ones (``disc_channels`` wide), and with ``disc_periods`` also HiFi-GAN's
+    waveform period discriminators, which judge periodicity.
 
     ``segment_seconds`` is rounded to a whole number of the codec's ``pad_multiple`` (2.0 s ->
     2.04 s for the default codec) so no step computes padding. ``lr`` warms up linearly over
@@ -148,6 +150,8 @@ class TrainConfig:
     w_semantic: float = 1.0
     w_consistency: float = 1.0
     w_phase: float = 0.0
+    w_low_band: float = 0.0
+    low_band_hz: float = 1000.0
     w_pitch: float = 1.0
     harmonic_lr_scale: float = 10.0
     harmonic_warmup_steps: int = 1000
@@ -431,7 +435,7 @@ class Trainer:
         self.aux = ConsistencyHead(codec_cfg.latent_dim, 80).to(self.device)
         n_fft = 1 << max(codec_cfg.hop_length * 2 - 1, 1).bit_length()
         self.frame_mel = FrameLogMel(sr, codec_cfg.hop_length, n_fft, 80).to(self.device)
-        self.spectral = SpectralLoss(sr).to(self.device)
+        self.spectral = SpectralLoss(sr, low_band_hz=cfg.low_band_hz if cfg.w_low_band > 0 else None).to(self.device)
         self.phase = PhaseLoss().to(self.device) if cfg.w_phase > 0 else None
         self.pitch_hop = codec_cfg.small_stft_hop
         self.disc = (
@@ -653,6 +657,7 @@ class Trainer:
             + cfg.w_pitch * f0_loss
             + cfg.w_time * l1
             + cfg.w_stft * (spec.stft_mag + spec.stft_sc)
+            + cfg.w_low_band * spec.low_mag
             + cfg.w_mel * spec.mel
             + cfg.w_commit * commit
             + cfg.w_semantic * sem
@@ -669,6 +674,8 @@ class Trainer:
         }
         if self.phase is not None:
             metrics["phase"] = phase
+        if cfg.w_low_band > 0:
+            metrics["low_mag"] = spec.low_mag
         if pitch is not None:
             metrics["pitch"] = f0_loss
 
