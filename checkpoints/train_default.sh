@@ -91,60 +91,67 @@ pitch_stage() {
     python -m uniaudio_cli.codec.export "$run/codec" "$run/export" --drop-oscillator --dtype float16 --force
 }
 
+# finish: the last stage run becomes the default, with its prototype centre remade.
+finish() {
+    local out=checkpoints/llm-codec-smollm2
+    mkdir -p "$out" && cp "$FINAL/config.json" "$FINAL/model.safetensors" "$out/"
+    python checkpoints/make_prototype_center.py --codec "$out"
+    exit 0
+}
+
 train_stage "$RUN" --init-from "$V1_CODEC" --fine-layers 4 \
     --batch-size 8 --lr 2e-4 --lr-schedule cosine --w-stft 5 --no-gan --steps "${STEPS:-12000}"
 FINAL="$RUN/export"
-if [ "${STAGE3:-1}" = 1 ]; then
-    RUN3=${RUN3:-runs/v2-decoder}
-    train_stage "$RUN3" --init-from "$RUN/export" --decoder-only \
-        --batch-size 8 --lr 1e-4 --lr-schedule cosine --w-stft 5 --no-gan --steps "${STEPS3:-11000}"
-    FINAL="$RUN3/export"
-    if [ "${STAGE4:-1}" = 1 ]; then
-        RUN4=${RUN4:-runs/v2-decoder6}
-        train_stage "$RUN4" --init-from "$RUN3/export" --decoder-only --fine-layers 6 \
-            --batch-size 8 --lr 1e-4 --lr-schedule cosine --w-stft 5 --no-gan --steps "${STEPS4:-10000}"
-        FINAL="$RUN4/export"
-        if [ "${STAGE5:-1}" = 1 ]; then
-            RUN5=${RUN5:-runs/v2-decoder-long}
-            train_stage "$RUN5" --init-from "$RUN4/export" --decoder-only \
-                --batch-size 8 --lr 7e-5 --lr-schedule cosine --w-stft 5 --no-gan --steps "${STEPS5:-12000}"
-            FINAL="$RUN5/export"
-            if [ "${STAGE6:-1}" = 1 ]; then
-                RUN6=${RUN6:-runs/v2-decoder8}
-                train_stage "$RUN6" --init-from "$RUN5/export" --decoder-only --fine-layers 8 \
-                    --batch-size 8 --lr 1e-4 --lr-schedule cosine --w-stft 5 --no-gan --steps "${STEPS6:-11000}"
-                FINAL="$RUN6/export"
-                if [ "${STAGE7:-1}" = 1 ]; then
-                    RUN7=${RUN7:-runs/v2-pitch}
-                    train_stage "$RUN7" --init-from "$RUN6/export" --harmonic --batch-size 8 --lr 1e-4 \
-                        --lr-schedule cosine --w-stft 5 --no-gan --steps 4000 --stop-at "${STOP7:-3500}"
-                    python -m uniaudio_cli.codec.export "$RUN7/codec" "$RUN7/export-plain" --drop-oscillator --dtype float16 --force
-                    FINAL="$RUN7/export-plain"
-                    if [ "${STAGE8:-1}" = 1 ]; then
-                        for segment in "9500 5843" "15000 6004" "16500 ${STOP8:-14000}"; do
-                            read -r steps stop <<< "$segment"
-                            uniaudio train-codec --data "$DATA" --out "$RUN7" --resume --steps "$steps" \
-                                --stop-at "$stop" --checkpoint-every 500 --quiet
-                        done
-                        python -m uniaudio_cli.codec.export "$RUN7/codec" "$RUN7/export8" --drop-oscillator --dtype float16 --force
-                        FINAL="$RUN7/export8"
-                        if [ "${STAGE9:-1}" = 1 ]; then
-                            RUN9=${RUN9:-runs/stage9}
-                            pitch_stage "$RUN9" "$RUN7/export8" "8000 3907" "7000 7000"
-                            FINAL="$RUN9/export"
-                            if [ "${STAGE10:-1}" = 1 ]; then
-                                RUN10=${RUN10:-runs/stage10}
-                                # From stage 9's last checkpoint with its harmonic head (its pitch head kept).
-                                pitch_stage "$RUN10" "$RUN9/codec" "6500 865" "5000 5000"
-                                FINAL="$RUN10/export"
-                            fi
-                        fi
-                    fi
-                fi
-            fi
-        fi
-    fi
-fi
-OUT=checkpoints/llm-codec-smollm2
-mkdir -p "$OUT" && cp "$FINAL/config.json" "$FINAL/model.safetensors" "$OUT/"
-python checkpoints/make_prototype_center.py --codec "$OUT"
+
+[ "${STAGE3:-1}" = 1 ] || finish
+RUN3=${RUN3:-runs/v2-decoder}
+train_stage "$RUN3" --init-from "$RUN/export" --decoder-only \
+    --batch-size 8 --lr 1e-4 --lr-schedule cosine --w-stft 5 --no-gan --steps "${STEPS3:-11000}"
+FINAL="$RUN3/export"
+
+[ "${STAGE4:-1}" = 1 ] || finish
+RUN4=${RUN4:-runs/v2-decoder6}
+train_stage "$RUN4" --init-from "$RUN3/export" --decoder-only --fine-layers 6 \
+    --batch-size 8 --lr 1e-4 --lr-schedule cosine --w-stft 5 --no-gan --steps "${STEPS4:-10000}"
+FINAL="$RUN4/export"
+
+[ "${STAGE5:-1}" = 1 ] || finish
+RUN5=${RUN5:-runs/v2-decoder-long}
+train_stage "$RUN5" --init-from "$RUN4/export" --decoder-only \
+    --batch-size 8 --lr 7e-5 --lr-schedule cosine --w-stft 5 --no-gan --steps "${STEPS5:-12000}"
+FINAL="$RUN5/export"
+
+[ "${STAGE6:-1}" = 1 ] || finish
+RUN6=${RUN6:-runs/v2-decoder8}
+train_stage "$RUN6" --init-from "$RUN5/export" --decoder-only --fine-layers 8 \
+    --batch-size 8 --lr 1e-4 --lr-schedule cosine --w-stft 5 --no-gan --steps "${STEPS6:-11000}"
+FINAL="$RUN6/export"
+
+[ "${STAGE7:-1}" = 1 ] || finish
+RUN7=${RUN7:-runs/v2-pitch}
+train_stage "$RUN7" --init-from "$RUN6/export" --harmonic --batch-size 8 --lr 1e-4 \
+    --lr-schedule cosine --w-stft 5 --no-gan --steps 4000 --stop-at "${STOP7:-3500}"
+python -m uniaudio_cli.codec.export "$RUN7/codec" "$RUN7/export-plain" --drop-oscillator --dtype float16 --force
+FINAL="$RUN7/export-plain"
+
+[ "${STAGE8:-1}" = 1 ] || finish
+for segment in "9500 5843" "15000 6004" "16500 ${STOP8:-14000}"; do
+    read -r steps stop <<< "$segment"
+    uniaudio train-codec --data "$DATA" --out "$RUN7" --resume --steps "$steps" \
+        --stop-at "$stop" --checkpoint-every 500 --quiet
+done
+python -m uniaudio_cli.codec.export "$RUN7/codec" "$RUN7/export8" --drop-oscillator --dtype float16 --force
+FINAL="$RUN7/export8"
+
+[ "${STAGE9:-1}" = 1 ] || finish
+RUN9=${RUN9:-runs/stage9}
+pitch_stage "$RUN9" "$RUN7/export8" "8000 3907" "7000 7000"
+FINAL="$RUN9/export"
+
+[ "${STAGE10:-1}" = 1 ] || finish
+RUN10=${RUN10:-runs/stage10}
+# From stage 9's last checkpoint with its harmonic head (its pitch head kept).
+pitch_stage "$RUN10" "$RUN9/codec" "6500 865" "5000 5000"
+FINAL="$RUN10/export"
+
+finish
