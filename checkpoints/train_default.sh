@@ -41,6 +41,9 @@
 # is kept; the optimizer is fresh), same recipe, one thread: --steps 6500 up to step 865, then
 # --steps 5000 to the end (shortened to end within one session). The committed default is its last
 # checkpoint (step 5,000), written with the plain head. STAGE10=0 stops after stage 9.
+# Stage 11 starts a new run from stage 10's last checkpoint with its harmonic head in the same way,
+# same recipe, one thread, 4,500 steps. The committed default is its last checkpoint, written with
+# the plain head. STAGE11=0 stops after stage 10.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -153,5 +156,10 @@ RUN10=${RUN10:-runs/stage10}
 # From stage 9's last checkpoint with its harmonic head (its pitch head kept).
 pitch_stage "$RUN10" "$RUN9/codec" "6500 865" "5000 5000"
 FINAL="$RUN10/export"
+
+[ "${STAGE11:-1}" = 1 ] || finish
+RUN11=${RUN11:-runs/stage11}
+pitch_stage "$RUN11" "$RUN10/codec" "4500 4500"
+FINAL="$RUN11/export"
 
 finish
