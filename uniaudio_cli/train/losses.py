@@ -125,16 +125,15 @@ class SpectralLoss(nn.Module):
             mx = torch.log10(torch.matmul(fb, px).clamp_min(_LOG_EPS))
             my = torch.log10(torch.matmul(fb, py).clamp_min(_LOG_EPS))
             mel.append(F.l1_loss(mx, my))
+            with_low = self.low_band_hz is not None and w >= _LOW_BAND_MIN_WINDOW
+            if w >= self.stft_min_window or with_low:
+                lx, ly = torch.log(px.clamp_min(_LOG_EPS)), torch.log(py.clamp_min(_LOG_EPS))
             if w >= self.stft_min_window:
-                mag_l1.append(F.l1_loss(torch.log(px.clamp_min(_LOG_EPS)), torch.log(py.clamp_min(_LOG_EPS))))
+                mag_l1.append(F.l1_loss(lx, ly))
                 sc.append(torch.linalg.vector_norm(py - px) / torch.linalg.vector_norm(py).clamp_min(1e-6))
-            if self.low_band_hz is not None and w >= _LOW_BAND_MIN_WINDOW:
+            if with_low:
                 n_bins = int(self.low_band_hz * w / self.sample_rate) + 1
-                low.append(
-                    F.l1_loss(
-                        torch.log(px[:, :n_bins].clamp_min(_LOG_EPS)), torch.log(py[:, :n_bins].clamp_min(_LOG_EPS))
-                    )
-                )
+                low.append(F.l1_loss(lx[:, :n_bins], ly[:, :n_bins]))
         zero = x.new_zeros(())
         return SpectralLossValues(
             stft_mag=torch.stack(mag_l1).mean() if mag_l1 else zero,
