@@ -94,6 +94,15 @@ pitch_stage() {
     python -m uniaudio_cli.codec.export "$run/codec" "$run/export" --drop-oscillator --dtype float16 --force
 }
 
+# decoder_stage RUN INIT LR STEPS [ARGS...]: the decoder alone (--decoder-only) from INIT's weights,
+# batch 8, lr LR cosine over STEPS, log-magnitude weight 5, no GAN (stages 3 to 6).
+decoder_stage() {
+    local run=$1 init=$2 lr=$3 steps=$4
+    shift 4
+    train_stage "$run" --init-from "$init" --decoder-only "$@" \
+        --batch-size 8 --lr "$lr" --lr-schedule cosine --w-stft 5 --no-gan --steps "$steps"
+}
+
 # finish: the last stage run becomes the default, with its prototype centre remade.
 finish() {
     local out=checkpoints/llm-codec-smollm2
@@ -108,26 +117,22 @@ FINAL="$RUN/export"
 
 [ "${STAGE3:-1}" = 1 ] || finish
 RUN3=${RUN3:-runs/v2-decoder}
-train_stage "$RUN3" --init-from "$RUN/export" --decoder-only \
-    --batch-size 8 --lr 1e-4 --lr-schedule cosine --w-stft 5 --no-gan --steps "${STEPS3:-11000}"
+decoder_stage "$RUN3" "$RUN/export" 1e-4 "${STEPS3:-11000}"
 FINAL="$RUN3/export"
 
 [ "${STAGE4:-1}" = 1 ] || finish
 RUN4=${RUN4:-runs/v2-decoder6}
-train_stage "$RUN4" --init-from "$RUN3/export" --decoder-only --fine-layers 6 \
-    --batch-size 8 --lr 1e-4 --lr-schedule cosine --w-stft 5 --no-gan --steps "${STEPS4:-10000}"
+decoder_stage "$RUN4" "$RUN3/export" 1e-4 "${STEPS4:-10000}" --fine-layers 6
 FINAL="$RUN4/export"
 
 [ "${STAGE5:-1}" = 1 ] || finish
 RUN5=${RUN5:-runs/v2-decoder-long}
-train_stage "$RUN5" --init-from "$RUN4/export" --decoder-only \
-    --batch-size 8 --lr 7e-5 --lr-schedule cosine --w-stft 5 --no-gan --steps "${STEPS5:-12000}"
+decoder_stage "$RUN5" "$RUN4/export" 7e-5 "${STEPS5:-12000}"
 FINAL="$RUN5/export"
 
 [ "${STAGE6:-1}" = 1 ] || finish
 RUN6=${RUN6:-runs/v2-decoder8}
-train_stage "$RUN6" --init-from "$RUN5/export" --decoder-only --fine-layers 8 \
-    --batch-size 8 --lr 1e-4 --lr-schedule cosine --w-stft 5 --no-gan --steps "${STEPS6:-11000}"
+decoder_stage "$RUN6" "$RUN5/export" 1e-4 "${STEPS6:-11000}" --fine-layers 8
 FINAL="$RUN6/export"
 
 [ "${STAGE7:-1}" = 1 ] || finish
