@@ -72,6 +72,20 @@ def test_banned_codes_never_emitted(tiny_codec: LLMCodec) -> None:
         q.reference_ties = False
 
 
+def test_nearest_with_a_given_table_matches_the_cached_one(tiny_codec: LLMCodec) -> None:
+    q = tiny_codec.quantizer.quantizers[2]
+    z = torch.randn(2, 16, 24)
+    with torch.no_grad():
+        cached = q.nearest(z)
+        table = q.projected_codebook().clone()  # not the cache object: the uncached path
+        for ties in (False, True):
+            q.reference_ties = ties
+            try:
+                assert torch.equal(q.nearest(z, table), cached)
+            finally:
+                q.reference_ties = False
+
+
 def test_argmax_rows_matches_argmax_with_ties() -> None:
     from uniaudio_cli.codec.quantizer import argmax_rows
 

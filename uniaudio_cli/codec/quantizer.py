@@ -114,9 +114,10 @@ class LLMVectorQuantizer(nn.Module):
         if cb is self._cache and self._cache_normed is not None:
             cbn, cb_sq = self._cache_normed
         else:
-            cbn = F.normalize(cb, dim=-1)
-            cb_sq = cbn.pow(2).sum(1)
+            cbn, cb_sq = F.normalize(cb, dim=-1), None
         if self.reference_ties:
+            if cb_sq is None:
+                cb_sq = cbn.pow(2).sum(1)
             sim = 2 * enc @ cbn.t() - enc.pow(2).sum(1, keepdim=True) - cb_sq[None]
             if self.banned.any():
                 sim.masked_fill_(self.banned, float("-inf"))
