@@ -261,6 +261,30 @@ def test_synthesizer_modes(models, tts_demos, mode, monkeypatch) -> None:
         synth.speak("  ")
 
 
+def test_default_tts_encodes_only_what_it_speaks(models, tts_demos, monkeypatch) -> None:
+    llm, codec = models
+    folder = load_demo_folder(tts_demos)
+    encoded = []
+    real_encode = codec.encode
+    monkeypatch.setattr(codec, "encode", lambda wav: encoded.append(len(wav)) or real_encode(wav))
+    synth = Synthesizer.from_files(llm, codec, folder.clips, TTSOptions(mode="default", shots=2))
+    assert not encoded and synth._audio_prefix is None  # reading the folder encodes nothing
+    speech = synth.speak("1+1")
+    assert len(encoded) == 2  # the answer's two clips, for the clip choice
+    assert all(d.tokens is None for d in synth.demos if d.text != speech.answer)
+    assert synth._audio_prefix is None  # the audio prompt is never built
+    synth.speak("1+1")
+    assert len(encoded) == 2
+    # The same clip and codes as with every demonstration encoded up front.
+    eager = Synthesizer(
+        llm, codec, [TTSDemo(d.text, d.path, real_encode(d.audio), d.audio) for d in synth.demos], synth.opts
+    )
+    again = eager.speak("1+1")
+    assert again.follows == speech.follows and again.tokens == speech.tokens
+    with pytest.raises(ValueError, match="tokens or its audio"):
+        Synthesizer(llm, codec, [TTSDemo("1", Path("x.wav"), None)], synth.opts)
+
+
 def test_copy_atypicality_singles_out_a_copy_bent_to_another_sound() -> None:
     t = np.arange(int(0.5 * SR)) / SR
     rng = np.random.default_rng(0)

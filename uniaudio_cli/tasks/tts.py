@@ -34,6 +34,7 @@ from uniaudio_cli.audio import load_audio
 from uniaudio_cli.codec.api import Codec
 from uniaudio_cli.decoding import PrefixCache, continuation_logprobs, generate_constrained
 from uniaudio_cli.errors import UsageError
+from uniaudio_cli.features import dtw_cost, mfcc
 from uniaudio_cli.llm import LoadedLLM
 from uniaudio_cli.prompts import PromptBuilder, PromptTemplate, prompts_dir
 from uniaudio_cli.tasks.audio_gen import LayerMasks, flatten, split
@@ -71,19 +72,21 @@ class Speech:
 class TTSDemo:
     """One spoken demonstration: its ``text``, where it came from, its codes per layer and,
     when read from a file, its ``audio`` ``(T,)`` at the codec's rate (the default mode compares
-    codec copies with it, :func:`copy_atypicality`; without it the LLM's likelihood chooses)."""
+    codec copies with it, :func:`copy_atypicality`; without it the LLM's likelihood chooses).
+
+    ``tokens`` is ``None`` until the :class:`Synthesizer` needs them (it encodes ``audio`` then):
+    the default mode encodes only the clips of the answers it speaks.
+    """
 
     text: str
     path: Path
-    tokens: list[list[int]]
+    tokens: list[list[int]] | None
     audio: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def _mfcc(wav: np.ndarray, sample_rate: int) -> np.ndarray:
     """Mean-normalised MFCCs 2-20 ``(19, frames)`` at a 10 ms hop (level and channel removed)."""
-    import librosa
-
-    m = librosa.feature.mfcc(y=wav, sr=sample_rate, n_mfcc=20, n_fft=512, hop_length=sample_rate // 100)[1:]
+    m = mfcc(wav, sample_rate, n_mfcc=20, n_fft=512, hop_length=sample_rate // 100)[1:]
     return m - m.mean(axis=1, keepdims=True)
 
 
@@ -95,8 +98,6 @@ def copy_atypicality(originals: Sequence[np.ndarray], copies: Sequence[np.ndarra
     the codec has bent towards another word lies far from all of them, whatever its own voice.
     With a single clip there is nothing to compare, and every value is 0.
     """
-    import librosa
-
     if len(originals) != len(copies):
         raise ValueError("one copy per original")
     if len(originals) < 2:
@@ -105,11 +106,7 @@ def copy_atypicality(originals: Sequence[np.ndarray], copies: Sequence[np.ndarra
     fc = [_mfcc(y, sample_rate) for y in copies]
     out = []
     for i, c in enumerate(fc):
-        ds = [
-            float(librosa.sequence.dtw(c, o, metric="euclidean")[0][-1, -1]) / (c.shape[1] + o.shape[1])
-            for j, o in enumerate(fo)
-            if j != i
-        ]
+        ds = [dtw_cost(c, o) / (c.shape[1] + o.shape[1]) for j, o in enumerate(fo) if j != i]
         out.append(float(np.mean(ds)))
     return out
 
@@ -298,9 +295,13 @@ class TextAnswerer:
 
 
 class Synthesizer:
-    """Builds both prompt prefixes once from encoded demonstrations; then speaks many texts.
+    """Builds the prompt prefixes from demonstrations; then speaks many texts.
 
-    The constructor reads no files (:meth:`from_files` reads and encodes a demonstration folder).
+    The constructor reads no files (:meth:`from_files` reads a demonstration folder). Paper mode
+    encodes every demonstration and builds the audio prompt at once (so a prompt too long for the
+    LLM's context fails here). The default mode needs neither: it encodes the clips of an answer
+    when it first speaks that answer, and builds the audio prompt only for demonstrations given
+    as codes without audio.
     """
 
     def __init__(self, llm: LoadedLLM, codec: Codec, demos: Sequence[TTSDemo], opts: TTSOptions) -> None:
@@ -308,21 +309,17 @@ class Synthesizer:
         self.demos = list(demos)
         if not self.demos:
             raise UsageError("no TTS demonstrations", "pass --demos DIR with DIR/<text>/<clips>")
+        if any(d.tokens is None and d.audio is None for d in self.demos):
+            raise ValueError("a TTSDemo needs its tokens or its audio")
         self.texts = list(dict.fromkeys(d.text for d in self.demos))
-        # Demonstrations of equal duration share one layer structure; the output uses the commonest.
-        shapes = [tuple(len(layer) for layer in d.tokens) for d in self.demos]
-        self.counts = list(max(set(shapes), key=shapes.count))
         self.builder = PromptBuilder(llm.tokenizer, PromptTemplate.load(opts.template))
-        self.audio_prefix = PrefixCache(
-            llm.model,
-            self._audio_prefix_ids(),
-            llm.device,
-            llm.context_length,
-            source="TTS prompt",
-            store=llm.prompt_store,
-        )
-        self.masks = LayerMasks(codec, self._logit_size(), llm.device)
         self._clip_choice: dict[str, TTSDemo] = {}
+        self._audio_prefix: PrefixCache | None = None
+        self._masks: LayerMasks | None = None
+        self._counts: list[int] | None = None
+        if opts.mode == "paper":
+            self.audio_prefix  # noqa: B018 -- built now: paper mode needs it for every text
+            self.masks  # noqa: B018
         if opts.mode == "default":
             self.answerer = TextAnswerer(
                 llm,
@@ -337,13 +334,50 @@ class Synthesizer:
 
     @classmethod
     def from_files(cls, llm: LoadedLLM, codec: Codec, demos: dict[str, list[Path]], opts: TTSOptions) -> Synthesizer:
-        """Read and encode up to ``opts.shots`` clips per text (``text -> paths``)."""
-        encoded = []
+        """Read up to ``opts.shots`` clips per text (``text -> paths``); every clip is read (and so
+        checked) here, and encoded when first needed."""
+        read = []
         for text, paths in demos.items():
             for p in paths[: opts.shots]:
                 wav = load_audio(p, codec.sample_rate, max_seconds=opts.max_seconds)
-                encoded.append(TTSDemo(text, p, codec.encode(wav), wav))
-        return cls(llm, codec, encoded, opts)
+                read.append(TTSDemo(text, p, None, wav))
+        return cls(llm, codec, read, opts)
+
+    def tokens(self, demo: TTSDemo) -> list[list[int]]:
+        """``demo``'s LLM token ids per layer, encoding its audio on first use."""
+        if demo.tokens is None:
+            demo.tokens = self.codec.encode(demo.audio)  # type: ignore[arg-type]  # the constructor checked it
+        return demo.tokens
+
+    @property
+    def counts(self) -> list[int]:
+        """Codes per layer of paper mode's output: the commonest layer structure of the
+        demonstrations (those of equal duration share one)."""
+        if self._counts is None:
+            shapes = [tuple(len(layer) for layer in self.tokens(d)) for d in self.demos]
+            self._counts = list(max(set(shapes), key=shapes.count))
+        return self._counts
+
+    @property
+    def audio_prefix(self) -> PrefixCache:
+        """The KV cache of the audio prompt (every demonstration's text and codes), built on first use."""
+        if self._audio_prefix is None:
+            self._audio_prefix = PrefixCache(
+                self.llm.model,
+                self._audio_prefix_ids(),
+                self.llm.device,
+                self.llm.context_length,
+                source="TTS prompt",
+                store=self.llm.prompt_store,
+            )
+        return self._audio_prefix
+
+    @property
+    def masks(self) -> LayerMasks:
+        """Allowed tokens per position of paper mode's output, built on first use."""
+        if self._masks is None:
+            self._masks = LayerMasks(self.codec, self._logit_size(), self.llm.device)
+        return self._masks
 
     def _logit_size(self) -> int:
         return int(self.llm.model.get_output_embeddings().weight.shape[0])
@@ -352,7 +386,7 @@ class Synthesizer:
         b, t = self.builder, self.builder.template
         ids = b.bos() + (b.render(t.induction) if self.opts.induction and t.induction else [])
         for d in self.demos:
-            ids += b.text(t.block) + b.render(t.demo, audio={"audio": flatten(d.tokens)}, text=d.text)
+            ids += b.text(t.block) + b.render(t.demo, audio={"audio": flatten(self.tokens(d))}, text=d.text)
         return ids
 
     def answer(self, text: str) -> TextAnswer:
@@ -370,11 +404,11 @@ class Synthesizer:
             best = 0
             originals = [d.audio for d in cands if d.audio is not None]
             if len(cands) > 1 and len(originals) == len(cands):
-                copies = [self.codec.decode(d.tokens)[: len(a)] for d, a in zip(cands, originals, strict=True)]
+                copies = [self.codec.decode(self.tokens(d))[: len(a)] for d, a in zip(cands, originals, strict=True)]
                 best = int(np.argmin(copy_atypicality(originals, copies, self.codec.sample_rate)))
             elif len(cands) > 1:
                 query = self.builder.render(self.builder.template.query, text=answer)
-                scores = continuation_logprobs(self.audio_prefix, query, [flatten(d.tokens) for d in cands])
+                scores = continuation_logprobs(self.audio_prefix, query, [flatten(self.tokens(d)) for d in cands])
                 best = int(torch.argmax(scores))
             self._clip_choice[answer] = cands[best]
         return self._clip_choice[answer]
@@ -393,7 +427,7 @@ class Synthesizer:
                 fix = "ask a question whose answer is one of the demonstration texts, e.g. uniaudio tts '1+1'"
                 raise UsageError(f"refused: {warning}", fix)
             best = self.clip_for(answer)
-            tokens, follows = best.tokens, f"{best.path} ({best.text!r})"
+            tokens, follows = self.tokens(best), f"{best.path} ({best.text!r})"
         else:
             answer = None
             query = self.builder.render(t.query, text=text)
@@ -416,7 +450,7 @@ class Synthesizer:
         if it shares at least half of them."""
         best, best_score = None, 0.0
         for d in self.demos:
-            a, b = d.tokens[0], tokens[0]
+            a, b = self.tokens(d)[0], tokens[0]
             n = min(len(a), len(b))
             score = sum(x == y for x, y in zip(a[:n], b[:n], strict=True)) / max(len(b), 1)
             if score > best_score:
