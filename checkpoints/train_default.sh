@@ -44,6 +44,9 @@
 # Stage 11 starts a new run from stage 10's last checkpoint with its harmonic head in the same way,
 # same recipe, one thread, 4,500 steps. The committed default is its last checkpoint, written with
 # the plain head. STAGE11=0 stops after stage 10.
+# Stage 12 starts a new run from stage 11's last checkpoint with its harmonic head in the same way,
+# with twice the peak learning rate (1.2e-4 cosine), one thread, 4,500 steps. The committed default
+# is its last checkpoint, written with the plain head. STAGE12=0 stops after stage 11.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -76,18 +79,18 @@ train_stage() {
     python -m uniaudio_cli.codec.export "$run/codec-best" "$run/export" --dtype float16 --force
 }
 
-# pitch_stage RUN INIT "STEPS STOP"...: a whole-codec run with the pitch loss, new from INIT's weights
-# (lr 6e-5 cosine), through schedule segments: --steps STEPS until step STOP. Each segment resumes
-# where a kill left it, and one already done takes no step. Exports the last checkpoint with the
-# plain head to RUN/export.
+# pitch_stage RUN INIT LR "STEPS STOP"...: a whole-codec run with the pitch loss, new from INIT's
+# weights (lr LR cosine), through schedule segments: --steps STEPS until step STOP. Each segment
+# resumes where a kill left it, and one already done takes no step. Exports the last checkpoint
+# with the plain head to RUN/export.
 pitch_stage() {
-    local run=$1 init=$2 segment steps stop
-    shift 2
+    local run=$1 init=$2 lr=$3 segment steps stop
+    shift 3
     for segment in "$@"; do
         read -r steps stop <<< "$segment"
         local start=(--resume)
         [ -f "$run/train_state.safetensors" ] || start=(--init-from "$init" --harmonic \
-            --batch-size 8 --lr 6e-5 --lr-schedule cosine --w-stft 5 --no-gan)
+            --batch-size 8 --lr "$lr" --lr-schedule cosine --w-stft 5 --no-gan)
         uniaudio train-codec --data "$DATA" --out "$run" "${start[@]}" --steps "$steps" \
             --stop-at "$stop" --checkpoint-every 500 --quiet
     done
@@ -153,18 +156,23 @@ FINAL="$RUN7/export8"
 
 [ "${STAGE9:-1}" = 1 ] || finish
 RUN9=${RUN9:-runs/stage9}
-pitch_stage "$RUN9" "$RUN7/export8" "8000 3907" "7000 7000"
+pitch_stage "$RUN9" "$RUN7/export8" 6e-5 "8000 3907" "7000 7000"
 FINAL="$RUN9/export"
 
 [ "${STAGE10:-1}" = 1 ] || finish
 RUN10=${RUN10:-runs/stage10}
 # From stage 9's last checkpoint with its harmonic head (its pitch head kept).
-pitch_stage "$RUN10" "$RUN9/codec" "6500 865" "5000 5000"
+pitch_stage "$RUN10" "$RUN9/codec" 6e-5 "6500 865" "5000 5000"
 FINAL="$RUN10/export"
 
 [ "${STAGE11:-1}" = 1 ] || finish
 RUN11=${RUN11:-runs/stage11}
-pitch_stage "$RUN11" "$RUN10/codec" "4500 4500"
+pitch_stage "$RUN11" "$RUN10/codec" 6e-5 "4500 4500"
 FINAL="$RUN11/export"
+
+[ "${STAGE12:-1}" = 1 ] || finish
+RUN12=${RUN12:-runs/stage12}
+pitch_stage "$RUN12" "$RUN11/codec" 1.2e-4 "4500 4500"
+FINAL="$RUN12/export"
 
 finish
