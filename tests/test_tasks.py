@@ -268,11 +268,11 @@ def test_default_tts_encodes_only_what_it_speaks(models, tts_demos, monkeypatch)
     real_encode = codec.encode
     monkeypatch.setattr(codec, "encode", lambda wav: encoded.append(len(wav)) or real_encode(wav))
     synth = Synthesizer.from_files(llm, codec, folder.clips, TTSOptions(mode="default", shots=2))
-    assert not encoded and synth._audio_prefix is None  # reading the folder encodes nothing
+    assert not encoded and "audio_prefix" not in vars(synth)  # reading the folder encodes nothing
     speech = synth.speak("1+1")
     assert len(encoded) == 2  # the answer's two clips, for the clip choice
     assert all(d.tokens is None for d in synth.demos if d.text != speech.answer)
-    assert synth._audio_prefix is None  # the audio prompt is never built
+    assert "audio_prefix" not in vars(synth)  # the audio prompt is never built
     synth.speak("1+1")
     assert len(encoded) == 2
     # The same clip and codes as with every demonstration encoded up front.

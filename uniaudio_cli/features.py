@@ -14,41 +14,31 @@ from functools import lru_cache
 import numpy as np
 
 
-def _hz_to_mel(f: np.ndarray) -> np.ndarray:
-    """Slaney's mel scale (librosa's default, ``htk=False``): linear below 1 kHz, log above."""
+def _hz_to_mel(f: np.ndarray | float) -> np.ndarray:
+    # Slaney scale: linear below 1 kHz, logarithmic above.
     f = np.asarray(f, dtype=np.float64)
-    f_sp = 200.0 / 3
-    mels = f / f_sp
-    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, np.log(6.4) / 27.0
-    log_t = f >= min_log_hz
-    mels[log_t] = min_log_mel + np.log(f[log_t] / min_log_hz) / logstep
-    return mels
+    mel = f / (200.0 / 3)
+    log_region = f >= 1000.0
+    return np.where(log_region, 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0), mel)
 
 
 def _mel_to_hz(m: np.ndarray) -> np.ndarray:
     m = np.asarray(m, dtype=np.float64)
-    f_sp = 200.0 / 3
-    freqs = f_sp * m
-    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, np.log(6.4) / 27.0
-    log_t = m >= min_log_mel
-    freqs[log_t] = min_log_hz * np.exp(logstep * (m[log_t] - min_log_mel))
-    return freqs
+    return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)), m * (200.0 / 3))
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=16)
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int = 128) -> np.ndarray:
-    """``(n_mels, n_fft // 2 + 1)`` triangular filters on the Slaney mel scale from 0 Hz to
-    Nyquist, each of unit area (Slaney normalisation), as ``librosa.filters.mel``."""
-    fft_freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
-    mel_f = _mel_to_hz(
-        np.linspace(_hz_to_mel(np.array([0.0]))[0], _hz_to_mel(np.array([sample_rate / 2]))[0], n_mels + 2)
-    )
+    """Slaney-style, area-normalised mel filters ``(n_mels, n_fft // 2 + 1)`` float64, 0 Hz to
+    Nyquist: the matrix of ``librosa.filters.mel`` (which DAC uses). Read-only (it is cached)."""
+    fft_freqs = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
+    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(sample_rate / 2), n_mels + 2))
     fdiff = np.diff(mel_f)
     ramps = mel_f[:, None] - fft_freqs[None, :]
     lower = -ramps[:-2] / fdiff[:-1, None]
     upper = ramps[2:] / fdiff[1:, None]
-    weights = np.maximum(0.0, np.minimum(lower, upper))
-    weights *= (2.0 / (mel_f[2 : n_mels + 2] - mel_f[:n_mels]))[:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper)) * (2.0 / (mel_f[2:] - mel_f[:-2]))[:, None]
+    weights.flags.writeable = False
     return weights
 
 

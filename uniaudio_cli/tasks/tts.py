@@ -25,6 +25,7 @@ import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -314,9 +315,6 @@ class Synthesizer:
         self.texts = list(dict.fromkeys(d.text for d in self.demos))
         self.builder = PromptBuilder(llm.tokenizer, PromptTemplate.load(opts.template))
         self._clip_choice: dict[str, TTSDemo] = {}
-        self._audio_prefix: PrefixCache | None = None
-        self._masks: LayerMasks | None = None
-        self._counts: list[int] | None = None
         if opts.mode == "paper":
             self.audio_prefix  # noqa: B018 -- built now: paper mode needs it for every text
             self.masks  # noqa: B018
@@ -349,35 +347,29 @@ class Synthesizer:
             demo.tokens = self.codec.encode(demo.audio)  # type: ignore[arg-type]  # the constructor checked it
         return demo.tokens
 
-    @property
+    @cached_property
     def counts(self) -> list[int]:
         """Codes per layer of paper mode's output: the commonest layer structure of the
         demonstrations (those of equal duration share one)."""
-        if self._counts is None:
-            shapes = [tuple(len(layer) for layer in self.tokens(d)) for d in self.demos]
-            self._counts = list(max(set(shapes), key=shapes.count))
-        return self._counts
+        shapes = [tuple(len(layer) for layer in self.tokens(d)) for d in self.demos]
+        return list(max(set(shapes), key=shapes.count))
 
-    @property
+    @cached_property
     def audio_prefix(self) -> PrefixCache:
         """The KV cache of the audio prompt (every demonstration's text and codes), built on first use."""
-        if self._audio_prefix is None:
-            self._audio_prefix = PrefixCache(
-                self.llm.model,
-                self._audio_prefix_ids(),
-                self.llm.device,
-                self.llm.context_length,
-                source="TTS prompt",
-                store=self.llm.prompt_store,
-            )
-        return self._audio_prefix
+        return PrefixCache(
+            self.llm.model,
+            self._audio_prefix_ids(),
+            self.llm.device,
+            self.llm.context_length,
+            source="TTS prompt",
+            store=self.llm.prompt_store,
+        )
 
-    @property
+    @cached_property
     def masks(self) -> LayerMasks:
         """Allowed tokens per position of paper mode's output, built on first use."""
-        if self._masks is None:
-            self._masks = LayerMasks(self.codec, self._logit_size(), self.llm.device)
-        return self._masks
+        return LayerMasks(self.codec, self._logit_size(), self.llm.device)
 
     def _logit_size(self) -> int:
         return int(self.llm.model.get_output_embeddings().weight.shape[0])

@@ -18,37 +18,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from uniaudio_cli import features
+
 _LOG_EPS = 1e-5
 _LOW_BAND_MIN_WINDOW = 512
 
 
-def _hz_to_mel(f: np.ndarray) -> np.ndarray:
-    # Slaney scale: linear below 1 kHz, logarithmic above.
-    f = np.asarray(f, dtype=np.float64)
-    mel = f / (200.0 / 3)
-    log_region = f >= 1000.0
-    return np.where(log_region, 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0), mel)
-
-
-def _mel_to_hz(m: np.ndarray) -> np.ndarray:
-    m = np.asarray(m, dtype=np.float64)
-    return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)), m * (200.0 / 3))
-
-
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> torch.Tensor:
-    """Slaney-style, area-normalised mel filters ``(n_mels, n_fft // 2 + 1)``, 0 Hz to Nyquist.
-
-    The same matrix as ``librosa.filters.mel`` (which DAC uses), computed here because importing
-    librosa costs seconds.
-    """
-    fft_freqs = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
-    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(sample_rate / 2), n_mels + 2))
-    fdiff = np.diff(mel_f)
-    ramps = mel_f[:, None] - fft_freqs[None, :]
-    lower = -ramps[:-2] / fdiff[:-1, None]
-    upper = ramps[2:] / fdiff[1:, None]
-    weights = np.maximum(0.0, np.minimum(lower, upper)) * (2.0 / (mel_f[2:] - mel_f[:-2]))[:, None]
-    return torch.from_numpy(np.ascontiguousarray(weights, dtype=np.float32))
+    """:func:`uniaudio_cli.features.mel_filterbank` as a float32 tensor ``(n_mels, n_fft // 2 + 1)``."""
+    return torch.from_numpy(np.ascontiguousarray(features.mel_filterbank(sample_rate, n_fft, n_mels), dtype=np.float32))
 
 
 def l1_time(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
