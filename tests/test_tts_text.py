@@ -4,6 +4,7 @@ warning/refusal of unsure answers (what the answers are worth is measured by ben
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from uniaudio_cli.errors import UsageError
 from uniaudio_cli.evaluate.tts_eval import QUESTIONS
 from uniaudio_cli.llm import LoadedLLM
 from uniaudio_cli.paths import ENV_HOME, home_dir
+from uniaudio_cli.prompt_store import PromptStore
 from uniaudio_cli.prompts import PromptTemplate, prompts_dir
 from uniaudio_cli.tasks.demos import load_demo_folder
 from uniaudio_cli.tasks.tts import (
@@ -160,6 +162,33 @@ def test_prior_averages_several_content_free_questions(llm: LoadedLLM) -> None:
     cal = answerer(llm, examples=AnswerExamples(EXAMPLES.examples, ("N/A", "", "[MASK]")))
     mean = torch.stack([raw.distributions(c)[0].exp() for c in ("N/A", "", "[MASK]")]).mean(0)
     torch.testing.assert_close(cal.log_priors[0], mean.log())
+
+
+def test_calibration_priors_are_kept_in_the_prompt_store(llm: LoadedLLM, tmp_path: Path, monkeypatch) -> None:
+    fresh = answerer(llm, orderings=2)
+    stored = dataclasses.replace(llm, prompt_store=PromptStore(tmp_path / "kv", llm.model, 2**30))
+    first = answerer(stored, orderings=2)
+    for a, b in zip(first.log_priors, fresh.log_priors, strict=True):
+        assert torch.equal(a, b)
+    # The next run reads them back: no calibration pass at all, and the same priors.
+    passes: list[str] = []
+    compute = TextAnswerer._log_distribution
+
+    def counted(self: TextAnswerer, prefix: PrefixCache, text: str) -> torch.Tensor:
+        passes.append(text)
+        return compute(self, prefix, text)
+
+    monkeypatch.setattr(TextAnswerer, "_log_distribution", counted)
+    second = answerer(stored, orderings=2)
+    assert passes == []
+    for a, b in zip(second.log_priors, fresh.log_priors, strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(second.distributions("1+2"), fresh.distributions("1+2"))
+    # Other candidates (or prompts, or content-free token ids) are another key: computed, once
+    # per prompt.
+    passes.clear()
+    other = TextAnswerer(stored, ["1", "2"], PromptTemplate.load("tts_answer"), EXAMPLES, orderings=2)
+    assert passes == ["N/A", "N/A"] and other.log_priors[0].shape == (2,)
 
 
 def test_answer_is_the_ensemble_mean(llm: LoadedLLM) -> None:

@@ -11,6 +11,10 @@ the device type and the prompt's token ids; a changed model or prompt simply mis
 safetensors (no pickled code), written atomically; the least recently used are deleted when the
 store grows past its size limit. Lives under ``$UNIAUDIO_HOME/prompt-cache``;
 ``UNIAUDIO_PROMPT_CACHE=0`` turns it off and ``UNIAUDIO_PROMPT_CACHE_GB`` sets the limit.
+
+Small results computed from a stored prompt (the tts answer step's calibration priors, 20 LLM
+passes per run) are kept the same way, under a tag: :meth:`PromptStore.load_values` /
+:meth:`PromptStore.save_values`.
 """
 
 from __future__ import annotations
@@ -103,13 +107,15 @@ class PromptStore:
             limit_gb = DEFAULT_LIMIT_GB
         return cls(root or home_dir() / "prompt-cache", model, int(limit_gb * 2**30))
 
-    def key(self, ids: Sequence[int]) -> str:
-        h = hashlib.sha256(f"{FORMAT}:{VERSION}:{self.fingerprint}:{self.device_type}:".encode())
+    def key(self, ids: Sequence[int], tag: str = "") -> str:
+        """The file key of prompt ``ids`` (a KV cache), or of values ``tag`` computed from ``ids``."""
+        head = f"{FORMAT}:{VERSION}:{self.fingerprint}:{self.device_type}:" + (f"{tag}:" if tag else "")
+        h = hashlib.sha256(head.encode())
         h.update(np.asarray(list(ids), dtype=np.int64).tobytes())
         return h.hexdigest()
 
-    def path(self, ids: Sequence[int]) -> Path:
-        return self._path(self.key(ids))
+    def path(self, ids: Sequence[int], tag: str = "") -> Path:
+        return self._path(self.key(ids, tag))
 
     def _path(self, key: str) -> Path:
         return self.root / f"{key[:32]}.safetensors"
@@ -148,8 +154,6 @@ class PromptStore:
 
     def save(self, ids: Sequence[int], cache: Any, logits: torch.Tensor) -> None:
         """Store the cache of prompt ``ids`` (holding exactly those tokens) and its last logits."""
-        from safetensors.torch import save_file
-
         if len(ids) < MIN_TOKENS:
             return
         layers = _layers(cache)
@@ -157,19 +161,46 @@ class PromptStore:
         for i, (k, v) in enumerate(layers):
             tensors[f"k{i}"] = k[..., : len(ids), :].detach().to("cpu").contiguous()
             tensors[f"v{i}"] = v[..., : len(ids), :].detach().to("cpu").contiguous()
-        key = self.key(ids)
         meta = {
-            "format": FORMAT,
-            "version": str(VERSION),
-            "key": key,
             "devices": ",".join(str(k.device) for k, _ in layers),
             "logits_device": str(logits.device),
         }
+        self._write(self.key(ids), tensors, meta)
+
+    def load_values(self, tag: str, ids: Sequence[int]) -> torch.Tensor | None:
+        """The tensor stored by :meth:`save_values` for ``(tag, ids)``, on the CPU, or ``None``."""
+        from safetensors import safe_open
+
+        key = self.key(ids, tag)
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                if meta.get("format") != FORMAT or meta.get("key") != key:
+                    return None
+                values = f.get_tensor("values")
+        except Exception as e:  # a truncated or foreign file: recompute, and drop it
+            warnings.warn(f"{path}: unreadable stored values ({e}); recomputing them", stacklevel=2)
+            path.unlink(missing_ok=True)
+            return None
+        os.utime(path)
+        return values
+
+    def save_values(self, tag: str, ids: Sequence[int], values: torch.Tensor) -> None:
+        """Store ``values`` (any shape) computed by the model from token ids ``ids``, e.g. from a
+        prompt and its queries; ``tag`` names what they are, so that the same ids can key several."""
+        self._write(self.key(ids, tag), {"values": values.detach().to("cpu").contiguous()}, {"tag": tag})
+
+    def _write(self, key: str, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
+        from safetensors.torch import save_file
+
         path = self._path(key)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            save_file(tensors, str(tmp), metadata=meta)
+            save_file(tensors, str(tmp), metadata={"format": FORMAT, "version": str(VERSION), "key": key, **meta})
             os.replace(tmp, path)
             self._evict(keep=path)
         except OSError as e:  # a full or read-only disk must not stop the task

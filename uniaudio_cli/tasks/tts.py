@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -40,6 +41,12 @@ from uniaudio_cli.llm import LoadedLLM
 from uniaudio_cli.prompts import PromptBuilder, PromptTemplate, prompts_dir
 from uniaudio_cli.tasks.audio_gen import LayerMasks, flatten, split
 from uniaudio_cli.tasks.options import Mode, TTSOptions, default_tts_demos
+
+if TYPE_CHECKING:
+    from uniaudio_cli.prompt_store import PromptStore
+
+# Prompt-store tag of the answer step's calibration priors.
+PRIOR_TAG = "tts-answer-prior"
 
 __all__ = [
     "AnswerExamples",
@@ -221,12 +228,26 @@ class TextAnswerer:
         ]
         content_free = examples.content_free if calibrate else ()
         # Log answer prior (C,) per prompt; without calibration a zero prior leaves it uncorrected.
-        self.log_priors = [
-            torch.stack([self._log_distribution(p, c) for c in content_free]).exp().mean(0).log()
-            if content_free
-            else torch.zeros(len(self.texts))
-            for p in self.prefixes
-        ]
+        self.log_priors = [self._log_prior(p, content_free, llm.prompt_store) for p in self.prefixes]
+
+    def _log_prior(self, prefix: PrefixCache, content_free: Sequence[str], store: PromptStore | None) -> torch.Tensor:
+        """The prompt's mean distribution on the content-free questions, log, ``(C,)``; kept in
+        the prompt store (keyed by the prompt, the questions and the candidates) because it is
+        the same on every run and costs one LLM pass per question."""
+        if not content_free:
+            return torch.zeros(len(self.texts))
+        queries = [self.builder.render(self.builder.template.query, text=c) for c in content_free]
+        # -1 cannot be a token id: it keeps the parts of the key apart.
+        key = [*prefix.prefix, -1]
+        for part in (*queries, [-2], *self.candidates):
+            key += [*part, -1]
+        stored = store.load_values(PRIOR_TAG, key) if store is not None else None
+        if stored is not None and stored.shape == (len(self.texts),):
+            return stored
+        prior = torch.stack([self._log_distribution(prefix, c) for c in content_free]).exp().mean(0).log()
+        if store is not None:
+            store.save_values(PRIOR_TAG, key, prior)
+        return prior
 
     def _ending(self, text: str, candidate: list[int]) -> list[int]:
         """Ids of what follows ``text`` in a demonstration, tokenized as they follow it there."""
