@@ -1,0 +1,124 @@
+"""Compare codec checkpoints on the held-out sets, clip by clip.
+
+    python bench/codec_compare.py checkpoints/llm-codec-smollm2 runs/s13 [runs/s13b ...]
+        [--sets librispeech,fsdd,esc10] [--max-files 100] [--jobs 2] [--out runs/compare]
+
+Each codec round-trips the first ``--max-files`` clips of each held-out set (``python
+bench/heldout.py`` makes them; none is used for training) through ``uniaudio eval codec --json``,
+one thread per job. The reports are kept as ``OUT/<weights sha256>-<set>-<n>.json``, so a codec
+already measured (by any path) is not measured again and a retrained one is. Printed per set:
+each codec's mean PESQ-WB / STOI / log-mel distance and codebook usage, and for each codec after
+the first its paired change against the first (same clips): mean, 95 % half-width (normal
+approximation) and on how many clips it is better. PESQ or STOI undefined for a clip in either
+report leaves that clip out of that figure's pair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SETS = {
+    "librispeech": ROOT / ".data/heldout/speech/librispeech",
+    "fsdd": ROOT / ".data/heldout/speech/fsdd",
+    "esc10": ROOT / ".data/heldout/esc10",
+}
+# (report key, label, higher is better)
+FIGURES = (("pesq", "PESQ-WB", True), ("stoi", "STOI", True), ("mel_distance", "mel", False))
+
+
+def weights_digest(codec: Path) -> str:
+    h = hashlib.sha256()
+    with open(codec / "model.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def measure(codec: Path, folder: Path, max_files: int, out: Path) -> dict[str, Any]:
+    """The ``eval codec --json`` report of ``codec`` on ``folder``, from ``out`` when kept."""
+    path = out / f"{weights_digest(codec)}-{folder.name}-{max_files}.json"
+    if not path.is_file():
+        cmd = [sys.executable, "-m", "uniaudio_cli", "eval", "codec", str(folder), "--codec", str(codec)]
+        cmd += ["--max-files", str(max_files), "--json", "-q"]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"{codec} on {folder}: {done.stderr.strip().splitlines()[-1:]}")
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(done.stdout)
+        tmp.replace(path)
+    return json.loads(path.read_text())
+
+
+def paired(base: list[dict[str, Any]], new: list[dict[str, Any]], key: str, higher: bool) -> str:
+    """``mean ± half-width (better on k of n)`` of ``new - base`` over clips both measured."""
+    old = {c["path"]: c[key] for c in base}
+    diffs = [c[key] - old[c["path"]] for c in new if c[key] is not None and old.get(c["path"]) is not None]
+    n = len(diffs)
+    if n < 2:
+        return "n/a"
+    mean = sum(diffs) / n
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+    better = sum((d > 0) if higher else (d < 0) for d in diffs)
+    return f"{mean:+.4f} ± {1.96 * sd / math.sqrt(n):.4f} (better on {better} of {n})"
+
+
+def mean(clips: list[dict[str, Any]], key: str) -> str:
+    values = [c[key] for c in clips if c[key] is not None]
+    return f"{sum(values) / len(values):.4f} ({len(values)})" if values else "n/a"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("codecs", nargs="+", type=Path, help="codec checkpoint folders; the first is the baseline")
+    ap.add_argument("--sets", default=",".join(SETS), help=f"held-out sets among {', '.join(SETS)}")
+    ap.add_argument("--max-files", type=int, default=100)
+    ap.add_argument("--jobs", type=int, default=2, help="evaluations run at once (one thread each)")
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "compare", help="where the reports are kept")
+    args = ap.parse_args()
+    sets = [s.strip() for s in args.sets.split(",") if s.strip()]
+    for s in sets:
+        if s not in SETS:
+            raise SystemExit(f"unknown set {s!r}: choose among {', '.join(SETS)}")
+        if not SETS[s].is_dir():
+            raise SystemExit(f"{SETS[s]} is missing: run python bench/heldout.py first")
+    for c in args.codecs:
+        if not (c / "model.safetensors").is_file():
+            raise SystemExit(f"{c}: not a codec checkpoint folder (no model.safetensors)")
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    jobs = [(c, s) for s in sets for c in args.codecs]
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        reports = dict(
+            zip(jobs, pool.map(lambda job: measure(job[0], SETS[job[1]], args.max_files, args.out), jobs), strict=True)
+        )
+
+    for s in sets:
+        print(f"\n## {s} (first {args.max_files} clips)\n")
+        print("| codec | PESQ-WB (n) | STOI (n) | mel (n) | distinct codes per layer | RTF encode + decode |")
+        print("|---|---|---|---|---|---|")
+        for c in args.codecs:
+            r = reports[(c, s)]
+            usage = " / ".join(str(layer["distinct"]) for layer in r["layers"])
+            rtf = f"{r['total_rtf']['encode']:.4f} + {r['total_rtf']['decode']:.4f}"
+            print(f"| {c} | {' | '.join(mean(r['clips'], k) for k, _, _ in FIGURES)} | {usage} | {rtf} |")
+        base = reports[(args.codecs[0], s)]["clips"]
+        for c in args.codecs[1:]:
+            clips = reports[(c, s)]["clips"]
+            print(f"\n{c} minus {args.codecs[0]}:")
+            for key, label, higher in FIGURES:
+                print(f"  {label:8s} {paired(base, clips, key, higher)}")
+
+
+if __name__ == "__main__":
+    main()
