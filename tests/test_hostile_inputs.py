@@ -79,6 +79,7 @@ def test_tts_hostile_text_is_echoed_literally(data: Path, tmp_path: Path, loads:
         (["tts", "1+1", "  ", "--out-dir", "{tmp}/o"], "text 2 of 2 is empty"),
         (["tts", "1+1"], "no output given"),
         (["tts", "1+1", "-o", "{tmp}/x.mp3"], "unsupported output format"),
+        (["tts", "1+1", "-o", "-"], "not to stdout"),
         (["tts", "1+1", "-o", "{tmp}/exists.wav"], "exists (fix: pass --force"),
         (["tts", "1+1", "-o", "{tmp}/afile/x.wav"], "afile: exists and is not a folder"),
         (["tts", "1+1", "-o", "{tmp}"], "is a folder"),
@@ -174,6 +175,7 @@ def test_classify_uses_every_clip_and_reports_hidden_folders(data: Path, tmp_pat
     [
         (["classify", "--bogus", "x"], "No such option: --bogus (fix: see uniaudio classify --help)"),
         (["denoise", "x.wav", "--pairs", "0", "-o", "y.wav"], "Invalid value for '--pairs'"),
+        (["classify", "--demos", "d", "--crop", "-1", "x.wav"], "Invalid value for '--crop'"),
         (["nosuchcmd"], "No such command"),
     ],
 )
@@ -228,3 +230,60 @@ def test_unusable_single_input_is_refused_before_models_load(tmp_path: Path, dat
     res = run("denoise", text, "-o", tmp_path / "c.wav")
     assert res.exit_code == 1 and "not a readable audio file" in one_error_line(res)
     assert loads == []
+
+
+def test_a_bad_demonstration_clip_is_refused_before_models_load(tmp_path: Path, data: Path, loads: list[int]) -> None:
+    import shutil
+
+    import numpy as np
+    import soundfile as sf
+
+    demos = tmp_path / "demos"
+    shutil.copytree(data / "labels", demos)
+    nan = demos / "[dog]" / "nan.wav"
+    wav = np.full(16000, 0.1, dtype=np.float32)
+    wav[100] = np.nan
+    sf.write(nan, wav, 16000, subtype="FLOAT")
+    res = run("classify", "--demos", demos, data / "q" / "a [b].wav")
+    assert res.exit_code == 1 and "nan.wav: contains NaN or infinite samples" in one_error_line(res)
+    digits = tmp_path / "digits"
+    shutil.copytree(data / "digits", digits)
+    sf.write(digits / "1" / "silent.wav", np.zeros(16000, dtype=np.float32), 16000)
+    res = run("tts", "1+1", "--demos", digits, "-o", tmp_path / "x.wav")
+    assert res.exit_code == 1 and "silent.wav: is silent" in one_error_line(res)
+    assert loads == []
+
+
+def test_tabs_in_labels_and_names_keep_the_output_three_columns(tmp_path: Path, data: Path, loads: list[int]) -> None:
+    import shutil
+
+    demos = tmp_path / "demos"
+    shutil.copytree(data / "labels", demos)
+    (demos / "[dog]").rename(demos / "dog\tbark")
+    query = tmp_path / "q\t1.wav"
+    shutil.copy(data / "q" / "a [b].wav", query)
+    res = run("classify", "--demos", demos, query, "--quiet")
+    assert res.exit_code == 0, res.output
+    fields = res.stdout.rstrip("\n").split("\t")
+    assert len(fields) == 3 and fields[0] == str(query).replace("\t", "\\t")
+    assert fields[1] in ("dog\\tbark", "rain :smile:")
+
+
+def test_denoise_says_when_the_output_format_differs(tmp_path: Path, data: Path, loads: list[int]) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    from uniaudio_cli.cli import DENOISE_RATE
+    from uniaudio_cli.codec.config import CodecConfig
+
+    assert CodecConfig().sample_rate == DENOISE_RATE
+    stereo = tmp_path / "stereo.wav"
+    t = np.arange(44100) / 44100
+    sf.write(stereo, np.stack([np.sin(2 * np.pi * 300 * t)] * 2, axis=1) * 0.3, 44100)
+    res = run("denoise", stereo, "-o", tmp_path / "out.wav")
+    assert res.exit_code == 0, res.output
+    assert "note: the output is 16 kHz mono; 1 input(s) are not" in res.stderr
+    assert "(44100 Hz, 2 channels)" in res.stderr
+    assert sf.info(tmp_path / "out.wav").samplerate == 16000
+    res = run("denoise", data / "q" / "a [b].wav", "-o", tmp_path / "mono.wav")
+    assert res.exit_code == 0 and "note: the output" not in res.stderr

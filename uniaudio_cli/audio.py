@@ -234,6 +234,8 @@ AUDIO_OUTPUT_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
 def check_audio_output(path: str | Path, force: bool = False) -> Path:
     """:func:`check_output_file` plus a file name whose extension names a format we write."""
     p = Path(path)
+    if str(path) == "-":
+        raise UsageError("-o -: audio is written to files, not to stdout", "pass a .wav or .flac file name")
     if p.is_dir():
         raise UsageError(f"{p}: is a folder", "pass a file name, or --out-dir for a folder")
     if p.suffix.lower() not in AUDIO_OUTPUT_FORMATS:
@@ -339,13 +341,14 @@ def expand_inputs(items: Iterable[str], suffixes: set[str] | None = None) -> lis
 def probe_audio(path: str | Path, max_seconds: float | None = None, read: bool = False) -> None:
     """Check an input without decoding it for the model: it exists, is a non-empty file that
     soundfile can open, and is not longer than ``max_seconds``; with ``read``, also that it
-    is not silent (reads the samples block by block, no resampling). Raises :class:`AudioError`
-    as :func:`load_audio` would."""
+    holds only finite samples and is not silent (reads the samples block by block, no
+    resampling). Raises :class:`AudioError` as :func:`load_audio` would."""
     import soundfile as sf
 
     p = Path(path)
     _check_file(p)
     peak = 0.0
+    finite = True
     try:
         info = sf.info(str(p))
         if read:
@@ -353,9 +356,15 @@ def probe_audio(path: str | Path, max_seconds: float | None = None, read: bool =
                 size = max(int(BLOCK_SECONDS * f.samplerate), 1)
                 for block in f.blocks(blocksize=size, dtype="float32", always_2d=True):
                     if len(block):
-                        peak = max(peak, float(np.abs(block).max()))
+                        top = float(np.abs(block).max())
+                        if not np.isfinite(top):
+                            finite = False
+                            break
+                        peak = max(peak, top)
     except Exception as e:
         raise _unreadable(p, e) from e
+    if not finite:
+        raise AudioError(f"{p}: contains NaN or infinite samples", "re-export it")
     if info.frames == 0:
         raise AudioError(f"{p}: contains no samples", "re-export or remove it")
     err = _too_long(p, info.frames, info.samplerate, max_seconds)

@@ -274,7 +274,7 @@ NoCenterOpt = Annotated[
 ]
 CropOpt = Annotated[
     float | None,
-    typer.Option("--crop", help="Crop/pad clips to SECONDS, 0: whole (default: 1 for icl --mode paper, else 0)"),
+    typer.Option("--crop", min=0, help="Crop/pad clips to SECONDS, 0: whole (default: 1 for icl --mode paper, else 0)"),
 ]
 
 
@@ -303,6 +303,12 @@ def _load_codec(codec: str | None, llm: str | None, device: str | None, quiet: b
 
         print_note("loading the codec ...")
     return load_codec(codec, llm=llm, device=device)
+
+
+def _field(value: object) -> str:
+    """``value`` as one field of a tab-separated output line: a tab or line break inside it (a
+    label folder or file name may hold one) is written as ``\\t`` / ``\\n`` / ``\\r``."""
+    return str(value).replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def _slug(text: str) -> str:
@@ -348,7 +354,7 @@ def classify(
 
     from uniaudio_cli.audio import audio_probe, check_inputs, expand_inputs
     from uniaudio_cli.batch import run_batch
-    from uniaudio_cli.tasks.demos import load_demo_folder
+    from uniaudio_cli.tasks.demos import check_demo_clips, load_demo_folder
     from uniaudio_cli.tasks.options import METHODS, ClassifyOptions, default_crop
 
     opts = ClassifyOptions(
@@ -369,6 +375,7 @@ def classify(
         from uniaudio_cli.tasks.demos import describe_demos
 
         print_note(describe_demos(folder, chosen))
+    check_demo_clips((p for clips in chosen.values() for p in clips), opts.max_seconds)
     paths = expand_inputs(queries)
     check_inputs(paths, audio_probe(paths, opts.max_seconds))
     lm, cdc = load_models(llm, codec, device, dtype, quiet)
@@ -397,7 +404,8 @@ def classify(
                 )
             )
         else:
-            typer.echo(f"{pred.path}\t{'?' if pred.abstained else pred.label}\t{pred.probability:.4f}")
+            label = "?" if pred.abstained else pred.label
+            typer.echo(f"{_field(pred.path)}\t{_field(label)}\t{pred.probability:.4f}")
 
     report = run_batch(paths, clf.classify, emit, quiet, "classifying")
     raise typer.Exit(report.exit_code)
@@ -450,7 +458,7 @@ def tts(
     """Speak the answer to simple questions (digits) learnt from spoken demonstrations."""
     from uniaudio_cli.audio import write_audio
     from uniaudio_cli.batch import run_batch
-    from uniaudio_cli.tasks.demos import load_demo_folder
+    from uniaudio_cli.tasks.demos import check_demo_clips, load_demo_folder
     from uniaudio_cli.tasks.options import TTSOptions, default_tts_demos
 
     texts = _texts_to_write(
@@ -464,6 +472,8 @@ def tts(
         refuse_unsure=refuse_unsure,
     )
     folder = load_demo_folder(demos or default_tts_demos())
+    if demos is not None:  # the shipped clips are checked by the tests
+        check_demo_clips(p for clips in folder.clips.values() for p in clips)
     lm, cdc = load_models(llm, codec, device, dtype, quiet)
     from uniaudio_cli.tasks.tts import Synthesizer
 
@@ -476,16 +486,42 @@ def tts(
         extra = f"\tanswer={speech.answer}" if speech.answer is not None else ""
         if speech.answer_probability is not None:
             extra += f"\tp={speech.answer_probability:.2f}"
-        follows = f"\tfollows={speech.follows}" if speech.follows else ""
+        follows = f"\tfollows={_field(speech.follows)}" if speech.follows else ""
         if speech.warning:
             from uniaudio_cli.batch import print_note
 
             # Printed even with --quiet: the spoken answer may be a confident-sounding wrong digit.
             print_note(f"warning: {speech.text}: {speech.warning}")
-        typer.echo(f"{speech.text}\t{dest}{extra}{follows}")
+        typer.echo(f"{_field(speech.text)}\t{_field(dest)}{extra}{follows}")
 
     report = run_batch(list(by_item), lambda item: synth.speak(by_item[item]), emit, quiet, "speaking")
     raise typer.Exit(report.exit_code)
+
+
+# The codec's (and so every written file's) sample rate; checked against the codec in the tests.
+DENOISE_RATE = 16000
+
+
+def _note_format_change(paths: list[Path], rate: int) -> None:
+    """Say once, on stderr, when inputs are not ``rate`` Hz mono: the output will be."""
+    import soundfile as sf
+
+    from uniaudio_cli.batch import print_note
+
+    other = []
+    for p in paths:
+        try:
+            info = sf.info(str(p))
+        except Exception:  # a bad file is reported when it is reached
+            continue
+        if info.samplerate != rate or info.channels != 1:
+            other.append((p, info.samplerate, info.channels))
+    if other:
+        p, sr, ch = other[0]
+        print_note(
+            f"note: the output is {rate // 1000} kHz mono; {len(other)} input(s) are not, "
+            f"e.g. {p} ({sr} Hz, {ch} channel{'s' if ch != 1 else ''})"
+        )
 
 
 PairsOpt = Annotated[
@@ -513,7 +549,10 @@ def denoise(
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Remove noise from speech, learnt from (noisy, clean) demonstration pairs (any length: streamed)."""
+    """Remove noise from speech, learnt from (noisy, clean) demonstration pairs (any length: streamed).
+
+    The output is 16 kHz mono (the codec's rate), whatever the input's rate and channels.
+    """
     from uniaudio_cli.audio import audio_probe, check_inputs, expand_inputs, output_path_for, write_audio_blocks
     from uniaudio_cli.batch import run_batch
     from uniaudio_cli.tasks.options import DenoiseOptions, default_denoise_demos, load_pair_folder
@@ -531,6 +570,8 @@ def denoise(
         pairs=pairs,  # type: ignore[arg-type]
         repeats=repeats,
     )
+    if not quiet:
+        _note_format_change(paths, DENOISE_RATE)
     lm, cdc = load_models(llm, codec, device, dtype, quiet)
     from uniaudio_cli.tasks.denoise import Denoiser
 
@@ -539,7 +580,7 @@ def denoise(
     def emit(path: Path, wav: Any) -> None:
         dest = output if output is not None else output_path_for(path, out_dir, ".wav")  # type: ignore[arg-type]
         write_audio_blocks(dest, wav, cdc.sample_rate, force=force)
-        typer.echo(f"{path}\t{dest}")
+        typer.echo(f"{_field(path)}\t{_field(dest)}")
 
     # den.stream checks the file and returns its cleaned blocks lazily; emit writes them as they come.
     report = run_batch(paths, den.stream, emit, quiet, "denoising")
@@ -595,7 +636,7 @@ def generate(
     Prints caption, output, the demonstration the clip copies most and the share of its token pairs found there."""
     from uniaudio_cli.audio import write_audio
     from uniaudio_cli.batch import print_note, run_batch
-    from uniaudio_cli.tasks.demos import describe_demos, load_demo_folder
+    from uniaudio_cli.tasks.demos import check_demo_clips, describe_demos, load_demo_folder
     from uniaudio_cli.tasks.generate import GenerateOptions, SoundGenerator, caption_of
 
     captions = _texts_to_write(
@@ -632,6 +673,7 @@ def generate(
                         else "the clip will mix the demonstrations"
                     )
                 )
+    check_demo_clips((p for clips in chosen.values() for p in clips), opts.max_seconds)
     lm, cdc = load_models(llm, codec, device, dtype, quiet)
     gen = SoundGenerator.from_files(lm, cdc, chosen, opts)
     by_item = {Path(f"{i:06d}"): c for i, c in enumerate(captions)}
@@ -645,7 +687,10 @@ def generate(
                 f"warning: {sound.caption!r} matches no demonstration caption well (nearest {sound.steered_by!r}, "
                 f"p={sound.match_probability:.2f}); add DIR/<caption>/ clips of it"
             )
-        typer.echo(f"{sound.caption}\t{dest}{steered}\tfollows={sound.follows.name}\tcopied={sound.copied:.2f}")
+        typer.echo(
+            f"{_field(sound.caption)}\t{_field(dest)}{steered}\tfollows={_field(sound.follows.name)}"
+            f"\tcopied={sound.copied:.2f}"
+        )
 
     report = run_batch(list(by_item), lambda item: gen.generate(by_item[item]), emit, quiet, "generating")
     raise typer.Exit(report.exit_code)

@@ -409,12 +409,21 @@ def load_llm(
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "low_cpu_mem_usage": True, **_local_only(folder)}
     if dev.type == "cuda":
         kwargs["device_map"] = "auto" if dev.index is None else {"": dev.index}
+    from transformers.utils import logging as hf_logging
+
+    # A local folder loads in seconds: transformers' weight-loading bar is noise on a library
+    # user's stderr (the CLI turns it off through TQDM_DISABLE; its own progress is rich's).
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
     except Exception as e:
         if is_gguf and _looks_corrupt(e):
             raise _corrupt_conversion(Path(folder), Path(source), e) from e
         raise ModelLoadError(f"{source}: cannot load the LLM ({_cause(e)})", _hub_fix(e, str(source))) from e
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
     if dev.type != "cuda":
         model = model.to(dev)
     model.eval().requires_grad_(False)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from uniaudio_cli.audio import is_audio_file
+from uniaudio_cli.audio import is_audio_file, probe_audio
 from uniaudio_cli.errors import UsageError
 
 
@@ -68,6 +69,14 @@ def load_demo_folder(root: str | Path, min_labels: int = 2) -> DemoFolder:
             "lay demonstrations out as DIR/<label>/<clips>, one sub-folder per label",
         )
     return DemoFolder(root, clips, hidden)
+
+
+def check_demo_clips(clips: Iterable[Path], max_seconds: float | None = None) -> None:
+    """Read every demonstration clip before any model loads: one bad clip would stop the task
+    after loading, so it is refused now, naming the file (:class:`AudioError`: unreadable,
+    empty, NaN or infinite samples, silent, or longer than ``max_seconds``)."""
+    for path in clips:
+        probe_audio(path, max_seconds, read=True)
 
 
 def describe_demos(folder: DemoFolder, chosen: dict[str, list[Path]]) -> str:

@@ -6,6 +6,7 @@ The CLI checks every argument against these before it loads a model, so this mod
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -63,6 +64,10 @@ class ClassifyOptions:
     def __post_init__(self) -> None:
         if self.crop == "auto":
             self.crop = default_crop(None, self.method, self.mode)
+        if self.crop is not None and not (
+            isinstance(self.crop, int | float) and math.isfinite(self.crop) and self.crop >= 0
+        ):
+            raise UsageError(f"--crop {self.crop} is not a length in seconds", "use 0 (whole clips) or more")
         if self.temperature is None:
             self.temperature = FITTED_TEMPERATURE.get(self.method, 0.05)
         if self.method == "fused":
