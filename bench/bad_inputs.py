@@ -58,6 +58,12 @@ def fixtures(tmp: Path) -> dict[str, Path]:
     shutil.copytree(demos, hollow)
     (hollow / "empty_label").mkdir()
     f["hollow"] = hollow
+    nan_demos = tmp / "nan_demos"
+    shutil.copytree(demos, nan_demos)
+    nan = np.full(SR, 0.1, dtype=np.float32)
+    nan[100] = np.nan
+    sf.write(nan_demos / "7" / "nan.wav", nan, SR, subtype="FLOAT")
+    f["nan_demos"] = nan_demos
     (tmp / "no_labels").mkdir()
     f["no_labels"] = tmp / "no_labels"
     f["empty"] = tmp / "empty.wav"
@@ -147,6 +153,9 @@ def cases(f: dict[str, Path], tmp: Path) -> list[tuple[str, list[str]]]:
         ("LLM not in the local cache", ["classify", "--demos", d, "--llm", "nobody/no-such-model", q]),
         ("existing --markdown", ["eval", "codec", q, "--markdown", str(f["md"])]),
         ("--pairs 0", ["denoise", q, "--pairs", "0", "-o", str(tmp / "c.wav")]),
+        ("negative --crop", ["classify", "--demos", d, "--crop", "-1", q]),
+        ("a demonstration clip with NaN samples", ["classify", "--demos", str(f["nan_demos"]), q]),
+        ("-o - (stdout)", ["tts", "1+1", "-o", "-"]),
     ]
 
 
