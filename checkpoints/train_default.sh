@@ -47,6 +47,10 @@
 # Stage 12 starts a new run from stage 11's last checkpoint with its harmonic head in the same way,
 # with twice the peak learning rate (1.2e-4 cosine), one thread, 4,500 steps. The committed default
 # is its last checkpoint, written with the plain head. STAGE12=0 stops after stage 11.
+# Stage 13 starts a new run from stage 12's plain-head float16 export (the committed stage-12
+# default; its full training state was lost), so with a fresh pitch head and optimizer, stage 12's
+# recipe (lr 1.2e-4 cosine, one thread, 4,500 steps). The committed default is its last
+# checkpoint, written with the plain head. STAGE13=0 stops after stage 12.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -174,5 +178,11 @@ FINAL="$RUN11/export"
 RUN12=${RUN12:-runs/stage12}
 pitch_stage "$RUN12" "$RUN11/codec" 1.2e-4 "4500 4500"
 FINAL="$RUN12/export"
+
+[ "${STAGE13:-1}" = 1 ] || finish
+RUN13=${RUN13:-runs/stage13}
+# From stage 12's export (plain head, float16): what was committed, and what stage 13 started from.
+pitch_stage "$RUN13" "$RUN12/export" 1.2e-4 "4500 4500"
+FINAL="$RUN13/export"
 
 finish
