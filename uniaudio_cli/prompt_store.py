@@ -22,12 +22,14 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+
+T = TypeVar("T")
 
 FORMAT = "uniaudio-prompt-kv"
 VERSION = 1
@@ -120,16 +122,11 @@ class PromptStore:
     def _path(self, key: str) -> Path:
         return self.root / f"{key[:32]}.safetensors"
 
-    def load(self, ids: Sequence[int]) -> tuple[Any, torch.Tensor] | None:
-        """The stored ``(cache, logits (V,))`` of prompt ``ids``, each layer on the device it was
-        computed on, or ``None`` when it is not stored (or its file is unreadable, which is then
-        deleted)."""
+    def _read(self, key: str, what: str, read: Callable[[Any, dict[str, str]], T]) -> T | None:
+        """``read(file, metadata)`` of the file of ``key``; ``None`` when it is missing or another
+        key's, or when it is unreadable (it is then deleted, with a warning naming ``what``)."""
         from safetensors import safe_open
-        from transformers import DynamicCache
 
-        if len(ids) < MIN_TOKENS:
-            return None
-        key = self.key(ids)
         path = self._path(key)
         if not path.is_file():
             return None
@@ -138,19 +135,33 @@ class PromptStore:
                 meta = f.metadata() or {}
                 if meta.get("format") != FORMAT or meta.get("key") != key:
                     return None
-                devices = [torch.device(d) for d in meta["devices"].split(",")]
-                cache = DynamicCache()
-                for i, device in enumerate(devices):
-                    cache.update(f.get_tensor(f"k{i}").to(device), f.get_tensor(f"v{i}").to(device), i)
-                logits = f.get_tensor("logits").to(meta["logits_device"])
+                out = read(f, meta)
         except Exception as e:  # a truncated or foreign file: recompute, and drop it
-            warnings.warn(f"{path}: unreadable prompt cache ({e}); recomputing it", stacklevel=2)
+            warnings.warn(f"{path}: unreadable {what} ({e}); recomputing it", stacklevel=3)
             path.unlink(missing_ok=True)
             return None
-        if cache.get_seq_length() != len(ids):
-            return None
         os.utime(path)  # most recently used
-        return cache, logits
+        return out
+
+    def load(self, ids: Sequence[int]) -> tuple[Any, torch.Tensor] | None:
+        """The stored ``(cache, logits (V,))`` of prompt ``ids``, each layer on the device it was
+        computed on, or ``None`` when it is not stored (or its file is unreadable, which is then
+        deleted)."""
+        from transformers import DynamicCache
+
+        if len(ids) < MIN_TOKENS:
+            return None
+
+        def read(f: Any, meta: dict[str, str]) -> tuple[Any, torch.Tensor]:
+            cache = DynamicCache()
+            for i, device in enumerate(meta["devices"].split(",")):
+                cache.update(f.get_tensor(f"k{i}").to(device), f.get_tensor(f"v{i}").to(device), i)
+            return cache, f.get_tensor("logits").to(meta["logits_device"])
+
+        stored = self._read(self.key(ids), "prompt cache", read)
+        if stored is None or stored[0].get_seq_length() != len(ids):
+            return None
+        return stored
 
     def save(self, ids: Sequence[int], cache: Any, logits: torch.Tensor) -> None:
         """Store the cache of prompt ``ids`` (holding exactly those tokens) and its last logits."""
@@ -169,24 +180,7 @@ class PromptStore:
 
     def load_values(self, tag: str, ids: Sequence[int]) -> torch.Tensor | None:
         """The tensor stored by :meth:`save_values` for ``(tag, ids)``, on the CPU, or ``None``."""
-        from safetensors import safe_open
-
-        key = self.key(ids, tag)
-        path = self._path(key)
-        if not path.is_file():
-            return None
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                if meta.get("format") != FORMAT or meta.get("key") != key:
-                    return None
-                values = f.get_tensor("values")
-        except Exception as e:  # a truncated or foreign file: recompute, and drop it
-            warnings.warn(f"{path}: unreadable stored values ({e}); recomputing them", stacklevel=2)
-            path.unlink(missing_ok=True)
-            return None
-        os.utime(path)
-        return values
+        return self._read(self.key(ids, tag), "stored values", lambda f, _meta: f.get_tensor("values"))
 
     def save_values(self, tag: str, ids: Sequence[int], values: torch.Tensor) -> None:
         """Store ``values`` (any shape) computed by the model from token ids ``ids``, e.g. from a
