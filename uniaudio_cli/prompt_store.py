@@ -116,8 +116,8 @@ class PromptStore:
         h.update(np.asarray(list(ids), dtype=np.int64).tobytes())
         return h.hexdigest()
 
-    def path(self, ids: Sequence[int], tag: str = "") -> Path:
-        return self._path(self.key(ids, tag))
+    def path(self, ids: Sequence[int]) -> Path:
+        return self._path(self.key(ids))
 
     def _path(self, key: str) -> Path:
         return self.root / f"{key[:32]}.safetensors"
