@@ -8,8 +8,8 @@ bench/heldout.py`` makes them; none is used for training) through ``uniaudio eva
 one thread per job. The reports are kept as ``OUT/<weights sha256>-<set>-<n>.json``, so a codec
 already measured (by any path) is not measured again and a retrained one is. Printed per set:
 each codec's mean PESQ-WB / STOI / log-mel distance and codebook usage, and for each codec after
-the first its paired change against the first (same clips): mean, 95 % half-width (normal
-approximation) and on how many clips it is better. PESQ or STOI undefined for a clip in either
+the first its paired change against the first (same clips): mean, 95 % half-width (Student t,
+as ``uniaudio eval`` reports) and on how many clips it is better. PESQ or STOI undefined for a clip in either
 report leaves that clip out of that figure's pair.
 """
 
@@ -18,13 +18,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from uniaudio_cli.evaluate.codec_eval import mean_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 SETS = {
@@ -64,13 +65,12 @@ def paired(base: list[dict[str, Any]], new: list[dict[str, Any]], key: str, high
     """``mean ± half-width (better on k of n)`` of ``new - base`` over clips both measured."""
     old = {c["path"]: c[key] for c in base}
     diffs = [c[key] - old[c["path"]] for c in new if c[key] is not None and old.get(c["path"]) is not None]
-    n = len(diffs)
-    if n < 2:
+    summary = mean_interval(diffs)
+    if summary.low is None or summary.mean is None:
         return "n/a"
-    mean = sum(diffs) / n
-    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
     better = sum((d > 0) if higher else (d < 0) for d in diffs)
-    return f"{mean:+.4f} ± {1.96 * sd / math.sqrt(n):.4f} (better on {better} of {n})"
+    half = summary.mean - summary.low
+    return f"{summary.mean:+.4f} ± {half:.4f} (better on {better} of {summary.n})"
 
 
 def mean(clips: list[dict[str, Any]], key: str) -> str:
