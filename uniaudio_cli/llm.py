@@ -189,17 +189,16 @@ def convert_gguf(gguf: Path, with_model: bool = False, sha256: str | None = None
     ``uniaudio.json``, so an up-to-date folder is returned without reading the GGUF again.
     """
     out = _gguf_cache(gguf)
-    if _conversion_done(out, with_model, sha256):
+    if _conversion_done(_read_marker(out / CONVERSION_MARKER), with_model, sha256):
         return out
     # Another process may be converting the same file: wait for it, then look again.
     with _cache_lock(out):
-        if _conversion_done(out, with_model, sha256):
-            return out
         meta = _read_marker(out / CONVERSION_MARKER)
-        up_to_date = meta.get("version") == _CONVERSION_VERSION and bool(meta.get("model") or not with_model)
+        if _conversion_done(meta, with_model, sha256):
+            return out
         if sha256 is not None:
             check_gguf_sha256(gguf, sha256)
-            if up_to_date:  # converted by a uniaudio that did not record the check yet
+            if _conversion_done(meta, with_model, None):  # converted by a uniaudio that did not record the check yet
                 _write_marker(out, {**meta, "sha256": sha256})
                 return out
         what = "tokenizer, embeddings and model" if with_model else "tokenizer and embeddings"
@@ -218,8 +217,9 @@ def convert_gguf(gguf: Path, with_model: bool = False, sha256: str | None = None
     return out
 
 
-def _conversion_done(out: Path, with_model: bool, sha256: str | None) -> bool:
-    meta = _read_marker(out / CONVERSION_MARKER)
+def _conversion_done(meta: dict[str, Any], with_model: bool, sha256: str | None) -> bool:
+    """Whether a conversion record ``meta`` is current, holds the model if asked, and (with
+    ``sha256``) records that hash as checked."""
     up_to_date = meta.get("version") == _CONVERSION_VERSION and bool(meta.get("model") or not with_model)
     return up_to_date and (sha256 is None or meta.get("sha256") == sha256)
 
