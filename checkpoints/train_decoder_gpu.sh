@@ -1,5 +1,6 @@
 #!/bin/bash
-# Train the default codec's decoder on a lent GPU, in one device call, from a latent pack.
+# Train the default codec's decoder on a lent GPU, in one device call, from a latent pack:
+# several recipes side by side on the one GPU (each alone leaves most of it idle).
 #
 # The device machine gets the repository and at most 64 MiB in all: neither the training audio nor
 # the LLM whose embedding rows are the codebooks. The decoder needs neither, only (latent, waveform)
@@ -14,51 +15,61 @@
 #   run  command="bash checkpoints/train_decoder_gpu.sh"  timeout_s=590
 #        carry=[".gpu/pack/pack.json", ".gpu/pack/val.safetensors", ".gpu/pack/shard-000.safetensors"]
 #
-# (about 58 MiB in all). For more data, carry shard-001... first in calls that run `true`, one
-# right after the other: files carried earlier stay on the machine while it is warm (30 s).
-#
-# It trains SPANS spans of SPAN_S seconds each, resuming in between, and sends a float16 decoder
-# (11.4 MiB) back after each span, plus metrics.jsonl. The recipe: the hinge GAN from step 0 with
-# HiFi-GAN's period discriminators beside the spectrogram ones, because what the decoder loses is
-# periodicity (card, "What limits PESQ": the true harmonic fine structure below 1 kHz alone takes
-# PESQ-WB 1.41 -> 1.73, and pYIN finds 40 % of the input's voiced frames unvoiced in the output).
+# Each variant below trains in SPANS (seconds each, resuming in between) and sends a float16
+# decoder (11.4 MiB) back after the spans its EXPORT list names: at most 5 decoders, because at
+# most 64 MiB come back. Each variant's log (with its metrics.jsonl appended) comes back too.
+# The recipes: the hinge GAN from step 0 with HiFi-GAN's period discriminators beside the
+# spectrogram ones, because what the decoder loses is periodicity (card, "What limits PESQ": the
+# true harmonic fine structure below 1 kHz alone takes PESQ-WB 1.41 -> 1.73, and pYIN finds 40 %
+# of the input's voiced frames unvoiced in the output); the same on twice the batch; and the
+# spectral losses alone, as the control that says what the GAN itself adds.
 # Back here, for each returned decoder (files_at of the reply):
 #
 #   python -m uniaudio_cli.train.latents merge-decoder checkpoints/llm-codec-smollm2 DECODER runs/gpu-K --float16
-#   uniaudio eval codec .data/heldout/speech/librispeech --codec runs/gpu-K --max-files 100 --json -q
+#   python bench/codec_compare.py checkpoints/llm-codec-smollm2 runs/gpu-K ...
 #
 # and commit the one with the best held-out PESQ-WB / STOI (codes are unchanged: decoder only).
-set -euo pipefail
+set -uo pipefail
 cd "$(dirname "$0")/.."
 PACK=${PACK:-.gpu/pack}
 INIT=${INIT:-checkpoints/llm-codec-smollm2}
-RUN=${RUN:-/tmp/gpu-run}
-SPANS=${SPANS:-3}
-SPAN_S=${SPAN_S:-130}
-DEADLINE_S=${DEADLINE_S:-560}  # stop starting spans that could not end before this
-BATCH=${BATCH:-16}
+SPANS=${SPANS:-"235 235"}  # seconds of training per span
 SEGMENT=${SEGMENT:-1.0}
-LR=${LR:-1e-4}
-GAN=${GAN:---gan}
-EXTRA=${EXTRA:-}  # more train-codec options, e.g. "--w-phase 3"
+PRECISION=${PRECISION:---no-bf16}  # float32 (TF32 convolutions): the step is launch-bound, not arithmetic-bound
+DEVICE_OPT=${DEVICE_OPT:-}  # e.g. "--device cpu" for a dry run here
 DEST=${OUT:-runs/gpu-out}
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}  # three trainers share the CPU cores
 mkdir -p "$DEST"
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || true
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-for k in $(seq 1 "$SPANS"); do
-  if (( SECONDS + SPAN_S + 45 > DEADLINE_S )); then
-    echo "span $k skipped: it would end after ${DEADLINE_S} s"
-    break
-  fi
-  R=()
-  [ -f "$RUN/train_state.safetensors" ] && R=(--resume)
-  python3 -m uniaudio_cli train-codec --latents "$PACK" --out "$RUN" "${R[@]}" --init-from "$INIT" \
-    --decoder-only --batch-size "$BATCH" --segment-seconds "$SEGMENT" --lr "$LR" --lr-schedule constant \
-    --w-stft 5 "$GAN" --gan-start 0 --disc-channels 32 --disc-periods 2,3,5,7,11 \
-    --steps 10000000 --checkpoint-every 1000 --time-limit "$SPAN_S" --quiet $EXTRA
-  python3 -m uniaudio_cli.train.latents export-decoder "$RUN/codec" "$DEST/decoder-$k.safetensors"
-  tail -n 2 "$RUN/metrics.jsonl"
-done
-[ -f "$RUN/metrics.jsonl" ] && cp "$RUN/metrics.jsonl" "$DEST/metrics.jsonl"
+
+GAN=(--gan --gan-start 0 --disc-channels 32 --disc-periods 2,3,5,7,11)
+
+# variant NAME "SPANS TO EXPORT" TRAIN-CODEC OPTIONS...
+variant() {
+  local name=$1 export_spans=$2
+  shift 2
+  local run=/tmp/gpu-$name log=$DEST/$name.log k=0 span
+  for span in $SPANS; do
+    k=$((k + 1))
+    local resume=()
+    [ -f "$run/train_state.safetensors" ] && resume=(--resume)
+    python3 -m uniaudio_cli train-codec --latents "$PACK" --out "$run" "${resume[@]}" --init-from "$INIT" \
+      --decoder-only $PRECISION --segment-seconds "$SEGMENT" --lr-schedule constant --w-stft 5 \
+      --steps 10000000 --checkpoint-every 1000 --time-limit "$span" --quiet $DEVICE_OPT "$@" >>"$log" 2>&1 \
+      || { echo "$name: span $k failed (see $name.log)"; break; }
+    if [[ " $export_spans " == *" $k "* ]]; then
+      python3 -m uniaudio_cli.train.latents export-decoder "$run/codec" "$DEST/decoder-$name-$k.safetensors" >>"$log" 2>&1
+    fi
+    echo "$name span $k:"; tail -n 2 "$run/metrics.jsonl" 2>/dev/null | cut -c1-400
+  done
+  { echo "--- metrics.jsonl"; cat "$run/metrics.jsonl" 2>/dev/null; } >>"$log"
+}
+
+variant gan "1 2" "${GAN[@]}" --batch-size 16 --lr 1e-4 &
+variant gan32 "1 2" "${GAN[@]}" --batch-size 32 --lr 1e-4 &
+variant spec "2" --no-gan --batch-size 32 --lr 1e-4 &
+wait
+ls -la "$DEST"
 echo "done in ${SECONDS} s"

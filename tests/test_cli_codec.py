@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import soundfile as sf
@@ -88,3 +89,17 @@ def test_train_codec_usage_errors_come_before_any_work(tmp_path: Path) -> None:
         assert result.exit_code == 2, result.output
         assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_train_codec_bf16_switch_reaches_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+
+    def fake_train(folders: list[Path], out: Path, cfg: Any, codec_cfg: Any, **kwargs: Any) -> Path:
+        seen.append(cfg.bf16)
+        return Path(out) / "codec"
+
+    monkeypatch.setattr("uniaudio_cli.train.trainer.train_codec", fake_train)
+    for flag, want in (([], None), (["--bf16"], True), (["--no-bf16"], False)):
+        result = run("train-codec", "--out", str(tmp_path / "r"), "--data", str(tmp_path), *flag)
+        assert result.exit_code == 0, result.output
+        assert seen[-1] is want

@@ -278,3 +278,20 @@ def test_export_float16_halves_size_and_keeps_behaviour(tmp_path: Path, tiny_cod
     wav = np.random.default_rng(1).standard_normal(8000).astype(np.float32) * 0.1
     ids = a.encode(wav)
     np.testing.assert_allclose(a.decode(ids), b.decode(ids), atol=1e-2)
+
+
+def test_istft_head_gives_float32_magnitude_and_phase_under_any_precision() -> None:
+    from uniaudio_cli.codec.small import ISTFTHead
+
+    head = ISTFTHead(dim=8, n_fft=16, hop=4)
+    h = torch.randn(2, 8, 5)
+    want = head(h)
+    # Under CUDA's autocast exp() runs in float32 beside a bfloat16 phase, which polar() refuses:
+    # both must come out in float32 whatever the projection's precision.
+    mag, phase = head.to(torch.bfloat16).magnitude_phase(h.to(torch.bfloat16))
+    assert mag.dtype == phase.dtype == torch.float32
+    head.float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = head(h)
+    assert got.dtype == torch.float32 and got.shape == want.shape == (2, 1, 20)
+    assert torch.allclose(got, want, atol=0.05 * want.abs().max().item())

@@ -795,6 +795,13 @@ def train_codec_cmd(
             "--decoder-only", help="Train only the decoder: the codes (and so classification) stay --init-from's."
         ),
     ] = False,
+    bf16: Annotated[
+        bool | None,
+        typer.Option(
+            "--bf16/--no-bf16",
+            help="Autocast to bfloat16 (default: on CUDA and on CPUs with native bf16; float32 elsewhere).",
+        ),
+    ] = None,
     llm: LlmOpt = None,
     device: DeviceOpt = None,
     quiet: QuietOpt = False,
@@ -838,6 +845,7 @@ def train_codec_cmd(
         "disc_periods": _periods(disc_periods) if disc_periods is not None else None,
         "latents": str(latents) if latents is not None else None,
         "decoder_only": decoder_only or None,
+        "bf16": bf16,
     }
     if resume and steps is None:
         from uniaudio_cli.train.trainer import saved_train_config

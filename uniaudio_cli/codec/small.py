@@ -161,7 +161,9 @@ class ISTFTHead(nn.Module):
 
     def magnitude_phase(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, C, frames)`` -> predicted ``(magnitude, phase)``, each ``(B, n_fft // 2 + 1, frames)``."""
-        x = self.proj(h.transpose(1, 2)).transpose(1, 2)
+        # float32 whatever the autocast: polar() and istft() take no bfloat16, and CUDA's autocast
+        # would run exp() in float32 beside a bfloat16 phase.
+        x = self.proj(h.transpose(1, 2)).transpose(1, 2).float()
         log_mag, phase = x.chunk(2, dim=1)
         # Clamp so an untrained or diverging model cannot overflow exp().
         return torch.exp(log_mag.clamp(max=8.0)), phase

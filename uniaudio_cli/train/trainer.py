@@ -423,6 +423,8 @@ class Trainer:
         elif self.device.type == "cuda":
             # Every step has the same shapes, so cuDNN's autotuned kernels pay off at once.
             torch.backends.cudnn.benchmark = True
+            # TF32 matmuls for the float32 (--no-bf16) path: 10-bit mantissas are plenty for training.
+            torch.backends.cuda.matmul.allow_tf32 = True
         use_bf16 = native_bf16(self.device) if cfg.bf16 is None else cfg.bf16
         self.autocast_dtype = torch.bfloat16 if use_bf16 else None
         codec_cfg = model.cfg
