@@ -295,3 +295,52 @@ def test_istft_head_gives_float32_magnitude_and_phase_under_any_precision() -> N
         got = head(h)
     assert got.dtype == torch.float32 and got.shape == want.shape == (2, 1, 20)
     assert torch.allclose(got, want, atol=0.05 * want.abs().max().item())
+
+
+def _unit_rows(g: torch.Generator, k: int, mix: torch.Tensor, spread: float) -> torch.Tensor:
+    """``(k, D)`` unit rows in the span of ``mix`` ``(6, D)``, plus ``spread`` of isotropic noise."""
+    strong = torch.randn(k, mix.shape[0], generator=g) @ mix
+    return torch.nn.functional.normalize(strong + spread * torch.randn(k, mix.shape[1], generator=g), dim=-1)
+
+
+@pytest.mark.parametrize("spread", [0.01, 3.0])  # nearly low-rank (two passes) and full rank (fallback)
+def test_low_rank_search_finds_the_exact_best_row(spread: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    from uniaudio_cli.codec import quantizer
+    from uniaudio_cli.codec.quantizer import LowRankSearch, argmax_rows
+
+    g = torch.Generator().manual_seed(int(spread * 100))
+    mix = torch.randn(6, 64, generator=g)
+    table = _unit_rows(g, 9000, mix, spread)
+    table[4321] = table[17]  # an exact tie: the lower index wins, as argmax's does
+    banned = torch.zeros(9000, dtype=torch.bool)
+    banned[:5] = True
+    queries = torch.cat([_unit_rows(g, 300, mix, spread), table[[17, 0, 2, 4321]]])  # 0 and 2: banned
+    search = LowRankSearch(table, banned, rank=8)
+    exact = queries @ table.t()
+    exact[:, banned] = float("-inf")
+    want = argmax_rows(exact)
+    full_products = []
+    monkeypatch.setattr(quantizer, "argmax_rows", lambda x: full_products.append(x.shape) or argmax_rows(x))
+    monkeypatch.setattr(LowRankSearch, "ROWS", 128)  # three slices of queries, the last partial
+    assert torch.equal(search.argmax(queries), want)
+    assert want[-4] == want[-1] == 17 and not banned[want].any()
+    # Near the table's span the candidates are few; far from it, one exact product is cheaper.
+    assert (len(full_products) > 0) == (spread > 1)
+
+
+def test_nearest_takes_the_low_rank_search_and_gives_the_same_codes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from uniaudio_cli.codec import quantizer
+
+    g = torch.Generator().manual_seed(3)
+    q = quantizer.LLMVectorQuantizer(input_dim=32, codebook_size=9000, codebook_dim=12).eval()
+    with torch.no_grad():  # a wide, nearly low-rank table, as an LLM's projected embeddings are
+        q.codebook.weight.copy_(torch.randn(9000, 3, generator=g) @ torch.randn(3, 12, generator=g))
+        q.codebook.weight.add_(0.05 * torch.randn(9000, 12, generator=g))
+    q.banned[:3] = True
+    z = torch.randn(2, 32, 50, generator=g)
+    monkeypatch.setattr(quantizer.LowRankSearch, "RANK", 4)
+    with torch.no_grad():  # as encoding runs: the projected table is cached, and its search with it
+        fast = q.nearest(z)
+        assert q._cache_low_rank is not None and q._cache_low_rank.basis.shape == (32, 4)
+        monkeypatch.setattr(quantizer.LowRankSearch, "pays_off", staticmethod(lambda table: False))
+        assert torch.equal(fast, q.nearest(z))

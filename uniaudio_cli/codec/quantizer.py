@@ -39,6 +39,100 @@ def argmax_rows(x: torch.Tensor, block: int = 64) -> torch.Tensor:
     return idx
 
 
+class LowRankSearch:
+    """Exact maximum-dot-product search over a wide table of unit rows, in two passes.
+
+    The projected codebooks are nearly low-rank (16 directions hold 99.95 % of their energy), so
+    scores in the table's top ``rank`` principal directions, ``a = (x V)(T V)^T``, cost
+    ``D / rank`` times fewer multiply-adds than the exact ``x T^T``, and the rest is bounded:
+    ``|x·t_k - a_k| <= |res(t_k)| |res(x)|`` (Cauchy-Schwarz on the parts outside those
+    directions). Every row whose coarse score is within twice that bound of the best coarse score
+    is scored exactly, and the exact best among them wins, the lowest index among equals as
+    ``argmax`` picks. So the result is the exact search's up to float rounding, on 1.2 to 1.6
+    candidates per query (measured on LibriSpeech, rank 32) instead of 49k.
+
+    Args:
+        table: ``(K, D)`` unit-norm rows.
+        banned: ``(K,)`` bool, rows never returned.
+        rank: principal directions in the coarse pass (default ``RANK``).
+    """
+
+    # Slack for float32 rounding in the coarse scores, far above it, far below a score gap.
+    TOLERANCE = 1e-4
+    RANK = 32
+    ROWS = 512
+    WIDTH = 64  # columns per block of the candidate pass
+    # Mean candidate blocks per query above which the exact product is cheaper than gathering them.
+    MAX_BLOCKS = 16
+
+    def __init__(self, table: torch.Tensor, banned: torch.Tensor, rank: int | None = None) -> None:
+        rank = rank or self.RANK
+        table = table.float()
+        # Principal directions from the (D, D) Gram matrix of a sample of rows: far cheaper than
+        # an SVD of the table, and any orthonormal basis gives an exact search (the bound below
+        # is measured over every row); a good one only keeps the candidates few.
+        sample = table[:: max(1, table.shape[0] // 4096)]
+        _, vecs = torch.linalg.eigh(sample.t() @ sample)
+        self.basis = vecs[:, -rank:].contiguous()  # (D, rank)
+        self.coarse = (table @ self.basis).contiguous()  # (K, rank)
+        # The part of a row outside the basis has the squared norm |t|^2 - |t V|^2 (Pythagoras).
+        outside = (table.pow(2).sum(dim=1) - self.coarse.pow(2).sum(dim=1)).clamp_min(0.0)
+        self.reach = float(outside.masked_fill(banned, 0.0).max().sqrt())
+        self.table = table
+        self.banned = banned.nonzero().squeeze(1)
+
+    @staticmethod
+    def pays_off(table: torch.Tensor) -> bool:
+        """Whether the two passes beat one exact product: a wide table on the CPU."""
+        return table.device.type == "cpu" and table.shape[0] >= 8192 and table.shape[1] >= 4 * LowRankSearch.RANK
+
+    def argmax(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, D)`` unit queries -> ``(N,)`` indices of the table's best row (banned left out)."""
+        x = x.float()
+        low = x @ self.basis  # (N, rank)
+        miss = (x - low @ self.basis.t()).norm(dim=1)  # (N,)
+        best = torch.empty(x.shape[0], dtype=torch.long)
+        # Queries in slices bound the (rows, K) coarse matrix's memory on long audio.
+        for start in range(0, x.shape[0], self.ROWS):
+            end = start + self.ROWS
+            best[start:end] = self._argmax_slice(x[start:end], low[start:end], miss[start:end])
+        return best
+
+    def _argmax_slice(self, x: torch.Tensor, low: torch.Tensor, miss: torch.Tensor) -> torch.Tensor:
+        coarse = low @ self.coarse.t()  # (n, K)
+        if self.banned.numel():
+            coarse.index_fill_(1, self.banned, float("-inf"))
+        n, k = coarse.shape
+        # Candidates through the maxima of column blocks (one vectorised pass over the matrix)
+        # rather than a comparison of every score: a row's scores are read again only in the
+        # few blocks that reach its threshold.
+        w = self.WIDTH
+        blocks = coarse[:, : k // w * w].view(n, k // w, w)
+        block_max = blocks.amax(dim=-1)  # (n, K // w)
+        tail = coarse[:, k // w * w :]
+        top = block_max.amax(dim=1)
+        if tail.shape[1]:
+            top = torch.maximum(top, tail.amax(dim=1))
+        floor = top - 2 * self.reach * miss - self.TOLERANCE
+        hit_rows, hit_blocks = (block_max >= floor[:, None]).nonzero(as_tuple=True)
+        if hit_rows.numel() > self.MAX_BLOCKS * n:
+            # Queries far outside the table's principal span: one exact product is cheaper.
+            exact = x @ self.table.t()
+            if self.banned.numel():
+                exact.index_fill_(1, self.banned, float("-inf"))
+            return argmax_rows(exact)
+        pick, offset = (blocks[hit_rows, hit_blocks] >= floor[hit_rows, None]).nonzero(as_tuple=True)
+        rows, cols = hit_rows[pick], hit_blocks[pick] * w + offset
+        if tail.shape[1]:
+            tail_rows, tail_cols = (tail >= floor[:, None]).nonzero(as_tuple=True)
+            rows, cols = torch.cat([rows, tail_rows]), torch.cat([cols, tail_cols + k // w * w])
+        exact = (x[rows] * self.table[cols]).sum(dim=1)
+        top_exact = torch.full((n,), float("-inf")).scatter_reduce(0, rows, exact, "amax")
+        winners = exact == top_exact[rows]
+        first = torch.full((n,), k, dtype=torch.long).scatter_reduce(0, rows[winners], cols[winners], "amin")
+        return first
+
+
 class FrozenCodebook(nn.Module):
     """Holds a frozen ``(K, E)`` table as ``weight`` (a buffer, so optimisers never see it)."""
 
@@ -73,6 +167,7 @@ class LLMVectorQuantizer(nn.Module):
         self._cache: torch.Tensor | None = None
         self._cache_key: tuple | None = None
         self._cache_normed: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._cache_low_rank: LowRankSearch | None = None
         self.search_snapshot: tuple[torch.Tensor, torch.Tensor] | None = None
         self._search: tuple[torch.Tensor, torch.Tensor | None] | None = None
         self._search_key: tuple | None = None
@@ -97,6 +192,7 @@ class LLMVectorQuantizer(nn.Module):
             self._cache = self.cb_proj(cb)
             normed = F.normalize(self._cache, dim=-1)
             self._cache_normed = (normed, normed.pow(2).sum(1))
+            self._cache_low_rank = None
             self._cache_key = key
         return self._cache
 
@@ -122,6 +218,10 @@ class LLMVectorQuantizer(nn.Module):
             if self.banned.any():
                 sim.masked_fill_(self.banned, float("-inf"))
         else:
+            if cb is self._cache and LowRankSearch.pays_off(cbn):
+                if self._cache_low_rank is None:
+                    self._cache_low_rank = LowRankSearch(cbn, self.banned)
+                return self._cache_low_rank.argmax(enc).view(z.shape[0], z.shape[2])
             sim = enc @ cbn.t()
             banned = self.banned.nonzero().squeeze(1)
             if banned.numel():
