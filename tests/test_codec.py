@@ -343,5 +343,10 @@ def test_nearest_takes_the_low_rank_search_and_gives_the_same_codes(monkeypatch:
     with torch.no_grad():  # as encoding runs: the projected table is cached, and its search with it
         fast = q.nearest(z)
         assert q._cache_low_rank is not None and q._cache_low_rank.basis.shape == (32, 4)
+        # Training's search (gradients on, as in a training step) takes it too, and agrees.
+        with torch.enable_grad():
+            assert torch.equal(q.search(z), fast) and q._search is not None and q._search[2] is not None
         monkeypatch.setattr(quantizer.LowRankSearch, "pays_off", staticmethod(lambda table: False))
         assert torch.equal(fast, q.nearest(z))
+        q.unfreeze_search()  # a new search table, now without the low-rank pass
+        assert torch.equal(q.search(z), fast) and q._search[2] is None

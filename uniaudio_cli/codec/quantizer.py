@@ -173,7 +173,7 @@ class LLMVectorQuantizer(nn.Module):
         self._cache_normed: tuple[torch.Tensor, torch.Tensor] | None = None
         self._cache_low_rank: LowRankSearch | None = None
         self.search_snapshot: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._search: tuple[torch.Tensor, torch.Tensor | None] | None = None
+        self._search: tuple[torch.Tensor, torch.Tensor | None, LowRankSearch | None] | None = None
         self._search_key: tuple | None = None
         self._search_gen = 0  # bumped by every (un)freeze, so a new snapshot never reuses an old table
 
@@ -257,8 +257,8 @@ class LLMVectorQuantizer(nn.Module):
 
         Ranks by the dot product with the unit-norm projected rows, banned rows left out (the
         order of :meth:`nearest` up to float rounding), with the projection frozen by
-        :meth:`freeze_search` if it was. The chosen rows are projected afresh (with gradients) by
-        the caller.
+        :meth:`freeze_search` if it was; through :class:`LowRankSearch` where it pays. The chosen
+        rows are projected afresh (with gradients) by the caller.
         """
         frozen = self.search_snapshot
         w, b = frozen if frozen is not None else (self.cb_proj.weight, self.cb_proj.bias)
@@ -268,14 +268,20 @@ class LLMVectorQuantizer(nn.Module):
         if self._search is None or self._search_key != key:
             with torch.no_grad():
                 table = F.normalize(F.linear(cb, w, b), dim=-1)
+                fast = LowRankSearch(table, self.banned) if LowRankSearch.pays_off(table) else None
                 ids = None
-                if self.banned.any():
-                    ids = (~self.banned).nonzero().squeeze(1)
-                    table = table[ids]
-                self._search = (table.contiguous(), ids)
+                if fast is not None and fast.useful:
+                    self._search = (table, ids, fast)
+                else:
+                    if self.banned.any():
+                        ids = (~self.banned).nonzero().squeeze(1)
+                        table = table[ids]
+                    self._search = (table.contiguous(), ids, None)
             self._search_key = key
-        table, ids = self._search
+        table, ids, fast = self._search
         enc = F.normalize(z.transpose(1, 2).reshape(-1, z.shape[1]), dim=-1)
+        if fast is not None:
+            return fast.argmax(enc).view(z.shape[0], z.shape[2])
         best = argmax_rows(enc @ table.t())
         if ids is not None:
             best = ids[best]
