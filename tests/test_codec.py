@@ -327,6 +327,11 @@ def test_low_rank_search_finds_the_exact_best_row(spread: float, monkeypatch: py
     # Near the table's span the candidates are few; far from it, one exact product is cheaper,
     # and the quantizer would not take this search at all.
     assert (len(full_products) > 0) == (spread > 1) == (not search.useful)
+    # A NaN query reaches no candidate, yet names the row the exact search names.
+    queries[5] = float("nan")
+    exact = queries[:8] @ table.t()
+    exact[:, banned] = float("-inf")
+    assert torch.equal(search.argmax(queries[:8]), argmax_rows(exact))
 
 
 def test_nearest_takes_the_low_rank_search_and_gives_the_same_codes(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -126,10 +126,7 @@ class LowRankSearch:
         hit_rows, hit_blocks = (block_max >= floor[:, None]).nonzero(as_tuple=True)
         if hit_rows.numel() > self.MAX_BLOCKS * n:
             # Queries far outside the table's principal span: one exact product is cheaper.
-            exact = x @ self.table.t()
-            if self.banned.numel():
-                exact.index_fill_(1, self.banned, float("-inf"))
-            return argmax_rows(exact)
+            return self._exact(x)
         pick, offset = (blocks[hit_rows, hit_blocks] >= floor[hit_rows, None]).nonzero(as_tuple=True)
         rows, cols = hit_rows[pick], hit_blocks[pick] * w + offset
         if tail.shape[1]:
@@ -139,7 +136,16 @@ class LowRankSearch:
         top_exact = torch.full((n,), float("-inf")).scatter_reduce(0, rows, exact, "amax")
         winners = exact == top_exact[rows]
         first = torch.full((n,), k, dtype=torch.long).scatter_reduce(0, rows[winners], cols[winners], "amin")
+        lost = first == k
+        if lost.any():  # a NaN query reaches no candidate; the exact product still names a row
+            first[lost] = self._exact(x[lost])
         return first
+
+    def _exact(self, x: torch.Tensor) -> torch.Tensor:
+        scores = x @ self.table.t()
+        if self.banned.numel():
+            scores.index_fill_(1, self.banned, float("-inf"))
+        return argmax_rows(scores)
 
 
 class FrozenCodebook(nn.Module):
