@@ -9,11 +9,18 @@
 #   python -m uniaudio_cli.train.latents pack --data ../shared/data --out .gpu/pack --minutes 45 \
 #       --shard-mib 28 --sources speech_extra librispeech fsdd ravdess
 #
-# (2 min on one core; 22-29 KB per second of audio; shard-000 holds about 18 minutes.) The tree
+# (3 min on one core; 22-29 KB per second of audio; shard-000 holds about 18 minutes.) The tree
 # (about 32 MiB) and what is carried must stay under 64 MiB, so one call carries one shard:
 #
 #   run  command="bash checkpoints/train_decoder_gpu.sh"  timeout_s=590
 #        carry=[".gpu/pack/pack.json", ".gpu/pack/val.safetensors", ".gpu/pack/shard-000.safetensors"]
+#
+# First run (2026-12-04, one H200): 18 minutes of audio are too little. Every decoder came back
+# worse than the one it started from; without the GAN the pack's validation loss was lowest at
+# step 2,000 and rose after (the model card has the figures). Carry more shards first, each in a
+# call that runs `true`, sent the moment the one before returns: what a call carried stays on
+# the machine while it is warm (30 s after a call), and the trainer reads every shard-*.safetensors
+# in the pack. A machine given back in between starts bare.
 #
 # Each variant below trains in SPANS (seconds each, resuming in between) and sends a float16
 # decoder (11.4 MiB) back after the spans its EXPORT list names: at most 5 decoders, because at
