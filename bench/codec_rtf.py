@@ -9,7 +9,10 @@ Times ``LLMCodec.encode`` and ``LLMCodec.decode`` on a clip of low-level noise f
   fused as for inference (``--no-fuse`` keeps it unfused, as training runs it);
 
 on the CPU and, when present, on CUDA. Weights and codebooks are random: speed does not depend
-on their values. Each case gets one untimed warm-up pass (it also builds the projected-codebook
+on their values, except in the small backbone's code search on the CPU: random codebooks are
+full-rank, so it takes the one exact product here, while the LLM's real tables are nearly
+low-rank and take the faster two-pass search (``LowRankSearch``; same codes).
+``uniaudio eval codec DIR --json`` times the shipped codec on real audio. Each case gets one untimed warm-up pass (it also builds the projected-codebook
 cache), then the median of ``--repeats`` timed passes. RTF = (encode + decode) / audio seconds.
 
     python bench/codec_rtf.py [--seconds 10] [--repeats 3] [--backbone small published]
@@ -134,6 +137,8 @@ def main() -> None:
                 torch.cuda.empty_cache()
     notes += [
         "Random weights and codebooks; median of the timed passes after one warm-up.",
+        "Random codebooks are full-rank: the small backbone's CPU code search takes the exact product here,"
+        " the shipped codec's the two-pass low-rank one (uniaudio eval codec times that).",
         "Params: trainable parameters (the frozen codebook tables are extra buffers).",
         "RTF = (encode + decode) / audio seconds; below 1 is faster than real time.",
         f"torch threads: {torch.get_num_threads()}.",
