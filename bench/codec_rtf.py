@@ -12,8 +12,9 @@ on the CPU and, when present, on CUDA. Weights and codebooks are random: speed d
 on their values, except in the small backbone's code search on the CPU: random codebooks are
 full-rank, so it takes the one exact product here, while the LLM's real tables are nearly
 low-rank and take the faster two-pass search (``LowRankSearch``; same codes).
-``uniaudio eval codec DIR --json`` times the shipped codec on real audio. Each case gets one untimed warm-up pass (it also builds the projected-codebook
-cache), then the median of ``--repeats`` timed passes. RTF = (encode + decode) / audio seconds.
+``uniaudio eval codec DIR --json`` times the shipped codec on real audio. Each case gets one
+untimed warm-up pass (it also builds the projected-codebook cache), then the median of
+``--repeats`` timed passes. RTF = (encode + decode) / audio seconds.
 
     python bench/codec_rtf.py [--seconds 10] [--repeats 3] [--backbone small published]
                               [--device cpu cuda] [--markdown]
