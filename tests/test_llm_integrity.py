@@ -81,7 +81,9 @@ def test_checked_once_and_recorded(tmp_path: Path, conversions, hashed, caplog: 
     assert hashed == [gguf] and conversions == [gguf]
 
 
-def test_marker_of_an_older_uniaudio_is_upgraded_without_converting(tmp_path: Path, conversions, hashed) -> None:
+def test_marker_of_an_older_uniaudio_is_upgraded_without_converting(
+    tmp_path: Path, conversions, hashed, monkeypatch: pytest.MonkeyPatch
+) -> None:
     gguf = _gguf(tmp_path / "model.gguf")
     out = llm.convert_gguf(gguf)  # no check asked: nothing hashed, sha256 null
     assert hashed == [] and json.loads((out / llm.CONVERSION_MARKER).read_text())["sha256"] is None
@@ -89,8 +91,19 @@ def test_marker_of_an_older_uniaudio_is_upgraded_without_converting(tmp_path: Pa
     assert hashed == [gguf] and conversions == [gguf]
     assert json.loads((out / llm.CONVERSION_MARKER).read_text())["sha256"] == SHA
     (out / llm.CONVERSION_MARKER).write_text("{truncated")  # an unreadable marker: converted again
+    removed = []
+    real_rmtree = llm.shutil.rmtree
+
+    def rmtree(path: Path, **kwargs: Any) -> None:
+        # The old folder goes only once the new one is in place.
+        removed.append((Path(path).name, (out / llm.CONVERSION_MARKER).read_text().startswith("{truncated")))
+        real_rmtree(path, **kwargs)
+
+    monkeypatch.setattr(llm.shutil, "rmtree", rmtree)
     llm.convert_gguf(gguf, sha256=SHA)
     assert conversions == [gguf, gguf]
+    assert removed and all(name.startswith(".old-") and not stale for name, stale in removed)
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith((".old-", ".convert-"))] == []
 
 
 def test_corrupt_default_cache_is_refused_with_fix(conversions, no_wheel) -> None:

@@ -208,9 +208,13 @@ def convert_gguf(gguf: Path, with_model: bool = False, sha256: str | None = None
             _write_conversion(gguf, tmp, with_model)
             meta = {"version": _CONVERSION_VERSION, "source": str(gguf), "model": with_model, "sha256": sha256}
             _write_marker(tmp, meta)
+            # Two renames, then the slow removal: a process loading the old folder meanwhile
+            # finds a complete folder at `out` all but for an instant, not for a whole rmtree.
+            old = out.parent / f".old-{out.name}-{os.getpid()}"
             if out.exists():
-                shutil.rmtree(out)
+                os.replace(out, old)
             os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
