@@ -211,6 +211,7 @@ def convert_gguf(gguf: Path, with_model: bool = False, sha256: str | None = None
             # Two renames, then the slow removal: a process loading the old folder meanwhile
             # finds a complete folder at `out` all but for an instant, not for a whole rmtree.
             old = out.parent / f".old-{out.name}-{os.getpid()}"
+            shutil.rmtree(old, ignore_errors=True)  # left by a crash of a process with this pid
             if out.exists():
                 os.replace(out, old)
             os.replace(tmp, out)
