@@ -39,6 +39,15 @@ def argmax_rows(x: torch.Tensor, block: int = 64) -> torch.Tensor:
     return idx
 
 
+def best_rows(x: torch.Tensor, table: torch.Tensor, banned: torch.Tensor) -> torch.Tensor:
+    """Exact maximum-dot-product search: ``(N, D)`` queries, ``(K, D)`` table -> ``(N,)`` indices
+    of the best row, the rows listed in ``banned`` (indices ``(B,)``) left out."""
+    scores = x @ table.t()
+    if banned.numel():
+        scores.index_fill_(1, banned, float("-inf"))
+    return argmax_rows(scores)
+
+
 class LowRankSearch:
     """Exact maximum-dot-product search over a wide table of unit rows, in two passes.
 
@@ -126,7 +135,7 @@ class LowRankSearch:
         hit_rows, hit_blocks = (block_max >= floor[:, None]).nonzero(as_tuple=True)
         if hit_rows.numel() > self.MAX_BLOCKS * n:
             # Queries far outside the table's principal span: one exact product is cheaper.
-            return self._exact(x)
+            return best_rows(x, self.table, self.banned)
         pick, offset = (blocks[hit_rows, hit_blocks] >= floor[hit_rows, None]).nonzero(as_tuple=True)
         rows, cols = hit_rows[pick], hit_blocks[pick] * w + offset
         if tail.shape[1]:
@@ -138,14 +147,8 @@ class LowRankSearch:
         first = torch.full((n,), k, dtype=torch.long).scatter_reduce(0, rows[winners], cols[winners], "amin")
         lost = first == k
         if lost.any():  # a NaN query reaches no candidate; the exact product still names a row
-            first[lost] = self._exact(x[lost])
+            first[lost] = best_rows(x[lost], self.table, self.banned)
         return first
-
-    def _exact(self, x: torch.Tensor) -> torch.Tensor:
-        scores = x @ self.table.t()
-        if self.banned.numel():
-            scores.index_fill_(1, self.banned, float("-inf"))
-        return argmax_rows(scores)
 
 
 class FrozenCodebook(nn.Module):
@@ -234,17 +237,13 @@ class LLMVectorQuantizer(nn.Module):
             sim = 2 * enc @ cbn.t() - enc.pow(2).sum(1, keepdim=True) - cb_sq[None]
             if self.banned.any():
                 sim.masked_fill_(self.banned, float("-inf"))
-        else:
-            if cb is self._cache and LowRankSearch.pays_off(cbn):
-                if self._cache_low_rank is None:
-                    self._cache_low_rank = LowRankSearch(cbn, self.banned)
-                if self._cache_low_rank.useful:
-                    return self._cache_low_rank.argmax(enc).view(z.shape[0], z.shape[2])
-            sim = enc @ cbn.t()
-            banned = self.banned.nonzero().squeeze(1)
-            if banned.numel():
-                sim.index_fill_(1, banned, float("-inf"))
-        return argmax_rows(sim).view(z.shape[0], z.shape[2])
+            return argmax_rows(sim).view(z.shape[0], z.shape[2])
+        if cb is self._cache and LowRankSearch.pays_off(cbn):
+            if self._cache_low_rank is None:
+                self._cache_low_rank = LowRankSearch(cbn, self.banned)
+            if self._cache_low_rank.useful:
+                return self._cache_low_rank.argmax(enc).view(z.shape[0], z.shape[2])
+        return best_rows(enc, cbn, self.banned.nonzero().squeeze(1)).view(z.shape[0], z.shape[2])
 
     def freeze_search(self, snapshot: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         """Make :meth:`search` rank with the projection as it is now (or as ``snapshot``, a
@@ -280,14 +279,13 @@ class LLMVectorQuantizer(nn.Module):
             with torch.no_grad():
                 table = F.normalize(F.linear(cb, w, b), dim=-1)
                 fast = LowRankSearch(table, self.banned) if LowRankSearch.pays_off(table) else None
+                if fast is not None and not fast.useful:
+                    fast = None
                 ids = None
-                if fast is not None and fast.useful:
-                    self._search = (table, ids, fast)
-                else:
-                    if self.banned.any():
-                        ids = (~self.banned).nonzero().squeeze(1)
-                        table = table[ids]
-                    self._search = (table.contiguous(), ids, None)
+                if fast is None and self.banned.any():
+                    ids = (~self.banned).nonzero().squeeze(1)
+                    table = table[ids]
+                self._search = (table.contiguous(), ids, fast)
             self._search_key = key
         table, ids, fast = self._search
         enc = F.normalize(z.transpose(1, 2).reshape(-1, z.shape[1]), dim=-1)
