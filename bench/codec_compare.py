@@ -1,11 +1,13 @@
 """Compare codec checkpoints on the held-out sets, clip by clip.
 
     python bench/codec_compare.py checkpoints/llm-codec-smollm2 runs/s13 [runs/s13b ...]
-        [--sets librispeech,fsdd,esc10] [--max-files 100] [--jobs 2] [--out runs/compare]
+        [--sets librispeech,fsdd,esc10] [--max-files N] [--jobs 2] [--out runs/compare]
 
-Each codec round-trips the first ``--max-files`` clips of each held-out set (``python
-bench/heldout.py`` makes them; none is used for training) through ``uniaudio eval codec --json``,
-one thread per job. The reports are kept as ``OUT/<weights sha256>-<set>-<n>.json``, so a codec
+Each codec round-trips every clip of each held-out set (``python bench/heldout.py`` makes them;
+none is used for training; 100 LibriSpeech, 500 FSDD, 80 ESC-10 clips), or ``--max-files`` of
+them evenly spaced, through ``uniaudio eval codec --json``, one thread per job. (Until the fifth
+session of 2026-12-04 it took the first 100 of each: on FSDD that is the digits 0 and 1 alone.)
+The reports are kept as ``OUT/<weights sha256>-<set>-<all|spreadN>.json``, so a codec
 already measured (by any path) is not measured again and a retrained one is. Printed per set:
 each codec's mean PESQ-WB / STOI / log-mel distance and codebook usage, and for each codec after
 the first its paired change against the first (same clips): mean, 95 % half-width (Student t,
@@ -45,12 +47,13 @@ def weights_digest(codec: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def measure(codec: Path, folder: Path, max_files: int, out: Path) -> dict[str, Any]:
+def measure(codec: Path, folder: Path, max_files: int | None, out: Path) -> dict[str, Any]:
     """The ``eval codec --json`` report of ``codec`` on ``folder``, from ``out`` when kept."""
-    path = out / f"{weights_digest(codec)}-{folder.name}-{max_files}.json"
+    subset = f"spread{max_files}" if max_files else "all"
+    path = out / f"{weights_digest(codec)}-{folder.name}-{subset}.json"
     if not path.is_file():
         cmd = [sys.executable, "-m", "uniaudio_cli", "eval", "codec", str(folder), "--codec", str(codec)]
-        cmd += ["--max-files", str(max_files), "--json", "-q"]
+        cmd += [*(["--max-files", str(max_files)] if max_files else []), "--json", "-q"]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if done.returncode != 0:
@@ -82,7 +85,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("codecs", nargs="+", type=Path, help="codec checkpoint folders; the first is the baseline")
     ap.add_argument("--sets", default=",".join(SETS), help=f"held-out sets among {', '.join(SETS)}")
-    ap.add_argument("--max-files", type=int, default=100)
+    ap.add_argument("--max-files", type=int, default=None, help="N clips of each set, evenly spaced (default: all)")
     ap.add_argument("--jobs", type=int, default=2, help="evaluations run at once (one thread each)")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "compare", help="where the reports are kept")
     args = ap.parse_args()
@@ -104,7 +107,8 @@ def main() -> None:
         )
 
     for s in sets:
-        print(f"\n## {s} (first {args.max_files} clips)\n")
+        n = len(reports[(args.codecs[0], s)]["clips"])
+        print(f"\n## {s} ({n} clips{', evenly spaced' if args.max_files else ''})\n")
         print("| codec | PESQ-WB (n) | STOI (n) | mel (n) | distinct codes per layer | RTF encode + decode |")
         print("|---|---|---|---|---|---|")
         for c in args.codecs:

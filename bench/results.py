@@ -42,6 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from uniaudio_cli.evaluate.codec_eval import spread  # noqa: E402
 from uniaudio_cli.evaluate.report import (  # noqa: E402
     Column,
     Table,
@@ -102,14 +103,6 @@ def held_out_fsdd(data: Path) -> list[Path]:
 def held_out_librispeech(data: Path) -> list[Path]:
     """LibriSpeech test-other excerpts: rows whose ``split`` is a numeric speaker id."""
     return sorted(data / "librispeech" / r["path"] for r in _rows(data / "librispeech") if r.get("split", "").isdigit())
-
-
-def spread(files: list[Path], n: int) -> list[Path]:
-    """``n`` files evenly spaced through the sorted list (all when ``n`` is 0 or more than there are)."""
-    if not n or n >= len(files):
-        return files
-    step = len(files) / n
-    return [files[int(i * step)] for i in range(n)]
 
 
 def demote(markdown: str) -> str:

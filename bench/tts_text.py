@@ -3,12 +3,15 @@ question, before any audio is written), before and after the ensemble and calibr
 its warning threshold catches.
 
     OMP_NUM_THREADS=1 nice -n 19 python bench/tts_text.py [--sets paper arithmetic reasoning multistep]
-        [--orderings 4] [--no-calibrate] [--max-examples N] [--thresholds 0.3 0.4] [--json out.json]
+        [--orderings 4] [--no-calibrate] [--max-examples N] [--template T] [--thresholds 0.3 0.4]
+        [--json out.json]
 
 Sets: ``paper`` is the paper's 20 questions (``uniaudio eval tts``); the others are
 ``prompts/tts_questions/<set>.json`` (``dev`` and ``dev_unanswerable`` are the tuning sets).
 Configurations: ``before`` is the previous text step (the first 12 examples in file order, one
-prompt, no calibration); ``after`` is ``TTSOptions``' defaults unless the flags above change it.
+prompt, no calibration); ``after`` is ``TTSOptions``' defaults unless the flags above change it
+(``--template``: a template name in ``prompts/`` or a JSON file, e.g. the variants in
+``bench/tts_templates/``).
 Unanswerable texts (``--unanswerable``: not questions, or answers that are not one digit) count as
 caught when the ``after`` answer gets a warning at the threshold (default: the shipped one).
 Runs in one process on one thread; prints Markdown tables with Wilson 95 % intervals.
@@ -57,6 +60,7 @@ def main() -> None:
     ap.add_argument("--orderings", type=int, default=opts.answer_orderings, help="after: prompts in the ensemble")
     ap.add_argument("--no-calibrate", action="store_true", help="after: no contextual calibration")
     ap.add_argument("--max-examples", type=int, default=None, help="after: only the file's first N examples")
+    ap.add_argument("--template", default=opts.answer_template, help="after: prompt template (name or JSON file)")
     ap.add_argument("--thresholds", type=float, nargs="+", default=[opts.min_answer_probability])
     ap.add_argument("--complete", type=float, nargs="+", default=[opts.min_answer_complete])
     ap.add_argument("--json", type=Path, default=None, help="write every answer and its probabilities here")
@@ -67,7 +71,7 @@ def main() -> None:
 
     llm = load_models(args.llm, device=args.device).llm
     texts = sorted(load_demo_folder(default_tts_demos()).clips)
-    template = PromptTemplate.load(opts.answer_template)
+    templates = {"before": PromptTemplate.load(opts.answer_template), "after": PromptTemplate.load(args.template)}
     examples = AnswerExamples.load(opts.answer_examples)
     configs = {
         "before": dict(examples=AnswerExamples(examples.examples[:BEFORE_EXAMPLES]), orderings=1, calibrate=False),
@@ -82,7 +86,7 @@ def main() -> None:
     timing: dict[str, tuple[float, float]] = {}
     for config in args.configs:
         t0 = time.perf_counter()
-        answerer = TextAnswerer(llm, texts, template, **configs[config])  # type: ignore[arg-type]
+        answerer = TextAnswerer(llm, texts, templates[config], **configs[config])  # type: ignore[arg-type]
         startup = time.perf_counter() - t0
         t0, n = time.perf_counter(), 0
         for name, questions in sets.items():

@@ -23,6 +23,7 @@ from uniaudio_cli.evaluate.codec_eval import (
     mean_interval,
     mel_distance,
     pesq_wb,
+    spread,
     stoi_score,
 )
 from uniaudio_cli.evaluate.report import Column, Report, Table, json_safe, to_json, to_markdown
@@ -163,6 +164,18 @@ def test_evaluate_codec_max_files(tiny_codec: Codec, clip_dir: Path) -> None:
     assert len(result.clips) == 1
     s = result.summary()["mel_distance"]
     assert s.n == 1 and s.interval is None
+
+
+def test_max_files_spreads_over_a_sorted_folder_instead_of_taking_its_first_labels() -> None:
+    # An FSDD-like folder: 10 digits x 50 takes, sorted by digit first.
+    files = [Path(f"{d}_nicolas_{k:02d}.flac") for d in range(10) for k in range(50)]
+    chosen = spread(files, 100)
+    assert len(chosen) == 100 and len(set(chosen)) == 100
+    assert chosen == sorted(chosen, key=files.index)  # the list's order is kept
+    assert {p.name[0] for p in chosen} == {str(d) for d in range(10)}
+    assert sum(p.name.startswith("3_") for p in chosen) == 10
+    assert spread(files, 500) == files and spread(files, None) == files and spread(files, 0) == files
+    assert spread(files[:3], 2) == [files[0], files[1]]
 
 
 def test_codec_report_markdown(tiny_codec: Codec, clip_dir: Path) -> None:

@@ -878,7 +878,10 @@ def eval_codec(
     codec: CodecOpt = None,
     llm: LlmOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full results as JSON on stdout.")] = False,
-    max_files: Annotated[int | None, typer.Option("--max-files", min=1, help="Evaluate the first N files.")] = None,
+    max_files: Annotated[
+        int | None,
+        typer.Option("--max-files", min=1, help="Evaluate N files evenly spaced through the list (every label kept)."),
+    ] = None,
     markdown: Annotated[Path | None, typer.Option("--markdown", help="Also write the tables as Markdown.")] = None,
     device: DeviceOpt = None,
     force: ForceOpt = False,

@@ -376,20 +376,34 @@ def evaluate_clip(codec: Codec, path: Path) -> tuple[ClipResult, list[list[int]]
     return result, codes
 
 
+def spread(files: list[Path], n: int | None) -> list[Path]:
+    """``n`` of ``files`` evenly spaced through the list, in order (all of them when ``n`` is
+    ``None``, 0 or at least their number).
+
+    A sorted folder lists its clips grouped by name (FSDD: ``0_nicolas_0`` ... ``9_nicolas_49``), so
+    its first ``n`` would be one or two of its labels; an even spread keeps every label.
+    """
+    if not n or n >= len(files):
+        return list(files)
+    step = len(files) / n
+    return [files[int(i * step)] for i in range(n)]
+
+
 def evaluate_codec(
     codec: Codec,
     files: list[Path],
     max_files: int | None = None,
     progress: bool = True,
 ) -> CodecReport:
-    """Round-trip each of ``files`` (the first ``max_files`` when given) through ``codec``.
+    """Round-trip each of ``files`` (``max_files`` of them, evenly spaced, when given; see
+    :func:`spread`) through ``codec``.
 
     Files that cannot be read are reported on stderr and listed in ``CodecReport.failed``;
     ``progress`` shows a progress bar on an interactive stderr.
     """
     from uniaudio_cli.batch import run_batch
 
-    files = list(files)[:max_files] if max_files is not None else list(files)
+    files = spread(list(files), max_files)
     cfg = codec.model.cfg
     counts = [np.zeros(k, dtype=np.int64) for k in cfg.codebook_sizes]
     clips: list[ClipResult] = []
