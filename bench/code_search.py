@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from uniaudio_cli.codec import quantizer
 from uniaudio_cli.codec.api import load_codec
+from uniaudio_cli.evaluate.codec_eval import spread
 
 SETS = {
     "librispeech": ".data/heldout/speech/librispeech/*.flac",
@@ -33,13 +34,13 @@ SETS = {
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--codec", default="checkpoints/llm-codec-smollm2")
-    ap.add_argument("--max-files", type=int, default=None, help="per set (default: all)")
+    ap.add_argument("--max-files", type=int, default=None, help="per set, evenly spaced (default: all)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     codec = load_codec(args.codec, device="cpu")
     fast_path = quantizer.LowRankSearch.pays_off
     for name, pattern in SETS.items():
-        files = sorted(Path().glob(pattern))[: args.max_files]
+        files = spread(sorted(Path().glob(pattern)), args.max_files)
         if not files:
             print(f"{name}: no clips under {pattern} (run python bench/heldout.py)")
             continue
