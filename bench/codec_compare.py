@@ -40,10 +40,15 @@ FIGURES = (("pesq", "PESQ-WB", True), ("stoi", "STOI", True), ("mel_distance", "
 
 
 def weights_digest(codec: Path) -> str:
+    """Of the weights, and of the config when it sets anything that changes the codes of the
+    same weights (``residual_search``), so that two such codecs keep separate reports."""
     h = hashlib.sha256()
     with open(codec / "model.safetensors", "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
+    search = json.loads((codec / "config.json").read_text()).get("residual_search", "cosine")
+    if search != "cosine":
+        h.update(f"residual_search:{search}".encode())
     return h.hexdigest()[:16]
 
 

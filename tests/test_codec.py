@@ -355,3 +355,77 @@ def test_nearest_takes_the_low_rank_search_and_gives_the_same_codes(monkeypatch:
         assert torch.equal(fast, q.nearest(z))
         q.unfreeze_search()  # a new search table, now without the low-rank pass
         assert torch.equal(q.search(z), fast) and q._search[2] is None
+
+
+def _brute_euclidean(q, z: torch.Tensor) -> torch.Tensor:
+    """The Euclidean nearest projected rows of ``z`` ``(B, D, T)``, by every distance, in float64."""
+    rows = q.projected_codebook().detach().double()
+    d = torch.cdist(z.transpose(1, 2).reshape(-1, z.shape[1]).double(), rows)
+    d[:, q.banned] = float("inf")
+    return d.argmin(dim=1).view(z.shape[0], z.shape[2])
+
+
+@pytest.mark.parametrize("low_rank", [True, False])
+def test_euclidean_search_finds_the_nearest_row_not_the_best_direction(
+    low_rank: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from uniaudio_cli.codec import quantizer
+
+    g = torch.Generator().manual_seed(5)
+    q = quantizer.LLMVectorQuantizer(input_dim=32, codebook_size=9000, codebook_dim=12).eval()
+    with torch.no_grad():  # rows of very different lengths, nearly low-rank as the LLM's are
+        q.codebook.weight.copy_(torch.randn(9000, 3, generator=g) @ torch.randn(3, 12, generator=g))
+        q.codebook.weight.mul_(torch.rand(9000, 1, generator=g) * 3)
+        q.codebook.weight.add_(0.05 * torch.randn(9000, 12, generator=g))
+    q.banned[:3] = True
+    monkeypatch.setattr(quantizer.LowRankSearch, "RANK", 4)
+    if not low_rank:
+        monkeypatch.setattr(quantizer.LowRankSearch, "pays_off", staticmethod(lambda table: False))
+    with torch.no_grad():
+        rows = q.projected_codebook()
+        z = 0.7 * rows[torch.randint(3, 9000, (2, 40), generator=g)].permute(0, 2, 1)
+        z = z + 0.05 * torch.randn(z.shape, generator=g)
+        z[0, :, 0] = rows[0]  # a banned row itself: the next nearest
+        want = _brute_euclidean(q, z)
+        got = q.nearest_euclidean(z)
+        assert torch.equal(got, want)
+        assert (q._cache_euclidean[1] is not None) == low_rank
+        # A shortened row is the cosine search's pick but rarely the nearest one.
+        assert (q.nearest(z) != want).float().mean() > 0.3
+        assert torch.equal(q.nearest_euclidean(z, rows.clone()), want)  # a given table, uncached
+        with torch.enable_grad():  # training's search, gradients on
+            assert torch.equal(q.search(z, euclidean=True), want)
+        assert torch.equal(q.search(z), q.nearest(z))  # its cosine table is kept apart
+
+
+def test_euclidean_residual_search_leaves_less_error_and_keeps_the_semantic_layer(
+    tiny_codec: LLMCodec, tmp_path: Path, vocab
+) -> None:
+    from uniaudio_cli.codec.api import _state_sha256, codes_sha256
+    from uniaudio_cli.codec.export import export_codec
+
+    src = save_codec(tiny_codec, tmp_path / "cos")
+    dst = export_codec(src, tmp_path / "euc", residual_search="euclidean")
+    assert json.loads((dst / CONFIG_FILE).read_text())["residual_search"] == "euclidean"
+    assert (dst / WEIGHTS_FILE).read_bytes() == (src / WEIGHTS_FILE).read_bytes()
+    cos = load_codec(src, vocabulary=vocab, device="cpu")
+    euc = load_codec(dst, vocabulary=vocab, device="cpu")
+    assert euc.model.quantizer.residual_search == "euclidean"
+    # Codes differ, so what is computed from codes (a prototype centre) must not be shared...
+    assert cos.codes_sha256 != euc.codes_sha256
+    # ...while the default rule keeps the hash every committed centre is keyed on.
+    assert codes_sha256(cos.model) == _state_sha256(cos.model, ("encoder.", "quantizer."))
+    z = torch.randn(3, 16, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = cos.model.quantizer.encode(z), euc.model.quantizer.encode(z)
+        assert torch.equal(a[0], b[0])  # the semantic layer: cosine under both
+        err_a = (z - cos.model.quantizer.decode(a)).pow(2).sum()
+        err_b = (z - euc.model.quantizer.decode(b)).pow(2).sum()
+        assert err_b < err_a
+        # Training's forward picks the same codes as encoding.
+        assert all(torch.equal(x, y) for x, y in zip(euc.model.quantizer(z).codes, b, strict=True))
+    data = json.loads((dst / CONFIG_FILE).read_text())
+    data["residual_search"] = "l2"
+    (dst / CONFIG_FILE).write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match="residual_search 'l2'"):
+        load_codec(dst, vocabulary=vocab, device="cpu")

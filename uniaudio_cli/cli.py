@@ -755,6 +755,13 @@ def train_codec_cmd(
             help="Small backbone: the decoder's phase follows a harmonic oscillator at a pitch it predicts.",
         ),
     ] = False,
+    residual_search: Annotated[
+        str | None,
+        typer.Option(
+            "--residual-search",
+            help="cosine or euclidean: how layers 2+ pick their codes (default: --init-from's, else cosine).",
+        ),
+    ] = None,
     lr_schedule: Annotated[str | None, typer.Option("--lr-schedule", help="exponential, cosine or constant.")] = None,
     w_mel: Annotated[float | None, typer.Option("--w-mel", help="Weight of the multi-resolution log-mel loss.")] = None,
     w_stft: Annotated[
@@ -867,6 +874,8 @@ def train_codec_cmd(
         codec_cfg.small_fine_layers = fine_layers
     if harmonic:
         codec_cfg.small_harmonic = True
+    if residual_search is not None:
+        codec_cfg.residual_search = _choice("--residual-search", residual_search, ("cosine", "euclidean"))  # type: ignore[assignment]
     path = train_codec(folders, out, cfg, codec_cfg, resume=resume, llm=llm, progress=not quiet)
     typer.echo(str(path))
 

@@ -32,10 +32,10 @@ from uniaudio_cli.vocab import Vocabulary
 log = logging.getLogger(__name__)
 
 
-def _state_sha256(model: LLMCodec, prefixes: tuple[str, ...] = ("",)) -> str:
-    """SHA-256 over a model's trainable tensors (names, dtypes, shapes, bytes) whose names start
-    with one of ``prefixes``: the identity of a codec that was not loaded from a file."""
-    h = hashlib.sha256()
+def _state_sha256(model: LLMCodec, prefixes: tuple[str, ...] = ("",), salt: str = "") -> str:
+    """SHA-256 over ``salt`` and a model's trainable tensors (names, dtypes, shapes, bytes) whose
+    names start with one of ``prefixes``: the identity of a codec that was not loaded from a file."""
+    h = hashlib.sha256(salt.encode())
     for name, t in sorted(trainable_state_dict(model).items()):
         if not name.startswith(prefixes):
             continue
@@ -45,9 +45,11 @@ def _state_sha256(model: LLMCodec, prefixes: tuple[str, ...] = ("",)) -> str:
 
 
 def codes_sha256(model: LLMCodec) -> str:
-    """SHA-256 over the weights that decide a model's codes (encoder and quantizer): equal for two
-    codecs exactly when they write the same codes (see :attr:`Codec.codes_sha256`)."""
-    return _state_sha256(model, ("encoder.", "quantizer."))
+    """SHA-256 over the weights that decide a model's codes (encoder and quantizer), and the
+    search rule when it is not the default: equal for two codecs exactly when they write the same
+    codes (see :attr:`Codec.codes_sha256`)."""
+    search = model.cfg.residual_search
+    return _state_sha256(model, ("encoder.", "quantizer."), "" if search == "cosine" else f"residual_search:{search};")
 
 
 @dataclass

@@ -15,6 +15,7 @@ FORMAT_NAME = "uniaudio-llm-codec"
 FORMAT_VERSION = 1
 
 Backbone = Literal["small", "published"]
+ResidualSearch = Literal["cosine", "euclidean"]
 
 
 @dataclass
@@ -57,6 +58,13 @@ class CodecConfig:
 
     ``hop_length`` samples make one latent frame; layer ``i`` emits one code every
     ``vq_strides[i]`` frames.
+
+    ``residual_search`` is how encoding (and training) picks the codes of the layers after the
+    first (the semantic layer always takes the cosine nearest row): ``cosine`` (the paper's
+    rule), or ``euclidean``: the projected row nearest the residual in Euclidean
+    distance, which leaves a smaller quantization error for the decoder (see
+    :meth:`~uniaudio_cli.codec.quantizer.LLMVectorQuantizer.nearest_euclidean`). Decoding and
+    the token vocabulary are the same under both.
     """
 
     backbone: Backbone = "small"
@@ -83,6 +91,7 @@ class CodecConfig:
     small_decoder_layers: int = 6
     small_fine_layers: int = 1
     small_harmonic: bool = False
+    residual_search: ResidualSearch = "cosine"
     vocab: VocabSpec | None = None
 
     @property
@@ -134,6 +143,12 @@ class CodecConfig:
                 "the checkpoint was written by another uniaudio version; use that version or re-export it",
             )
         vocab = data.pop("vocab", None)
+        search = data.get("residual_search", "cosine")
+        if search not in ("cosine", "euclidean"):
+            raise CheckpointError(
+                f"{source}: residual_search {search!r} is not 'cosine' or 'euclidean'",
+                "fix config.json, or re-export the checkpoint with this uniaudio",
+            )
         cfg = cls(**data)
         if vocab is not None:
             cfg.vocab = VocabSpec(**vocab)

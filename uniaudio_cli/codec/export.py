@@ -5,6 +5,8 @@ python -m uniaudio_cli.codec.export runs/default/codec-best checkpoints/llm-code
 ``--drop-oscillator`` turns a codec trained with the harmonic head (``small_harmonic``) into one
 with the plain iSTFT head: the pitch and mix layers go, the rest stays. Its output differs by what
 the oscillator added (the mix weight the head learned; about 0.4 % when training shut it off).
+``--residual-search euclidean`` sets how encoding picks the codes after the first layer (see
+``CodecConfig``); the weights are the same.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ def export_codec(
     dtype: torch.dtype | None = None,
     drop_oscillator: bool = False,
     force: bool = False,
+    residual_search: str | None = None,
 ) -> Path:
     """Copy checkpoint ``src`` to ``dst`` (validated against its config), storing weights in
-    ``dtype``; ``drop_oscillator``: see the module docstring. An existing ``dst`` is replaced
+    ``dtype``; ``drop_oscillator``, ``residual_search`` (``None``: as ``src``): see the module
+    docstring. An existing ``dst`` is replaced
     only with ``force``, and only when it is itself a checkpoint folder (:func:`save_codec`)."""
     if Path(dst).exists() and not force:
         raise OutputExistsError(f"{dst}: exists", "pass --force to overwrite, or choose another output")
@@ -38,6 +42,8 @@ def export_codec(
     if drop_oscillator and cfg.small_harmonic:
         cfg = dataclasses.replace(cfg, small_harmonic=False)
         sd = {k: v for k, v in sd.items() if not k.startswith(("decoder.head.pitch_proj.", "decoder.head.mix."))}
+    if residual_search is not None:
+        cfg = dataclasses.replace(cfg, residual_search=residual_search)
     model = build_codec(cfg, sd, str(src))
     return save_codec(model, dst, dtype=dtype)
 
@@ -48,10 +54,13 @@ def main() -> None:
     ap.add_argument("dst", type=Path)
     ap.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     ap.add_argument("--drop-oscillator", action="store_true", help="write a harmonic-head codec with the plain head")
+    ap.add_argument("--residual-search", choices=["cosine", "euclidean"], default=None, help="default: as SRC")
     ap.add_argument("--force", action="store_true", help="replace DST when it is a codec checkpoint folder")
     args = ap.parse_args()
     try:
-        out = export_codec(args.src, args.dst, DTYPES[args.dtype], args.drop_oscillator, args.force)
+        out = export_codec(
+            args.src, args.dst, DTYPES[args.dtype], args.drop_oscillator, args.force, args.residual_search
+        )
     except UniaudioError as e:
         sys.exit(f"error: {e}")
     size = sum(p.stat().st_size for p in out.iterdir()) / 2**20

@@ -49,6 +49,7 @@ class LLMCodec(nn.Module):
             cfg.codebook_sizes,
             cfg.codebook_dims,
             reference_ties=cfg.backbone == "published",
+            residual_search=cfg.residual_search,
         )
 
     @property

@@ -186,6 +186,7 @@ class LLMVectorQuantizer(nn.Module):
         self._cache_key: tuple | None = None
         self._cache_normed: tuple[torch.Tensor, torch.Tensor] | None = None
         self._cache_low_rank: LowRankSearch | None = None
+        self._cache_euclidean: tuple[torch.Tensor, LowRankSearch | None] | None = None
         self.search_snapshot: tuple[torch.Tensor, torch.Tensor] | None = None
         self._search: tuple[torch.Tensor, torch.Tensor | None, LowRankSearch | None] | None = None
         self._search_key: tuple | None = None
@@ -211,6 +212,7 @@ class LLMVectorQuantizer(nn.Module):
             normed = F.normalize(self._cache, dim=-1)
             self._cache_normed = (normed, normed.pow(2).sum(1))
             self._cache_low_rank = None
+            self._cache_euclidean = None
             self._cache_key = key
         return self._cache
 
@@ -245,6 +247,37 @@ class LLMVectorQuantizer(nn.Module):
                 return self._cache_low_rank.argmax(enc).view(z.shape[0], z.shape[2])
         return best_rows(enc, cbn, self.banned.nonzero().squeeze(1)).view(z.shape[0], z.shape[2])
 
+    def nearest_euclidean(self, z: torch.Tensor, projected: torch.Tensor | None = None) -> torch.Tensor:
+        """Euclidean nearest neighbour among the projected rows ``p_k``: ``z`` ``(B, D, T)``
+        pooled residual -> codes ``(B, T)``, banned rows left out.
+
+        The cosine search of :meth:`nearest` ignores the rows' lengths, so the chosen vector can
+        overshoot or fall short of the residual; this one minimises ``|z - p_k|^2``, the error
+        the next layer and the decoder are left with. Over a layer of stride ``s`` the frames'
+        summed error is smallest at the row nearest their mean, which is what ``z`` holds.
+        ``|z - p_k|^2 = |z|^2 - 2 (z·p_k - |p_k|^2 / 2)``, so it is the maximum dot product of
+        ``[z, 1]`` with the rows ``[p_k, -|p_k|^2 / 2]`` (scaled together, which keeps the
+        order), searched by :class:`LowRankSearch` where that pays.
+        """
+        cb = projected if projected is not None else self.projected_codebook()
+        from_cache = cb is self._cache
+        if from_cache and self._cache_euclidean is not None:
+            table, fast = self._cache_euclidean
+        else:
+            rows = cb.detach().float()
+            table = torch.cat([rows, -0.5 * rows.pow(2).sum(1, keepdim=True)], dim=1)
+            table = table / table.norm(dim=1).max().clamp_min(1e-12)
+            fast = None
+            if LowRankSearch.pays_off(table):
+                fast = LowRankSearch(table, self.banned)
+                fast = fast if fast.useful else None
+            if from_cache:
+                self._cache_euclidean = (table, fast)
+        x = z.transpose(1, 2).reshape(-1, z.shape[1]).float()
+        x = F.normalize(torch.cat([x, x.new_ones(x.shape[0], 1)], dim=1), dim=-1)
+        best = fast.argmax(x) if fast is not None else best_rows(x, table, self.banned.nonzero().squeeze(1))
+        return best.view(z.shape[0], z.shape[2])
+
     def freeze_search(self, snapshot: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         """Make :meth:`search` rank with the projection as it is now (or as ``snapshot``, a
         ``(weight, bias)`` pair of ``cb_proj``), until the next call; ``unfreeze_search`` undoes it.
@@ -262,11 +295,12 @@ class LLMVectorQuantizer(nn.Module):
         self.search_snapshot = None
         self._search_gen += 1
 
-    def search(self, z: torch.Tensor) -> torch.Tensor:
+    def search(self, z: torch.Tensor, euclidean: bool = False) -> torch.Tensor:
         """Training-time nearest codes: pooled latents ``(B, D, T)`` -> codes ``(B, T)``.
 
         Ranks by the dot product with the unit-norm projected rows, banned rows left out (the
-        order of :meth:`nearest` up to float rounding), with the projection frozen by
+        order of :meth:`nearest` up to float rounding), or with ``euclidean`` by the distance
+        (the order of :meth:`nearest_euclidean`), with the projection frozen by
         :meth:`freeze_search` if it was; through :class:`LowRankSearch` where it pays. The chosen
         rows are projected afresh (with gradients) by the caller.
         """
@@ -274,10 +308,16 @@ class LLMVectorQuantizer(nn.Module):
         w, b = frozen if frozen is not None else (self.cb_proj.weight, self.cb_proj.bias)
         cb = self.codebook.weight
         dtype = torch.get_autocast_dtype(z.device.type) if torch.is_autocast_enabled(z.device.type) else None
-        key = (self._search_gen, w._version, b._version, cb._version, cb.data_ptr(), w.device, dtype)
+        key = (self._search_gen, w._version, b._version, cb._version, cb.data_ptr(), w.device, dtype, euclidean)
         if self._search is None or self._search_key != key:
             with torch.no_grad():
-                table = F.normalize(F.linear(cb, w, b), dim=-1)
+                rows = F.linear(cb, w, b)
+                if euclidean:
+                    rows = rows.float()
+                    table = torch.cat([rows, -0.5 * rows.pow(2).sum(1, keepdim=True)], dim=1)
+                    table = table / table.norm(dim=1).max().clamp_min(1e-12)
+                else:
+                    table = F.normalize(rows, dim=-1)
                 fast = LowRankSearch(table, self.banned) if LowRankSearch.pays_off(table) else None
                 if fast is not None and not fast.useful:
                     fast = None
@@ -288,7 +328,10 @@ class LLMVectorQuantizer(nn.Module):
                 self._search = (table.contiguous(), ids, fast)
             self._search_key = key
         table, ids, fast = self._search
-        enc = F.normalize(z.transpose(1, 2).reshape(-1, z.shape[1]), dim=-1)
+        enc = z.transpose(1, 2).reshape(-1, z.shape[1])
+        if euclidean:
+            enc = torch.cat([enc.float(), enc.new_ones(enc.shape[0], 1, dtype=torch.float32)], dim=1)
+        enc = F.normalize(enc, dim=-1)
         if fast is not None:
             return fast.argmax(enc).view(z.shape[0], z.shape[2])
         best = argmax_rows(enc @ table.t())
@@ -325,12 +368,24 @@ class MultiScaleRVQ(nn.Module):
 
     ``reference_ties``: break the inference search's near-ties as the reference release does
     (see :meth:`LLMVectorQuantizer.nearest`); set for the published checkpoint.
+    ``residual_search``: ``"euclidean"`` makes :meth:`encode` and training's :meth:`forward` pick
+    the codes of every layer after the first by the Euclidean distance
+    (:meth:`LLMVectorQuantizer.nearest_euclidean`; see ``CodecConfig``).
     """
 
     def __init__(
-        self, input_dim: int, strides: list[int], sizes: list[int], dims: list[int], reference_ties: bool = False
+        self,
+        input_dim: int,
+        strides: list[int],
+        sizes: list[int],
+        dims: list[int],
+        reference_ties: bool = False,
+        residual_search: str = "cosine",
     ) -> None:
         super().__init__()
+        if residual_search not in ("cosine", "euclidean"):
+            raise ValueError(f"residual_search must be 'cosine' or 'euclidean', not {residual_search!r}")
+        self.residual_search = residual_search
         if not len(strides) == len(sizes) == len(dims):
             raise ValueError("vq_strides, codebook_sizes and codebook_dims must have one entry per layer")
         self.quantizers = nn.ModuleList(
@@ -347,12 +402,12 @@ class MultiScaleRVQ(nn.Module):
         z_q = torch.zeros_like(z)
         codes, layers, pooled = [], [], []
         commitment = z.new_zeros(())
-        for q in self.quantizers:
+        for i, q in enumerate(self.quantizers):
             z_e = q.pool(residual)
             # Search under no_grad and re-project only the chosen rows: projecting the whole
             # table (up to 49k x 576) with autograd would dominate a CPU training step.
             with torch.no_grad():
-                idx = q.search(z_e)
+                idx = q.search(z_e, euclidean=i > 0 and self.residual_search == "euclidean")
             z_c = q.cb_proj(q.codebook(idx)).transpose(1, 2)
             # Codebook rows are frozen but the projection learns, so both sides get a gradient.
             commitment = commitment + F.mse_loss(z_e, z_c.detach()) + F.mse_loss(z_c, z_e.detach())
@@ -370,10 +425,13 @@ class MultiScaleRVQ(nn.Module):
         """``(B, D, T)`` -> per-layer codes ``(B, T // stride_i)``, without gradients."""
         residual = z
         codes = []
-        for q in self.quantizers:
+        for i, q in enumerate(self.quantizers):
             projected = q.projected_codebook()
             z_e = q.pool(residual)
-            idx = q.nearest(z_e, projected)
+            if i > 0 and self.residual_search == "euclidean":
+                idx = q.nearest_euclidean(z_e, projected)
+            else:
+                idx = q.nearest(z_e, projected)
             # z_e + (z_c - z_e) rather than z_c: the training-time straight-through form, kept
             # so that the residual, and so the next layer's codes, are bit-identical to training.
             z_c = z_e + (F.embedding(idx, projected).transpose(1, 2) - z_e)
