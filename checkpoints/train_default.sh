@@ -51,6 +51,16 @@
 # default; its full training state was lost), so with a fresh pitch head and optimizer, stage 12's
 # recipe (lr 1.2e-4 cosine, one thread, 4,500 steps). The committed default is its last
 # checkpoint, written with the plain head. STAGE13=0 stops after stage 12.
+# Stage 14 starts a new run from stage 13's export in the same way (lr 1.2e-4 cosine, two threads):
+# --steps 4500 up to step 510, --steps 2200 to its end, then --steps 4500 to its end (the learning
+# rate back up to about 7e-5 at the last change). It was not committed; it is stage 15's input.
+# STAGE14=0 stops after stage 13.
+# Stage 15 starts a new run from stage 14's last checkpoint with its harmonic head and grows the
+# decoder by two blocks at the 100 Hz STFT rate (--fine-layers 10), same recipe on two threads:
+# --steps 4000 to its end, then --steps 8000 up to step 7,034 and on to the end. The committed
+# default is its last checkpoint (step 8,000), written with the plain head and with the Euclidean
+# search for the codes of layers 2 and 3 (export --residual-search euclidean; its codes differ from
+# the same weights' cosine ones, so the prototype centre is remade). STAGE15=0 stops after stage 14.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -84,16 +94,17 @@ train_stage() {
 }
 
 # pitch_stage RUN INIT LR "STEPS STOP"...: a whole-codec run with the pitch loss, new from INIT's
-# weights (lr LR cosine), through schedule segments: --steps STEPS until step STOP. Each segment
-# resumes where a kill left it, and one already done takes no step. Exports the last checkpoint
-# with the plain head to RUN/export.
+# weights (lr LR cosine; the array GROW adds options to that start, e.g. --fine-layers 10), through
+# schedule segments: --steps STEPS until step STOP. Each segment resumes where a kill left it, and
+# one already done takes no step. Exports the last checkpoint with the plain head to RUN/export.
+GROW=()
 pitch_stage() {
     local run=$1 init=$2 lr=$3 segment steps stop
     shift 3
     for segment in "$@"; do
         read -r steps stop <<< "$segment"
         local start=(--resume)
-        [ -f "$run/train_state.safetensors" ] || start=(--init-from "$init" --harmonic \
+        [ -f "$run/train_state.safetensors" ] || start=(--init-from "$init" --harmonic "${GROW[@]}" \
             --batch-size 8 --lr "$lr" --lr-schedule cosine --w-stft 5 --no-gan)
         uniaudio train-codec --data "$DATA" --out "$run" "${start[@]}" --steps "$steps" \
             --stop-at "$stop" --checkpoint-every 500 --quiet
@@ -184,5 +195,15 @@ RUN13=${RUN13:-runs/stage13}
 # From stage 12's export (plain head, float16): what was committed, and what stage 13 started from.
 pitch_stage "$RUN13" "$RUN12/export" 1.2e-4 "4500 4500"
 FINAL="$RUN13/export"
-
+[ "${STAGE14:-1}" = 1 ] || finish
+RUN14=${RUN14:-runs/stage14}
+pitch_stage "$RUN14" "$RUN13/export" 1.2e-4 "4500 510" "2200 2200" "4500 4500"
+[ "${STAGE15:-1}" = 1 ] || finish
+RUN15=${RUN15:-runs/stage15}
+GROW=(--fine-layers 10)
+pitch_stage "$RUN15" "$RUN14/codec" 1.2e-4 "4000 4000" "8000 7034" "8000 8000"
+GROW=()
+python -m uniaudio_cli.codec.export "$RUN15/codec" "$RUN15/export-euclidean" --drop-oscillator \
+    --residual-search euclidean --dtype float16 --force
+FINAL="$RUN15/export-euclidean"
 finish
