@@ -83,6 +83,7 @@ def test_train_codec_usage_errors_come_before_any_work(tmp_path: Path) -> None:
         (["--out", str(tmp_path / "r")], "nothing to train on"),
         (["--out", str(tmp_path / "r"), "--latents", str(tmp_path)], "not a latent pack"),
         (["--out", str(tmp_path / "r"), "--data", str(tmp_path), "--disc-periods", "1,x"], "not a list of periods"),
+        (["--out", str(tmp_path / "r"), "--data", str(tmp_path), "--residual-search", "l2"], "is not one of"),
     ]
     for args, message in cases:
         result = run("train-codec", *args)
@@ -103,3 +104,17 @@ def test_train_codec_bf16_switch_reaches_the_config(tmp_path: Path, monkeypatch:
         result = run("train-codec", "--out", str(tmp_path / "r"), "--data", str(tmp_path), *flag)
         assert result.exit_code == 0, result.output
         assert seen[-1] is want
+
+
+def test_train_codec_residual_search_reaches_the_codec_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+
+    def fake_train(folders: list[Path], out: Path, cfg: Any, codec_cfg: Any, **kwargs: Any) -> Path:
+        seen.append(codec_cfg.residual_search)
+        return Path(out) / "codec"
+
+    monkeypatch.setattr("uniaudio_cli.train.trainer.train_codec", fake_train)
+    for flag, want in (([], "cosine"), (["--residual-search", "euclidean"], "euclidean")):
+        result = run("train-codec", "--out", str(tmp_path / "r"), "--data", str(tmp_path), *flag)
+        assert result.exit_code == 0, result.output
+        assert seen[-1] == want
