@@ -57,10 +57,15 @@
 # STAGE14=0 stops after stage 13.
 # Stage 15 starts a new run from stage 14's last checkpoint with its harmonic head and grows the
 # decoder by two blocks at the 100 Hz STFT rate (--fine-layers 10), same recipe on two threads:
-# --steps 4000 to its end, then --steps 8000 up to step 7,034 and on to the end. The committed
-# default is its last checkpoint (step 8,000), written with the plain head and with the Euclidean
-# search for the codes of layers 2 and 3 (export --residual-search euclidean; its codes differ from
-# the same weights' cosine ones, so the prototype centre is remade). STAGE15=0 stops after stage 14.
+# --steps 4000 to its end, then --steps 8000 up to step 7,034 and on to the end. Its last checkpoint
+# (step 8,000), written with the plain head and with the Euclidean search for the codes of layers
+# 2 and 3 (export --residual-search euclidean), was the default for part of the sixth session of
+# 2026-12-04. STAGE15=0 stops after stage 14.
+# Stage 16 starts a new run from stage 15's last checkpoint with its harmonic head and trains with
+# the Euclidean residual search (--residual-search euclidean, kept in the exported config): lr
+# 5e-5 cosine over 2,400 steps (the first 241 on one thread, the rest on two). The committed
+# default is its last checkpoint, written with the plain head; its codes differ from stage 15's,
+# so the prototype centre is remade. STAGE16=0 stops after stage 15.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -206,4 +211,10 @@ GROW=()
 python -m uniaudio_cli.codec.export "$RUN15/codec" "$RUN15/export-euclidean" --drop-oscillator \
     --residual-search euclidean --dtype float16 --force
 FINAL="$RUN15/export-euclidean"
+[ "${STAGE16:-1}" = 1 ] || finish
+RUN16=${RUN16:-runs/stage16}
+GROW=(--residual-search euclidean)
+pitch_stage "$RUN16" "$RUN15/codec" 5e-5 "2400 2400"
+GROW=()
+FINAL="$RUN16/export"
 finish

@@ -56,8 +56,16 @@ def test_encode_decode_round_trip(tmp_path: Path) -> None:
     ref, _ = sf.read(clip)
     rec, sr = sf.read(out)
     assert sr == 16000 and len(rec) == len(ref)
-    # A trained codec reconstructs the spoken digit: the reconstruction correlates with it.
-    assert np.corrcoef(np.abs(ref), np.abs(rec))[0, 1] > 0.3
+    # A trained codec reconstructs the spoken digit: its 20 ms loudness follows the input's and
+    # its log-mel spectrogram stays near it. (Every committed codec: envelope correlation 0.90-0.96,
+    # mel distance 0.79-1.06; white noise of the same level 0.20 / 3.1, another digit 0.14 / 2.4.
+    # Sample-wise |x| correlation is not used: it depends on the phase, which a codec need not keep.)
+    from uniaudio_cli.evaluate.codec_eval import mel_distance
+
+    frames = len(ref) // 320 * 320
+    envelope = [np.sqrt((x[:frames].reshape(-1, 320) ** 2).mean(axis=1)) for x in (ref, rec)]
+    assert np.corrcoef(*envelope)[0, 1] > 0.8
+    assert mel_distance(ref.astype(np.float32), rec.astype(np.float32), sr) < 1.5
     text = run("encode", str(clip)).stdout.splitlines()
     assert [line[:3] for line in text] == ["L1:", "L2:", "L3:"]
 
