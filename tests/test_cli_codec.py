@@ -92,29 +92,21 @@ def test_train_codec_usage_errors_come_before_any_work(tmp_path: Path) -> None:
     assert not (tmp_path / "r").exists()
 
 
-def test_train_codec_bf16_switch_reaches_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    seen = []
+def test_train_codec_switches_reach_the_configs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[Any, str]] = []
 
     def fake_train(folders: list[Path], out: Path, cfg: Any, codec_cfg: Any, **kwargs: Any) -> Path:
-        seen.append(cfg.bf16)
+        seen.append((cfg.bf16, codec_cfg.residual_search))
         return Path(out) / "codec"
 
     monkeypatch.setattr("uniaudio_cli.train.trainer.train_codec", fake_train)
-    for flag, want in (([], None), (["--bf16"], True), (["--no-bf16"], False)):
-        result = run("train-codec", "--out", str(tmp_path / "r"), "--data", str(tmp_path), *flag)
-        assert result.exit_code == 0, result.output
-        assert seen[-1] is want
-
-
-def test_train_codec_residual_search_reaches_the_codec_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    seen = []
-
-    def fake_train(folders: list[Path], out: Path, cfg: Any, codec_cfg: Any, **kwargs: Any) -> Path:
-        seen.append(codec_cfg.residual_search)
-        return Path(out) / "codec"
-
-    monkeypatch.setattr("uniaudio_cli.train.trainer.train_codec", fake_train)
-    for flag, want in (([], "cosine"), (["--residual-search", "euclidean"], "euclidean")):
+    cases = (
+        ([], (None, "cosine")),
+        (["--bf16"], (True, "cosine")),
+        (["--no-bf16"], (False, "cosine")),
+        (["--residual-search", "euclidean"], (None, "euclidean")),
+    )
+    for flag, want in cases:
         result = run("train-codec", "--out", str(tmp_path / "r"), "--data", str(tmp_path), *flag)
         assert result.exit_code == 0, result.output
         assert seen[-1] == want
