@@ -875,7 +875,9 @@ def train_codec_cmd(
     if harmonic:
         codec_cfg.small_harmonic = True
     if residual_search is not None:
-        codec_cfg.residual_search = _choice("--residual-search", residual_search, ("cosine", "euclidean"))  # type: ignore[assignment]
+        from uniaudio_cli.codec.config import RESIDUAL_SEARCHES
+
+        codec_cfg.residual_search = _choice("--residual-search", residual_search, RESIDUAL_SEARCHES)  # type: ignore[assignment]
     path = train_codec(folders, out, cfg, codec_cfg, resume=resume, llm=llm, progress=not quiet)
     typer.echo(str(path))
 

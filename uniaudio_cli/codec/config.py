@@ -7,7 +7,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from uniaudio_cli.errors import CheckpointError
 
@@ -16,6 +16,7 @@ FORMAT_VERSION = 1
 
 Backbone = Literal["small", "published"]
 ResidualSearch = Literal["cosine", "euclidean"]
+RESIDUAL_SEARCHES: tuple[str, ...] = get_args(ResidualSearch)
 
 
 @dataclass
@@ -144,9 +145,9 @@ class CodecConfig:
             )
         vocab = data.pop("vocab", None)
         search = data.get("residual_search", "cosine")
-        if search not in ("cosine", "euclidean"):
+        if search not in RESIDUAL_SEARCHES:
             raise CheckpointError(
-                f"{source}: residual_search {search!r} is not 'cosine' or 'euclidean'",
+                f"{source}: residual_search {search!r} is not one of {', '.join(RESIDUAL_SEARCHES)}",
                 "fix config.json, or re-export the checkpoint with this uniaudio",
             )
         cfg = cls(**data)

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from uniaudio_cli.codec.checkpoint import build_codec, load_codec_weights, save_codec
+from uniaudio_cli.codec.config import RESIDUAL_SEARCHES
 from uniaudio_cli.errors import OutputExistsError, UniaudioError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -54,7 +55,7 @@ def main() -> None:
     ap.add_argument("dst", type=Path)
     ap.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     ap.add_argument("--drop-oscillator", action="store_true", help="write a harmonic-head codec with the plain head")
-    ap.add_argument("--residual-search", choices=["cosine", "euclidean"], default=None, help="default: as SRC")
+    ap.add_argument("--residual-search", choices=RESIDUAL_SEARCHES, default=None, help="default: as SRC")
     ap.add_argument("--force", action="store_true", help="replace DST when it is a codec checkpoint folder")
     args = ap.parse_args()
     try:

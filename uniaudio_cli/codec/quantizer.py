@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from uniaudio_cli.codec.config import RESIDUAL_SEARCHES
+
 
 def argmax_rows(x: torch.Tensor, block: int = 64) -> torch.Tensor:
     """``x.argmax(dim=-1)`` for a wide ``(N, K)`` matrix, with the same result (the first maximum).
@@ -46,6 +48,22 @@ def best_rows(x: torch.Tensor, table: torch.Tensor, banned: torch.Tensor) -> tor
     if banned.numel():
         scores.index_fill_(1, banned, float("-inf"))
     return argmax_rows(scores)
+
+
+def euclidean_table(rows: torch.Tensor) -> torch.Tensor:
+    """``(K, D)`` rows ``p_k`` -> ``(K, D + 1)`` rows ``[p_k, -|p_k|^2 / 2]``, scaled to a unit
+    maximum norm: their maximum dot product with :func:`euclidean_queries` is the nearest ``p_k``
+    (``|z - p_k|^2 = |z|^2 - 2 (z·p_k - |p_k|^2 / 2)``; one scale for all rows keeps the order)."""
+    rows = rows.detach().float()
+    table = torch.cat([rows, -0.5 * rows.pow(2).sum(1, keepdim=True)], dim=1)
+    return table / table.norm(dim=1).max().clamp_min(1e-12)
+
+
+def euclidean_queries(z: torch.Tensor) -> torch.Tensor:
+    """``(B, D, T)`` latents -> ``(B * T, D + 1)`` unit queries ``[z, 1] / |[z, 1]|`` for
+    :func:`euclidean_table`."""
+    x = z.transpose(1, 2).reshape(-1, z.shape[1]).float()
+    return F.normalize(torch.cat([x, x.new_ones(x.shape[0], 1)], dim=1), dim=-1)
 
 
 class LowRankSearch:
@@ -255,26 +273,22 @@ class LLMVectorQuantizer(nn.Module):
         overshoot or fall short of the residual; this one minimises ``|z - p_k|^2``, the error
         the next layer and the decoder are left with. Over a layer of stride ``s`` the frames'
         summed error is smallest at the row nearest their mean, which is what ``z`` holds.
-        ``|z - p_k|^2 = |z|^2 - 2 (z·p_k - |p_k|^2 / 2)``, so it is the maximum dot product of
-        ``[z, 1]`` with the rows ``[p_k, -|p_k|^2 / 2]`` (scaled together, which keeps the
-        order), searched by :class:`LowRankSearch` where that pays.
+        It is a maximum dot product (:func:`euclidean_table`, :func:`euclidean_queries`),
+        searched by :class:`LowRankSearch` where that pays.
         """
         cb = projected if projected is not None else self.projected_codebook()
         from_cache = cb is self._cache
         if from_cache and self._cache_euclidean is not None:
             table, fast = self._cache_euclidean
         else:
-            rows = cb.detach().float()
-            table = torch.cat([rows, -0.5 * rows.pow(2).sum(1, keepdim=True)], dim=1)
-            table = table / table.norm(dim=1).max().clamp_min(1e-12)
+            table = euclidean_table(cb)
             fast = None
             if LowRankSearch.pays_off(table):
                 fast = LowRankSearch(table, self.banned)
                 fast = fast if fast.useful else None
             if from_cache:
                 self._cache_euclidean = (table, fast)
-        x = z.transpose(1, 2).reshape(-1, z.shape[1]).float()
-        x = F.normalize(torch.cat([x, x.new_ones(x.shape[0], 1)], dim=1), dim=-1)
+        x = euclidean_queries(z)
         best = fast.argmax(x) if fast is not None else best_rows(x, table, self.banned.nonzero().squeeze(1))
         return best.view(z.shape[0], z.shape[2])
 
@@ -312,12 +326,7 @@ class LLMVectorQuantizer(nn.Module):
         if self._search is None or self._search_key != key:
             with torch.no_grad():
                 rows = F.linear(cb, w, b)
-                if euclidean:
-                    rows = rows.float()
-                    table = torch.cat([rows, -0.5 * rows.pow(2).sum(1, keepdim=True)], dim=1)
-                    table = table / table.norm(dim=1).max().clamp_min(1e-12)
-                else:
-                    table = F.normalize(rows, dim=-1)
+                table = euclidean_table(rows) if euclidean else F.normalize(rows, dim=-1)
                 fast = LowRankSearch(table, self.banned) if LowRankSearch.pays_off(table) else None
                 if fast is not None and not fast.useful:
                     fast = None
@@ -328,10 +337,7 @@ class LLMVectorQuantizer(nn.Module):
                 self._search = (table.contiguous(), ids, fast)
             self._search_key = key
         table, ids, fast = self._search
-        enc = z.transpose(1, 2).reshape(-1, z.shape[1])
-        if euclidean:
-            enc = torch.cat([enc.float(), enc.new_ones(enc.shape[0], 1, dtype=torch.float32)], dim=1)
-        enc = F.normalize(enc, dim=-1)
+        enc = euclidean_queries(z) if euclidean else F.normalize(z.transpose(1, 2).reshape(-1, z.shape[1]), dim=-1)
         if fast is not None:
             return fast.argmax(enc).view(z.shape[0], z.shape[2])
         best = argmax_rows(enc @ table.t())
@@ -383,8 +389,8 @@ class MultiScaleRVQ(nn.Module):
         residual_search: str = "cosine",
     ) -> None:
         super().__init__()
-        if residual_search not in ("cosine", "euclidean"):
-            raise ValueError(f"residual_search must be 'cosine' or 'euclidean', not {residual_search!r}")
+        if residual_search not in RESIDUAL_SEARCHES:
+            raise ValueError(f"residual_search must be one of {RESIDUAL_SEARCHES}, not {residual_search!r}")
         self.residual_search = residual_search
         if not len(strides) == len(sizes) == len(dims):
             raise ValueError("vq_strides, codebook_sizes and codebook_dims must have one entry per layer")
