@@ -66,6 +66,10 @@
 # 5e-5 cosine over 2,400 steps (the first 241 on one thread, the rest on two). The committed
 # default is its last checkpoint, written with the plain head; its codes differ from stage 15's,
 # so the prototype centre is remade. STAGE16=0 stops after stage 15.
+# Stage 17 starts a new run from stage 16's last checkpoint with its harmonic head, the same recipe
+# with the search, lr 5e-5 cosine over 6,000 steps (resumed twice across sessions: one thread to
+# step 487, then two threads). The committed default is its last checkpoint (step 6,000), written
+# with the plain head; the prototype centre is remade. STAGE17=0 stops after stage 16.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -215,6 +219,10 @@ FINAL="$RUN15/export-euclidean"
 RUN16=${RUN16:-runs/stage16}
 GROW=(--residual-search euclidean)
 pitch_stage "$RUN16" "$RUN15/codec" 5e-5 "2400 2400"
-GROW=()
 FINAL="$RUN16/export"
+[ "${STAGE17:-1}" = 1 ] || finish
+RUN17=${RUN17:-runs/stage17}
+pitch_stage "$RUN17" "$RUN16/codec" 5e-5 "6000 6000"
+GROW=()
+FINAL="$RUN17/export"
 finish
