@@ -117,6 +117,15 @@ class LowRankSearch:
         """Whether the two passes beat one exact product: a wide table on the CPU."""
         return table.device.type == "cpu" and table.shape[0] >= 8192 and table.shape[1] >= 4 * LowRankSearch.RANK
 
+    @classmethod
+    def where_it_pays(cls, table: torch.Tensor, banned: torch.Tensor) -> LowRankSearch | None:
+        """A search over ``table`` where it beats the exact product (:meth:`pays_off`, and rows
+        close enough to the basis: ``useful``), else ``None`` for the caller's exact product."""
+        if not cls.pays_off(table):
+            return None
+        search = cls(table, banned)
+        return search if search.useful else None
+
     def argmax(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, D)`` unit queries -> ``(N,)`` indices of the table's best row (banned left out)."""
         x = x.float()
@@ -282,10 +291,7 @@ class LLMVectorQuantizer(nn.Module):
             table, fast = self._cache_euclidean
         else:
             table = euclidean_table(cb)
-            fast = None
-            if LowRankSearch.pays_off(table):
-                fast = LowRankSearch(table, self.banned)
-                fast = fast if fast.useful else None
+            fast = LowRankSearch.where_it_pays(table, self.banned)
             if from_cache:
                 self._cache_euclidean = (table, fast)
         x = euclidean_queries(z)
@@ -327,9 +333,7 @@ class LLMVectorQuantizer(nn.Module):
             with torch.no_grad():
                 rows = F.linear(cb, w, b)
                 table = euclidean_table(rows) if euclidean else F.normalize(rows, dim=-1)
-                fast = LowRankSearch(table, self.banned) if LowRankSearch.pays_off(table) else None
-                if fast is not None and not fast.useful:
-                    fast = None
+                fast = LowRankSearch.where_it_pays(table, self.banned)
                 ids = None
                 if fast is None and self.banned.any():
                     ids = (~self.banned).nonzero().squeeze(1)
