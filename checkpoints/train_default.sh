@@ -70,6 +70,12 @@
 # with the search, lr 5e-5 cosine over 6,000 steps (resumed twice across sessions: one thread to
 # step 487, then two threads). The committed default is its last checkpoint (step 6,000), written
 # with the plain head; the prototype centre is remade. STAGE17=0 stops after stage 16.
+# Stage 18 grows the decoder by two more blocks at the 100 Hz STFT rate (--fine-layers 12) and
+# trains the whole codec from stage 17's last checkpoint with its harmonic head, lr 1.2e-4 cosine
+# over 8,000 steps, stopped at step 7,219 (resumed across sessions). STAGE18=0 stops after stage 17.
+# Stage 19 starts a new run from stage 18's last checkpoint with its harmonic head, lr 5e-5 cosine
+# over 6,000 steps (resumed across sessions). The committed default is its last checkpoint,
+# written with the plain head; the prototype centre is remade. STAGE19=0 stops after stage 18.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -223,6 +229,15 @@ FINAL="$RUN16/export"
 [ "${STAGE17:-1}" = 1 ] || finish
 RUN17=${RUN17:-runs/stage17}
 pitch_stage "$RUN17" "$RUN16/codec" 5e-5 "6000 6000"
-GROW=()
 FINAL="$RUN17/export"
+[ "${STAGE18:-1}" = 1 ] || finish
+RUN18=${RUN18:-runs/stage18}
+GROW=(--residual-search euclidean --fine-layers 12)
+pitch_stage "$RUN18" "$RUN17/codec" 1.2e-4 "8000 7219"
+GROW=(--residual-search euclidean)
+[ "${STAGE19:-1}" = 1 ] || { FINAL="$RUN18/export"; finish; }
+RUN19=${RUN19:-runs/stage19}
+pitch_stage "$RUN19" "$RUN18/codec" 5e-5 "6000 6000"
+GROW=()
+FINAL="$RUN19/export"
 finish
