@@ -234,10 +234,10 @@ FINAL="$RUN17/export"
 RUN18=${RUN18:-runs/stage18}
 GROW=(--residual-search euclidean --fine-layers 12)
 pitch_stage "$RUN18" "$RUN17/codec" 1.2e-4 "8000 7219"
-GROW=(--residual-search euclidean)
-[ "${STAGE19:-1}" = 1 ] || { FINAL="$RUN18/export"; finish; }
+FINAL="$RUN18/export"
+[ "${STAGE19:-1}" = 1 ] || finish
 RUN19=${RUN19:-runs/stage19}
+GROW=(--residual-search euclidean)
 pitch_stage "$RUN19" "$RUN18/codec" 5e-5 "6000 6000"
-GROW=()
 FINAL="$RUN19/export"
 finish
