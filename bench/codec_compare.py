@@ -40,15 +40,20 @@ FIGURES = (("pesq", "PESQ-WB", True), ("stoi", "STOI", True), ("mel_distance", "
 
 
 def weights_digest(codec: Path) -> str:
-    """Of the weights, and of the config when it sets anything that changes the codes of the
-    same weights (``residual_search``), so that two such codecs keep separate reports."""
+    """Of the weights, and of the config when it sets anything that changes the codes or the
+    audio of the same weights (``residual_search``, ``small_contrast``), so that two such codecs
+    keep separate reports."""
     h = hashlib.sha256()
     with open(codec / "model.safetensors", "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    search = json.loads((codec / "config.json").read_text()).get("residual_search", "cosine")
+    config = json.loads((codec / "config.json").read_text())
+    search = config.get("residual_search", "cosine")
     if search != "cosine":
         h.update(f"residual_search:{search}".encode())
+    contrast = config.get("small_contrast", 1.0)
+    if contrast != 1.0:
+        h.update(f"small_contrast:{contrast}".encode())
     return h.hexdigest()[:16]
 
 

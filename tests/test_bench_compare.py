@@ -1,4 +1,5 @@
-"""bench/classify_compare.py pairs episodes by key and refuses episodes drawn differently."""
+"""bench/classify_compare.py pairs episodes by key and refuses episodes drawn differently;
+bench/codec_compare.py keys its kept reports on what changes a codec's output."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location("classify_compare", ROOT / "bench" / "classify_compare.py")
+def _module(name: str = "classify_compare"):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -46,3 +47,20 @@ def test_episodes_drawn_differently_are_refused(tmp_path: Path) -> None:
     new = _results(tmp_path / "new.jsonl", [["a", "b"]], query_paths=["a/9.flac", "b/2.flac"])
     with pytest.raises(ValueError, match="episode cfg/0 holds different demonstrations or queries"):
         _module().compare([old, new])
+
+
+def test_codec_reports_are_kept_apart_when_the_config_changes_the_output(tmp_path: Path) -> None:
+    digest = _module("codec_compare").weights_digest
+
+    def codec(name: str, **config: object) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"weights")
+        (folder / "config.json").write_text(json.dumps({"residual_search": "cosine", **config}))
+        return folder
+
+    plain = digest(codec("plain"))
+    assert digest(codec("off", small_contrast=1.0)) == plain  # reports measured before the field existed stay valid
+    filtered = digest(codec("pf", small_contrast=1.1))
+    searched = digest(codec("euc", residual_search="euclidean"))
+    assert len({plain, filtered, searched}) == 3

@@ -429,3 +429,48 @@ def test_euclidean_residual_search_leaves_less_error_and_keeps_the_semantic_laye
     (dst / CONFIG_FILE).write_text(json.dumps(data))
     with pytest.raises(CheckpointError, match="residual_search 'l2'"):
         load_codec(dst, vocabulary=vocab, device="cpu")
+
+
+def test_spectral_contrast_deepens_valleys_and_keeps_each_frames_energy() -> None:
+    from uniaudio_cli.codec.small import spectral_contrast
+
+    g = torch.Generator().manual_seed(0)
+    mag = torch.rand(2, 33, 7, generator=g) + 0.05
+    assert spectral_contrast(mag, 1.0) is mag
+    out = spectral_contrast(mag, 1.2)
+    torch.testing.assert_close(out.pow(2).sum(1), mag.pow(2).sum(1))
+    # Peaks rise against the valleys: the ratio of each frame's largest to smallest bin grows.
+    ratio = lambda m: m.amax(1) / m.amin(1)  # noqa: E731
+    assert (ratio(out) > ratio(mag) * 1.05).all()
+    # The ordering of bins within a frame is kept, and frames are filtered independently.
+    assert torch.equal(out.argsort(1), mag.argsort(1))
+    torch.testing.assert_close(spectral_contrast(mag[..., 2:4], 1.2), out[..., 2:4])
+    assert torch.isfinite(spectral_contrast(torch.zeros(1, 5, 3), 1.2)).all()
+
+
+def test_export_sets_the_post_filter_without_touching_codes(tiny_codec: LLMCodec, tmp_path: Path, vocab) -> None:
+    from uniaudio_cli.codec.export import export_codec
+
+    src = save_codec(tiny_codec, tmp_path / "plain")
+    assert json.loads((src / CONFIG_FILE).read_text())["small_contrast"] == 1.0
+    dst = export_codec(src, tmp_path / "pf", contrast=1.1)
+    assert json.loads((dst / CONFIG_FILE).read_text())["small_contrast"] == 1.1
+    assert (dst / WEIGHTS_FILE).read_bytes() == (src / WEIGHTS_FILE).read_bytes()
+    plain = load_codec(src, vocabulary=vocab, device="cpu")
+    pf = load_codec(dst, vocabulary=vocab, device="cpu")
+    wav = np.random.default_rng(2).standard_normal(8000).astype(np.float32) * 0.1
+    ids = plain.encode(wav)
+    assert pf.encode(wav) == ids and pf.codes_sha256 == plain.codes_sha256  # encoding and centres unchanged
+    a, b = plain.decode(ids), pf.decode(ids)
+    assert a.shape == b.shape and not np.allclose(a, b)
+    with pytest.raises(UsageError, match="--contrast"):
+        export_codec(src, tmp_path / "bad", contrast=3.0)
+
+
+def test_config_reads_checkpoints_without_the_post_filter_and_refuses_a_bad_one(tiny_codec: LLMCodec) -> None:
+    data = tiny_codec.cfg.to_dict()
+    del data["small_contrast"]  # written before the field existed
+    assert CodecConfig.from_dict(data).small_contrast == 1.0
+    data["small_contrast"] = "strong"
+    with pytest.raises(CheckpointError, match="small_contrast"):
+        CodecConfig.from_dict(data, source="x/config.json")

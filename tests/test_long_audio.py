@@ -197,7 +197,7 @@ def test_short_clip_is_one_whole_pass() -> None:
         assert chunked_codes(model, wav, window=1.0) == whole_codes(model, wav)
 
 
-@pytest.mark.parametrize("overrides", SMALL_VARIANTS[:3])
+@pytest.mark.parametrize("overrides", [*SMALL_VARIANTS[:3], {"small_contrast": 1.1}])
 def test_chunked_decode_equals_whole(overrides) -> None:
     model = small_codec(**overrides)
     wav = speechlike(12.3)

@@ -519,3 +519,25 @@ def test_low_band_loss_sees_only_the_low_band(
     rows = [r for r in metrics(weighted) if "mel" in r]
     assert rows and all(r["low_mag"] > 0 for r in rows)
     assert rows[0]["loss"] > next(r for r in metrics(plain) if "mel" in r)["loss"]
+
+
+def test_training_runs_without_the_post_filter(
+    tmp_path: Path, data_dir: Path, tiny_codec_cfg: CodecConfig, toy_vocab: Vocabulary
+) -> None:
+    from uniaudio_cli.codec.checkpoint import load_codec_weights
+    from uniaudio_cli.codec.export import export_codec
+
+    base = train_codec(
+        [data_dir], tmp_path / "base", tiny_train_cfg(steps=2), tiny_codec_cfg, progress=False, vocab=toy_vocab
+    )
+    shipped = export_codec(base, tmp_path / "shipped", contrast=1.2)
+    tuned = train_codec(
+        [data_dir],
+        tmp_path / "tuned",
+        tiny_train_cfg(steps=2, init_from=str(shipped)),
+        None,
+        progress=False,
+        vocab=toy_vocab,
+    )
+    assert load_codec_weights(shipped)[0].small_contrast == 1.2
+    assert load_codec_weights(tuned)[0].small_contrast == 1.0

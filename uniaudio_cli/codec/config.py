@@ -55,7 +55,10 @@ class CodecConfig:
     * ``small``: a frame-rate ConvNeXt encoder/decoder with an inverse-STFT head that trains and
       runs fast on a CPU; fields ``small_*`` (``small_fine_layers``: decoder blocks at the STFT
       rate, after upsampling, where harmonic detail is drawn; ``small_harmonic``: the head's phase
-      follows a harmonic oscillator at a predicted pitch, see :mod:`uniaudio_cli.codec.small`).
+      follows a harmonic oscillator at a predicted pitch, see :mod:`uniaudio_cli.codec.small`;
+      ``small_contrast``: the exponent of the head's spectral-contrast post-filter, see
+      :func:`~uniaudio_cli.codec.small.spectral_contrast`; 1.0 is off, and training always runs
+      at 1.0, so it is set on an exported checkpoint).
 
     ``hop_length`` samples make one latent frame; layer ``i`` emits one code every
     ``vq_strides[i]`` frames.
@@ -92,6 +95,7 @@ class CodecConfig:
     small_decoder_layers: int = 6
     small_fine_layers: int = 1
     small_harmonic: bool = False
+    small_contrast: float = 1.0
     residual_search: ResidualSearch = "cosine"
     vocab: VocabSpec | None = None
 
@@ -149,6 +153,12 @@ class CodecConfig:
             raise CheckpointError(
                 f"{source}: residual_search {search!r} is not one of {', '.join(RESIDUAL_SEARCHES)}",
                 "fix config.json, or re-export the checkpoint with this uniaudio",
+            )
+        contrast = data.get("small_contrast", 1.0)
+        if not isinstance(contrast, int | float) or not 0.5 <= contrast <= 2.0:
+            raise CheckpointError(
+                f"{source}: small_contrast {contrast!r} is not a number between 0.5 and 2.0",
+                "fix config.json (1.0 turns the post-filter off), or re-export the checkpoint",
             )
         cfg = cls(**data)
         if vocab is not None:

@@ -6,7 +6,9 @@ python -m uniaudio_cli.codec.export runs/default/codec-best checkpoints/llm-code
 with the plain iSTFT head: the pitch and mix layers go, the rest stays. Its output differs by what
 the oscillator added (the mix weight the head learned; about 0.4 % when training shut it off).
 ``--residual-search euclidean`` sets how encoding picks the codes after the first layer (see
-``CodecConfig``); the weights are the same.
+``CodecConfig``); ``--contrast P`` sets the decoder's spectral-contrast post-filter
+(``small_contrast``, see :func:`~uniaudio_cli.codec.small.spectral_contrast`). Neither changes
+the weights.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 
 from uniaudio_cli.codec.checkpoint import build_codec, load_codec_weights, save_codec
 from uniaudio_cli.codec.config import RESIDUAL_SEARCHES
-from uniaudio_cli.errors import OutputExistsError, UniaudioError
+from uniaudio_cli.errors import OutputExistsError, UniaudioError, UsageError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -32,10 +34,11 @@ def export_codec(
     drop_oscillator: bool = False,
     force: bool = False,
     residual_search: str | None = None,
+    contrast: float | None = None,
 ) -> Path:
     """Copy checkpoint ``src`` to ``dst`` (validated against its config), storing weights in
-    ``dtype``; ``drop_oscillator``, ``residual_search`` (``None``: as ``src``): see the module
-    docstring. An existing ``dst`` is replaced
+    ``dtype``; ``drop_oscillator``, ``residual_search`` and ``contrast`` (``None``: as ``src``): see
+    the module docstring. An existing ``dst`` is replaced
     only with ``force``, and only when it is itself a checkpoint folder (:func:`save_codec`)."""
     if Path(dst).exists() and not force:
         raise OutputExistsError(f"{dst}: exists", "pass --force to overwrite, or choose another output")
@@ -45,6 +48,13 @@ def export_codec(
         sd = {k: v for k, v in sd.items() if not k.startswith(("decoder.head.pitch_proj.", "decoder.head.mix."))}
     if residual_search is not None:
         cfg = dataclasses.replace(cfg, residual_search=residual_search)
+    if contrast is not None:
+        if cfg.backbone != "small" or not 0.5 <= contrast <= 2.0:
+            raise UsageError(
+                f"--contrast {contrast}: needs the small backbone and a value between 0.5 and 2.0",
+                "omit --contrast, or pass e.g. --contrast 1.1",
+            )
+        cfg = dataclasses.replace(cfg, small_contrast=contrast)
     model = build_codec(cfg, sd, str(src))
     return save_codec(model, dst, dtype=dtype)
 
@@ -56,11 +66,18 @@ def main() -> None:
     ap.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     ap.add_argument("--drop-oscillator", action="store_true", help="write a harmonic-head codec with the plain head")
     ap.add_argument("--residual-search", choices=RESIDUAL_SEARCHES, default=None, help="default: as SRC")
+    ap.add_argument("--contrast", type=float, default=None, help="post-filter exponent (1.0: off); default: as SRC")
     ap.add_argument("--force", action="store_true", help="replace DST when it is a codec checkpoint folder")
     args = ap.parse_args()
     try:
         out = export_codec(
-            args.src, args.dst, DTYPES[args.dtype], args.drop_oscillator, args.force, args.residual_search
+            args.src,
+            args.dst,
+            DTYPES[args.dtype],
+            drop_oscillator=args.drop_oscillator,
+            force=args.force,
+            residual_search=args.residual_search,
+            contrast=args.contrast,
         )
     except UniaudioError as e:
         sys.exit(f"error: {e}")

@@ -935,6 +935,10 @@ def build_trainer(
             if codec_cfg is None or codec_cfg.vocab is None:
                 codec_cfg = default_codec_config(build_vocab_spec(vocab, cfg.n_words), codec_cfg)
         assert codec_cfg is not None
+        if codec_cfg.small_contrast != 1.0:
+            # The post-filter is for listening: the losses must see what the decoder predicts.
+            log.info("training without the post-filter (small_contrast %s -> 1.0)", codec_cfg.small_contrast)
+            codec_cfg = dataclasses.replace(codec_cfg, small_contrast=1.0)
         torch.manual_seed(cfg.seed)
         model = LLMCodec(codec_cfg)
         if cfg.latents is None:
