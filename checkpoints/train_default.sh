@@ -76,6 +76,9 @@
 # Stage 19 starts a new run from stage 18's last checkpoint with its harmonic head, lr 5e-5 cosine
 # over 6,000 steps (resumed across sessions). The committed default is its last checkpoint,
 # written with the plain head; the prototype centre is remade. STAGE19=0 stops after stage 18.
+# The committed default is stage 19's export with the decoder's spectral-contrast post-filter on
+# (export --contrast 1.1, set in config.json only: the weights, codes and prototype centre are
+# stage 19's). POSTFILTER=0 ships stage 19 without it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -240,4 +243,7 @@ RUN19=${RUN19:-runs/stage19}
 GROW=(--residual-search euclidean)
 pitch_stage "$RUN19" "$RUN18/codec" 5e-5 "6000 6000"
 FINAL="$RUN19/export"
+[ "${POSTFILTER:-1}" = 1 ] || finish
+python -m uniaudio_cli.codec.export "$FINAL" "$RUN19/export-pf" --contrast 1.1 --dtype float16 --force
+FINAL="$RUN19/export-pf"
 finish
