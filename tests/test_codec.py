@@ -471,6 +471,7 @@ def test_config_reads_checkpoints_without_the_post_filter_and_refuses_a_bad_one(
     data = tiny_codec.cfg.to_dict()
     del data["small_contrast"]  # written before the field existed
     assert CodecConfig.from_dict(data).small_contrast == 1.0
-    data["small_contrast"] = "strong"
-    with pytest.raises(CheckpointError, match="small_contrast"):
-        CodecConfig.from_dict(data, source="x/config.json")
+    for bad in ("strong", True, 0.0, 5):
+        data["small_contrast"] = bad
+        with pytest.raises(CheckpointError, match="small_contrast"):
+            CodecConfig.from_dict(data, source="x/config.json")

@@ -155,7 +155,7 @@ class CodecConfig:
                 "fix config.json, or re-export the checkpoint with this uniaudio",
             )
         contrast = data.get("small_contrast", 1.0)
-        if not isinstance(contrast, int | float) or not 0.5 <= contrast <= 2.0:
+        if isinstance(contrast, bool) or not isinstance(contrast, int | float) or not 0.5 <= contrast <= 2.0:
             raise CheckpointError(
                 f"{source}: small_contrast {contrast!r} is not a number between 0.5 and 2.0",
                 "fix config.json (1.0 turns the post-filter off), or re-export the checkpoint",
