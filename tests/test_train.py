@@ -404,6 +404,13 @@ def test_latent_pack_trains_the_decoder_without_data_or_llm(
     assert merged_cfg.small_harmonic and "decoder.head.mix.weight" in merged_sd
     assert load_codec(merged, vocabulary=toy_vocab, device="cpu").model.decoder.head.mix is not None
 
+    # A decoder trained from a post-filtered codec (training resets the filter) merges back into
+    # it, and the result keeps the filter.
+    from uniaudio_cli.codec.export import export_codec
+
+    shipped = export_codec(base, tmp_path / "shipped", contrast=1.2)
+    assert load_codec_weights(merge_decoder(shipped, exported, tmp_path / "merged-pf"))[0].small_contrast == 1.2
+
     # A pack written by another codec is refused before training.
     meta["codes_sha256"] = "0" * 64
     (pack / "pack.json").write_text(json.dumps(meta))

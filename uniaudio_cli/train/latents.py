@@ -26,6 +26,7 @@ that wrote it, which the trainer checks against its ``--init-from`` weights.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import lzma
@@ -348,7 +349,8 @@ def merge_decoder(
 ) -> Path:
     """A full checkpoint: ``base_dir``'s encoder and quantizer with the decoder of
     ``decoder_file`` (from :func:`export_decoder`). The decoder's config must agree with the
-    base's on everything but the decoder's own sizes."""
+    base's on everything but the decoder's own sizes. The result keeps the base's post-filter
+    (``small_contrast``): training always runs without it, so the decoder's config says 1.0."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -372,7 +374,7 @@ def merge_decoder(
     mine = {
         k: v
         for k, v in base_cfg.to_dict().items()
-        if not k.startswith(("decoder_", "small_fine", "small_decoder", "small_harmonic"))
+        if not k.startswith(("decoder_", "small_fine", "small_decoder", "small_harmonic", "small_contrast"))
     }
     theirs = {k: v for k, v in dec_cfg.to_dict().items() if k in mine}
     if mine != theirs:
@@ -383,7 +385,8 @@ def merge_decoder(
         )
     dec = load_file(str(decoder_file))
     merged = {k: v for k, v in sd.items() if not k.startswith("decoder.")} | {k: v.float() for k, v in dec.items()}
-    model = build_codec(dec_cfg, merged, str(decoder_file))
+    cfg = dataclasses.replace(dec_cfg, small_contrast=base_cfg.small_contrast)
+    model = build_codec(cfg, merged, str(decoder_file))
     return save_codec(model, out_dir, dtype=dtype)
 
 
