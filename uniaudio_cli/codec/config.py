@@ -17,6 +17,15 @@ FORMAT_VERSION = 1
 Backbone = Literal["small", "published"]
 ResidualSearch = Literal["cosine", "euclidean"]
 RESIDUAL_SEARCHES: tuple[str, ...] = get_args(ResidualSearch)
+# The post-filter exponents a checkpoint may set: beyond them the filter only distorts.
+CONTRAST_RANGE = (0.5, 2.0)
+
+
+def valid_contrast(value: object) -> bool:
+    """Whether ``value`` is a ``small_contrast`` a config may hold: a number (not a bool) in
+    :data:`CONTRAST_RANGE`."""
+    lo, hi = CONTRAST_RANGE
+    return isinstance(value, int | float) and not isinstance(value, bool) and lo <= value <= hi
 
 
 @dataclass
@@ -155,9 +164,10 @@ class CodecConfig:
                 "fix config.json, or re-export the checkpoint with this uniaudio",
             )
         contrast = data.get("small_contrast", 1.0)
-        if isinstance(contrast, bool) or not isinstance(contrast, int | float) or not 0.5 <= contrast <= 2.0:
+        if not valid_contrast(contrast):
+            lo, hi = CONTRAST_RANGE
             raise CheckpointError(
-                f"{source}: small_contrast {contrast!r} is not a number between 0.5 and 2.0",
+                f"{source}: small_contrast {contrast!r} is not a number between {lo} and {hi}",
                 "fix config.json (1.0 turns the post-filter off), or re-export the checkpoint",
             )
         cfg = cls(**data)

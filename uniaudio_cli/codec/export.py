@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from uniaudio_cli.codec.checkpoint import build_codec, load_codec_weights, save_codec
-from uniaudio_cli.codec.config import RESIDUAL_SEARCHES
+from uniaudio_cli.codec.config import CONTRAST_RANGE, RESIDUAL_SEARCHES, valid_contrast
 from uniaudio_cli.errors import OutputExistsError, UniaudioError, UsageError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -49,9 +49,10 @@ def export_codec(
     if residual_search is not None:
         cfg = dataclasses.replace(cfg, residual_search=residual_search)
     if contrast is not None:
-        if cfg.backbone != "small" or not 0.5 <= contrast <= 2.0:
+        if cfg.backbone != "small" or not valid_contrast(contrast):
+            lo, hi = CONTRAST_RANGE
             raise UsageError(
-                f"--contrast {contrast}: needs the small backbone and a value between 0.5 and 2.0",
+                f"--contrast {contrast}: needs the small backbone and a value between {lo} and {hi}",
                 "omit --contrast, or pass e.g. --contrast 1.1",
             )
         cfg = dataclasses.replace(cfg, small_contrast=contrast)
