@@ -84,6 +84,8 @@ def test_train_codec_usage_errors_come_before_any_work(tmp_path: Path) -> None:
         (["--out", str(tmp_path / "r"), "--latents", str(tmp_path)], "not a latent pack"),
         (["--out", str(tmp_path / "r"), "--data", str(tmp_path), "--disc-periods", "1,x"], "not a list of periods"),
         (["--out", str(tmp_path / "r"), "--data", str(tmp_path), "--residual-search", "l2"], "is not one of"),
+        (["--out", str(tmp_path / "r"), "--data", str(tmp_path), "--noise-snr", "40", "10"], "not a range in dB"),
+        (["--out", str(tmp_path / "r"), "--data", str(tmp_path), "--noise-floor", "1.5"], "--noise-floor"),
     ]
     for args, message in cases:
         result = run("train-codec", *args)
@@ -110,3 +112,18 @@ def test_train_codec_switches_reach_the_configs(tmp_path: Path, monkeypatch: pyt
         result = run("train-codec", "--out", str(tmp_path / "r"), "--data", str(tmp_path), *flag)
         assert result.exit_code == 0, result.output
         assert seen[-1] == want
+
+
+def test_train_codec_noise_floor_reaches_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[Any] = []
+
+    def fake_train(folders: list[Path], out: Path, cfg: Any, codec_cfg: Any, **kwargs: Any) -> Path:
+        seen.append(cfg)
+        return Path(out) / "codec"
+
+    monkeypatch.setattr("uniaudio_cli.train.trainer.train_codec", fake_train)
+    base = ["train-codec", "--out", str(tmp_path / "r"), "--data", str(tmp_path)]
+    assert run(*base).exit_code == 0
+    assert (seen[-1].noise_floor, seen[-1].noise_snr_db) == (0.0, (10.0, 40.0))
+    assert run(*base, "--noise-floor", "0.5", "--noise-snr", "15", "30").exit_code == 0
+    assert (seen[-1].noise_floor, seen[-1].noise_snr_db) == (0.5, (15.0, 30.0))

@@ -18,7 +18,14 @@ from uniaudio_cli.bridge import embedding_fingerprint
 from uniaudio_cli.codec.config import CodecConfig, VocabSpec
 from uniaudio_cli.errors import CheckpointError, UsageError
 from uniaudio_cli.llm import Vocabulary
-from uniaudio_cli.train.data import ClipInfo, SegmentDataset, default_exclude, target_text
+from uniaudio_cli.train.data import (
+    ClipInfo,
+    SegmentDataset,
+    active_level,
+    colored_noise,
+    default_exclude,
+    target_text,
+)
 from uniaudio_cli.train.losses import ConsistencyHead, FrameLogMel, consistency_loss, semantic_loss
 from uniaudio_cli.train.trainer import (
     STATE_FILE,
@@ -153,6 +160,48 @@ def test_dataset_segments(data_dir: Path) -> None:
     val, _ = ds.split_validation(2)
     assert val.shape == (2, 1, 8000)
     assert (ds.train_end == 0).sum() == 2  # short clips leave training entirely
+
+
+def test_colored_noise_slopes_and_active_level() -> None:
+    n = colored_noise(np.random.default_rng(0), 3, 32000, np.array([0.0, 1.0, 2.0]), SR)
+    assert n.shape == (3, 32000) and n.dtype == np.float32
+    np.testing.assert_allclose(np.sqrt((n**2).mean(axis=1)), 1.0, rtol=1e-4)
+    power = np.abs(np.fft.rfft(n, axis=1)) ** 2
+    f = np.fft.rfftfreq(32000, 1 / SR)
+    low, high = power[:, (f > 200) & (f < 400)].mean(axis=1), power[:, (f > 3200) & (f < 6400)].mean(axis=1)
+    ratio = low / high  # a 16x step in frequency: 1 (white), 16 (pink), 256 (brown)
+    assert 0.7 < ratio[0] < 1.4 and 10 < ratio[1] < 25 and 150 < ratio[2] < 400
+    x = np.zeros((2, 32000), np.float32)
+    x[0, 1000:9000] = 0.1  # a quarter-second of sound in two seconds of zeros
+    level = active_level(x, 320)
+    assert level.shape == (2, 1) and level[0, 0] == pytest.approx(0.1, rel=0.05) and level[1, 0] == 0.0
+
+
+def test_noise_floor_is_added_at_its_level_and_off_by_default(data_dir: Path) -> None:
+    plain = SegmentDataset([data_dir], segment_samples=8000, seed=0)
+    off = SegmentDataset([data_dir], segment_samples=8000, seed=0, noise_floor=0.0)
+    on = SegmentDataset([data_dir], segment_samples=8000, seed=0, noise_floor=1.0, noise_snr_db=(20.0, 20.0))
+    # Off draws nothing from the generator: a run without it sees the batches it always saw.
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    for _ in range(3):
+        assert torch.equal(plain.sample_batch(a, 6)[0], off.sample_batch(b, 6)[0])
+    assert a.random() == b.random()
+    x, _ = plain.sample_batch(np.random.default_rng(5), 6)
+    y, _ = on.sample_batch(np.random.default_rng(5), 6)
+    assert not torch.equal(x, y)
+    # Every row gets a floor: the zero padding around the short clips is no longer silent.
+    assert bool((y.abs().squeeze(1).amax(dim=1) > 0).all())
+    for _ in range(3):
+        seg = np.zeros((1, 8000), np.float32)
+        seg[0, 2000:6000] = 0.25 * np.sin(np.arange(4000) * 0.3)
+        noisy = on._add_noise_floor(seg, np.random.default_rng(_))
+        added = noisy[0, :2000]  # where the clip is silent: the floor alone
+        ratio_db = 20 * np.log10(active_level(seg, 320)[0, 0] / np.sqrt((added**2).mean()))
+        assert ratio_db == pytest.approx(20.0, abs=1.5)
+    with pytest.raises(UsageError):
+        SegmentDataset([data_dir], segment_samples=8000, noise_floor=1.5)
+    with pytest.raises(UsageError):
+        SegmentDataset([data_dir], segment_samples=8000, noise_floor=0.5, noise_snr_db=(30.0, 10.0))
 
 
 def test_semantic_and_consistency_gradients(tiny_codec_cfg: CodecConfig, toy_vocab: Vocabulary) -> None:

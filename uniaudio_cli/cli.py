@@ -708,6 +708,13 @@ def _periods(text: str) -> tuple[int, ...]:
     return periods
 
 
+def _snr_range(pair: tuple[float, float]) -> tuple[float, float]:
+    lo, hi = float(pair[0]), float(pair[1])
+    if lo > hi or lo < -10.0 or hi > 80.0:
+        raise UsageError(f"--noise-snr {lo:g} {hi:g}: not a range in dB", "pass LO HI with LO <= HI, e.g. 10 40")
+    return lo, hi
+
+
 @app.command("train-codec")
 @handle_errors
 def train_codec_cmd(
@@ -786,6 +793,20 @@ def train_codec_cmd(
         float | None,
         typer.Option("--w-pitch", min=0.0, help="Weight of the harmonic head's pitch loss (against YIN)."),
     ] = None,
+    noise_floor: Annotated[
+        float | None,
+        typer.Option(
+            "--noise-floor",
+            min=0.0,
+            max=1.0,
+            help="Probability that a training segment gets a stationary noise floor (white to brown), "
+            "input and target alike, so the codec learns to reproduce recordings' floors (0: off).",
+        ),
+    ] = None,
+    noise_snr: Annotated[
+        tuple[float, float] | None,
+        typer.Option("--noise-snr", help="That floor's level below the sound's, in dB: LO HI (default 10 40)."),
+    ] = None,
     disc_channels: Annotated[
         int | None, typer.Option("--disc-channels", min=1, help="Width of the GAN discriminators.")
     ] = None,
@@ -849,6 +870,8 @@ def train_codec_cmd(
         "w_pitch": w_pitch,
         "w_low_band": w_low_band,
         "low_band_hz": low_band_hz,
+        "noise_floor": noise_floor,
+        "noise_snr_db": _snr_range(noise_snr) if noise_snr is not None else None,
         "disc_periods": _periods(disc_periods) if disc_periods is not None else None,
         "latents": str(latents) if latents is not None else None,
         "decoder_only": decoder_only or None,

@@ -181,6 +181,29 @@ def _read_int16(path: Path, sample_rate: int) -> np.ndarray:
     return (np.clip(wav, -1.0, 1.0) * 32767.0).astype(np.int16)
 
 
+def colored_noise(rng: np.random.Generator, rows: int, n: int, alpha: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Stationary Gaussian noise ``(rows, n)`` float32, unit RMS per row, whose power spectrum
+    falls as ``f ** -alpha[row]`` (0: white, 1: pink, 2: brown) above 50 Hz and is flat below,
+    so a steep slope is not all rumble."""
+    spec = np.fft.rfft(rng.standard_normal((rows, n)), axis=1)
+    f = np.maximum(np.fft.rfftfreq(n, 1.0 / sample_rate), 50.0)
+    spec *= f[None, :] ** (-np.asarray(alpha, dtype=np.float64)[:, None] / 2.0)
+    out = np.fft.irfft(spec, n, axis=1)
+    out /= np.sqrt(np.mean(out**2, axis=1, keepdims=True)).clip(1e-12)
+    return out.astype(np.float32)
+
+
+def active_level(x: np.ndarray, frame: int) -> np.ndarray:
+    """RMS of the loudest fifth of each row's ``frame``-sample frames: ``(B, T)`` -> ``(B, 1)``.
+
+    The level of the sound itself, whatever silence (or zero padding) surrounds it."""
+    b, t = x.shape
+    n = max(t // frame, 1)
+    energy = np.sort(np.mean(x[:, : n * frame].reshape(b, n, -1) ** 2, axis=2), axis=1)
+    top = energy[:, -max(n // 5, 1) :]
+    return np.sqrt(top.mean(axis=1, keepdims=True))
+
+
 class SegmentDataset(torch.utils.data.Dataset):
     """Labelled clips cached as int16, served as random fixed-length segments.
 
@@ -196,6 +219,12 @@ class SegmentDataset(torch.utils.data.Dataset):
             pass ``lambda c: False`` to keep everything).
         gain_db: random gain range in dB applied per segment (peaks are kept below 0 dBFS).
         seed: seed of the generator used by ``__getitem__``.
+        noise_floor: probability that a segment gets a stationary noise floor (white to brown,
+            :func:`colored_noise`) added over its whole length, input and target alike, at
+            ``noise_snr_db`` (uniform) below its :func:`active_level`. Real recordings have
+            such a floor, and the codec has to reproduce it; 0 (default) draws nothing, so a
+            run without it sees exactly the batches it saw before this option existed.
+        noise_snr_db: the range of that floor's level below the sound's, in dB.
     """
 
     def __init__(
@@ -206,10 +235,19 @@ class SegmentDataset(torch.utils.data.Dataset):
         exclude: Callable[[ClipInfo], bool] | None = default_exclude,
         gain_db: tuple[float, float] = (-12.0, 3.0),
         seed: int = 0,
+        noise_floor: float = 0.0,
+        noise_snr_db: tuple[float, float] = (10.0, 40.0),
     ) -> None:
+        if not 0.0 <= noise_floor <= 1.0 or noise_snr_db[0] > noise_snr_db[1]:
+            raise UsageError(
+                f"noise floor probability {noise_floor} / SNR range {noise_snr_db} out of range",
+                "pass a probability between 0 and 1 and an SNR range LO <= HI in dB",
+            )
         self.segment_samples = int(segment_samples)
         self.sample_rate = sample_rate
         self.gain_db = gain_db
+        self.noise_floor = float(noise_floor)
+        self.noise_snr_db = (float(noise_snr_db[0]), float(noise_snr_db[1]))
         self.rng = np.random.default_rng(seed)
         found = discover_clips(data_dirs)
         kept = [c for c in found if exclude is None or not exclude(c)]
@@ -309,12 +347,27 @@ class SegmentDataset(torch.utils.data.Dataset):
             out[pos : pos + end] = a[:end]
 
     def _to_float(self, seg: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """``(B, T)`` int16 -> float32 with a random per-row gain, peaks kept under 0.99."""
+        """``(B, T)`` int16 -> float32 with a random per-row gain, peaks kept under 0.99 (and,
+        with ``noise_floor``, a noise floor added first)."""
         x = seg.astype(np.float32) * (1.0 / 32768.0)
+        if self.noise_floor > 0.0:
+            x = self._add_noise_floor(x, rng)
         gain = 10.0 ** (rng.uniform(self.gain_db[0], self.gain_db[1], size=(x.shape[0], 1)) / 20.0)
         peak = np.abs(x).max(axis=1, keepdims=True) * gain
         gain = np.where(peak > 0.99, gain * 0.99 / np.maximum(peak, 1e-8), gain)
         return (x * gain).astype(np.float32)
+
+    def _add_noise_floor(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        rows = np.flatnonzero(rng.random(x.shape[0]) < self.noise_floor)
+        if rows.size == 0:
+            return x
+        snr = rng.uniform(self.noise_snr_db[0], self.noise_snr_db[1], size=(rows.size, 1))
+        alpha = rng.uniform(0.0, 2.0, size=rows.size)
+        noise = colored_noise(rng, rows.size, x.shape[1], alpha, self.sample_rate)
+        level = active_level(x[rows], self.sample_rate // 50) * 10.0 ** (-snr / 20.0)
+        x = x.copy()
+        x[rows] += (noise * level).astype(np.float32)
+        return x
 
     def sample_batch(self, rng: np.random.Generator, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A random batch: ``(wav (B, 1, T) float32, text_ids (B,) int64)``."""

@@ -122,7 +122,10 @@ class TrainConfig:
     :func:`uniaudio_cli.train.latents.pack_latents` wrote) trains the decoder alone from packed
     (latent, waveform) pairs instead of audio folders, so neither the encoder nor the LLM's
     codebooks are run (for a machine that has neither the data nor the LLM); it implies
-    ``decoder_only`` and no random gain. With a harmonic decoder head (``small_harmonic``) the
+    ``decoder_only`` and no random gain. ``noise_floor`` is the probability that a training
+    segment gets a stationary noise floor ``noise_snr_db`` below its level, input and target alike
+    (see :class:`~uniaudio_cli.train.data.SegmentDataset`); validation stays clean. With a
+    harmonic decoder head (``small_harmonic``) the
     head's pitch track learns from ``w_pitch`` times :func:`uniaudio_cli.train.pitch.pitch_loss`,
     and its new layers (pitch and mix) train at ``harmonic_lr_scale`` times the learning rate, so a
     head grown on a trained decoder catches up with it; the mix stays frozen for the first
@@ -163,6 +166,8 @@ class TrainConfig:
     disc_channels: int = 16
     disc_periods: tuple[int, ...] = ()
     gain_db: tuple[float, float] = (-12.0, 3.0)
+    noise_floor: float = 0.0
+    noise_snr_db: tuple[float, float] = (10.0, 40.0)
     n_words: int = 3000
     val_segments: int = 16
     checkpoint_every: int = 500
@@ -186,6 +191,7 @@ class TrainConfig:
         cfg = cls(**{k: v for k, v in data.items() if k in known})
         cfg.betas = (float(cfg.betas[0]), float(cfg.betas[1]))
         cfg.gain_db = (float(cfg.gain_db[0]), float(cfg.gain_db[1]))
+        cfg.noise_snr_db = (float(cfg.noise_snr_db[0]), float(cfg.noise_snr_db[1]))
         cfg.disc_periods = tuple(int(p) for p in cfg.disc_periods)
         return cfg
 
@@ -906,6 +912,8 @@ def build_trainer(
             log.info("%s has no checkpoint yet; starting a new run", out_dir)
         if cfg.latents is not None and not cfg.decoder_only:
             raise UsageError("--latents trains the decoder alone", "add --decoder-only")
+        if cfg.latents is not None and cfg.noise_floor > 0.0:
+            raise UsageError("--noise-floor adds noise to audio, and --latents reads none", "drop --noise-floor")
         if cfg.decoder_only and cfg.init_from is None and saved is None:
             raise UsageError(
                 "--decoder-only freezes the encoder, which then needs trained weights",
@@ -962,6 +970,8 @@ def build_trainer(
                 default_exclude,
                 cfg.gain_db,
                 cfg.seed,
+                cfg.noise_floor,
+                cfg.noise_snr_db,
             )
             assert vocab is not None
             text_table = text_embeddings(data.texts, vocab)
