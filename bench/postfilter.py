@@ -12,7 +12,6 @@ after exporting it (``python -m uniaudio_cli.codec.export SRC DST --contrast P``
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -23,15 +22,16 @@ from uniaudio_cli.audio import load_audio
 from uniaudio_cli.codec.api import load_codec
 from uniaudio_cli.codec.config import valid_contrast
 from uniaudio_cli.evaluate.codec_eval import mel_distance, pesq_wb, stoi_score
+from uniaudio_cli.train.data import discover_clips
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def training_clips(root: Path, n: int) -> list[Path]:
-    """``n`` clips spread evenly over ``root/metadata.csv`` (its ``path`` column)."""
-    with open(root / "metadata.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [root / r["path"] for r in rows][:: max(1, len(rows) // n)][:n]
+    """``n`` clips of ``root`` (as the trainer finds them) at a fixed stride: the selection the
+    default's exponent was chosen on (``codec_eval.spread`` would pick other clips)."""
+    paths = [c.path for c in discover_clips([root])]
+    return paths[:: max(1, len(paths) // n)][:n]
 
 
 def main() -> None:

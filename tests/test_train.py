@@ -191,10 +191,10 @@ def test_noise_floor_is_added_at_its_level_and_off_by_default(data_dir: Path) ->
     assert not torch.equal(x, y)
     # Every row gets a floor: the zero padding around the short clips is no longer silent.
     assert bool((y.abs().squeeze(1).amax(dim=1) > 0).all())
-    for _ in range(3):
+    for seed in range(3):
         seg = np.zeros((1, 8000), np.float32)
         seg[0, 2000:6000] = 0.25 * np.sin(np.arange(4000) * 0.3)
-        noisy = on._add_noise_floor(seg, np.random.default_rng(_))
+        noisy = on._add_noise_floor(seg, np.random.default_rng(seed))
         added = noisy[0, :2000]  # where the clip is silent: the floor alone
         ratio_db = 20 * np.log10(active_level(seg, 320)[0, 0] / np.sqrt((added**2).mean()))
         assert ratio_db == pytest.approx(20.0, abs=1.5)

@@ -708,13 +708,6 @@ def _periods(text: str) -> tuple[int, ...]:
     return periods
 
 
-def _snr_range(pair: tuple[float, float]) -> tuple[float, float]:
-    lo, hi = float(pair[0]), float(pair[1])
-    if lo > hi or lo < -10.0 or hi > 80.0:
-        raise UsageError(f"--noise-snr {lo:g} {hi:g}: not a range in dB", "pass LO HI with LO <= HI, e.g. 10 40")
-    return lo, hi
-
-
 @app.command("train-codec")
 @handle_errors
 def train_codec_cmd(
@@ -846,6 +839,7 @@ def train_codec_cmd(
             f"{latents}: not a latent pack (no pack.json)", "write one with python -m uniaudio_cli.train.latents pack"
         )
     from uniaudio_cli.codec.config import CodecConfig
+    from uniaudio_cli.train.data import check_noise_floor
     from uniaudio_cli.train.trainer import TrainConfig, train_codec
 
     overrides = {
@@ -871,7 +865,7 @@ def train_codec_cmd(
         "w_low_band": w_low_band,
         "low_band_hz": low_band_hz,
         "noise_floor": noise_floor,
-        "noise_snr_db": _snr_range(noise_snr) if noise_snr is not None else None,
+        "noise_snr_db": check_noise_floor(noise_floor or 0.0, noise_snr) if noise_snr is not None else None,
         "disc_periods": _periods(disc_periods) if disc_periods is not None else None,
         "latents": str(latents) if latents is not None else None,
         "decoder_only": decoder_only or None,

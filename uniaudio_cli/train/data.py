@@ -181,6 +181,18 @@ def _read_int16(path: Path, sample_rate: int) -> np.ndarray:
     return (np.clip(wav, -1.0, 1.0) * 32767.0).astype(np.int16)
 
 
+def check_noise_floor(probability: float, snr_db: tuple[float, float]) -> tuple[float, float]:
+    """Refuse a noise-floor probability outside 0..1, or an SNR range that is not ``LO <= HI``
+    within -10..80 dB; returns the range as floats. One rule for ``train-codec`` (checked before
+    any work) and :class:`SegmentDataset`."""
+    if not 0.0 <= probability <= 1.0:
+        raise UsageError(f"--noise-floor {probability:g}: not a probability", "pass a value between 0 and 1")
+    lo, hi = float(snr_db[0]), float(snr_db[1])
+    if lo > hi or lo < -10.0 or hi > 80.0:
+        raise UsageError(f"--noise-snr {lo:g} {hi:g}: not a range in dB", "pass LO HI with LO <= HI, e.g. 10 40")
+    return lo, hi
+
+
 def colored_noise(rng: np.random.Generator, rows: int, n: int, alpha: np.ndarray, sample_rate: int) -> np.ndarray:
     """Stationary Gaussian noise ``(rows, n)`` float32, unit RMS per row, whose power spectrum
     falls as ``f ** -alpha[row]`` (0: white, 1: pink, 2: brown) above 50 Hz and is flat below,
@@ -238,16 +250,11 @@ class SegmentDataset(torch.utils.data.Dataset):
         noise_floor: float = 0.0,
         noise_snr_db: tuple[float, float] = (10.0, 40.0),
     ) -> None:
-        if not 0.0 <= noise_floor <= 1.0 or noise_snr_db[0] > noise_snr_db[1]:
-            raise UsageError(
-                f"noise floor probability {noise_floor} / SNR range {noise_snr_db} out of range",
-                "pass a probability between 0 and 1 and an SNR range LO <= HI in dB",
-            )
+        self.noise_snr_db = check_noise_floor(noise_floor, noise_snr_db)
+        self.noise_floor = float(noise_floor)
         self.segment_samples = int(segment_samples)
         self.sample_rate = sample_rate
         self.gain_db = gain_db
-        self.noise_floor = float(noise_floor)
-        self.noise_snr_db = (float(noise_snr_db[0]), float(noise_snr_db[1]))
         self.rng = np.random.default_rng(seed)
         found = discover_clips(data_dirs)
         kept = [c for c in found if exclude is None or not exclude(c)]
