@@ -475,3 +475,34 @@ def test_config_reads_checkpoints_without_the_post_filter_and_refuses_a_bad_one(
         data["small_contrast"] = bad
         with pytest.raises(CheckpointError, match="small_contrast"):
             CodecConfig.from_dict(data, source="x/config.json")
+
+
+@pytest.mark.parametrize("euclidean", [False, True])
+def test_search_under_a_bf16_autocast_takes_the_float32_low_rank_pass(
+    euclidean: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Training autocasts to bfloat16 on CPUs with native bf16; the low-rank pass reuses a float32
+    # score buffer, which a bf16 product cannot fill (it raised there before).
+    from uniaudio_cli.codec import quantizer
+
+    g = torch.Generator().manual_seed(7)
+    q = quantizer.LLMVectorQuantizer(input_dim=32, codebook_size=9000, codebook_dim=12)
+    with torch.no_grad():
+        q.codebook.weight.copy_(torch.randn(9000, 3, generator=g) @ torch.randn(3, 12, generator=g))
+        q.codebook.weight.add_(0.05 * torch.randn(9000, 12, generator=g))
+    q.banned[:3] = True
+    monkeypatch.setattr(quantizer.LowRankSearch, "RANK", 4)
+    z = torch.randn(2, 32, 50, generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = q.search(z, euclidean=euclidean)
+    table, ids, fast = q._search
+    assert fast is not None and ids is None and fast.table.dtype == torch.float32
+    # The exact best rows of the table it searched (the bf16-rounded projection, in float32).
+    queries = (
+        quantizer.euclidean_queries(z)
+        if euclidean
+        else torch.nn.functional.normalize(z.transpose(1, 2).reshape(-1, 32), dim=-1)
+    )
+    scores = queries.float() @ table.float().t()
+    scores[:, q.banned] = float("-inf")
+    assert torch.equal(got, quantizer.argmax_rows(scores).view(2, 50))

@@ -96,8 +96,10 @@ class LowRankSearch:
     MAX_REACH = 0.25
 
     def __init__(self, table: torch.Tensor, banned: torch.Tensor, rank: int | None = None) -> None:
-        rank = rank or self.RANK
-        table = table.float()
+        with torch.autocast("cpu", enabled=False):
+            self._build(table.float(), banned, rank or self.RANK)
+
+    def _build(self, table: torch.Tensor, banned: torch.Tensor, rank: int) -> None:
         # Principal directions from the (D, D) Gram matrix of a sample of rows: far cheaper than
         # an SVD of the table, and any orthonormal basis gives an exact search (the bound below
         # is measured over every row); a good one only keeps the candidates few.
@@ -127,8 +129,15 @@ class LowRankSearch:
         return search if search.useful else None
 
     def argmax(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, D)`` unit queries -> ``(N,)`` indices of the table's best row (banned left out)."""
-        x = x.float()
+        """``(N, D)`` unit queries -> ``(N,)`` indices of the table's best row (banned left out).
+
+        Always in float32, also inside a bfloat16 autocast (training on a CPU with native bf16):
+        the bound that makes the candidates exact is measured in float32, and the score buffer
+        is reused through ``out=``, which autocast's bf16 products cannot fill."""
+        with torch.autocast("cpu", enabled=False):
+            return self._argmax(x.float())
+
+    def _argmax(self, x: torch.Tensor) -> torch.Tensor:
         low = x @ self.basis  # (N, rank)
         miss = (x - low @ self.basis.t()).norm(dim=1)  # (N,)
         best = torch.empty(x.shape[0], dtype=torch.long)
