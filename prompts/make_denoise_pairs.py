@@ -43,6 +43,16 @@ BABBLE: tuple[tuple[str, str], ...] = (
     ("en-gb-x-gbclan+f4", "We could have dinner in the garden if it stays warm tonight."),
 )
 NOISES = ("white", "pink", "brown", "babble")
+# Noise that changes over time, for four more sentences with --varying (their own seed, so the
+# four above keep their files): a slowly swelling hiss (surf, wind, traffic), clicks and crackle,
+# a motor's hum. Not in the shipped set: bench/denoise_kinds.py and docs/denoise.md say why.
+VARYING_SENTENCES: tuple[tuple[str, str, str, int], ...] = (
+    ("bus_late", "The bus is late again.", "en-gb+f2", 160),
+    ("call_back", "Call me back later.", "en-us+f4", 165),
+    ("green_coat", "He wore a green coat.", "en-gb+m2", 160),
+    ("lights_on", "Switch the lights on.", "en-us+m3", 160),
+)
+VARYING_NOISES = ("swell", "crackle", "hum")
 SNRS_DB = (0.0, 5.0, 10.0)
 N_NOISY = 5
 CLEAN_PEAK = 0.5  # leaves headroom so that even 0 dB mixtures do not clip
@@ -72,10 +82,49 @@ def babble_noise(n: int, rng: np.random.Generator, talkers: int = 4) -> np.ndarr
     return (out / np.sqrt(np.mean(out**2))).astype(np.float32)
 
 
+def unit_rms(x: np.ndarray) -> np.ndarray:
+    return (x / np.sqrt(np.mean(x**2) + 1e-20)).astype(np.float32)
+
+
+def swell_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Unit-RMS pink noise under a random envelope of three slow swells (0.7-5 Hz), 20 dB deep."""
+    t = np.arange(n) / SAMPLE_RATE
+    env = np.ones(n)
+    for _ in range(3):
+        env += rng.uniform(0.3, 0.7) * np.sin(2 * np.pi * rng.uniform(0.7, 5.0) * t + rng.uniform(0, 2 * np.pi))
+    return unit_rms(colored_noise(n, 1.0, rng) * np.maximum(env, 0.1))
+
+
+def crackle_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Unit-RMS clicks and crackle: decaying bursts (0.3-4 ms) at random times, 15-120 per
+    second, of log-normal loudness, over a brown floor 20 dB below."""
+    out = 0.1 * colored_noise(n, 2.0, rng)
+    width = int(0.02 * SAMPLE_RATE)
+    for start in rng.integers(0, n, size=rng.poisson(rng.uniform(15, 120) * n / SAMPLE_RATE)):
+        tau = rng.uniform(0.0003, 0.004) * SAMPLE_RATE
+        m = min(width, n - int(start))
+        burst = rng.standard_normal(m) * np.exp(-np.arange(m) / tau)
+        out[start : start + m] += rng.lognormal(0.0, 0.7) * burst
+    return unit_rms(out)
+
+
+def hum_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Unit-RMS motor hum: a buzz at 60-240 Hz wavering by 2 % with its harmonics up to 4 kHz
+    (amplitudes 1/k), plus white noise 15 dB below."""
+    t = np.arange(n) / SAMPLE_RATE
+    f0 = rng.uniform(60.0, 240.0) * (1 + 0.02 * np.sin(2 * np.pi * rng.uniform(0.5, 6.0) * t))
+    phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
+    buzz = sum(np.sin(k * phase + rng.uniform(0, 2 * np.pi)) / k for k in range(1, int(4000 / f0.max()) + 1))
+    return unit_rms(unit_rms(buzz) + 0.18 * colored_noise(n, 0.0, rng))
+
+
 def make_noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Unit-RMS noise of the named kind."""
+    """Unit-RMS noise of the named kind (``NOISES`` or ``VARYING_NOISES``)."""
+    varying = {"swell": swell_noise, "crackle": crackle_noise, "hum": hum_noise}
     if kind == "babble":
         return babble_noise(n, rng)
+    if kind in varying:
+        return varying[kind](n, rng)
     return colored_noise(n, {"white": 0.0, "pink": 1.0, "brown": 2.0}[kind], rng)
 
 
@@ -85,30 +134,36 @@ def speech_power(clean: np.ndarray) -> float:
     return float(np.mean(clean[nz[0] : nz[-1] + 1] ** 2))
 
 
-def make_denoise_pairs(out_dir: Path, seconds: float = 1.5, seed: int = 0) -> Path:
-    """Write clean/noisy demonstration sets into ``out_dir``; return the metadata path."""
-    rng = np.random.default_rng(seed)
+def make_denoise_pairs(out_dir: Path, seconds: float = 1.5, seed: int = 0, varying: bool = False) -> Path:
+    """Write clean/noisy demonstration sets into ``out_dir``; return the metadata path.
+
+    ``varying``: also the four sentences in time-varying noise (``VARYING_SENTENCES``)."""
+    groups = [(SENTENCES, NOISES, seed)]
+    if varying:
+        groups.append((VARYING_SENTENCES, VARYING_NOISES, seed + 1))
     rows: list[dict[str, object]] = []
-    for j, (name, text, voice, speed) in enumerate(SENTENCES):
-        clean, _ = synthesize_fixed(text, seconds, voice, speed, sample_rate=SAMPLE_RATE, margin_s=0.05)
-        clean = clean * np.float32(CLEAN_PEAK / float(np.abs(clean).max()))
-        n = len(clean)
-        write_audio(out_dir / name / "clean.flac", clean, SAMPLE_RATE, force=True)
-        common = {"label": name, "seconds": round(n / SAMPLE_RATE, 3), "text": text, "voice": voice}
-        rows.append({"path": f"{name}/clean.flac", "kind": "clean", "noise": "", "snr_db": "", **common})
-        p_speech = speech_power(clean)
-        for k in range(N_NOISY):
-            # Rotate noise kinds and SNRs so every sentence gets a different mix of conditions.
-            kind = NOISES[(j + k) % len(NOISES)]
-            snr = SNRS_DB[(j + 2 * k) % len(SNRS_DB)]
-            noise = make_noise(kind, n, rng) * np.float32(np.sqrt(p_speech / 10 ** (snr / 10)))
-            noisy = clean + noise
-            peak = float(np.abs(noisy).max())
-            if peak > 0.99:
-                # Rare with CLEAN_PEAK headroom; scaling beats clipping, and SNR is unaffected.
-                noisy *= np.float32(0.99 / peak)
-            write_audio(out_dir / name / f"noisy_{k}.flac", noisy, SAMPLE_RATE, force=True)
-            rows.append({"path": f"{name}/noisy_{k}.flac", "kind": "noisy", "noise": kind, "snr_db": snr, **common})
+    for sentences, kinds, group_seed in groups:
+        rng = np.random.default_rng(group_seed)
+        for j, (name, text, voice, speed) in enumerate(sentences):
+            clean, _ = synthesize_fixed(text, seconds, voice, speed, sample_rate=SAMPLE_RATE, margin_s=0.05)
+            clean = clean * np.float32(CLEAN_PEAK / float(np.abs(clean).max()))
+            n = len(clean)
+            write_audio(out_dir / name / "clean.flac", clean, SAMPLE_RATE, force=True)
+            common = {"label": name, "seconds": round(n / SAMPLE_RATE, 3), "text": text, "voice": voice}
+            rows.append({"path": f"{name}/clean.flac", "kind": "clean", "noise": "", "snr_db": "", **common})
+            p_speech = speech_power(clean)
+            for k in range(N_NOISY):
+                # Rotate noise kinds and SNRs so every sentence gets a different mix of conditions.
+                kind = kinds[(j + k) % len(kinds)]
+                snr = SNRS_DB[(j + 2 * k) % len(SNRS_DB)]
+                noise = make_noise(kind, n, rng) * np.float32(np.sqrt(p_speech / 10 ** (snr / 10)))
+                noisy = clean + noise
+                peak = float(np.abs(noisy).max())
+                if peak > 0.99:
+                    # Rare with CLEAN_PEAK headroom; scaling beats clipping, and SNR is unaffected.
+                    noisy *= np.float32(0.99 / peak)
+                write_audio(out_dir / name / f"noisy_{k}.flac", noisy, SAMPLE_RATE, force=True)
+                rows.append({"path": f"{name}/noisy_{k}.flac", "kind": "noisy", "noise": kind, "snr_db": snr, **common})
     meta = out_dir / "metadata.csv"
     fields = ("path", "label", "seconds", "kind", "noise", "snr_db", "text", "voice")
     with meta.open("w", newline="") as f:
@@ -124,10 +179,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "denoise_pairs")
     parser.add_argument("--seconds", type=float, default=1.5, help="length of every clip (default 1.5)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    parser.add_argument(
+        "--varying",
+        action="store_true",
+        help="also four sentences in time-varying noise (measured in bench/denoise_kinds.py; not shipped)",
+    )
     args = parser.parse_args()
-    meta = make_denoise_pairs(args.out, args.seconds, args.seed)
+    meta = make_denoise_pairs(args.out, args.seconds, args.seed, args.varying)
     size = sum(p.stat().st_size for p in args.out.rglob("*.flac"))
-    n = len(SENTENCES) * (1 + N_NOISY)
+    n = (len(SENTENCES) + len(VARYING_SENTENCES) * args.varying) * (1 + N_NOISY)
     print(f"wrote {n} clips of {args.seconds:g} s ({size / 1024:.0f} KiB) and {meta}")
 
 

@@ -397,3 +397,33 @@ def test_cli_eval_denoise_snr_list_and_plots(models, tmp_path: Path, monkeypatch
     assert out["snrs"] == [0.0, 5.0] and len(out["mixtures"]) == 2
     plots = sorted(p.name for p in (tmp_path / "plots").iterdir())
     assert plots == ["denoise_example_1.png", "denoise_example_2.png", "denoise_vs_snr.png"]  # one per mixture
+
+
+def test_denoise_results_are_tied_to_the_demonstrations_and_noise_on_disk(tmp_path: Path) -> None:
+    # Remaking the demonstration pairs (or the noise) in place must start a new results file, not
+    # resume the old pairs' mixtures as if they were the new ones'.
+    import os
+    from types import SimpleNamespace
+
+    from uniaudio_cli.evaluate.denoise_eval import run_settings
+    from uniaudio_cli.evaluate.store import default_results_path
+
+    pairs = write_pairs(tmp_path / "pairs")
+    noise = tmp_path / "noise"
+    write_label_demos(noise, {"hum": 50.0}, clips=1, seconds=1.0)
+    llm = SimpleNamespace(vocabulary=SimpleNamespace(name="tiny"))
+    codec = SimpleNamespace(source=None)
+
+    def path() -> Path:
+        s = run_settings(llm, codec, tmp_path, [tmp_path / "a.wav"], noise, 4.0, 0, "default", pairs, None, 1)
+        return default_results_path("denoise", s)
+
+    first = path()
+    assert path() == first
+    demo = next(pairs.rglob("noisy*"))
+    os.utime(demo, ns=(demo.stat().st_atime_ns, demo.stat().st_mtime_ns + 10**9))
+    second = path()
+    assert second != first
+    clip = next(noise.rglob("*.wav"))
+    os.utime(clip, ns=(clip.stat().st_atime_ns, clip.stat().st_mtime_ns + 10**9))
+    assert path() not in (first, second)

@@ -150,3 +150,31 @@ def test_shipped_prompt_audio_matches_metadata(folder: str, n_files: int, second
         info = sf.info(str(root / row["path"]))
         assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
         assert info.frames == round(seconds * 16000) and float(row["seconds"]) == seconds
+
+
+def test_time_varying_demonstration_noise_kinds() -> None:
+    # prompts/make_denoise_pairs.py --varying: each kind is unit-RMS and varies as its name says.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_denoise_pairs", PROMPTS / "make_denoise_pairs.py")
+    assert spec is not None and spec.loader is not None
+    maker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(maker)
+    n, sr = 24000, 16000
+    out = {k: maker.make_noise(k, n, np.random.default_rng(3)) for k in ("pink", *maker.VARYING_NOISES)}
+    for kind, x in out.items():
+        assert x.shape == (n,) and x.dtype == np.float32 and np.isfinite(x).all(), kind
+        assert np.sqrt(np.mean(x.astype(np.float64) ** 2)) == pytest.approx(1.0, rel=1e-3), kind
+
+    def window_db_spread(x: np.ndarray) -> float:
+        rms = np.sqrt((x[: n // 800 * 800].reshape(-1, 800) ** 2).mean(1))  # 50 ms windows
+        return float(np.ptp(20 * np.log10(rms)))
+
+    assert window_db_spread(out["swell"]) > 2 * window_db_spread(out["pink"])  # it swells
+    kurtosis = {k: float(np.mean(x**4) / np.mean(x**2) ** 2) for k, x in out.items()}
+    assert kurtosis["crackle"] > 10 > kurtosis["pink"]  # clicks: heavy-tailed, unlike steady noise
+    spec_hum = np.abs(np.fft.rfft(out["hum"]))
+    f = np.fft.rfftfreq(n, 1 / sr)
+    assert f[np.argmax(spec_hum)] < 250  # the strongest line is the buzz's fundamental
+    power = spec_hum**2  # the harmonics end at 4 kHz; above, only the faint white floor
+    assert power[f > 5000].sum() < 0.05 * power[f < 4000].sum()

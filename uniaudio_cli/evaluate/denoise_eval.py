@@ -23,7 +23,7 @@ import random
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -318,12 +318,15 @@ def run_settings(
 ) -> dict[str, Any]:
     """What a results file is tied to (not the SNRs or the number of files: records are keyed by
     file and SNR)."""
+    from uniaudio_cli.tasks.options import MaskSettings
+
     rel = sorted(relative_name(p, clean_root) for p in clean_files)
     return {
         "task": "denoise",
         "clean": str(clean_root.resolve()),
         "clean_files": settings_hash({"files": rel}),
         "noise": str(noise.resolve()),
+        "noise_files": file_fingerprint(noise),
         "llm": llm.vocabulary.name,
         "codec": str(getattr(codec, "source", "")),
         "codec_files": file_fingerprint(getattr(codec, "source", None)),
@@ -331,8 +334,12 @@ def run_settings(
         "seed": seed,
         "mode": mode,
         "demos": str(demos.resolve()),
+        # Remade demonstrations (prompts/make_denoise_pairs.py) must not reuse the old results.
+        "demos_files": file_fingerprint(demos),
         "pairs": pairs,
         "repeats": repeats,
+        # The default mode's look-up settings change every output too.
+        "mask": asdict(MaskSettings()) if mode == "default" else None,
     }
 
 
