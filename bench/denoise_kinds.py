@@ -24,21 +24,20 @@ Prints, per set and row, PESQ-WB / STOI per SNR and the paired change against th
 
 from __future__ import annotations
 
-import argparse
 import csv
-import random
 import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "prompts"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import make_denoise_pairs as pairs_maker  # noqa: E402
+from denoise_ladder import dev_setup  # noqa: E402
 
 from uniaudio_cli.api import load_models  # noqa: E402
 from uniaudio_cli.audio import load_audio  # noqa: E402
@@ -76,16 +75,10 @@ def mixtures(files: list[Path], kind: str, noises: list[np.ndarray]) -> list[tup
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    ap.add_argument("--files", type=int, default=12)
-    args = ap.parse_args()
-    torch.set_num_threads(1)
+    args, files = dev_setup(__doc__)
     llm, codec = load_models(device="cpu")
-    files = sorted((args.data / "speech_extra").rglob("*.flac"))
-    random.Random(0).shuffle(files)
     noises = recorded_noises(args.data / "esc10")
-    sets = {kind: mixtures(files[: args.files], kind, noises) for kind in ("recorded", "synthetic")}
+    sets = {kind: mixtures(files, kind, noises) for kind in ("recorded", "synthetic")}
     tmp = Path(tempfile.mkdtemp())
     demo_sets = {}
     for name, varying in (("steady", False), ("varying", True)):

@@ -97,12 +97,21 @@ def lookup(demos: list[Frames], query: Frames, parts: tuple[str, ...], k: int) -
     return np.einsum("qk,qkb->qb", w, np.concatenate([d.mask for d in demos])[idx])
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def dev_setup(doc: str | None) -> tuple[argparse.Namespace, list[Path]]:
+    """The development scripts' arguments (``--data``, ``--files``) and their utterances: the
+    first ``--files`` of ``speech_extra`` in a fixed shuffle. One thread, as their timings say."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--files", type=int, default=12)
     args = ap.parse_args()
     torch.set_num_threads(1)
+    files = sorted((args.data / "speech_extra").rglob("*.flac"))
+    random.Random(0).shuffle(files)
+    return args, files[: args.files]
+
+
+def main() -> None:
+    _, files = dev_setup(__doc__)
     llm, codec = load_models(device="cpu")
     demo_pairs = load_pair_folder(default_denoise_demos())
     den = Denoiser.from_pairs(llm, codec, demo_pairs, DenoiseOptions())
@@ -123,11 +132,9 @@ def main() -> None:
             snr = pairs_maker.SNRS_DB[(j + 2 * k) % 3]
             noisy, ref = mix_at_snr(clean, pairs_maker.make_noise(kind, len(clean), rng), snr)
             extra.append(frames(noisy, ref))
-    files = sorted((args.data / "speech_extra").rglob("*.flac"))
-    random.Random(0).shuffle(files)
     rng = np.random.default_rng(1)
     dev: list[tuple[float, Frames]] = []
-    for i, path in enumerate(files[: args.files]):
+    for i, path in enumerate(files):
         clean = load_clean(path, 4.0, SR)
         for snr in SNRS:
             kind = pairs_maker.NOISES[(i + int(snr)) % 4]
