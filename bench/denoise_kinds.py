@@ -41,7 +41,7 @@ from denoise_ladder import dev_setup  # noqa: E402
 
 from uniaudio_cli.api import load_models  # noqa: E402
 from uniaudio_cli.audio import load_audio  # noqa: E402
-from uniaudio_cli.evaluate.codec_eval import mean_interval, pesq_wb, stoi_score  # noqa: E402
+from uniaudio_cli.evaluate.codec_eval import Summary, mean_interval, pesq_wb, stoi_score  # noqa: E402
 from uniaudio_cli.evaluate.denoise_eval import load_clean, mix_at_snr, noise_segment  # noqa: E402
 from uniaudio_cli.tasks.denoise import Denoiser  # noqa: E402
 from uniaudio_cli.tasks.options import DenoiseOptions, MaskSettings, load_pair_folder  # noqa: E402
@@ -72,6 +72,13 @@ def mixtures(files: list[Path], kind: str, noises: list[np.ndarray]) -> list[tup
             noisy, ref = mix_at_snr(clean, noise, snr)
             out.append((snr, noisy, ref))
     return out
+
+
+def change(s: Summary) -> str:
+    """``mean ± half-width`` (the half-width needs two mixtures or more)."""
+    if s.mean is None:
+        return "–"
+    return f"{s.mean:+.3f}" + (f" ± {s.high - s.mean:.3f}" if s.high is not None else "")
 
 
 def main() -> None:
@@ -119,7 +126,7 @@ def main() -> None:
                 ds = mean_interval([q - sc[1] for _, q, sc in pairs])
                 cells.append(
                     f"{np.mean([p for p, _, _ in pairs]):.3f} / {np.mean([q for _, q, _ in pairs]):.3f} "
-                    f"({dp.mean:+.3f} ± {dp.high - dp.mean:.3f} / {ds.mean:+.3f} ± {ds.high - ds.mean:.3f})"
+                    f"({change(dp)} / {change(ds)})"
                 )
             print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
 
