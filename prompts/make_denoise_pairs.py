@@ -58,6 +58,11 @@ N_NOISY = 5
 CLEAN_PEAK = 0.5  # leaves headroom so that even 0 dB mixtures do not clip
 
 
+def unit_rms(x: np.ndarray) -> np.ndarray:
+    """``x`` scaled to unit RMS, as float32 (every noise kind is made at unit RMS)."""
+    return (x / np.sqrt(np.mean(x**2))).astype(np.float32)
+
+
 def colored_noise(n: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
     """Unit-RMS noise whose power falls as 1/f**exponent (0 white, 1 pink, 2 brown)."""
     spec = np.fft.rfft(rng.standard_normal(n))
@@ -65,8 +70,7 @@ def colored_noise(n: int, exponent: float, rng: np.random.Generator) -> np.ndarr
     # Flatten below 20 Hz so pink/brown noise does not turn into a slow DC drift.
     spec *= np.maximum(freqs, 20.0) ** (-exponent / 2.0)
     spec[0] = 0.0
-    noise = np.fft.irfft(spec, n)
-    return (noise / np.sqrt(np.mean(noise**2))).astype(np.float32)
+    return unit_rms(np.fft.irfft(spec, n))
 
 
 def babble_noise(n: int, rng: np.random.Generator, talkers: int = 4) -> np.ndarray:
@@ -79,11 +83,7 @@ def babble_noise(n: int, rng: np.random.Generator, talkers: int = 4) -> np.ndarr
         start = int(rng.integers(0, len(speech) - n))
         seg = speech[start : start + n]
         out += seg / np.sqrt(np.mean(seg**2) + 1e-12)
-    return (out / np.sqrt(np.mean(out**2))).astype(np.float32)
-
-
-def unit_rms(x: np.ndarray) -> np.ndarray:
-    return (x / np.sqrt(np.mean(x**2) + 1e-20)).astype(np.float32)
+    return unit_rms(out)
 
 
 def swell_noise(n: int, rng: np.random.Generator) -> np.ndarray:
