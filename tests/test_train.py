@@ -252,7 +252,11 @@ def test_training_lowers_loss_and_checkpoints(
         train_codec([data_dir], out, tiny_train_cfg(), tiny_codec_cfg, progress=False, vocab=toy_vocab)
 
 
-def test_resume_is_exact(tmp_path: Path, data_dir: Path, tiny_codec_cfg: CodecConfig, toy_vocab: Vocabulary) -> None:
+@pytest.mark.parametrize("map_hidden", [0, 8])
+def test_resume_is_exact(
+    tmp_path: Path, data_dir: Path, tiny_codec_cfg: CodecConfig, toy_vocab: Vocabulary, map_hidden: int
+) -> None:
+    tiny_codec_cfg = dataclasses.replace(tiny_codec_cfg, codebook_map_hidden=map_hidden)
     kw = dict(steps=6, gan=True, gan_start_step=2, checkpoint_every=3, disc_channels=4)
     straight = tmp_path / "straight"
     train_codec([data_dir], straight, tiny_train_cfg(**kw), tiny_codec_cfg, progress=False, vocab=toy_vocab)
@@ -262,6 +266,7 @@ def test_resume_is_exact(tmp_path: Path, data_dir: Path, tiny_codec_cfg: CodecCo
     train_codec([data_dir], split, first, tiny_codec_cfg, progress=False, vocab=toy_vocab)
     saved_state, saved = read_train_state(split)
     assert "search.1.weight" in saved  # the quantizer's frozen search projection resumes too
+    assert ("search.1.mlp.0.weight" in saved) == bool(map_hidden)  # and so does the map's MLP
     trainer = build_trainer([data_dir], split, tiny_train_cfg(**kw), None, True, None, False, toy_vocab)
     assert trainer.step == 3 == saved_state["step"]
     restored = trainer.opt_g.state_dict()["state"]

@@ -762,6 +762,15 @@ def train_codec_cmd(
             help="cosine or euclidean: how layers 2+ pick their codes (default: --init-from's, else cosine).",
         ),
     ] = None,
+    codebook_map_hidden: Annotated[
+        int | None,
+        typer.Option(
+            "--codebook-map-hidden",
+            min=0,
+            help="Width of a residual MLP beside the linear codebook map of layers 2+ (0: linear; "
+            "default: --init-from's, else 0). It starts at zero, so a warm start keeps every code.",
+        ),
+    ] = None,
     lr_schedule: Annotated[str | None, typer.Option("--lr-schedule", help="exponential, cosine or constant.")] = None,
     w_mel: Annotated[float | None, typer.Option("--w-mel", help="Weight of the multi-resolution log-mel loss.")] = None,
     w_stft: Annotated[
@@ -895,6 +904,8 @@ def train_codec_cmd(
         from uniaudio_cli.codec.config import RESIDUAL_SEARCHES
 
         codec_cfg.residual_search = _choice("--residual-search", residual_search, RESIDUAL_SEARCHES)  # type: ignore[assignment]
+    if codebook_map_hidden is not None:
+        codec_cfg.codebook_map_hidden = codebook_map_hidden
     path = train_codec(folders, out, cfg, codec_cfg, resume=resume, llm=llm, progress=not quiet)
     typer.echo(str(path))
 

@@ -78,6 +78,11 @@ class CodecConfig:
     distance, which leaves a smaller quantization error for the decoder (see
     :meth:`~uniaudio_cli.codec.quantizer.LLMVectorQuantizer.nearest_euclidean`). Decoding and
     the token vocabulary are the same under both.
+
+    ``codebook_map_hidden``: the frozen LLM rows reach the latent space through a learned linear
+    map (the paper's, and the only one at 0); above 0, the layers after the first add a residual
+    MLP of this width (``quantizers.{i}.cb_mlp``) to it, so that the 49k projected rows need not
+    lie in the few directions a linear image of the embedding table fills.
     """
 
     backbone: Backbone = "small"
@@ -106,6 +111,7 @@ class CodecConfig:
     small_harmonic: bool = False
     small_contrast: float = 1.0
     residual_search: ResidualSearch = "cosine"
+    codebook_map_hidden: int = 0
     vocab: VocabSpec | None = None
 
     @property
@@ -169,6 +175,12 @@ class CodecConfig:
             raise CheckpointError(
                 f"{source}: small_contrast {contrast!r} is not a number between {lo} and {hi}",
                 "fix config.json (1.0 turns the post-filter off), or re-export the checkpoint",
+            )
+        hidden = data.get("codebook_map_hidden", 0)
+        if not isinstance(hidden, int) or isinstance(hidden, bool) or hidden < 0:
+            raise CheckpointError(
+                f"{source}: codebook_map_hidden {hidden!r} is not a width (an integer >= 0)",
+                "fix config.json (0 is the linear map), or re-export the checkpoint",
             )
         cfg = cls(**data)
         if vocab is not None:

@@ -50,6 +50,7 @@ class LLMCodec(nn.Module):
             cfg.codebook_dims,
             reference_ties=cfg.backbone == "published",
             residual_search=cfg.residual_search,
+            map_hidden=cfg.codebook_map_hidden,
         )
 
     @property

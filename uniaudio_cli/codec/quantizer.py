@@ -206,16 +206,34 @@ class LLMVectorQuantizer(nn.Module):
         codebook_size: rows K of the frozen table.
         codebook_dim: columns E of the frozen table.
         stride: temporal pooling factor of this layer.
+        reference_ties: break near-ties as the reference release does (see :meth:`nearest`).
+        map_hidden: width of a residual MLP added to the linear map ``cb_proj`` (0: none).
     """
 
     def __init__(
-        self, input_dim: int, codebook_size: int, codebook_dim: int, stride: int = 1, reference_ties: bool = False
+        self,
+        input_dim: int,
+        codebook_size: int,
+        codebook_dim: int,
+        stride: int = 1,
+        reference_ties: bool = False,
+        map_hidden: int = 0,
     ) -> None:
         super().__init__()
         self.stride = stride
         self.reference_ties = reference_ties
         self.codebook = FrozenCodebook(codebook_size, codebook_dim)
         self.cb_proj = nn.Linear(codebook_dim, input_dim)
+        # A linear map of the LLM's embeddings leaves the projected table nearly low-rank (15 of
+        # 256 directions hold 99.9 % of its energy); a residual MLP beside it can place the rows
+        # where the residuals are. Its last layer starts at zero: adding it changes no code.
+        self.cb_mlp: nn.Sequential | None = None
+        if map_hidden:
+            self.cb_mlp = nn.Sequential(
+                nn.Linear(codebook_dim, map_hidden), nn.GELU(), nn.Linear(map_hidden, input_dim)
+            )
+            nn.init.zeros_(self.cb_mlp[2].weight)
+            nn.init.zeros_(self.cb_mlp[2].bias)
         # Codes that must never be chosen (e.g. special tokens of the LLM); not part of the weights.
         self.register_buffer("banned", torch.zeros(codebook_size, dtype=torch.bool), persistent=False)
         self._cache: torch.Tensor | None = None
@@ -223,7 +241,7 @@ class LLMVectorQuantizer(nn.Module):
         self._cache_normed: tuple[torch.Tensor, torch.Tensor] | None = None
         self._cache_low_rank: LowRankSearch | None = None
         self._cache_euclidean: tuple[torch.Tensor, LowRankSearch | None] | None = None
-        self.search_snapshot: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.search_snapshot: dict[str, torch.Tensor] | None = None
         self._search: tuple[torch.Tensor, torch.Tensor | None, LowRankSearch | None] | None = None
         self._search_key: tuple | None = None
         self._search_gen = 0  # bumped by every (un)freeze, so a new snapshot never reuses an old table
@@ -231,6 +249,27 @@ class LLMVectorQuantizer(nn.Module):
     @property
     def codebook_size(self) -> int:
         return self.codebook.weight.shape[0]
+
+    def projection_params(self) -> dict[str, torch.Tensor]:
+        """The map's parameters by name (``weight``, ``bias``, and ``mlp.*`` with a residual MLP):
+        what :meth:`freeze_search` snapshots."""
+        params = {"weight": self.cb_proj.weight, "bias": self.cb_proj.bias}
+        if self.cb_mlp is not None:
+            params.update({f"mlp.{k}": v for k, v in self.cb_mlp.named_parameters()})
+        return params
+
+    def project(self, rows: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Codebook rows ``(N, E)`` -> latent vectors ``(N, D)``: the linear ``cb_proj``, plus the
+        residual MLP where there is one; with ``params`` (a :meth:`projection_params` snapshot)
+        instead of the current weights."""
+        if params is None:
+            out = self.cb_proj(rows)
+            return out + self.cb_mlp(rows) if self.cb_mlp is not None else out
+        out = F.linear(rows, params["weight"], params["bias"])
+        if self.cb_mlp is not None:
+            hidden = F.gelu(F.linear(rows, params["mlp.0.weight"], params["mlp.0.bias"]))
+            out = out + F.linear(hidden, params["mlp.2.weight"], params["mlp.2.bias"])
+        return out
 
     def projected_codebook(self) -> torch.Tensor:
         """``(K, D)`` codebook rows mapped into the latent space.
@@ -240,11 +279,18 @@ class LLMVectorQuantizer(nn.Module):
         update (optimizer step, ``load_state_dict``, ``set_codebooks``) bumps.
         """
         if torch.is_grad_enabled():
-            return self.cb_proj(self.codebook.weight)
-        w, b, cb = self.cb_proj.weight, self.cb_proj.bias, self.codebook.weight
-        key = (w._version, b._version, cb._version, w.data_ptr(), cb.data_ptr(), w.dtype, w.device)
+            return self.project(self.codebook.weight)
+        w, cb = self.cb_proj.weight, self.codebook.weight
+        params = self.projection_params()
+        key = (
+            tuple((t._version, t.data_ptr()) for t in params.values()),
+            cb._version,
+            cb.data_ptr(),
+            w.dtype,
+            w.device,
+        )
         if self._cache_key != key:
-            self._cache = self.cb_proj(cb)
+            self._cache = self.project(cb)
             normed = F.normalize(self._cache, dim=-1)
             self._cache_normed = (normed, normed.pow(2).sum(1))
             self._cache_low_rank = None
@@ -307,16 +353,27 @@ class LLMVectorQuantizer(nn.Module):
         best = fast.argmax(x) if fast is not None else best_rows(x, table, self.banned.nonzero().squeeze(1))
         return best.view(z.shape[0], z.shape[2])
 
-    def freeze_search(self, snapshot: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
-        """Make :meth:`search` rank with the projection as it is now (or as ``snapshot``, a
-        ``(weight, bias)`` pair of ``cb_proj``), until the next call; ``unfreeze_search`` undoes it.
+    def freeze_search(
+        self, snapshot: dict[str, torch.Tensor] | tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> None:
+        """Make :meth:`search` rank with the projection as it is now (or as ``snapshot``: a
+        :meth:`projection_params` dict, or for a linear map its ``(weight, bias)`` pair), until
+        the next call; ``unfreeze_search`` undoes it.
 
         Training refreshes it every few optimiser steps: a step moves the projection very little,
         while projecting (and under autocast casting) a 49k-row table every step took a third of
-        a CPU step. The snapshot is small (``(D, E)``), so a resumed run rebuilds the same table.
+        a CPU step. The snapshot is small (the map's weights), so a resumed run rebuilds the same
+        table.
         """
-        w, b = snapshot if snapshot is not None else (self.cb_proj.weight, self.cb_proj.bias)
-        self.search_snapshot = (w.detach().clone(), b.detach().clone())
+        if snapshot is None:
+            params = self.projection_params()
+        elif isinstance(snapshot, tuple):
+            params = {"weight": snapshot[0], "bias": snapshot[1]}
+        else:
+            params = dict(snapshot)
+        if set(params) != set(self.projection_params()):
+            raise ValueError(f"search snapshot has {sorted(params)}, the map {sorted(self.projection_params())}")
+        self.search_snapshot = {k: v.detach().clone() for k, v in params.items()}
         self._search_gen += 1
 
     def unfreeze_search(self) -> None:
@@ -333,14 +390,14 @@ class LLMVectorQuantizer(nn.Module):
         :meth:`freeze_search` if it was; through :class:`LowRankSearch` where it pays. The chosen
         rows are projected afresh (with gradients) by the caller.
         """
-        frozen = self.search_snapshot
-        w, b = frozen if frozen is not None else (self.cb_proj.weight, self.cb_proj.bias)
+        params = self.search_snapshot if self.search_snapshot is not None else self.projection_params()
         cb = self.codebook.weight
         dtype = torch.get_autocast_dtype(z.device.type) if torch.is_autocast_enabled(z.device.type) else None
-        key = (self._search_gen, w._version, b._version, cb._version, cb.data_ptr(), w.device, dtype, euclidean)
+        versions = tuple(t._version for t in params.values())
+        key = (self._search_gen, versions, cb._version, cb.data_ptr(), cb.device, dtype, euclidean)
         if self._search is None or self._search_key != key:
             with torch.no_grad():
-                rows = F.linear(cb, w, b)
+                rows = self.project(cb, params)
                 table = euclidean_table(rows) if euclidean else F.normalize(rows, dim=-1)
                 fast = LowRankSearch.where_it_pays(table, self.banned)
                 ids = None
@@ -390,6 +447,8 @@ class MultiScaleRVQ(nn.Module):
     ``residual_search``: ``"euclidean"`` makes :meth:`encode` and training's :meth:`forward` pick
     the codes of every layer after the first by the Euclidean distance
     (:meth:`LLMVectorQuantizer.nearest_euclidean`; see ``CodecConfig``).
+    ``map_hidden``: width of a residual MLP beside the linear codebook map of every layer after
+    the first (0: linear only, the paper's; see ``CodecConfig.codebook_map_hidden``).
     """
 
     def __init__(
@@ -400,6 +459,7 @@ class MultiScaleRVQ(nn.Module):
         dims: list[int],
         reference_ties: bool = False,
         residual_search: str = "cosine",
+        map_hidden: int = 0,
     ) -> None:
         super().__init__()
         if residual_search not in RESIDUAL_SEARCHES:
@@ -407,8 +467,11 @@ class MultiScaleRVQ(nn.Module):
         self.residual_search = residual_search
         if not len(strides) == len(sizes) == len(dims):
             raise ValueError("vq_strides, codebook_sizes and codebook_dims must have one entry per layer")
+        # The semantic layer keeps its linear map: the semantic loss pulls text embeddings through
+        # it, and its rows stay a linear image of the LLM's words.
         self.quantizers = nn.ModuleList(
-            LLMVectorQuantizer(input_dim, k, e, s, reference_ties) for s, k, e in zip(strides, sizes, dims, strict=True)
+            LLMVectorQuantizer(input_dim, k, e, s, reference_ties, map_hidden if i > 0 else 0)
+            for i, (s, k, e) in enumerate(zip(strides, sizes, dims, strict=True))
         )
 
     @property
@@ -427,7 +490,7 @@ class MultiScaleRVQ(nn.Module):
             # table (up to 49k x 576) with autograd would dominate a CPU training step.
             with torch.no_grad():
                 idx = q.search(z_e, euclidean=i > 0 and self.residual_search == "euclidean")
-            z_c = q.cb_proj(q.codebook(idx)).transpose(1, 2)
+            z_c = q.project(q.codebook(idx)).transpose(1, 2)
             # Codebook rows are frozen but the projection learns, so both sides get a gradient.
             commitment = commitment + F.mse_loss(z_e, z_c.detach()) + F.mse_loss(z_c, z_e.detach())
             z_c = z_e + (z_c - z_e).detach()

@@ -515,8 +515,8 @@ class Trainer:
             tensors.update(t)
         for i, q in enumerate(self.model.quantizer.quantizers):
             if q.search_snapshot is not None:
-                tensors[f"search.{i}.weight"] = q.search_snapshot[0].detach().cpu().contiguous()
-                tensors[f"search.{i}.bias"] = q.search_snapshot[1].detach().cpu().contiguous()
+                for name, t in q.search_snapshot.items():
+                    tensors[f"search.{i}.{name}"] = t.detach().cpu().contiguous()
         tensors["rng.torch"] = torch.get_rng_state()
         if self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
@@ -550,9 +550,10 @@ class Trainer:
             self.disc.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("disc.")})
             _unflatten_optimizer(self.opt_d, "opt_d", tensors, state["optimizers"]["opt_d"])
         for i, q in enumerate(self.model.quantizer.quantizers):
-            if f"search.{i}.weight" in tensors:
-                snap = (tensors[f"search.{i}.weight"], tensors[f"search.{i}.bias"])
-                q.freeze_search(tuple(t.to(self.device) for t in snap))  # type: ignore[arg-type]
+            prefix = f"search.{i}."
+            snap = {k[len(prefix) :]: v.to(self.device) for k, v in tensors.items() if k.startswith(prefix)}
+            if snap:
+                q.freeze_search(snap)
         torch.set_rng_state(tensors["rng.torch"])
         if "rng.cuda" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
