@@ -1,4 +1,6 @@
 """Where a codec loses fidelity: its decoder fed the codes, fed the encoder's unquantized latent,
+fed the codes with their quantization error shrunk (everywhere, or in one loudness third of the
+frames: what a better quantizer could buy, and where),
 its code output through training-free post-filters that deepen the valleys between harmonics,
 its code output with one part of the input's STFT magnitude put in (oracles: which part of
 the spectrum costs the most), its code output with the phase of a harmonic oscillator at the
@@ -128,6 +130,14 @@ def pitch_errors(ref: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, float]:
     return 1200 * np.abs(np.log2(f0o[both] / f0r[both])), float((vr & ~vo).sum() / max(vr.sum(), 1))
 
 
+def frame_levels(wav: np.ndarray, frames: int, hop: int) -> np.ndarray:
+    """Level in dB of each of ``frames`` latent frames of ``hop`` samples (zero-padded)."""
+    x = np.zeros(frames * hop)
+    n = min(len(wav), len(x))
+    x[:n] = wav[:n]
+    return 10 * np.log10(np.mean(x.reshape(frames, hop) ** 2, axis=1) + 1e-10)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dir", type=Path, nargs="?", default=ROOT / ".data" / "heldout" / "speech" / "librispeech")
@@ -156,6 +166,22 @@ def main() -> None:
             from_codes = model.decoder(model.quantizer(z).z_q).squeeze().numpy()
             score("decoder(codes), as shipped", wav, from_codes)
             score("decoder(unquantized latent)", wav, model.decoder(z).squeeze().numpy())
+            # What a better quantizer could buy: the codes' error shrunk everywhere, or halved in
+            # one loudness third of the frames only.
+            err = z - model.quantizer(z).z_q
+            for keep in (0.75, 0.5):
+                out = model.decoder(z - keep * err).squeeze().numpy()
+                score(f"oracle: the quantization error shrunk to {keep:.0%}", wav, out)
+            level = frame_levels(wav, err.shape[-1], codec.model.cfg.hop_length)
+            cuts = np.percentile(level, [33.3, 66.7])
+            for name, sel in (
+                ("quietest", level <= cuts[0]),
+                ("middle", (level > cuts[0]) & (level <= cuts[1])),
+                ("loudest", level > cuts[1]),
+            ):
+                scale = torch.from_numpy(np.where(sel, 0.5, 1.0)).float()
+                out = model.decoder(z - err * scale).squeeze().numpy()
+                score(f"oracle: the quantization error halved in the {name} third of frames", wav, out)
             for beta in (1.3, 1.6):
                 score(f"codes, harmonic valleys x{beta} (9-bin envelope)", wav, sharpen(from_codes, beta, 9))
             for beta in (1.1, 1.2):
