@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
 
 class UniaudioError(Exception):
     """Base class: ``message`` says what went wrong (naming the file), ``fix`` what to do."""
@@ -61,3 +66,16 @@ class OutputExistsError(UniaudioError):
 
 class PromptTooLongError(UniaudioError):
     """A prompt does not fit the LLM's context window."""
+
+
+def run_tool(run: Callable[[Any], None], args: Any) -> None:
+    """Run a ``python -m`` tool's ``run(args)`` with INFO logging: a :class:`UniaudioError`
+    becomes one ``error:`` line on stderr and its exit code, unless ``args.debug``."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        run(args)
+    except UniaudioError as e:
+        if getattr(args, "debug", False):
+            raise
+        print(f"error: {e.one_line()}", file=sys.stderr)
+        raise SystemExit(e.exit_code) from None

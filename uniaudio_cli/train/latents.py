@@ -30,7 +30,6 @@ import dataclasses
 import json
 import logging
 import lzma
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,7 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from uniaudio_cli.errors import CheckpointError, UniaudioError, UsageError
+from uniaudio_cli.errors import CheckpointError, UsageError, run_tool
 
 if TYPE_CHECKING:
     from uniaudio_cli.codec.model import LLMCodec
@@ -411,15 +410,7 @@ def main() -> None:
     m.add_argument("--float16", action="store_true")
     m.add_argument("--force", action="store_true", help="overwrite an existing output")
     ap.add_argument("--debug", action="store_true", help="tracebacks instead of one-line errors")
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        _run(args)
-    except UniaudioError as e:
-        if args.debug:
-            raise
-        print(f"error: {e.one_line()}", file=sys.stderr)
-        raise SystemExit(e.exit_code) from None
+    run_tool(_run, ap.parse_args())
 
 
 def _run(args: argparse.Namespace) -> None:

@@ -20,7 +20,6 @@ import argparse
 import dataclasses
 import logging
 import math
-import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from uniaudio_cli.errors import UniaudioError, UsageError
+from uniaudio_cli.errors import UsageError, run_tool
 
 if TYPE_CHECKING:
     from uniaudio_cli.codec.model import LLMCodec
@@ -183,15 +182,7 @@ def main() -> None:
     ap.add_argument("--validation", type=int, default=64, help="clips kept out of the fit to measure it on")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--debug", action="store_true", help="tracebacks instead of one-line errors")
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        _run(args)
-    except UniaudioError as e:
-        if args.debug:
-            raise
-        print(f"error: {e.one_line()}", file=sys.stderr)
-        raise SystemExit(e.exit_code) from None
+    run_tool(_run, ap.parse_args())
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -205,12 +196,12 @@ def _run(args: argparse.Namespace) -> None:
         raise OutputExistsError(f"{args.out}: exists", "choose a new --out folder")
     if args.hidden < 0 or args.steps < 1:
         raise UsageError("--hidden must be >= 0 and --steps >= 1", "fix the arguments")
-    torch.set_num_threads(args.threads)
-    codec = load_codec(args.codec, device="cpu")
-    model = with_map_hidden(codec.model.float(), args.hidden)
     clips = [c for c in discover_clips(args.data) if not default_exclude(c)]
     if len(clips) <= args.validation:
         raise UsageError(f"{len(clips)} training clips in {args.data}", "pass the training data folders")
+    torch.set_num_threads(args.threads)
+    codec = load_codec(args.codec, device="cpu")
+    model = with_map_hidden(codec.model.float(), args.hidden)
     # A fixed stride through the clips for validation: every source is represented.
     step = len(clips) // args.validation
     held = set(range(0, step * args.validation, step))
