@@ -12,7 +12,7 @@ from uniaudio_cli.bridge import codebook_tables
 from uniaudio_cli.codec.checkpoint import build_codec, load_codec_weights, save_codec
 from uniaudio_cli.codec.config import CodecConfig
 from uniaudio_cli.codec.model import LLMCodec
-from uniaudio_cli.errors import CheckpointError
+from uniaudio_cli.errors import CheckpointError, UsageError
 from uniaudio_cli.llm import Vocabulary
 from uniaudio_cli.train.refit_maps import (
     fit_codebook_maps,
@@ -95,3 +95,26 @@ def test_fitting_the_maps_lowers_the_error_and_leaves_the_rest_alone(tiny_codec:
         if k in frozen:
             assert torch.equal(v, frozen[k]), k  # encoder, decoder and the semantic layer untouched
     assert all(q.search_snapshot is None for q in model.quantizer.quantizers)
+
+
+def test_the_fit_tool_refuses_a_missing_data_folder_before_loading_a_codec(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import uniaudio_cli.codec.api as api
+    from uniaudio_cli.train import refit_maps
+
+    def no_load(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the codec was loaded before the arguments were checked")
+
+    monkeypatch.setattr(api, "load_codec", no_load)
+    missing = tmp_path / "nothing"
+    argv = ["refit_maps", "--data", str(missing), "--out", str(tmp_path / "out")]
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(SystemExit) as exit_info:
+        refit_maps.main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {missing}: not a folder")
+    monkeypatch.setattr("sys.argv", [*argv, "--debug"])
+    with pytest.raises(UsageError):
+        refit_maps.main()
