@@ -81,8 +81,8 @@ class CodecConfig:
 
     ``codebook_map_hidden``: the frozen LLM rows reach the latent space through a learned linear
     map (the paper's, and the only one at 0); above 0, the layers after the first add a residual
-    MLP of this width (``quantizers.{i}.cb_mlp``) to it, so that the 49k projected rows need not
-    lie in the few directions a linear image of the embedding table fills.
+    MLP of this width (``quantizers.{i}.cb_mlp``) to it, so that where the 49k projected rows
+    fall is learned too, not fixed by a linear image of the embedding table.
     """
 
     backbone: Backbone = "small"
