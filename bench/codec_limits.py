@@ -163,12 +163,13 @@ def main() -> None:
         for f in files:
             wav = load_audio(f, sr)
             z = model.encoder(model.preprocess(torch.from_numpy(wav)[None, None]))
-            from_codes = model.decoder(model.quantizer(z).z_q).squeeze().numpy()
+            z_q = model.quantizer(z).z_q
+            from_codes = model.decoder(z_q).squeeze().numpy()
             score("decoder(codes), as shipped", wav, from_codes)
             score("decoder(unquantized latent)", wav, model.decoder(z).squeeze().numpy())
             # What a better quantizer could buy: the codes' error shrunk everywhere, or halved in
             # one loudness third of the frames only.
-            err = z - model.quantizer(z).z_q
+            err = z - z_q
             for keep in (0.75, 0.5):
                 out = model.decoder(z - keep * err).squeeze().numpy()
                 score(f"oracle: the quantization error shrunk to {keep:.0%}", wav, out)

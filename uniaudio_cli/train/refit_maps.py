@@ -38,8 +38,8 @@ log = logging.getLogger(__name__)
 
 def with_map_hidden(model: LLMCodec, hidden: int) -> LLMCodec:
     """A copy of ``model`` whose acoustic layers have a residual MLP of width ``hidden``
-    (zero-initialised, so its codes are ``model``'s), its frozen tables shared; ``model`` itself
-    when it already has that width."""
+    (zero-initialised, so its codes are ``model``'s), its weights and frozen tables copied;
+    ``model`` itself when it already has that width."""
     from uniaudio_cli.codec.model import LLMCodec
 
     if model.cfg.codebook_map_hidden == hidden:
@@ -60,10 +60,10 @@ def layer1_residuals(model: LLMCodec, clips: Iterable[torch.Tensor]) -> torch.Te
     after the first; a clip's last partial window dropped) -> ``(N, w, D)`` float32."""
     q = model.quantizer
     w = window_frames(model)
+    first = q.quantizers[0]
     parts = []
     for wav in clips:
         z = model.encoder(model.preprocess(wav.float()[None, None]))
-        first = q.quantizers[0]
         idx = first.nearest(first.pool(z))
         r = z - first.embed(idx)
         frames = r[0].t()
@@ -85,30 +85,35 @@ def window_frames(model: LLMCodec) -> int:
     return w
 
 
-def _search(layer: torch.nn.Module, x: torch.Tensor, euclidean: bool) -> torch.Tensor:
-    """``(N, D)`` -> ``(N,)`` codes, as encoding picks them (through the search's frozen table)."""
-    return layer.search(x.t()[None], euclidean=euclidean)[0]
-
-
-def quantization_error(model: LLMCodec, residuals: torch.Tensor) -> float:
-    """Mean squared error per latent value after the acoustic layers quantize ``residuals``
-    ``(N, w, D)`` greedily, as :meth:`MultiScaleRVQ.encode` does."""
+def quantize_windows(model: LLMCodec, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quantize windows ``r`` ``(N, w, D)`` with the acoustic layers, greedily as
+    :meth:`MultiScaleRVQ.encode` does: each layer pools the residual by its stride, takes its
+    nearest rows (through the search's table, frozen or not) and subtracts them, repeated to
+    frame rate. Returns the final residual ``(N, w, D)`` and the fitting loss: each layer's
+    squared distance between its re-projected rows and what they quantize, weighted by its
+    stride's share of the frames (its gradient reaches the maps, never the frozen rows)."""
     q = model.quantizer
     euclidean = q.residual_search == "euclidean"
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for layer in q.quantizers[1:]:
-            layer.unfreeze_search()
-        for chunk in residuals.split(4096):
-            r = chunk.float()
-            for layer in q.quantizers[1:]:
-                n, w, d = r.shape
-                pooled = r.reshape(n, w // layer.stride, layer.stride, d).mean(2)
-                rows = layer.projected_codebook()[_search(layer, pooled.reshape(-1, d), euclidean)]
-                r = r - rows.reshape(n, w // layer.stride, 1, d).expand(-1, -1, layer.stride, -1).reshape(n, w, d)
-            total += float(r.pow(2).sum())
-            count += r.numel()
-    return total / max(count, 1)
+    n, w, d = r.shape
+    loss = r.new_zeros(())
+    for layer in q.quantizers[1:]:
+        pooled = r.reshape(n, w // layer.stride, layer.stride, d).mean(2).reshape(-1, d)
+        with torch.no_grad():
+            idx = layer.search(pooled.t()[None], euclidean=euclidean)[0]
+        rows = layer.project(layer.codebook(idx))
+        loss = loss + F.mse_loss(rows, pooled) / layer.stride
+        r = r - rows.detach().reshape(n, w // layer.stride, d).repeat_interleave(layer.stride, dim=1)
+    return r, loss
+
+
+@torch.no_grad()
+def quantization_error(model: LLMCodec, residuals: torch.Tensor) -> float:
+    """Mean squared error per latent value after the acoustic layers quantize ``residuals``
+    ``(N, w, D)`` (:func:`quantize_windows`, with the current maps)."""
+    for layer in model.quantizer.quantizers[1:]:
+        layer.unfreeze_search()
+    total = sum(float(quantize_windows(model, chunk.float())[0].pow(2).sum()) for chunk in residuals.split(4096))
+    return total / max(residuals.numel(), 1)
 
 
 def fit_codebook_maps(
@@ -124,15 +129,11 @@ def fit_codebook_maps(
     """Fit the maps of ``model``'s acoustic layers (linear at ``lr / 10``, residual MLP at
     ``lr``) to ``residuals`` ``(N, w, D)`` (:func:`layer1_residuals`), in place.
 
-    Each step draws ``batch`` windows; each layer picks its rows by the current search rule
-    through a table refreshed every ``refresh`` steps, and the squared distance between the
-    re-projected rows and the pooled residual they quantize is the loss (its gradient reaches
-    the map, never the frozen rows). Returns the loss of every step: the per-value squared
-    error left after the last layer.
+    Each step draws ``batch`` windows and quantizes them (:func:`quantize_windows`) through
+    search tables refreshed every ``refresh`` steps, and follows that loss. Returns, for every
+    step, the per-value squared error left after the last layer.
     """
-    q = model.quantizer
-    layers = list(q.quantizers[1:])
-    euclidean = q.residual_search == "euclidean"
+    layers = list(model.quantizer.quantizers[1:])
     mlp = [p for layer in layers if layer.cb_mlp is not None for p in layer.cb_mlp.parameters()]
     linear = [p for layer in layers for p in layer.cb_proj.parameters()]
     groups = [{"params": linear, "lr": lr * 0.1}] + ([{"params": mlp, "lr": lr}] if mlp else [])
@@ -145,17 +146,8 @@ def fit_codebook_maps(
             if step % refresh == 0:
                 for layer in layers:
                     layer.freeze_search()
-            r = residuals[torch.randint(len(residuals), (batch,), generator=gen)].float()
-            n, w, d = r.shape
-            loss = r.new_zeros(())
-            for layer in layers:
-                pooled = r.reshape(n, w // layer.stride, layer.stride, d).mean(2).reshape(-1, d)
-                with torch.no_grad():
-                    idx = _search(layer, pooled, euclidean)
-                rows = layer.project(layer.codebook(idx))
-                loss = loss + F.mse_loss(rows, pooled) * (1.0 / layer.stride)
-                up = rows.detach().reshape(n, w // layer.stride, 1, d).expand(-1, -1, layer.stride, -1)
-                r = r - up.reshape(n, w, d)
+            windows = residuals[torch.randint(len(residuals), (batch,), generator=gen)].float()
+            r, loss = quantize_windows(model, windows)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
