@@ -788,6 +788,10 @@ def train_codec_cmd(
             help="Weight of an extra log-magnitude loss below --low-band-hz, where pitch harmonics lie (0: off).",
         ),
     ] = None,
+    w_stoi: Annotated[
+        float | None,
+        typer.Option("--w-stoi", min=0.0, help="Weight of one minus a differentiable STOI (0: off)."),
+    ] = None,
     low_band_hz: Annotated[
         float | None, typer.Option("--low-band-hz", min=50.0, help="Upper edge of --w-low-band's band.")
     ] = None,
@@ -872,6 +876,7 @@ def train_codec_cmd(
         "w_phase": w_phase,
         "w_pitch": w_pitch,
         "w_low_band": w_low_band,
+        "w_stoi": w_stoi,
         "low_band_hz": low_band_hz,
         "noise_floor": noise_floor,
         "noise_snr_db": check_noise_floor(noise_floor or 0.0, noise_snr) if noise_snr is not None else None,

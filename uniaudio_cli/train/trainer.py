@@ -44,6 +44,7 @@ from uniaudio_cli.train.latents import LatentDataset, check_pack_matches
 from uniaudio_cli.train.losses import (
     ConsistencyHead,
     FrameLogMel,
+    IntelligibilityLoss,
     PhaseLoss,
     SpectralLoss,
     consistency_loss,
@@ -101,7 +102,9 @@ class TrainConfig:
     resolutions), the quantizer commitment loss, the layer-1 semantic loss, the layer-1+2
     consistency loss, ``w_low_band`` times the log-magnitude L1 below ``low_band_hz`` (0 leaves it
     out; see :class:`~uniaudio_cli.train.losses.SpectralLoss`), the anti-wrapped phase loss
-    (:class:`~uniaudio_cli.train.losses.PhaseLoss`; 0 leaves it out), and, from
+    (:class:`~uniaudio_cli.train.losses.PhaseLoss`; 0 leaves it out), ``w_stoi`` times one minus a
+    differentiable STOI (:class:`~uniaudio_cli.train.losses.IntelligibilityLoss`; 0 leaves it
+    out), and, from
     ``gan_start_step`` on, the hinge adversarial and feature-matching losses. The discriminators
     are spectrogram ones (``disc_channels`` wide), and with ``disc_periods`` also HiFi-GAN's
     waveform period discriminators, which judge periodicity.
@@ -154,6 +157,7 @@ class TrainConfig:
     w_consistency: float = 1.0
     w_phase: float = 0.0
     w_low_band: float = 0.0
+    w_stoi: float = 0.0
     low_band_hz: float = 1000.0
     w_pitch: float = 1.0
     harmonic_lr_scale: float = 10.0
@@ -445,6 +449,7 @@ class Trainer:
         self.frame_mel = FrameLogMel(sr, codec_cfg.hop_length, n_fft, 80).to(self.device)
         self.spectral = SpectralLoss(sr, low_band_hz=cfg.low_band_hz if cfg.w_low_band > 0 else None).to(self.device)
         self.phase = PhaseLoss().to(self.device) if cfg.w_phase > 0 else None
+        self.stoi = IntelligibilityLoss(sr).to(self.device) if cfg.w_stoi > 0 else None
         self.pitch_hop = codec_cfg.small_stft_hop
         self.disc = (
             (
@@ -658,6 +663,7 @@ class Trainer:
         spec = self.spectral(y, wav)
         l1 = l1_time(y, wav)
         phase = self.phase(y, wav) if self.phase is not None else y.new_zeros(())
+        stoi = self.stoi(y, wav) if self.stoi is not None else y.new_zeros(())
         f0_loss = (
             pitch_loss(*pitch, wav, self.model.sample_rate, self.pitch_hop) if pitch is not None else y.new_zeros(())
         )
@@ -667,6 +673,7 @@ class Trainer:
             + cfg.w_time * l1
             + cfg.w_stft * (spec.stft_mag + spec.stft_sc)
             + cfg.w_low_band * spec.low_mag
+            + cfg.w_stoi * stoi
             + cfg.w_mel * spec.mel
             + cfg.w_commit * commit
             + cfg.w_semantic * sem
@@ -685,6 +692,8 @@ class Trainer:
             metrics["phase"] = phase
         if cfg.w_low_band > 0:
             metrics["low_mag"] = spec.low_mag
+        if self.stoi is not None:
+            metrics["stoi"] = stoi
         if pitch is not None:
             metrics["pitch"] = f0_loss
 
