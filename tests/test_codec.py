@@ -448,7 +448,13 @@ def test_spectral_contrast_deepens_valleys_and_keeps_each_frames_energy() -> Non
     assert torch.isfinite(spectral_contrast(torch.zeros(1, 5, 3), 1.2)).all()
 
 
-def test_export_sets_the_post_filter_without_touching_codes(tiny_codec: LLMCodec, tmp_path: Path, vocab) -> None:
+def test_export_sets_the_post_filter_without_touching_codes(
+    tiny_codec: LLMCodec,
+    tmp_path: Path,
+    vocab,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     from uniaudio_cli.codec.export import export_codec
 
     src = save_codec(tiny_codec, tmp_path / "plain")
@@ -465,6 +471,25 @@ def test_export_sets_the_post_filter_without_touching_codes(tiny_codec: LLMCodec
     assert a.shape == b.shape and not np.allclose(a, b)
     with pytest.raises(UsageError, match="--contrast"):
         export_codec(src, tmp_path / "bad", contrast=3.0)
+
+    # The tool: one error line naming the output and the fix, its exit code, the traceback only
+    # with --debug; an existing output is never replaced without --force.
+    from uniaudio_cli.codec import export
+
+    argv = ["export", str(src), str(dst), "--contrast", "1.2"]
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(SystemExit) as exit_info:
+        export.main()
+    assert exit_info.value.code == OutputExistsError("", "").exit_code != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {dst}") and "--force" in err[0]
+    assert json.loads((dst / CONFIG_FILE).read_text())["small_contrast"] == 1.1
+    monkeypatch.setattr("sys.argv", [*argv, "--debug"])
+    with pytest.raises(OutputExistsError):
+        export.main()
+    monkeypatch.setattr("sys.argv", [*argv, "--force"])
+    export.main()
+    assert json.loads((dst / CONFIG_FILE).read_text())["small_contrast"] == 1.2
 
 
 def test_config_reads_checkpoints_without_the_post_filter_and_refuses_a_bad_one(tiny_codec: LLMCodec) -> None:

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from pathlib import Path
 
 import torch
 
 from uniaudio_cli.codec.checkpoint import build_codec, load_codec_weights, save_codec
 from uniaudio_cli.codec.config import CONTRAST_RANGE, RESIDUAL_SEARCHES, valid_contrast
-from uniaudio_cli.errors import OutputExistsError, UniaudioError, UsageError
+from uniaudio_cli.errors import OutputExistsError, UsageError, run_tool
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -69,19 +68,20 @@ def main() -> None:
     ap.add_argument("--residual-search", choices=RESIDUAL_SEARCHES, default=None, help="default: as SRC")
     ap.add_argument("--contrast", type=float, default=None, help="post-filter exponent (1.0: off); default: as SRC")
     ap.add_argument("--force", action="store_true", help="replace DST when it is a codec checkpoint folder")
-    args = ap.parse_args()
-    try:
-        out = export_codec(
-            args.src,
-            args.dst,
-            DTYPES[args.dtype],
-            drop_oscillator=args.drop_oscillator,
-            force=args.force,
-            residual_search=args.residual_search,
-            contrast=args.contrast,
-        )
-    except UniaudioError as e:
-        sys.exit(f"error: {e}")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    run_tool(_run, ap.parse_args())
+
+
+def _run(args: argparse.Namespace) -> None:
+    out = export_codec(
+        args.src,
+        args.dst,
+        DTYPES[args.dtype],
+        drop_oscillator=args.drop_oscillator,
+        force=args.force,
+        residual_search=args.residual_search,
+        contrast=args.contrast,
+    )
     size = sum(p.stat().st_size for p in out.iterdir()) / 2**20
     print(f"{out}: {size:.1f} MiB")
 
