@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import logging
 import os
 import signal
 from pathlib import Path
@@ -283,6 +284,35 @@ def test_resume_is_exact(
     for k in a:
         if not k.startswith("rng."):
             torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_a_resumed_run_takes_a_new_loss_weight_only_when_asked(
+    tmp_path: Path, data_dir: Path, tiny_codec_cfg: CodecConfig, toy_vocab: Vocabulary, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``changes`` on resume: a loss weight or the learning rate asked for is taken (and logged);
+    one equal to the run's changes nothing; any other setting that differs is refused by name
+    before training; without ``changes`` the checkpoint's settings win, as before."""
+    run = tmp_path / "run"
+    kw = dict(steps=4, checkpoint_every=2)
+    train_codec([data_dir], run, tiny_train_cfg(**kw, stop_at=2), tiny_codec_cfg, progress=False, vocab=toy_vocab)
+    batch = read_train_state(run)[0]["train_config"]["batch_size"]
+
+    def resumed(changes: dict | None, **cfg: object) -> Trainer:
+        return build_trainer([data_dir], run, tiny_train_cfg(**kw, **cfg), None, True, None, False, toy_vocab, changes)
+
+    assert resumed(None, w_stoi=3.0).cfg.w_stoi == 0.0
+    with caplog.at_level(logging.WARNING):
+        trainer = resumed({"w_stoi": 3.0, "lr": 5e-4, "batch_size": batch, "steps": 4})
+    assert (trainer.cfg.w_stoi, trainer.cfg.lr, trainer.cfg.batch_size) == (3.0, 5e-4, batch)
+    assert "w_stoi 3.0" in caplog.text and "batch_size" not in caplog.text
+    trainer.train()
+    rows = [r for r in metrics(run) if "mel" in r]
+    assert [("stoi" in r) for r in rows] == [False, False, True, True]
+    assert read_train_state(run)[0]["train_config"]["w_stoi"] == 3.0
+    with pytest.raises(UsageError, match=r"batch_size .* differs"):
+        build_trainer(
+            [data_dir], run, tiny_train_cfg(steps=6), None, True, None, False, toy_vocab, {"batch_size": batch + 1}
+        )
 
 
 def test_sigint_checkpoints_and_stops(

@@ -891,7 +891,8 @@ def train_codec_cmd(
         saved = saved_train_config(out)
         if saved is not None:
             overrides["steps"] = saved.steps
-    cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    cfg = TrainConfig(**given)
     codec_cfg: CodecConfig | None
     if init_from is not None:
         from uniaudio_cli.codec.checkpoint import load_codec_weights
@@ -911,7 +912,9 @@ def train_codec_cmd(
         codec_cfg.residual_search = _choice("--residual-search", residual_search, RESIDUAL_SEARCHES)  # type: ignore[assignment]
     if codebook_map_hidden is not None:
         codec_cfg.codebook_map_hidden = codebook_map_hidden
-    path = train_codec(folders, out, cfg, codec_cfg, resume=resume, llm=llm, progress=not quiet)
+    path = train_codec(
+        folders, out, cfg, codec_cfg, resume=resume, llm=llm, progress=not quiet, changes=given if resume else None
+    )
     typer.echo(str(path))
 
 

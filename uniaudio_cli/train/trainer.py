@@ -24,7 +24,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +80,24 @@ RUNTIME_FIELDS = (
     "log_every",
     "time_limit_s",
     "stop_at",
+)
+
+# Fields a resumed run changes only when asked (``changes``): a new loss weight or learning-rate
+# schedule for the rest of the run. Any other field asked for must match the checkpoint's.
+RECIPE_FIELDS = (
+    "lr",
+    "lr_schedule",
+    "lr_final_ratio",
+    "w_time",
+    "w_stft",
+    "w_mel",
+    "w_commit",
+    "w_semantic",
+    "w_consistency",
+    "w_phase",
+    "w_low_band",
+    "w_stoi",
+    "w_pitch",
 )
 
 
@@ -903,6 +921,7 @@ def build_trainer(
     llm: str | None = None,
     progress: bool = True,
     vocab: Vocabulary | None = None,
+    changes: Mapping[str, Any] | None = None,
 ) -> Trainer:
     """Everything :func:`train_codec` does short of training (see there)."""
     from uniaudio_cli.bridge import build_vocab_spec, codebook_tables
@@ -933,6 +952,7 @@ def build_trainer(
         if saved is not None:
             state = saved[0]
             merged = state["train_config"] | {k: getattr(cfg, k) for k in RUNTIME_FIELDS}
+            merged |= _recipe_changes(out_dir, TrainConfig.from_dict(merged), changes or {})
             cfg = TrainConfig.from_dict(merged)
             codec_cfg = CodecConfig.from_dict(state["codec_config"], source=str(out_dir / STATE_FILE))
         elif cfg.init_from is not None:
@@ -998,6 +1018,30 @@ def build_trainer(
     return trainer
 
 
+def _recipe_changes(out_dir: Path, saved: TrainConfig, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of ``changes`` that differ from the resumed run's ``saved`` config, each logged;
+    raises for one outside :data:`RECIPE_FIELDS` (runtime fields are not compared)."""
+    changed = {}
+    for key, value in changes.items():
+        if key in RUNTIME_FIELDS:
+            continue
+        if not hasattr(saved, key):
+            raise UsageError(f"unknown training setting {key!r}", "see uniaudio train-codec --help")
+        before = getattr(saved, key)
+        # JSON round trip: tuples and lists, ints and floats compare as the state file holds them.
+        if json.loads(json.dumps(value)) == json.loads(json.dumps(before)):
+            continue
+        if key not in RECIPE_FIELDS:
+            raise UsageError(
+                f"{out_dir}: {key} {value!r} differs from the resumed run's {before!r}",
+                f"a resumed run keeps it (only {', '.join(RECIPE_FIELDS)} may change): drop the option, "
+                "or start a new run from its weights with --init-from",
+            )
+        log.warning("%s: resuming with %s %r (the run had %r)", out_dir, key, value, before)
+        changed[key] = value
+    return changed
+
+
 def train_codec(
     data_dirs: list[Path],
     out_dir: Path,
@@ -1007,6 +1051,7 @@ def train_codec(
     llm: str | None = None,
     progress: bool = True,
     vocab: Vocabulary | None = None,
+    changes: Mapping[str, Any] | None = None,
 ) -> Path:
     """Train an LLM-Codec on audio folders; returns ``out_dir/codec`` (the inference checkpoint).
 
@@ -1017,10 +1062,13 @@ def train_codec(
         cfg: hyperparameters (default :class:`TrainConfig`). When resuming, only its runtime
             fields (``steps`` = the total to reach, ``device``, ``bf16``, ``num_threads``,
             ``checkpoint_every``, ``log_every``, ``time_limit_s``) are taken; the rest come from
-            the checkpoint.
+            the checkpoint, unless ``changes`` names them.
         codec_cfg: codec sizes (default: the small backbone). Without a ``vocab`` spec, its
             codebook sizes/dims and spec are derived from the LLM. Ignored when resuming.
         resume: continue the run in ``out_dir`` (starts a new one if it has no checkpoint).
+        changes: when resuming, the settings asked for by name (a CLI's explicit options). Loss
+            weights and the learning-rate schedule (:data:`RECIPE_FIELDS`) that differ from the
+            run's are taken for the rest of it, each logged; any other that differs raises.
         llm: the LLM whose vocabulary gives the codebooks (``None``: the embedded default).
         progress: show a progress bar.
         vocab: an already-loaded vocabulary (skips loading ``llm``; used by tests).
@@ -1029,5 +1077,5 @@ def train_codec(
         UsageError: ``out_dir`` already holds a run and ``resume`` is False, or bad data folders.
         TrainingInterrupted: SIGINT/SIGTERM (a checkpoint was written first).
     """
-    trainer = build_trainer(data_dirs, out_dir, cfg, codec_cfg, resume, llm, progress, vocab)
+    trainer = build_trainer(data_dirs, out_dir, cfg, codec_cfg, resume, llm, progress, vocab, changes)
     return trainer.train()
