@@ -79,6 +79,14 @@
 # The committed default is stage 19's export with the decoder's spectral-contrast post-filter on
 # (export --contrast 1.1, set in config.json only: the weights, codes and prototype centre are
 # stage 19's). POSTFILTER=0 ships stage 19 without it.
+# Stage 25 fits a residual MLP codebook map (width 512) for layers 2 and 3 to the post-filtered
+# stage 19's encoder residuals (python -m uniaudio_cli.train.refit_maps, 2,000 steps, encoder,
+# decoder and layer 1 frozen), then trains the whole codec from it with a fresh pitch head, lr 5e-5
+# cosine over 6,000 steps, bf16 autocast. STAGE25=0 stops after stage 19 with its post-filter.
+# Stage 27 resumes stage 25's full training state (a copy of its run) with the cosine stretched to
+# 12,000 steps (the learning rate back up to 2.75e-5) and a differentiable STOI loss, weight 5
+# (--w-stoi). The committed default is its last checkpoint (step 12,000), written with the plain
+# head and the post-filter at 1.1; the prototype centre is remade. STAGE27=0 stops after stage 25.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -246,4 +254,19 @@ FINAL="$RUN19/export"
 [ "${POSTFILTER:-1}" = 1 ] || finish
 python -m uniaudio_cli.codec.export "$FINAL" "$RUN19/export-pf" --contrast 1.1 --dtype float16 --force
 FINAL="$RUN19/export-pf"
+[ "${STAGE25:-1}" = 1 ] || finish
+RUN25=${RUN25:-runs/stage25}
+[ -f "$RUN25-refit/model.safetensors" ] || python -m uniaudio_cli.train.refit_maps --codec "$FINAL" \
+    --data "$DATA" --out "$RUN25-refit" --hidden 512 --steps 2000
+GROW=(--residual-search euclidean --bf16)
+pitch_stage "$RUN25" "$RUN25-refit" 5e-5 "6000 6000"
+FINAL="$RUN25/export"
+[ "${STAGE27:-1}" = 1 ] || finish
+RUN27=${RUN27:-runs/stage27}
+[ -f "$RUN27/train_state.safetensors" ] || { mkdir -p "$RUN27" && cp -r "$RUN25/." "$RUN27/"; }
+uniaudio train-codec --data "$DATA" --out "$RUN27" --resume --w-stoi 5 --steps 12000 --stop-at 12000 \
+    --checkpoint-every 500 --quiet
+python -m uniaudio_cli.codec.export "$RUN27/codec" "$RUN27/export-pf" --drop-oscillator --contrast 1.1 \
+    --dtype float16 --force
+FINAL="$RUN27/export-pf"
 finish
