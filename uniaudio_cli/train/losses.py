@@ -271,7 +271,8 @@ class PhaseLoss(nn.Module):
 
 class IntelligibilityLoss(nn.Module):
     """``1 -`` a differentiable short-time objective intelligibility (STOI, Taal et al. 2011)
-    between ``(B, 1, T)`` waveforms, computed at the codec's rate.
+    between ``(B, 1, T)`` waveforms, computed at their own sample rate (STOI resamples to 10 kHz;
+    its bands all lie below 5 kHz, so nothing is lost at 16 kHz).
 
     The spectrogram losses weigh every mel band and frame alike in log magnitude; STOI, and the
     listeners it models, hear how each one-third-octave band's envelope (150 Hz to 4.3 kHz) follows
