@@ -7,6 +7,7 @@ import itertools
 import json
 import logging
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -313,6 +314,46 @@ def test_a_resumed_run_takes_a_new_loss_weight_only_when_asked(
         build_trainer(
             [data_dir], run, tiny_train_cfg(steps=6), None, True, None, False, toy_vocab, {"batch_size": batch + 1}
         )
+
+
+def test_a_resumed_run_refuses_other_data(
+    tmp_path: Path, data_dir: Path, tiny_codec_cfg: CodecConfig, toy_vocab: Vocabulary, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The state records its data; a resume on other clips is refused naming both, the same clips
+    in a moved folder pass, and a state from before the record passes with a warning."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    run = tmp_path / "run"
+    cfg = tiny_train_cfg(steps=4, checkpoint_every=2, stop_at=2)
+    train_codec([data_dir], run, cfg, tiny_codec_cfg, progress=False, vocab=toy_vocab)
+    recorded = read_train_state(run)[0]["data"]
+    assert recorded["dirs"] == [str(data_dir.resolve())] and recorded["clips"] == 8
+
+    def resume(folder: Path) -> Trainer:
+        return build_trainer([folder], run, tiny_train_cfg(steps=4), None, True, None, False, toy_vocab)
+
+    moved = tmp_path / "moved"
+    shutil.copytree(data_dir, moved)
+    resume(moved).lock.release()
+    more = tmp_path / "more"
+    shutil.copytree(data_dir, more)
+    sf.write(more / "tone" / "extra.flac", np.zeros(SR, np.float32), SR)
+    with pytest.raises(UsageError, match=r"trained on 8 clips .* gives 9 clips") as e:
+        resume(more)
+    assert str(more.resolve()) in str(e.value) and "--init-from" in e.value.fix
+
+    with safe_open(str(run / STATE_FILE), "pt") as f:
+        meta = dict(f.metadata())
+    tensors = load_file(str(run / STATE_FILE))
+    state = json.loads(meta["train_state"])
+    del state["data"]
+    save_file(tensors, str(run / STATE_FILE), metadata=meta | {"train_state": json.dumps(state)})
+    with caplog.at_level(logging.WARNING):
+        trainer = resume(more)
+    assert "did not record its data" in caplog.text
+    trainer.train()
+    assert read_train_state(run)[0]["data"]["clips"] == 9
 
 
 def test_sigint_checkpoints_and_stops(

@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -256,6 +257,9 @@ class SegmentDataset(torch.utils.data.Dataset):
         self.sample_rate = sample_rate
         self.gain_db = gain_db
         self.rng = np.random.default_rng(seed)
+        data_dirs = list(data_dirs)
+        #: the training folders, resolved; a resumed run checks it against :meth:`fingerprint`.
+        self.dirs = [str(Path(d).resolve()) for d in data_dirs]
         found = discover_clips(data_dirs)
         kept = [c for c in found if exclude is None or not exclude(c)]
         if len(found) != len(kept):
@@ -288,6 +292,16 @@ class SegmentDataset(torch.utils.data.Dataset):
             self.hours,
             len(self.texts),
         )
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a training state records of its data: the folders, and the clip count and total
+        samples that decide which batches a seeded run draws."""
+        return {
+            "dirs": self.dirs,
+            "clips": len(self.audio),
+            "samples": int(sum(a.size for a in self.audio)),
+            "sample_rate": self.sample_rate,
+        }
 
     @property
     def hours(self) -> float:

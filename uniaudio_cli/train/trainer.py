@@ -554,6 +554,8 @@ class Trainer:
             "numpy_rng": self.rng.bit_generator.state,
             "optimizers": opt_meta,
         }
+        if isinstance(self.data, SegmentDataset):
+            state["data"] = self.data.fingerprint()
         return tensors, state
 
     def load_state(self, state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
@@ -1003,6 +1005,8 @@ def build_trainer(
                 cfg.noise_floor,
                 cfg.noise_snr_db,
             )
+            if saved is not None:
+                _check_same_data(out_dir, saved[0].get("data"), data.fingerprint())
             assert vocab is not None
             text_table = text_embeddings(data.texts, vocab)
         trainer = Trainer(model, data, text_table, out_dir, cfg, progress)
@@ -1016,6 +1020,26 @@ def build_trainer(
         raise
     trainer.lock = lock
     return trainer
+
+
+def _check_same_data(out_dir: Path, recorded: dict[str, Any] | None, found: dict[str, Any]) -> None:
+    """Refuse to resume a run on other data than it trained on: its seeded batches, and the
+    figures measured on it, would silently stop meaning what they say. Folders that moved but
+    hold the same clips pass; a state written before the data was recorded passes with a warning."""
+    if recorded is None:
+        log.warning("%s: the run did not record its data folders; resuming on %s", out_dir, ", ".join(found["dirs"]))
+        return
+    if (recorded["clips"], recorded["samples"]) == (found["clips"], found["samples"]):
+        if recorded["dirs"] != found["dirs"]:
+            log.info("%s: the data folders moved (%s); same clips", out_dir, ", ".join(found["dirs"]))
+        return
+    hours = 3600.0 * found["sample_rate"]
+    raise UsageError(
+        f"{out_dir}: the run trained on {recorded['clips']} clips ({recorded['samples'] / hours:.2f} h) "
+        f"from {', '.join(recorded['dirs'])}, but --data gives {found['clips']} clips "
+        f"({found['samples'] / hours:.2f} h) from {', '.join(found['dirs'])}",
+        "resume with the run's --data folders, or start a new run from its weights with --init-from",
+    )
 
 
 def _recipe_changes(out_dir: Path, saved: TrainConfig, changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -1074,7 +1098,8 @@ def train_codec(
         vocab: an already-loaded vocabulary (skips loading ``llm``; used by tests).
 
     Raises:
-        UsageError: ``out_dir`` already holds a run and ``resume`` is False, or bad data folders.
+        UsageError: ``out_dir`` already holds a run and ``resume`` is False, bad data folders, or
+            a resume whose folders hold other clips than the run recorded.
         TrainingInterrupted: SIGINT/SIGTERM (a checkpoint was written first).
     """
     trainer = build_trainer(data_dirs, out_dir, cfg, codec_cfg, resume, llm, progress, vocab, changes)
