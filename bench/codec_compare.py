@@ -12,7 +12,9 @@ already measured (by any path) is not measured again and a retrained one is. Pri
 each codec's mean PESQ-WB / STOI / log-mel distance and codebook usage, and for each codec after
 the first its paired change against the first (same clips): mean, 95 % half-width (Student t,
 as ``uniaudio eval`` reports) and on how many clips it is better. PESQ or STOI undefined for a clip in either
-report leaves that clip out of that figure's pair.
+report leaves that clip out of that figure's pair. A kept report keeps the timing of the run
+that made it, under whatever else the machine was doing then, so the RTF column names when each
+was taken; compare speeds only between reports made side by side on an idle machine.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -58,7 +61,8 @@ def weights_digest(codec: Path) -> str:
 
 
 def measure(codec: Path, folder: Path, max_files: int | None, out: Path) -> dict[str, Any]:
-    """The ``eval codec --json`` report of ``codec`` on ``folder``, from ``out`` when kept."""
+    """The ``eval codec --json`` report of ``codec`` on ``folder``, from ``out`` when kept, with
+    ``measured_at``: when it was made (the file's time)."""
     subset = f"spread{max_files}" if max_files else "all"
     path = out / f"{weights_digest(codec)}-{folder.name}-{subset}.json"
     if not path.is_file():
@@ -71,7 +75,9 @@ def measure(codec: Path, folder: Path, max_files: int | None, out: Path) -> dict
         tmp = path.with_suffix(".tmp")
         tmp.write_text(done.stdout)
         tmp.replace(path)
-    return json.loads(path.read_text())
+    report = json.loads(path.read_text())
+    report["measured_at"] = time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_mtime))
+    return report
 
 
 def paired(base: list[dict[str, Any]], new: list[dict[str, Any]], key: str, higher: bool) -> str:
@@ -119,12 +125,12 @@ def main() -> None:
     for s in sets:
         n = len(reports[(args.codecs[0], s)]["clips"])
         print(f"\n## {s} ({n} clips{', evenly spaced' if args.max_files else ''})\n")
-        print("| codec | PESQ-WB (n) | STOI (n) | mel (n) | distinct codes per layer | RTF encode + decode |")
+        print("| codec | PESQ-WB (n) | STOI (n) | mel (n) | distinct codes per layer | RTF encode + decode (when) |")
         print("|---|---|---|---|---|---|")
         for c in args.codecs:
             r = reports[(c, s)]
             usage = " / ".join(str(layer["distinct"]) for layer in r["layers"])
-            rtf = f"{r['total_rtf']['encode']:.4f} + {r['total_rtf']['decode']:.4f}"
+            rtf = f"{r['total_rtf']['encode']:.4f} + {r['total_rtf']['decode']:.4f} ({r['measured_at']})"
             print(f"| {c} | {' | '.join(mean(r['clips'], k) for k, _, _ in FIGURES)} | {usage} | {rtf} |")
         base = reports[(args.codecs[0], s)]["clips"]
         for c in args.codecs[1:]:
