@@ -85,8 +85,13 @@
 # cosine over 6,000 steps, bf16 autocast. STAGE25=0 stops after stage 19 with its post-filter.
 # Stage 27 resumes stage 25's full training state (a copy of its run) with the cosine stretched to
 # 12,000 steps (the learning rate back up to 2.75e-5) and a differentiable STOI loss, weight 5
-# (--w-stoi). The committed default is its last checkpoint (step 12,000), written with the plain
-# head and the post-filter at 1.1; the prototype centre is remade. STAGE27=0 stops after stage 25.
+# (--w-stoi). Its last checkpoint (step 12,000), written with the plain head and the post-filter
+# at 1.1, was the default until stage 29. STAGE27=0 stops after stage 25.
+# Stages 28 and 29 resume stage 27's full training state (copies of the run) with the STOI weight
+# doubled to 10: the cosine stretched to 18,000 steps (the learning rate back up to 1.6e-5), then to
+# 24,000 (back up to 1.1e-5). The committed default is stage 29's last checkpoint (step 24,000),
+# written with the plain head and the post-filter at 1.1; the prototype centre is remade.
+# STAGE28=0 stops after stage 27.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -269,4 +274,17 @@ uniaudio train-codec --data "$DATA" --out "$RUN27" --resume --w-stoi 5 --steps 1
 python -m uniaudio_cli.codec.export "$RUN27/codec" "$RUN27/export-pf" --drop-oscillator --contrast 1.1 \
     --dtype float16 --force
 FINAL="$RUN27/export-pf"
+[ "${STAGE28:-1}" = 1 ] || finish
+RUN28=${RUN28:-runs/stage28}
+[ -f "$RUN28/train_state.safetensors" ] || { mkdir -p "$RUN28" && cp -r "$RUN27/." "$RUN28/"; }
+uniaudio train-codec --data "$DATA" --out "$RUN28" --resume --w-stoi 10 --steps 18000 --stop-at 18000 \
+    --checkpoint-every 500 --quiet
+RUN29=${RUN29:-runs/stage29}
+[ -f "$RUN29/train_state.safetensors" ] || { mkdir -p "$RUN29" && cp -r "$RUN28/." "$RUN29/"; }
+# The state carries --w-stoi 10 on; the resume only stretches the cosine to the new end.
+uniaudio train-codec --data "$DATA" --out "$RUN29" --resume --steps 24000 --stop-at 24000 \
+    --checkpoint-every 500 --quiet
+python -m uniaudio_cli.codec.export "$RUN29/codec" "$RUN29/export-pf" --drop-oscillator --contrast 1.1 \
+    --dtype float16 --force
+FINAL="$RUN29/export-pf"
 finish
