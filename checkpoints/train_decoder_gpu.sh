@@ -7,10 +7,12 @@
 # pairs, packed here first (uniaudio_cli/train/latents.py; .gpu/ is git-ignored):
 #
 #   python -m uniaudio_cli.train.latents pack --data ../shared/data --out .gpu/pack --minutes 45 \
-#       --shard-mib 28 --sources speech_extra librispeech fsdd ravdess
+#       --shard-mib 22 --sources speech_extra librispeech fsdd ravdess
 #
-# (3 min on one core; 22-29 KB per second of audio; shard-000 holds about 18 minutes.) The tree
-# (about 32 MiB) and what is carried must stay under 64 MiB, so one call carries one shard:
+# (3 min on one core; 22-29 KB per second of audio; a 22 MiB shard holds about 14 minutes.) The
+# tree and what is carried must stay under 64 MiB, so one call carries one shard. The tree is
+# 36 MiB since the stage-29 default (`git ls-files -z | xargs -0 du -cb | tail -1`), val.safetensors
+# about 2 MiB: size the shards to what is left, with a margin:
 #
 #   run  command="bash checkpoints/train_decoder_gpu.sh"  timeout_s=590
 #        carry=[".gpu/pack/pack.json", ".gpu/pack/val.safetensors", ".gpu/pack/shard-000.safetensors"]
@@ -23,8 +25,9 @@
 # in the pack. A machine given back in between starts bare.
 #
 # Each variant below trains in SPANS (seconds each, resuming in between) and sends a float16
-# decoder (11.4 MiB) back after the spans its EXPORT list names: at most 5 decoders, because at
-# most 64 MiB come back. Each variant's log (with its metrics.jsonl appended) comes back too.
+# decoder (14.5 MiB since the decoder has 12 fine blocks) back after the spans its EXPORT list
+# names: at most 4 decoders, because at most 8 files and 64 MiB come back (a dry run here:
+# PACK=.gpu/packdry SPANS="20 20" DEVICE_OPT="--device cpu" OUT=runs/gpu-dry bash THIS). Each variant's log (with its metrics.jsonl appended) comes back too.
 # The recipes: the hinge GAN from step 0 with HiFi-GAN's period discriminators beside the
 # spectrogram ones, because what the decoder loses is periodicity (card, "What limits PESQ": the
 # true harmonic fine structure below 1 kHz alone takes PESQ-WB 1.41 -> 1.73, and pYIN finds 40 %
@@ -74,7 +77,7 @@ variant() {
   { echo "--- metrics.jsonl"; cat "$run/metrics.jsonl" 2>/dev/null; } >>"$log"
 }
 
-variant gan "1 2" "${GAN[@]}" --batch-size 16 --lr 1e-4 &
+variant gan "2" "${GAN[@]}" --batch-size 16 --lr 1e-4 &
 variant gan32 "1 2" "${GAN[@]}" --batch-size 32 --lr 1e-4 &
 variant spec "2" --no-gan --batch-size 32 --lr 1e-4 &
 wait
