@@ -27,7 +27,8 @@
 # Each variant below trains in SPANS (seconds each, resuming in between) and sends a float16
 # decoder (14.5 MiB since the decoder has 12 fine blocks) back after the spans its EXPORT list
 # names: at most 4 decoders, because at most 8 files and 64 MiB come back (a dry run here:
-# PACK=.gpu/packdry SPANS="20 20" DEVICE_OPT="--device cpu" OUT=runs/gpu-dry bash THIS). Each variant's log (with its metrics.jsonl appended) comes back too.
+# PACK=.gpu/packdry SPANS="20 20" DEVICE_OPT="--device cpu" OUT=runs/gpu-dry bash THIS). Each
+# variant's log (with its metrics.jsonl appended) comes back too.
 # The recipes: the hinge GAN from step 0 with HiFi-GAN's period discriminators beside the
 # spectrogram ones, because what the decoder loses is periodicity (card, "What limits PESQ": the
 # true harmonic fine structure below 1 kHz alone takes PESQ-WB 1.41 -> 1.73, and pYIN finds 40 %
