@@ -152,6 +152,16 @@ decoder_stage() {
         --batch-size 8 --lr "$lr" --lr-schedule cosine --w-stft 5 --no-gan --steps "$steps"
 }
 
+# continue_stage RUN FROM STEPS [ARGS...]: FROM's full training state continued in a copy at RUN
+# (made once), its cosine stretched to end at STEPS; ARGS change the recipe (e.g. --w-stoi 10).
+continue_stage() {
+    local run=$1 from=$2 steps=$3
+    shift 3
+    [ -f "$run/train_state.safetensors" ] || { mkdir -p "$run" && cp -r "$from/." "$run/"; }
+    uniaudio train-codec --data "$DATA" --out "$run" --resume "$@" --steps "$steps" --stop-at "$steps" \
+        --checkpoint-every 500 --quiet
+}
+
 # finish: the last stage run becomes the default, with its prototype centre remade.
 finish() {
     local out=checkpoints/llm-codec-smollm2
@@ -268,22 +278,16 @@ pitch_stage "$RUN25" "$RUN25-refit" 5e-5 "6000 6000"
 FINAL="$RUN25/export"
 [ "${STAGE27:-1}" = 1 ] || finish
 RUN27=${RUN27:-runs/stage27}
-[ -f "$RUN27/train_state.safetensors" ] || { mkdir -p "$RUN27" && cp -r "$RUN25/." "$RUN27/"; }
-uniaudio train-codec --data "$DATA" --out "$RUN27" --resume --w-stoi 5 --steps 12000 --stop-at 12000 \
-    --checkpoint-every 500 --quiet
+continue_stage "$RUN27" "$RUN25" 12000 --w-stoi 5
 python -m uniaudio_cli.codec.export "$RUN27/codec" "$RUN27/export-pf" --drop-oscillator --contrast 1.1 \
     --dtype float16 --force
 FINAL="$RUN27/export-pf"
 [ "${STAGE28:-1}" = 1 ] || finish
 RUN28=${RUN28:-runs/stage28}
-[ -f "$RUN28/train_state.safetensors" ] || { mkdir -p "$RUN28" && cp -r "$RUN27/." "$RUN28/"; }
-uniaudio train-codec --data "$DATA" --out "$RUN28" --resume --w-stoi 10 --steps 18000 --stop-at 18000 \
-    --checkpoint-every 500 --quiet
+continue_stage "$RUN28" "$RUN27" 18000 --w-stoi 10
 RUN29=${RUN29:-runs/stage29}
-[ -f "$RUN29/train_state.safetensors" ] || { mkdir -p "$RUN29" && cp -r "$RUN28/." "$RUN29/"; }
 # The state carries --w-stoi 10 on; the resume only stretches the cosine to the new end.
-uniaudio train-codec --data "$DATA" --out "$RUN29" --resume --steps 24000 --stop-at 24000 \
-    --checkpoint-every 500 --quiet
+continue_stage "$RUN29" "$RUN28" 24000
 python -m uniaudio_cli.codec.export "$RUN29/codec" "$RUN29/export-pf" --drop-oscillator --contrast 1.1 \
     --dtype float16 --force
 FINAL="$RUN29/export-pf"
