@@ -70,6 +70,21 @@ def test_encode_decode_round_trip(tmp_path: Path) -> None:
     assert [line[:3] for line in text] == ["L1:", "L2:", "L3:"]
 
 
+def test_codec_card_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default codec's card shows how to use it from Python; that block runs as written."""
+    import re
+
+    card = (default_codec_path() / "README.md").read_text()
+    example = re.search(r"```python\n(.*?)```", card, re.S).group(1)
+    sf.write(tmp_path / "speech.wav", *sf.read(digit(3)))
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(example, "checkpoints/llm-codec-smollm2/README.md", "exec"), scope)
+    audio = scope["audio"]
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    assert len(audio) == len(sf.read(tmp_path / "speech.wav")[0])
+
+
 def test_tts_speaks_an_answer_digit(tmp_path: Path) -> None:
     out = tmp_path / "two.wav"
     res = run("tts", "1+1", "-o", str(out), "--shots", "2")
