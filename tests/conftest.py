@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,11 @@ def tiny_codec(vocab: Vocabulary) -> LLMCodec:
     tables, banned = codebook_tables(cfg.vocab, vocab)
     model.set_codebooks(tables, banned)
     return model
+
+
+def python_block(markdown: str) -> str:
+    """The first fenced ```python block of a Markdown text (docs whose examples tests run)."""
+    return re.search(r"```python\n(.*?)```", markdown, re.S).group(1)
 
 
 def write_tone(path: Path, seconds: float = 1.0, sr: int = 16000, freq: float = 440.0, channels: int = 1) -> Path:

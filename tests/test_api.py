@@ -3,14 +3,13 @@ objects are built from encoded demonstrations without reading files."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import uniaudio_cli as ua
-from tests.conftest import write_tone
+from tests.conftest import python_block, write_tone
 from tests.test_tasks import tiny_models, write_label_demos, write_pairs
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -23,8 +22,7 @@ def models(tmp_path_factory: pytest.TempPathFactory):
 
 def readme_api_example() -> str:
     text = README.read_text()
-    section = text[text.index("## Python API") :]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    return python_block(text[text.index("## Python API") :])
 
 
 def test_readme_example_runs(models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:

@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
+from tests.conftest import python_block
 from uniaudio_cli.cli import app
 from uniaudio_cli.paths import ENV_HOME, default_codec_path, home_dir
 from uniaudio_cli.prompts import prompts_dir
@@ -72,17 +73,15 @@ def test_encode_decode_round_trip(tmp_path: Path) -> None:
 
 def test_codec_card_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The default codec's card shows how to use it from Python; that block runs as written."""
-    import re
-
-    card = (default_codec_path() / "README.md").read_text()
-    example = re.search(r"```python\n(.*?)```", card, re.S).group(1)
-    sf.write(tmp_path / "speech.wav", *sf.read(digit(3)))
+    example = python_block((default_codec_path() / "README.md").read_text())
+    samples, sr = sf.read(digit(3))
+    sf.write(tmp_path / "speech.wav", samples, sr)
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
     exec(compile(example, "checkpoints/llm-codec-smollm2/README.md", "exec"), scope)
     audio = scope["audio"]
     assert audio.dtype == np.float32 and audio.ndim == 1
-    assert len(audio) == len(sf.read(tmp_path / "speech.wav")[0])
+    assert len(audio) == len(samples)
 
 
 def test_tts_speaks_an_answer_digit(tmp_path: Path) -> None:
