@@ -89,9 +89,14 @@
 # at 1.1, was the default until stage 29. STAGE27=0 stops after stage 25.
 # Stages 28 and 29 resume stage 27's full training state (copies of the run) with the STOI weight
 # doubled to 10: the cosine stretched to 18,000 steps (the learning rate back up to 1.6e-5), then to
-# 24,000 (back up to 1.1e-5). The committed default is stage 29's last checkpoint (step 24,000),
-# written with the plain head and the post-filter at 1.1; the prototype centre is remade.
+# 24,000 (back up to 1.1e-5). Stage 29's last checkpoint (step 24,000), written with the plain
+# head and the post-filter at 1.1, was the default until stage 32.
 # STAGE28=0 stops after stage 27.
+# Stage 31 resumes stage 29's full training state (a copy) with the cosine stretched to 30,000
+# (back up to 9.2e-6). Stage 32 starts a new run from stage 31's last checkpoint with its harmonic
+# head (fresh optimiser and consistency head), lr 3e-5 cosine over 6,000 steps, STOI weight 10.
+# The committed default is stage 32's last checkpoint (step 6,000), written with the plain head and
+# the post-filter at 1.1; the prototype centre is remade. STAGE31=0 stops after stage 29.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -291,4 +296,13 @@ continue_stage "$RUN29" "$RUN28" 24000
 python -m uniaudio_cli.codec.export "$RUN29/codec" "$RUN29/export-pf" --drop-oscillator --contrast 1.1 \
     --dtype float16 --force
 FINAL="$RUN29/export-pf"
+[ "${STAGE31:-1}" = 1 ] || finish
+RUN31=${RUN31:-runs/stage31}
+continue_stage "$RUN31" "$RUN29" 30000
+RUN32=${RUN32:-runs/stage32}
+GROW=(--residual-search euclidean --bf16 --w-stoi 10)
+pitch_stage "$RUN32" "$RUN31/codec" 3e-5 "6000 6000"
+python -m uniaudio_cli.codec.export "$RUN32/codec" "$RUN32/export-pf" --drop-oscillator --contrast 1.1 \
+    --dtype float16 --force
+FINAL="$RUN32/export-pf"
 finish
