@@ -395,7 +395,6 @@ def grid(args: argparse.Namespace) -> None:
                 accs.append(k / n)
         dev_acc[v] = float(np.mean(accs))
     ranked = sorted(dev_acc, key=dev_acc.get, reverse=True)
-    best = FUSED
     llm_best = next(v for v in ranked if not v.extra)
     acoustic_best = next(v for v in ranked if v.layers == "none" and "mfcc" in v.extra)
     shipped = Variant("semantic", "mean", (0.6,), True)
@@ -410,7 +409,7 @@ def grid(args: argparse.Namespace) -> None:
                 truth += tr
         return fit_temperature(scores, truth)
 
-    temp = fitted_temperature(best)
+    temp = fitted_temperature(FUSED)
     proto_temp = fitted_temperature(shipped)
 
     lines = [
@@ -437,7 +436,7 @@ def grid(args: argparse.Namespace) -> None:
         "",
         "## Held-out splits, the same episodes for every column",
         "",
-        f"fused: `{best.name}` (the `fused` method); best LLM-only: `{llm_best.name}`; "
+        f"fused: `{FUSED.name}` (the `fused` method); best LLM-only: `{llm_best.name}`; "
         f"best without the LLM: `{acoustic_best.name}`; prototype: `{shipped.name}` (the `prototype` method); "
         "MFCC 1-NN: the baseline of `uniaudio eval classify` (raw MFCC statistics, cosine, nearest clip).",
         "",
@@ -449,7 +448,7 @@ def grid(args: argparse.Namespace) -> None:
     for s in sets:
         for w, sh in SETTINGS:
             ep = eps[(f"{s}/test", w, sh)]
-            k, n, sc, tr = run(f"{s}/test", best, ep)
+            k, n, sc, tr = run(f"{s}/test", FUSED, ep)
             kl, _, _, _ = run(f"{s}/test", llm_best, ep)
             ka, _, _, _ = run(f"{s}/test", acoustic_best, ep)
             ks, _, ssc, _ = run(f"{s}/test", shipped, ep)
@@ -488,8 +487,8 @@ def grid(args: argparse.Namespace) -> None:
             e, ll = calibration(sc, tr, t)
             lines.append(f"| {name} | {how}: {t:.3f} | {e:.3f} | {ll:.3f} |")
     lines += _selective(test_scores, test_truth, temp)
-    lines += _out_of_set(best, feats, sets, features, args)
-    lines += _cross_speaker(best, feats, sets, features, args)
+    lines += _out_of_set(FUSED, feats, sets, features, args)
+    lines += _cross_speaker(FUSED, feats, sets, features, args)
     text = "\n".join(lines)
     print(text)
     if args.markdown:
@@ -498,7 +497,7 @@ def grid(args: argparse.Namespace) -> None:
         args.json.write_text(
             json.dumps(
                 {
-                    "fused": best.name,
+                    "fused": FUSED.name,
                     "dev_best": ranked[0].name,
                     "temperature": temp,
                     "prototype_temperature": proto_temp,
@@ -543,20 +542,20 @@ def _cell(k: int, n: int) -> str:
     return f"{k / n:.1%} [{lo:.0%}, {hi:.0%}]"
 
 
-def _out_of_set(best: Variant, feats: dict[str, Features], sets: list[str], features, args) -> list[str]:
+def _out_of_set(variant: Variant, feats: dict[str, Features], sets: list[str], features, args) -> list[str]:
     """How well the best label's score (as the chosen variant scores) separates in-set queries from queries of
     labels outside the episode (5-way 1-shot); threshold at 5 % false alarms on development."""
 
     def sims(split: str) -> tuple[np.ndarray, np.ndarray]:
         f = feats[split]
-        x = features(f, best)
+        x = features(f, variant)
         ins, outs = [], []
         for ep in episodes(f.split, 5, 1, args.episodes, args.seed):
-            s, _ = prototype_scores(x, f, ep, best.nearest)
+            s, _ = prototype_scores(x, f, ep, variant.nearest)
             ins += list(s.max(1))
             others = [i for i, (p, lb) in enumerate(zip(f.paths, f.labels, strict=True)) if lb not in ep.labels]
             pick = random.Random(f"oos:{split}:{ep.index}").sample(others, min(len(others), len(ep.queries)))
-            outs += list(label_scores(_unit(x[pick]), x, f, ep, best.nearest).max(1))
+            outs += list(label_scores(_unit(x[pick]), x, f, ep, variant.nearest).max(1))
         return np.asarray(ins), np.asarray(outs)
 
     lines = ["", "## Out-of-set queries (5-way 1-shot; query from a label outside the episode)", ""]
@@ -580,7 +579,7 @@ def _out_of_set(best: Variant, feats: dict[str, Features], sets: list[str], feat
     return lines
 
 
-def _cross_speaker(best: Variant, feats: dict[str, Features], sets: list[str], features, args) -> list[str]:
+def _cross_speaker(variant: Variant, feats: dict[str, Features], sets: list[str], features, args) -> list[str]:
     """Demonstrations from the development speakers (actors, folds), queries from the held-out ones:
     how a user's own recordings fare against demonstrations recorded by other people. The ``fused``
     variant and the MFCC baseline see the same episodes."""
@@ -593,7 +592,7 @@ def _cross_speaker(best: Variant, feats: dict[str, Features], sets: list[str], f
         labels = sorted(set(dev.split.clips) & set(test.split.clips))
         if len(labels) < max(w for w, _ in SETTINGS):
             continue  # the speaker set's held-out labels are other people
-        xd, xt = features(dev, best), features(test, best)
+        xd, xt = features(dev, variant), features(test, variant)
         for ways, shots in SETTINGS:
             k = km = n = 0
             for i in range(args.episodes):
@@ -609,7 +608,7 @@ def _cross_speaker(best: Variant, feats: dict[str, Features], sets: list[str], f
                 ep = Episode(i, labs, demos, queries)
                 q = _unit(xt[[test.index[str(p)] for p, _ in queries]])
                 truth = np.asarray([labs.index(lb) for _, lb in queries])
-                k += int((label_scores(q, xd, dev, ep, best.nearest).argmax(1) == truth).sum())
+                k += int((label_scores(q, xd, dev, ep, variant.nearest).argmax(1) == truth).sum())
                 ref = {c: [dev.mfcc[dev.index[str(d)]] for d in demos[c]] for c in labs}
                 km += sum(nearest_neighbour(ref, test.mfcc[test.index[str(p)]]) == lb for p, lb in queries)
                 n += len(queries)
