@@ -43,6 +43,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from uniaudio_cli.tasks.prototype import FUSED_DEPTHS
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared/data"
 CACHE = ROOT / ".data/features"
@@ -218,11 +220,11 @@ class Variant:
         return (f"{base} + {self.extra}" if self.extra else base) + agg
 
 
-# What the `fused` method ships (uniaudio_cli/tasks/prototype.py: FUSED_DEPTHS, meanstd, all layers,
+# What the `fused` method ships (uniaudio_cli/tasks/prototype.py: its depths, meanstd, all layers,
 # MFCC and prosody joined, nearest demonstration): the grid's pick on the development splits with
 # the codes of v1, v2 and stage 29. The held-out tables report it, so that they describe what users
 # run; the development ranking beside it says whether a new codec's codes favour another variant.
-FUSED = Variant("all", "meanstd", (0.0, 0.6), True, "mfcc+prosody", nearest=True)
+FUSED = Variant("all", "meanstd", FUSED_DEPTHS, True, "mfcc+prosody", nearest=True)
 
 
 def variants() -> list[Variant]:
@@ -543,7 +545,7 @@ def _cell(k: int, n: int) -> str:
 
 
 def _out_of_set(variant: Variant, feats: dict[str, Features], sets: list[str], features, args) -> list[str]:
-    """How well the best label's score (as the chosen variant scores) separates in-set queries from queries of
+    """How well the best label's score (as ``variant`` scores) separates in-set queries from queries of
     labels outside the episode (5-way 1-shot); threshold at 5 % false alarms on development."""
 
     def sims(split: str) -> tuple[np.ndarray, np.ndarray]:
