@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from uniaudio_cli.tasks.options import ClassifyOptions
 from uniaudio_cli.tasks.prototype import FUSED_DEPTHS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -399,7 +400,7 @@ def grid(args: argparse.Namespace) -> None:
     ranked = sorted(dev_acc, key=dev_acc.get, reverse=True)
     llm_best = next(v for v in ranked if not v.extra)
     acoustic_best = next(v for v in ranked if v.layers == "none" and "mfcc" in v.extra)
-    shipped = Variant("semantic", "mean", (0.6,), True)
+    shipped = Variant("semantic", "mean", (ClassifyOptions().depth,), True)
 
     def fitted_temperature(v: Variant) -> float:
         """The softmax temperature of ``v`` fitted on development episodes of every set and setting."""
