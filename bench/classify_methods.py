@@ -226,6 +226,9 @@ class Variant:
 # the codes of v1, v2 and stage 29. The held-out tables report it, so that they describe what users
 # run; the development ranking beside it says whether a new codec's codes favour another variant.
 FUSED = Variant("all", "meanstd", FUSED_DEPTHS, True, "mfcc+prosody", nearest=True)
+# What the `prototype` method ships: the semantic layer's mean state at ClassifyOptions' depth,
+# centred as ClassifyOptions says.
+PROTOTYPE = Variant("semantic", "mean", (ClassifyOptions().depth,), ClassifyOptions().center)
 
 
 def variants() -> list[Variant]:
@@ -400,7 +403,7 @@ def grid(args: argparse.Namespace) -> None:
     ranked = sorted(dev_acc, key=dev_acc.get, reverse=True)
     llm_best = next(v for v in ranked if not v.extra)
     acoustic_best = next(v for v in ranked if v.layers == "none" and "mfcc" in v.extra)
-    shipped = Variant("semantic", "mean", (ClassifyOptions().depth,), True)
+    shipped = PROTOTYPE
 
     def fitted_temperature(v: Variant) -> float:
         """The softmax temperature of ``v`` fitted on development episodes of every set and setting."""
