@@ -95,8 +95,12 @@
 # Stage 31 resumes stage 29's full training state (a copy) with the cosine stretched to 30,000
 # (back up to 9.2e-6). Stage 32 starts a new run from stage 31's last checkpoint with its harmonic
 # head (fresh optimiser and consistency head), lr 3e-5 cosine over 6,000 steps, STOI weight 10.
-# The committed default is stage 32's last checkpoint (step 6,000), written with the plain head and
-# the post-filter at 1.1; the prototype centre is remade. STAGE31=0 stops after stage 29.
+# Stage 32's last checkpoint (step 6,000), written with the plain head and the post-filter at 1.1,
+# was the default until stage 34. STAGE31=0 stops after stage 29.
+# Stages 33 and 34 repeat stage 32's restart, each from the last checkpoint of the stage before
+# (fresh optimiser, lr 3e-5 cosine over 6,000 steps, STOI weight 10). The committed default is
+# stage 34's last checkpoint (step 6,000), written with the plain head and the post-filter at 1.1;
+# the prototype centre is remade. STAGE33=0 stops after stage 32.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -305,4 +309,12 @@ pitch_stage "$RUN32" "$RUN31/codec" 3e-5 "6000 6000"
 python -m uniaudio_cli.codec.export "$RUN32/codec" "$RUN32/export-pf" --drop-oscillator --contrast 1.1 \
     --dtype float16 --force
 FINAL="$RUN32/export-pf"
+[ "${STAGE33:-1}" = 1 ] || finish
+RUN33=${RUN33:-runs/stage33}
+RUN34=${RUN34:-runs/stage34}
+pitch_stage "$RUN33" "$RUN32/codec" 3e-5 "6000 6000"
+pitch_stage "$RUN34" "$RUN33/codec" 3e-5 "6000 6000"
+python -m uniaudio_cli.codec.export "$RUN34/codec" "$RUN34/export-pf" --drop-oscillator --contrast 1.1 \
+    --dtype float16 --force
+FINAL="$RUN34/export-pf"
 finish
