@@ -171,6 +171,14 @@ continue_stage() {
         --checkpoint-every 500 --quiet
 }
 
+# export_pf RUN: RUN's last checkpoint written as the default is shipped (plain head, post-filter
+# at 1.1, float16) to RUN/export-pf, which becomes FINAL.
+export_pf() {
+    python -m uniaudio_cli.codec.export "$1/codec" "$1/export-pf" --drop-oscillator --contrast 1.1 \
+        --dtype float16 --force
+    FINAL="$1/export-pf"
+}
+
 # finish: the last stage run becomes the default, with its prototype centre remade.
 finish() {
     local out=checkpoints/llm-codec-smollm2
@@ -288,33 +296,25 @@ FINAL="$RUN25/export"
 [ "${STAGE27:-1}" = 1 ] || finish
 RUN27=${RUN27:-runs/stage27}
 continue_stage "$RUN27" "$RUN25" 12000 --w-stoi 5
-python -m uniaudio_cli.codec.export "$RUN27/codec" "$RUN27/export-pf" --drop-oscillator --contrast 1.1 \
-    --dtype float16 --force
-FINAL="$RUN27/export-pf"
+export_pf "$RUN27"
 [ "${STAGE28:-1}" = 1 ] || finish
 RUN28=${RUN28:-runs/stage28}
 continue_stage "$RUN28" "$RUN27" 18000 --w-stoi 10
 RUN29=${RUN29:-runs/stage29}
 # The state carries --w-stoi 10 on; the resume only stretches the cosine to the new end.
 continue_stage "$RUN29" "$RUN28" 24000
-python -m uniaudio_cli.codec.export "$RUN29/codec" "$RUN29/export-pf" --drop-oscillator --contrast 1.1 \
-    --dtype float16 --force
-FINAL="$RUN29/export-pf"
+export_pf "$RUN29"
 [ "${STAGE31:-1}" = 1 ] || finish
 RUN31=${RUN31:-runs/stage31}
 continue_stage "$RUN31" "$RUN29" 30000
 RUN32=${RUN32:-runs/stage32}
 GROW=(--residual-search euclidean --bf16 --w-stoi 10)
 pitch_stage "$RUN32" "$RUN31/codec" 3e-5 "6000 6000"
-python -m uniaudio_cli.codec.export "$RUN32/codec" "$RUN32/export-pf" --drop-oscillator --contrast 1.1 \
-    --dtype float16 --force
-FINAL="$RUN32/export-pf"
+export_pf "$RUN32"
 [ "${STAGE33:-1}" = 1 ] || finish
 RUN33=${RUN33:-runs/stage33}
 RUN34=${RUN34:-runs/stage34}
 pitch_stage "$RUN33" "$RUN32/codec" 3e-5 "6000 6000"
 pitch_stage "$RUN34" "$RUN33/codec" 3e-5 "6000 6000"
-python -m uniaudio_cli.codec.export "$RUN34/codec" "$RUN34/export-pf" --drop-oscillator --contrast 1.1 \
-    --dtype float16 --force
-FINAL="$RUN34/export-pf"
+export_pf "$RUN34"
 finish
