@@ -15,6 +15,7 @@ from uniaudio_cli.codec.api import load_codec
 from uniaudio_cli.codec.checkpoint import CONFIG_FILE, WEIGHTS_FILE, save_codec
 from uniaudio_cli.codec.config import CodecConfig
 from uniaudio_cli.codec.model import LLMCodec
+from uniaudio_cli.codec.quantizer import LLMVectorQuantizer
 from uniaudio_cli.errors import CheckpointError, OutputExistsError, UsageError, VocabularyMismatchError
 from uniaudio_cli.vocab import embedding_fingerprint
 
@@ -531,3 +532,51 @@ def test_search_under_a_bf16_autocast_takes_the_float32_low_rank_pass(
     scores = queries.float() @ table.float().t()
     scores[:, q.banned] = float("-inf")
     assert torch.equal(got, quantizer.argmax_rows(scores).view(2, 50))
+
+
+def _wide_layer(seed: int) -> LLMVectorQuantizer:
+    g = torch.Generator().manual_seed(seed)
+    layer = LLMVectorQuantizer(input_dim=16, codebook_size=9000, codebook_dim=12, map_hidden=8).eval()
+    with torch.no_grad():
+        layer.codebook.weight.copy_(torch.randn(9000, 12, generator=torch.Generator().manual_seed(0)))
+        for p in layer.parameters():
+            if p is not layer.codebook.weight:
+                p.copy_(torch.randn(p.shape, generator=g))
+    return layer
+
+
+def test_projected_tables_are_stored_and_read_back_bit_for_bit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from uniaudio_cli.codec import table_cache
+
+    first = _wide_layer(1)
+    assert table_cache.load_tables([first], tmp_path) == 0  # computed, then stored
+    with torch.no_grad():
+        want = first.projected_codebook().clone()
+    assert len(list(tmp_path.glob("*.safetensors"))) == 1
+    again = _wide_layer(1)  # the same weights in a new process
+    monkeypatch.setattr(again, "project", lambda *a, **k: pytest.fail("projected although stored"))
+    assert table_cache.load_tables([again], tmp_path) == 1
+    with torch.no_grad():
+        assert torch.equal(again.projected_codebook(), want)
+        z = torch.randn(1, 16, 20, generator=torch.Generator().manual_seed(3))
+        assert torch.equal(again.nearest_euclidean(z), first.nearest_euclidean(z))
+    # Other weights are another key; narrow tables are not stored.
+    other = _wide_layer(2)
+    assert table_cache.load_tables([other], tmp_path) == 0 and len(list(tmp_path.glob("*.safetensors"))) == 2
+    monkeypatch.setattr(table_cache, "MIN_ROWS", 10_000)
+    assert table_cache.load_tables([_wide_layer(3)], tmp_path) == 0 and len(list(tmp_path.glob("*"))) == 2
+    monkeypatch.setattr(table_cache, "MIN_ROWS", 8192)
+    # A damaged file is projected again (with a warning) and replaced.
+    path = tmp_path / f"{table_cache.table_key(first)[:32]}.safetensors"
+    path.write_bytes(b"not a table")
+    with pytest.warns(UserWarning, match="unreadable codebook table"):
+        assert table_cache.load_tables([_wide_layer(1)], tmp_path) == 0
+    assert table_cache.load_tables([_wide_layer(1)], tmp_path) == 1
+    # Training moves the weights: the installed table is dropped, not reused.
+    moved = _wide_layer(1)
+    assert table_cache.load_tables([moved], tmp_path) == 1
+    with torch.no_grad():
+        moved.cb_proj.weight.add_(0.1)
+        assert not torch.equal(moved.projected_codebook(), want)
+    monkeypatch.setenv("UNIAUDIO_TABLE_CACHE", "0")
+    assert not table_cache.enabled()

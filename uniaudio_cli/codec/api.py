@@ -285,7 +285,14 @@ def load_codec(
         tokenizer=vocab.tokenizer,
         excluded=frozenset(cfg.vocab.excluded_token_ids),
     )
-    return Codec(model.to(dev), bridge, dev, str(p), vocab, weights_sha256=file_sha256(p / WEIGHTS_FILE))
+    model = model.to(dev)
+    from uniaudio_cli.codec import table_cache
+
+    if table_cache.enabled():
+        from uniaudio_cli.paths import home_dir
+
+        table_cache.load_tables(list(model.quantizer.quantizers), home_dir() / "codebook-cache")
+    return Codec(model, bridge, dev, str(p), vocab, weights_sha256=file_sha256(p / WEIGHTS_FILE))
 
 
 def _load_published(path: Path, llm: str | None, vocabulary: Vocabulary | None, dev: torch.device) -> Codec:

@@ -282,23 +282,38 @@ class LLMVectorQuantizer(nn.Module):
         """
         if torch.is_grad_enabled():
             return self.project(self.codebook.weight)
+        key = self._projection_key()
+        if self._cache_key != key:
+            self._set_cache(self.project(self.codebook.weight), key)
+        return self._cache
+
+    def install_projected_codebook(self, table: torch.Tensor) -> bool:
+        """Take ``table`` ``(K, D)`` as :meth:`projected_codebook`'s result for the weights as they
+        are now (a table stored by :mod:`~uniaudio_cli.codec.table_cache`, computed from these
+        weights), if its shape, dtype and device match them; returns whether it was taken."""
         w, cb = self.cb_proj.weight, self.codebook.weight
-        params = self.projection_params()
-        key = (
-            tuple((t._version, t.data_ptr()) for t in params.values()),
+        if table.shape != (cb.shape[0], w.shape[0]) or table.dtype != w.dtype or table.device != w.device:
+            return False
+        self._set_cache(table, self._projection_key())
+        return True
+
+    def _projection_key(self) -> tuple:
+        w, cb = self.cb_proj.weight, self.codebook.weight
+        return (
+            tuple((t._version, t.data_ptr()) for t in self.projection_params().values()),
             cb._version,
             cb.data_ptr(),
             w.dtype,
             w.device,
         )
-        if self._cache_key != key:
-            self._cache = self.project(cb)
-            normed = F.normalize(self._cache, dim=-1)
-            self._cache_normed = (normed, normed.pow(2).sum(1))
-            self._cache_low_rank = None
-            self._cache_euclidean = None
-            self._cache_key = key
-        return self._cache
+
+    def _set_cache(self, table: torch.Tensor, key: tuple) -> None:
+        self._cache = table
+        normed = F.normalize(table, dim=-1)
+        self._cache_normed = (normed, normed.pow(2).sum(1))
+        self._cache_low_rank = None
+        self._cache_euclidean = None
+        self._cache_key = key
 
     def nearest(self, z: torch.Tensor, projected: torch.Tensor | None = None) -> torch.Tensor:
         """Cosine nearest neighbour. ``z``: ``(B, D, T)`` pooled latents -> codes ``(B, T)``.
