@@ -578,5 +578,13 @@ def test_projected_tables_are_stored_and_read_back_bit_for_bit(tmp_path: Path, m
     with torch.no_grad():
         moved.cb_proj.weight.add_(0.1)
         assert not torch.equal(moved.projected_codebook(), want)
+    # The store keeps the most recently used tables within its limit.
+    size = path.stat().st_size
+    assert len(list(tmp_path.glob("*.safetensors"))) == 2
+    assert table_cache.load_tables([_wide_layer(1)], tmp_path) == 1  # used last
+    table_cache.load_tables([_wide_layer(4)], tmp_path, limit=2 * size)
+    assert sorted(p.name for p in tmp_path.glob("*.safetensors")) == sorted(
+        f"{table_cache.table_key(x)[:32]}.safetensors" for x in (_wide_layer(1), _wide_layer(4))
+    )
     monkeypatch.setenv("UNIAUDIO_TABLE_CACHE", "0")
     assert not table_cache.enabled()

@@ -90,8 +90,8 @@ class LowRankSearch:
     ROWS = 32
     WIDTH = 64  # columns per block of the candidate pass
     # Mean candidate blocks per query above which the exact product is cheaper than gathering them
-    # (measured on the default codec's layer-2 table: 16 sent a third of its slices to the exact
-    # product and encoded 1.6x slower than 32 or 64; tables with fewer candidates are not affected).
+    # (measured on the default codec's layer-2 table: 16 sent one slice in six to the exact product
+    # and encoded 1.5x slower than 32 or 64; tables with fewer candidates are not affected).
     MAX_BLOCKS = 32
     # Rows further than this outside the basis (unit rows of a full-rank table reach ~0.9): the
     # candidates would be too many for the coarse pass to pay for itself.
