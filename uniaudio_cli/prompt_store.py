@@ -20,14 +20,14 @@ passes per run) are kept the same way, under a tag: :meth:`PromptStore.load_valu
 from __future__ import annotations
 
 import hashlib
-import os
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
+
+from uniaudio_cli.disk_cache import SafetensorsFiles, limit_from_env, switched_off
 
 T = TypeVar("T")
 
@@ -82,12 +82,19 @@ class PromptStore:
     """
 
     def __init__(self, root: Path, model: Any, limit_bytes: int) -> None:
-        self.root = Path(root)
+        self._files = SafetensorsFiles(root, FORMAT, limit_bytes, VERSION)
         self.model = model
         # The device type is part of the key: CPU and CUDA kernels round differently.
         self.device_type = next(model.parameters()).device.type
-        self.limit_bytes = limit_bytes
         self._fingerprint: str | None = None
+
+    @property
+    def root(self) -> Path:
+        return self._files.root
+
+    @property
+    def limit_bytes(self) -> int:
+        return self._files.limit_bytes
 
     @property
     def fingerprint(self) -> str:
@@ -98,16 +105,11 @@ class PromptStore:
     @classmethod
     def for_model(cls, model: Any, root: Path | None = None) -> PromptStore | None:
         """The default store of ``model`` (``None`` when ``UNIAUDIO_PROMPT_CACHE=0``)."""
-        if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
+        if switched_off(ENV_SWITCH):
             return None
         from uniaudio_cli.paths import home_dir
 
-        try:
-            limit_gb = float(os.environ.get(ENV_LIMIT, DEFAULT_LIMIT_GB))
-        except ValueError:
-            warnings.warn(f"{ENV_LIMIT} is not a number; using {DEFAULT_LIMIT_GB} GB", stacklevel=2)
-            limit_gb = DEFAULT_LIMIT_GB
-        return cls(root or home_dir() / "prompt-cache", model, int(limit_gb * 2**30))
+        return cls(root or home_dir() / "prompt-cache", model, limit_from_env(ENV_LIMIT, DEFAULT_LIMIT_GB))
 
     def key(self, ids: Sequence[int], tag: str = "") -> str:
         """The file key of prompt ``ids`` (a KV cache), or of values ``tag`` computed from ``ids``."""
@@ -120,28 +122,10 @@ class PromptStore:
         return self._path(self.key(ids))
 
     def _path(self, key: str) -> Path:
-        return self.root / f"{key[:32]}.safetensors"
+        return self._files.path(key)
 
     def _read(self, key: str, what: str, read: Callable[[Any, dict[str, str]], T]) -> T | None:
-        """``read(file, metadata)`` of the file of ``key``; ``None`` when it is missing or another
-        key's, or when it is unreadable (it is then deleted, with a warning naming ``what``)."""
-        from safetensors import safe_open
-
-        path = self._path(key)
-        if not path.is_file():
-            return None
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                if meta.get("format") != FORMAT or meta.get("key") != key:
-                    return None
-                out = read(f, meta)
-        except Exception as e:  # a truncated or foreign file: recompute, and drop it
-            warnings.warn(f"{path}: unreadable {what} ({e}); recomputing it", stacklevel=3)
-            path.unlink(missing_ok=True)
-            return None
-        os.utime(path)  # most recently used
-        return out
+        return self._files.read(key, what, read)
 
     def load(self, ids: Sequence[int]) -> tuple[Any, torch.Tensor] | None:
         """The stored ``(cache, logits (V,))`` of prompt ``ids``, each layer on the device it was
@@ -188,24 +172,4 @@ class PromptStore:
         self._write(self.key(ids, tag), {"values": values.detach().to("cpu").contiguous()}, {"tag": tag})
 
     def _write(self, key: str, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
-        from safetensors.torch import save_file
-
-        path = self._path(key)
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            save_file(tensors, str(tmp), metadata={"format": FORMAT, "version": str(VERSION), "key": key, **meta})
-            os.replace(tmp, path)
-            self._evict(keep=path)
-        except OSError as e:  # a full or read-only disk must not stop the task
-            warnings.warn(f"{self.root}: cannot store a prompt cache ({e})", stacklevel=2)
-
-    def _evict(self, keep: Path) -> None:
-        files = sorted(self.root.glob("*.safetensors"), key=lambda p: p.stat().st_mtime)
-        total = sum(p.stat().st_size for p in files)
-        for p in files:
-            if total <= self.limit_bytes:
-                break
-            if p != keep:
-                total -= p.stat().st_size
-                p.unlink(missing_ok=True)
+        self._files.write(key, tensors, meta, "a prompt cache")
