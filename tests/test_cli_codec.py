@@ -17,7 +17,7 @@ from uniaudio_cli.codec.checkpoint import save_codec
 
 @pytest.fixture()
 def codec_dir(tmp_path: Path, tiny_codec, vocab, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setattr("uniaudio_cli.codec.api.load_vocabulary", lambda llm=None: vocab)
+    monkeypatch.setattr("uniaudio_cli.codec.api.load_vocabulary", lambda llm=None, **_: vocab)
     return save_codec(tiny_codec, tmp_path / "codec")
 
 

@@ -37,7 +37,7 @@ def _model(vocab: Vocabulary, seed: int) -> LLMCodec:
 @pytest.fixture()
 def codec_dirs(tmp_path: Path, vocab: Vocabulary, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     """Two tiny codecs for one vocabulary, differing only in their random weights."""
-    monkeypatch.setattr("uniaudio_cli.codec.api.load_vocabulary", lambda llm=None: vocab)
+    monkeypatch.setattr("uniaudio_cli.codec.api.load_vocabulary", lambda llm=None, **_: vocab)
     return save_codec(_model(vocab, 0), tmp_path / "codec_a"), save_codec(_model(vocab, 1), tmp_path / "codec_b")
 
 

@@ -432,7 +432,7 @@ def test_cli_encodes_and_decodes_past_the_old_600_s_limit(tmp_path: Path, tiny_c
     from uniaudio_cli.cli import app
     from uniaudio_cli.codec.checkpoint import save_codec
 
-    monkeypatch.setattr("uniaudio_cli.codec.api.load_vocabulary", lambda llm=None: vocab)
+    monkeypatch.setattr("uniaudio_cli.codec.api.load_vocabulary", lambda llm=None, **_: vocab)
     codec_dir = save_codec(tiny_codec, tmp_path / "codec")
     src = tmp_path / "eleven_minutes.wav"
     with sf.SoundFile(src, "w", samplerate=8000, channels=1, subtype="PCM_16") as f:

@@ -60,3 +60,51 @@ def test_fingerprint_is_cached_and_dtype_independent() -> None:
     assert embedding_fingerprint(b) == embedding_fingerprint(b.float())
     v.embeddings = t + 1
     assert v.fingerprint == embedding_fingerprint(t)  # hashed once
+
+
+def _toy_tokenizer_file(tmp_path: Path) -> Path:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"<s>": 0, "</s>": 1, "the": 2, "Ġdog": 3, "Ġbark": 4, "Ġ": 5, "d": 6, "o": 7, "g": 8}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="d"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.add_special_tokens(["<s>", "</s>"])
+    tok.add_tokens(["<extra>"])  # added but not special: an ordinary token
+    path = tmp_path / "tokenizer.json"
+    tok.save(str(path))
+    return path
+
+
+def test_token_table_agrees_with_the_transformers_tokenizer(tmp_path: Path) -> None:
+    from transformers import PreTrainedTokenizerFast
+
+    from uniaudio_cli.llm import _special_ids
+    from uniaudio_cli.vocab import TokenTable
+
+    path = _toy_tokenizer_file(tmp_path)
+    table = TokenTable(path)
+    full = PreTrainedTokenizerFast(tokenizer_file=str(path))
+    ids = list(range(len(full)))
+    assert len(table) == len(full) == 10
+    assert table.convert_ids_to_tokens(ids) == full.convert_ids_to_tokens(ids)
+    assert table.all_special_ids == _special_ids(table) == [0, 1] == _special_ids(full)
+    assert table.encode(" dog bark", add_special_tokens=False) == full.encode(" dog bark", add_special_tokens=False)
+    assert table.encode(" dog bark", add_special_tokens=False) == [3, 4]
+
+
+def test_codec_vocabulary_reads_tokenizer_json_without_transformers(tmp_path: Path) -> None:
+    # A local model folder with a tokenizer.json and an embedding table: what the codec needs
+    # of it loads without importing transformers (1.5-2.5 s of every encode and decode).
+    import torch
+    from safetensors.torch import save_file
+
+    _toy_tokenizer_file(tmp_path)
+    save_file({"model.embed_tokens.weight": torch.randn(10, 4)}, str(tmp_path / "model.safetensors"))
+    code = (
+        "import sys; from uniaudio_cli.llm import load_vocabulary;"
+        f"v = load_vocabulary({str(tmp_path)!r}, full_tokenizer=False);"
+        "print(type(v.tokenizer).__name__, v.special_ids, v.size, 'transformers' in sys.modules)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["TokenTable", "[0,", "1]", "10", "False"]

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from uniaudio_cli.errors import ModelIntegrityError, ModelLoadError
 from uniaudio_cli.paths import cache_dir, file_sha256
-from uniaudio_cli.vocab import Vocabulary
+from uniaudio_cli.vocab import TokenTable, Vocabulary
 
 if TYPE_CHECKING:
     import torch
@@ -381,28 +381,46 @@ def _hf_embeddings(source: Path | str) -> torch.Tensor:
     return model.get_input_embeddings().weight.detach().float().contiguous()
 
 
-def load_vocabulary(llm: str | None = None) -> Vocabulary:
-    """Tokenizer + input-embedding table of ``llm`` (see :func:`resolve_llm`)."""
+def load_vocabulary(llm: str | None = None, full_tokenizer: bool = True) -> Vocabulary:
+    """Tokenizer + input-embedding table of ``llm`` (see :func:`resolve_llm`).
+
+    ``full_tokenizer=False`` reads the tokenizer as a :class:`~uniaudio_cli.vocab.TokenTable`
+    where the model has a ``tokenizer.json`` (the embedded default always does): enough for the
+    codec, and without importing transformers.
+    """
     import torch
     from safetensors.torch import load_file
 
     name, source, is_gguf = resolve_llm(llm)
+    tok: Any
     if is_gguf:
         gguf = Path(source)
         folder = convert_gguf(gguf, sha256=DEFAULT_GGUF_SHA256 if llm is None else None)
-        from transformers import AutoTokenizer
-
         try:
-            tok = AutoTokenizer.from_pretrained(str(folder))
+            tok = _tokenizer_file(folder) if not full_tokenizer else None
+            if tok is None:
+                from transformers import AutoTokenizer
+
+                tok = AutoTokenizer.from_pretrained(str(folder))
             emb = load_file(str(folder / "embeddings.safetensors"))["embeddings"]
         except Exception as e:
             raise _corrupt_conversion(folder, gguf, e) from e
     else:
-        tok = load_tokenizer(source)
         emb = _hf_embeddings(source)
+        tok = None
+        if not full_tokenizer:
+            # A Hub id's files are in the cache by now: _hf_embeddings found or refused them.
+            tok = _tokenizer_file(Path(source) if Path(source).is_dir() else _hf_snapshot(str(source)))
+        tok = tok or load_tokenizer(source)
     if not isinstance(emb, torch.Tensor) or emb.ndim != 2:
         raise ModelLoadError(f"{source}: embedding table not found", "pass a causal LM")
     return Vocabulary(name=name, tokenizer=tok, embeddings=emb, special_ids=_special_ids(tok))
+
+
+def _tokenizer_file(folder: Path) -> TokenTable | None:
+    """The folder's ``tokenizer.json`` as a :class:`TokenTable` (``None``: no such file)."""
+    path = folder / "tokenizer.json"
+    return TokenTable(path) if path.is_file() else None
 
 
 @dataclass

@@ -275,7 +275,7 @@ def load_codec(
     cfg, sd = load_codec_weights(p)
     if cfg.vocab is None:
         raise CheckpointError(f"{p}: config.json records no vocabulary", "re-export the checkpoint with uniaudio")
-    vocab = vocabulary or load_vocabulary(llm)
+    vocab = vocabulary or load_vocabulary(llm, full_tokenizer=False)
     tables, banned = codebook_tables(cfg.vocab, vocab, str(p))
     model = build_codec(cfg, sd, str(p))
     model.set_codebooks(tables, banned)
@@ -306,7 +306,11 @@ def _load_published(path: Path, llm: str | None, vocabulary: Vocabulary | None, 
 
     # The decoder's NoiseBlocks draw Gaussian noise; a seeded generator keeps decoding repeatable.
     set_noise(model, enabled=True, generator=torch.Generator(device=dev).manual_seed(0))
-    vocab = vocabulary if vocabulary is not None else (load_vocabulary(llm) if llm is not None else None)
+    vocab = (
+        vocabulary
+        if vocabulary is not None
+        else (load_vocabulary(llm, full_tokenizer=False) if llm is not None else None)
+    )
     if vocab is not None and (vocab.size, int(vocab.embeddings.shape[1])) != (
         cfg.codebook_sizes[1],
         cfg.codebook_dims[1],
