@@ -307,3 +307,20 @@ def test_denoise_ids_pinned(smol_tokenizer) -> None:
     demo = b.render(b.template.demo, audio={"audio": [7, 8], "answer_audio": [9]})
     assert demo == [10219, 42, 7, 8, 198, 17597, 42, 9, 198]
     assert smol_tokenizer.decode(demo[:2]) == "Input:"
+
+
+@pytest.mark.integration
+@needs_smollm2
+def test_codec_token_table_equals_the_transformers_tokenizer(smol_tokenizer) -> None:
+    from uniaudio_cli.llm import load_vocabulary
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(ENV_HOME, USER_HOME)
+        table = load_vocabulary(full_tokenizer=False)
+    ids = list(range(len(smol_tokenizer)))
+    assert type(table.tokenizer).__name__ == "TokenTable" and len(table.tokenizer) == len(ids) == 49152
+    assert table.tokenizer.convert_ids_to_tokens(ids) == smol_tokenizer.convert_ids_to_tokens(ids)
+    assert table.special_ids == list(range(17))
+    for text in (" dog barking", " 1+1", "hello world"):
+        want = smol_tokenizer.encode(text, add_special_tokens=False)
+        assert table.tokenizer.encode(text, add_special_tokens=False) == want
