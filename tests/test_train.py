@@ -718,3 +718,33 @@ def test_intelligibility_loss_follows_stoi(
     assert all("stoi" not in r for r in metrics(plain))
     rows = [r for r in metrics(weighted) if "mel" in r]
     assert rows and all(0 < r["stoi"] <= 2 for r in rows)
+
+
+def test_excess_loss_counts_only_added_energy(tmp_path: Path, data_dir: Path, tiny_codec_cfg, toy_vocab) -> None:
+    """``SpectralLoss.excess`` is zero for the target and for a quieter copy (energy taken away),
+    positive for a louder copy or added noise, grows with what is added, and the trainer adds it
+    (and logs it) only when ``w_excess`` is set."""
+    from uniaudio_cli.train.losses import SpectralLoss
+
+    gen = torch.Generator().manual_seed(0)
+    t = torch.arange(SR) / SR
+    target = (0.1 * sum(torch.sin(2 * torch.pi * k * 150 * t) / k for k in range(1, 20))).view(1, 1, -1)
+    spectral = SpectralLoss(SR)
+    assert float(spectral(target, target).excess) == 0.0
+    assert float(spectral(0.5 * target, target).excess) == 0.0  # less energy: the L1's business alone
+    louder = float(spectral(2.0 * target, target).excess)
+    # log 2 in every bin above the floor both sides are clamped to (bins below it count 0).
+    assert 0.5 * np.log(2.0) < louder <= np.log(2.0) + 1e-4
+    noise = [
+        float(spectral(target + a * torch.randn(target.shape, generator=gen), target).excess) for a in (0.001, 0.01)
+    ]
+    assert 0 < noise[0] < noise[1]
+
+    plain, weighted = tmp_path / "plain", tmp_path / "weighted"
+    for out, w in ((plain, 0.0), (weighted, 3.0)):
+        train_codec(
+            [data_dir], out, tiny_train_cfg(steps=2, w_excess=w), tiny_codec_cfg, progress=False, vocab=toy_vocab
+        )
+    assert all("excess" not in r for r in metrics(plain))
+    rows = [r for r in metrics(weighted) if "mel" in r]
+    assert rows and all(r["excess"] >= 0 for r in rows)

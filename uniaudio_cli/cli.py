@@ -792,6 +792,14 @@ def train_codec_cmd(
         float | None,
         typer.Option("--w-stoi", min=0.0, help="Weight of one minus a differentiable STOI (0: off)."),
     ] = None,
+    w_excess: Annotated[
+        float | None,
+        typer.Option(
+            "--w-excess",
+            min=0.0,
+            help="Weight of the log-magnitude excess over the target (energy the output adds; 0: off).",
+        ),
+    ] = None,
     low_band_hz: Annotated[
         float | None, typer.Option("--low-band-hz", min=50.0, help="Upper edge of --w-low-band's band.")
     ] = None,
@@ -877,6 +885,7 @@ def train_codec_cmd(
         "w_pitch": w_pitch,
         "w_low_band": w_low_band,
         "w_stoi": w_stoi,
+        "w_excess": w_excess,
         "low_band_hz": low_band_hz,
         "noise_floor": noise_floor,
         "noise_snr_db": check_noise_floor(noise_floor or 0.0, noise_snr) if noise_snr is not None else None,

@@ -96,6 +96,7 @@ RECIPE_FIELDS = (
     "w_consistency",
     "w_phase",
     "w_low_band",
+    "w_excess",
     "w_stoi",
     "w_pitch",
 )
@@ -119,7 +120,8 @@ class TrainConfig:
     convergence, each averaged over resolutions), multi-resolution log-mel L1 (averaged over
     resolutions), the quantizer commitment loss, the layer-1 semantic loss, the layer-1+2
     consistency loss, ``w_low_band`` times the log-magnitude L1 below ``low_band_hz`` (0 leaves it
-    out; see :class:`~uniaudio_cli.train.losses.SpectralLoss`), the anti-wrapped phase loss
+    out; see :class:`~uniaudio_cli.train.losses.SpectralLoss`), ``w_excess`` times the
+    log-magnitude excess over the target (``SpectralLoss``'s ``excess``; 0 leaves it out), the anti-wrapped phase loss
     (:class:`~uniaudio_cli.train.losses.PhaseLoss`; 0 leaves it out), ``w_stoi`` times one minus a
     differentiable STOI (:class:`~uniaudio_cli.train.losses.IntelligibilityLoss`; 0 leaves it
     out), and, from
@@ -175,6 +177,7 @@ class TrainConfig:
     w_consistency: float = 1.0
     w_phase: float = 0.0
     w_low_band: float = 0.0
+    w_excess: float = 0.0
     w_stoi: float = 0.0
     low_band_hz: float = 1000.0
     w_pitch: float = 1.0
@@ -693,6 +696,7 @@ class Trainer:
             + cfg.w_time * l1
             + cfg.w_stft * (spec.stft_mag + spec.stft_sc)
             + cfg.w_low_band * spec.low_mag
+            + cfg.w_excess * spec.excess
             + cfg.w_stoi * stoi
             + cfg.w_mel * spec.mel
             + cfg.w_commit * commit
@@ -712,6 +716,8 @@ class Trainer:
             metrics["phase"] = phase
         if cfg.w_low_band > 0:
             metrics["low_mag"] = spec.low_mag
+        if cfg.w_excess > 0:
+            metrics["excess"] = spec.excess
         if self.stoi is not None:
             metrics["stoi"] = stoi
         if pitch is not None:
