@@ -121,7 +121,8 @@ class TrainConfig:
     resolutions), the quantizer commitment loss, the layer-1 semantic loss, the layer-1+2
     consistency loss, ``w_low_band`` times the log-magnitude L1 below ``low_band_hz`` (0 leaves it
     out; see :class:`~uniaudio_cli.train.losses.SpectralLoss`), ``w_excess`` times the
-    log-magnitude excess over the target (``SpectralLoss``'s ``excess``; 0 leaves it out), the anti-wrapped phase loss
+    log-magnitude excess over the target (``SpectralLoss``'s ``excess``; 0 leaves it out), the
+    anti-wrapped phase loss
     (:class:`~uniaudio_cli.train.losses.PhaseLoss`; 0 leaves it out), ``w_stoi`` times one minus a
     differentiable STOI (:class:`~uniaudio_cli.train.losses.IntelligibilityLoss`; 0 leaves it
     out), and, from
