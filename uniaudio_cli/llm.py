@@ -397,7 +397,7 @@ def load_vocabulary(llm: str | None = None, full_tokenizer: bool = True) -> Voca
         gguf = Path(source)
         folder = convert_gguf(gguf, sha256=DEFAULT_GGUF_SHA256 if llm is None else None)
         try:
-            tok = _tokenizer_file(folder) if not full_tokenizer else None
+            tok = None if full_tokenizer else _tokenizer_file(folder)
             if tok is None:
                 from transformers import AutoTokenizer
 
@@ -407,11 +407,11 @@ def load_vocabulary(llm: str | None = None, full_tokenizer: bool = True) -> Voca
             raise _corrupt_conversion(folder, gguf, e) from e
     else:
         emb = _hf_embeddings(source)
-        tok = None
-        if not full_tokenizer:
-            # A Hub id's files are in the cache by now: _hf_embeddings found or refused them.
-            tok = _tokenizer_file(Path(source) if Path(source).is_dir() else _hf_snapshot(str(source)))
-        tok = tok or load_tokenizer(source)
+        # A Hub id's files are in the cache by now: _hf_embeddings found or refused them.
+        folder = Path(source) if Path(source).is_dir() else None
+        tok = None if full_tokenizer else _tokenizer_file(folder or _hf_snapshot(str(source)))
+        if tok is None:
+            tok = load_tokenizer(source)
     if not isinstance(emb, torch.Tensor) or emb.ndim != 2:
         raise ModelLoadError(f"{source}: embedding table not found", "pass a causal LM")
     return Vocabulary(name=name, tokenizer=tok, embeddings=emb, special_ids=_special_ids(tok))

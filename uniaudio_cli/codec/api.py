@@ -306,11 +306,9 @@ def _load_published(path: Path, llm: str | None, vocabulary: Vocabulary | None, 
 
     # The decoder's NoiseBlocks draw Gaussian noise; a seeded generator keeps decoding repeatable.
     set_noise(model, enabled=True, generator=torch.Generator(device=dev).manual_seed(0))
-    vocab = (
-        vocabulary
-        if vocabulary is not None
-        else (load_vocabulary(llm, full_tokenizer=False) if llm is not None else None)
-    )
+    vocab = vocabulary
+    if vocab is None and llm is not None:
+        vocab = load_vocabulary(llm, full_tokenizer=False)
     if vocab is not None and (vocab.size, int(vocab.embeddings.shape[1])) != (
         cfg.codebook_sizes[1],
         cfg.codebook_dims[1],

@@ -21,7 +21,9 @@ from torch import nn
 from uniaudio_cli import features
 
 _LOG_EPS = 1e-5
-_LOW_BAND_MIN_WINDOW = 512
+# Windows that resolve pitch harmonics at 16 kHz (bins of at most 31 Hz): where the low-band and
+# excess terms are measured.
+_HARMONIC_MIN_WINDOW = 512
 
 
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> torch.Tensor:
@@ -111,12 +113,12 @@ class SpectralLoss(nn.Module):
             mx = torch.log10(torch.matmul(fb, px).clamp_min(_LOG_EPS))
             my = torch.log10(torch.matmul(fb, py).clamp_min(_LOG_EPS))
             mel.append(F.l1_loss(mx, my))
-            with_low = self.low_band_hz is not None and w >= _LOW_BAND_MIN_WINDOW
+            with_low = self.low_band_hz is not None and w >= _HARMONIC_MIN_WINDOW
             if w >= self.stft_min_window or with_low:
                 lx, ly = torch.log(px.clamp_min(_LOG_EPS)), torch.log(py.clamp_min(_LOG_EPS))
             if w >= self.stft_min_window:
                 mag_l1.append(F.l1_loss(lx, ly))
-                if w >= _LOW_BAND_MIN_WINDOW:
+                if w >= _HARMONIC_MIN_WINDOW:
                     excess.append(F.relu(lx - ly).mean())
                 sc.append(torch.linalg.vector_norm(py - px) / torch.linalg.vector_norm(py).clamp_min(1e-6))
             if with_low:
