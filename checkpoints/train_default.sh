@@ -101,6 +101,11 @@
 # (fresh optimiser, lr 3e-5 cosine over 6,000 steps, STOI weight 10). The committed default is
 # stage 34's last checkpoint (step 6,000), written with the plain head and the post-filter at 1.1;
 # the prototype centre is remade. STAGE33=0 stops after stage 32.
+# Stage 37 trains only the decoder of stage 34's shipped weights (--decoder-only: every code, and so
+# every classification result and the prototype centre, stays stage 34's) with the excess loss
+# (--w-excess 15, energy the output adds over the target), lr 5e-5 cosine over 4,500 steps; the
+# committed default is its last checkpoint, written with the plain head and the post-filter at 1.1.
+# STAGE37=0 stops after stage 34.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -171,10 +176,10 @@ continue_stage() {
         --checkpoint-every 500 --quiet
 }
 
-# export_pf RUN: RUN's last checkpoint written as the default is shipped (plain head, post-filter
-# at 1.1, float16) to RUN/export-pf, which becomes FINAL.
+# export_pf RUN [P]: RUN's last checkpoint written as the default is shipped (plain head, post-filter
+# at P, default 1.1, float16) to RUN/export-pf, which becomes FINAL.
 export_pf() {
-    python -m uniaudio_cli.codec.export "$1/codec" "$1/export-pf" --drop-oscillator --contrast 1.1 \
+    python -m uniaudio_cli.codec.export "$1/codec" "$1/export-pf" --drop-oscillator --contrast "${2:-1.1}" \
         --dtype float16 --force
     FINAL="$1/export-pf"
 }
@@ -317,4 +322,9 @@ RUN34=${RUN34:-runs/stage34}
 pitch_stage "$RUN33" "$RUN32/codec" 3e-5 "6000 6000"
 pitch_stage "$RUN34" "$RUN33/codec" 3e-5 "6000 6000"
 export_pf "$RUN34"
+[ "${STAGE37:-1}" = 1 ] || finish
+RUN37=${RUN37:-runs/stage37}
+GROW=(--residual-search euclidean --bf16 --w-stoi 10 --w-excess 15 --decoder-only)
+pitch_stage "$RUN37" "$FINAL" 5e-5 "4500 4500"
+export_pf "$RUN37"
 finish
