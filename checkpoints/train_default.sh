@@ -176,10 +176,10 @@ continue_stage() {
         --checkpoint-every 500 --quiet
 }
 
-# export_pf RUN [P]: RUN's last checkpoint written as the default is shipped (plain head, post-filter
-# at P, default 1.1, float16) to RUN/export-pf, which becomes FINAL.
+# export_pf RUN: RUN's last checkpoint written as the default is shipped (plain head, post-filter
+# at 1.1, float16) to RUN/export-pf, which becomes FINAL.
 export_pf() {
-    python -m uniaudio_cli.codec.export "$1/codec" "$1/export-pf" --drop-oscillator --contrast "${2:-1.1}" \
+    python -m uniaudio_cli.codec.export "$1/codec" "$1/export-pf" --drop-oscillator --contrast 1.1 \
         --dtype float16 --force
     FINAL="$1/export-pf"
 }
