@@ -37,7 +37,7 @@ def main() -> None:
     for name in args.codecs:
         codec = None
         if name != "raw":
-            vocab = vocab or load_vocabulary(None)
+            vocab = vocab or load_vocabulary(None, full_tokenizer=False)
             codec = load_codec(name, vocabulary=vocab, device="cpu")
         right, wrong = 0, []
         for path in clips:

@@ -22,9 +22,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
+from uniaudio_cli.audio import load_audio
 from uniaudio_cli.codec import load_codec
 from uniaudio_cli.evaluate.codec_eval import pesq_wb, stoi_score
 from uniaudio_cli.train.losses import SpectralLoss
@@ -71,7 +71,7 @@ def main() -> None:
 
     scores: dict[str, list[tuple[float, float]]] = {v: [] for v in ["none", *variants]}
     for path in files:
-        wav, _ = sf.read(path, dtype="float32")
+        wav = load_audio(path, codec.sample_rate)
         x = torch.from_numpy(wav)[None, None]
         n = x.shape[-1]
         with torch.no_grad():

@@ -23,6 +23,7 @@ Criteria:
 from __future__ import annotations
 
 import argparse
+import csv
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,22 +32,26 @@ import numpy as np
 import torch
 
 from uniaudio_cli.codec.api import load_codec
-from uniaudio_cli.evaluate.tts_eval import DigitRecogniser
+from uniaudio_cli.evaluate.tts_eval import DIGIT_WORDS, SAMPLE_RATE, DigitRecogniser
 from uniaudio_cli.features import dtw_cost
 from uniaudio_cli.llm import load_vocabulary
 from uniaudio_cli.synth import ENGLISH_VOICES, synthesize_fixed
-from uniaudio_cli.tasks.tts import _mfcc, copy_atypicality
+from uniaudio_cli.tasks.tts import _mfcc, copy_atypicality, default_tts_demos
 
-SAMPLE_RATE = 16000
-DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-SHIPPED_VOICES = {"en-us", "en-us+f2", "en-gb+m3", "en-gb-x-rp+f4", "en-us+klatt2"}
 PER_DIGIT = 5
+
+
+def shipped_voices() -> set[str]:
+    """The espeak-ng voices of the shipped digits, as their ``metadata.csv`` lists them."""
+    with (default_tts_demos() / "metadata.csv").open(newline="") as f:
+        return {row["voice"] for row in csv.DictReader(f)}
 
 
 def dev_sets(n_sets: int, seed: int) -> list[list[tuple[str, int, int]]]:
     """``n_sets`` disjoint lists of five (voice, speed, pitch) recordings, none of the shipped voices."""
     rng = random.Random(seed)
-    voices = [v for v in ENGLISH_VOICES if v not in SHIPPED_VOICES]
+    shipped = shipped_voices()
+    voices = [v for v in ENGLISH_VOICES if v not in shipped]
     rng.shuffle(voices)
     if n_sets * PER_DIGIT > len(voices):
         raise SystemExit(f"at most {len(voices) // PER_DIGIT} sets")
@@ -62,7 +67,7 @@ def dev_sets(n_sets: int, seed: int) -> list[list[tuple[str, int, int]]]:
 def make_set(recordings: Sequence[tuple[str, int, int]]) -> list[list[np.ndarray]]:
     """``clips[d][i]``: digit ``d`` spoken by recording ``i``, 0.6 s, peak 0.7 (as the shipped set)."""
     out = []
-    for word in DIGITS:
+    for word in DIGIT_WORDS:
         row = []
         for voice, speed, pitch in recordings:
             wav, _ = synthesize_fixed(word, 0.6, voice, speed, pitch, SAMPLE_RATE)
@@ -71,14 +76,17 @@ def make_set(recordings: Sequence[tuple[str, int, int]]) -> list[list[np.ndarray
     return out
 
 
-Criterion = Callable[[int, list[list[np.ndarray]], list[list[np.ndarray]]], int]
+Clips = list[list[np.ndarray]]
+# A criterion sees digit ``d``, every original and copy of the set, and the originals' MFCCs
+# (computed once per set), and returns the index of the clip it speaks.
+Criterion = Callable[[int, Clips, Clips, Clips], int]
 
 
-def first(d: int, originals: list[list[np.ndarray]], copies: list[list[np.ndarray]]) -> int:
+def first(d: int, originals: Clips, copies: Clips, fo: Clips) -> int:
     return 0
 
 
-def atypical(d: int, originals: list[list[np.ndarray]], copies: list[list[np.ndarray]]) -> int:
+def atypical(d: int, originals: Clips, copies: Clips, fo: Clips) -> int:
     return int(np.argmin(copy_atypicality(originals[d], copies[d], SAMPLE_RATE)))
 
 
@@ -86,13 +94,12 @@ def _dist(a: np.ndarray, b: np.ndarray) -> float:
     return dtw_cost(a, b) / (a.shape[1] + b.shape[1])
 
 
-def fidelity(d: int, originals: list[list[np.ndarray]], copies: list[list[np.ndarray]]) -> int:
-    pairs = zip(copies[d], originals[d], strict=True)
-    return int(np.argmin([_dist(_mfcc(c, SAMPLE_RATE), _mfcc(o, SAMPLE_RATE)) for c, o in pairs]))
+def fidelity(d: int, originals: Clips, copies: Clips, fo: Clips) -> int:
+    pairs = zip(copies[d], fo[d], strict=True)
+    return int(np.argmin([_dist(_mfcc(c, SAMPLE_RATE), o) for c, o in pairs]))
 
 
-def margin(d: int, originals: list[list[np.ndarray]], copies: list[list[np.ndarray]]) -> int:
-    fo = [[_mfcc(x, SAMPLE_RATE) for x in row] for row in originals]
+def margin(d: int, originals: Clips, copies: Clips, fo: Clips) -> int:
     scores = []
     for i, c in enumerate(copies[d]):
         fc = _mfcc(c, SAMPLE_RATE)
@@ -115,25 +122,26 @@ def main() -> None:
     torch.set_num_threads(1)
     recognise = DigitRecogniser()
     sets = [make_set(r) for r in dev_sets(args.sets, args.seed)]
+    feats = [[[_mfcc(x, SAMPLE_RATE) for x in row] for row in s] for s in sets]
     raw = sum(recognise(x, SAMPLE_RATE) == str(d) for s in sets for d, row in enumerate(s) for x in row)
-    n_clips = args.sets * len(DIGITS) * PER_DIGIT
+    n_clips = args.sets * len(DIGIT_WORDS) * PER_DIGIT
     print(f"development clips heard right as they are: {raw}/{n_clips}")
     print("| codec | copies heard right | " + " | ".join(CRITERIA) + " | any |")
     print("|---|---|" + "---|" * (len(CRITERIA) + 1))
-    vocab = load_vocabulary(None)
+    vocab = load_vocabulary(None, full_tokenizer=False)
     for name in args.codecs:
         codec = load_codec(Path(name), vocabulary=vocab, device="cpu")
         right_copies = 0
         picked = dict.fromkeys(CRITERIA, 0)
         reachable = 0
-        for originals in sets:
+        for originals, fo in zip(sets, feats, strict=True):
             copies = [[codec.decode(codec.encode(x))[: len(x)] for x in row] for row in originals]
             heard = [[recognise(c, SAMPLE_RATE) == str(d) for c in row] for d, row in enumerate(copies)]
             right_copies += sum(map(sum, heard))
             reachable += sum(map(any, heard))
             for key, crit in CRITERIA.items():
-                picked[key] += sum(heard[d][crit(d, originals, copies)] for d in range(len(DIGITS)))
-        n_picks = args.sets * len(DIGITS)
+                picked[key] += sum(heard[d][crit(d, originals, copies, fo)] for d in range(len(DIGIT_WORDS)))
+        n_picks = args.sets * len(DIGIT_WORDS)
         cells = " | ".join(f"{picked[k]}/{n_picks}" for k in CRITERIA)
         print(f"| {name} | {right_copies}/{n_clips} | {cells} | {reachable}/{n_picks} |", flush=True)
 
