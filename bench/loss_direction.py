@@ -9,7 +9,9 @@ after. Variants (``--losses``):
 - ``asymN``: ``sym`` plus 5 x a log-magnitude L1 over the 512-2048-sample windows whose excess
   (output above input) counts ``N`` times;
 - ``excN``: ``sym`` plus ``N`` x :class:`~uniaudio_cli.train.losses.SpectralLoss`'s ``excess``
-  (what ``uniaudio train-codec --w-excess N`` adds).
+  (what ``uniaudio train-codec --w-excess N`` adds);
+- ``pqN``: ``exc15`` plus ``N`` x :class:`~uniaudio_cli.train.losses.PerceptualQualityLoss`, the
+  estimate of what PESQ's raw score loses (what ``--w-pesq N`` adds beside ``--w-excess 15``).
 
 Run on training clips (the default is every 19th ``speech_extra`` file), not on held-out sets:
 
@@ -27,7 +29,7 @@ import torch
 from uniaudio_cli.audio import load_audio
 from uniaudio_cli.codec import load_codec
 from uniaudio_cli.evaluate.codec_eval import pesq_wb, stoi_score
-from uniaudio_cli.train.losses import SpectralLoss
+from uniaudio_cli.train.losses import PerceptualQualityLoss, SpectralLoss
 
 ROOT = Path(__file__).resolve().parents[1]
 HARMONIC_WINDOWS = (512, 1024, 2048)
@@ -50,6 +52,7 @@ def main() -> None:
     codec = load_codec(args.codec, device="cpu")
     model = codec.model.eval().requires_grad_(False)
     spectral = SpectralLoss(codec.sample_rate)
+    quality = PerceptualQualityLoss(codec.sample_rate)
     windows = {w: torch.hann_window(w) for w in HARMONIC_WINDOWS}
 
     def log_mag(x: torch.Tensor, w: int) -> torch.Tensor:
@@ -59,6 +62,8 @@ def main() -> None:
     def loss_of(variant: str, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         s = spectral(y, x)
         loss = 15 * s.mel + 5 * s.stft_mag + s.stft_sc
+        if variant.startswith("pq"):
+            return loss + 15 * s.excess + float(variant[2:]) * quality(y, x)
         if variant.startswith("exc"):
             return loss + float(variant[3:]) * s.excess
         if variant.startswith("asym"):
@@ -66,7 +71,7 @@ def main() -> None:
             diffs = [log_mag(y, w) - log_mag(x, w).detach() for w in HARMONIC_WINDOWS]
             return loss + 5 * sum(torch.where(d > 0, over * d, -d).mean() for d in diffs) / len(diffs)
         if variant != "sym":
-            raise SystemExit(f"--losses: unknown variant {variant!r} (sym, asymN, excN)")
+            raise SystemExit(f"--losses: unknown variant {variant!r} (sym, asymN, excN, pqN)")
         return loss
 
     scores: dict[str, list[tuple[float, float]]] = {v: [] for v in ["none", *variants]}

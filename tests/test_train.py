@@ -748,3 +748,43 @@ def test_excess_loss_counts_only_added_energy(tmp_path: Path, data_dir: Path, ti
     assert all("excess" not in r for r in metrics(plain))
     rows = [r for r in metrics(weighted) if "mel" in r]
     assert rows and all(r["excess"] >= 0 for r in rows)
+
+
+def test_perceptual_quality_loss_behaves_like_pesq(tmp_path: Path, data_dir: Path, tiny_codec_cfg, toy_vocab) -> None:
+    """``PerceptualQualityLoss`` is near zero for the target, ignores overall gain (PESQ levels both
+    signals), grows with added noise, weighs added energy over missing energy, maps to P.862.2's
+    MOS range, has finite gradients on digital silence, and the trainer adds and logs it only when
+    ``w_pesq`` is set."""
+    from uniaudio_cli.train.losses import PerceptualQualityLoss
+
+    gen = torch.Generator().manual_seed(0)
+    t = torch.arange(SR) / SR
+    # A voiced "word" in the middle of silence, with a 4 Hz syllable envelope.
+    envelope = torch.clamp(torch.sin(2 * torch.pi * 2 * t), min=0.0)
+    target = (0.1 * envelope * sum(torch.sin(2 * torch.pi * k * 150 * t) / k for k in range(1, 30))).view(1, 1, -1)
+    q = PerceptualQualityLoss(SR)
+    same = float(q.degradation(target, target))
+    assert same < 0.01
+    assert abs(float(q.degradation(3.0 * target, target)) - same) < 0.01
+    noisy = [float(q.degradation(target + a * torch.randn(target.shape, generator=gen), target)) for a in (1e-3, 1e-2)]
+    assert same < noisy[0] < noisy[1]
+    # The same change in either direction: the output adding a tone in the pauses costs more than
+    # the output missing it (a tone that followed the word's envelope would be a fixed equaliser,
+    # which PESQ forgives).
+    tone = 0.01 * torch.sin(2 * torch.pi * 2500 * t).view(1, 1, -1) * (envelope == 0)
+    added = float(q.degradation(target + tone, target))
+    missing = float(q.degradation(target, target + tone))
+    assert added > missing > same
+    mos = PerceptualQualityLoss.mos(torch.tensor([0.0, 4.0]))
+    assert 4.4 < float(mos[0]) < 4.7 and 1.0 < float(mos[1]) < 1.5
+
+    pred = torch.zeros(2, 1, SR // 2, requires_grad=True)
+    q(pred, torch.zeros(2, 1, SR // 2)).backward()
+    assert pred.grad is not None and bool(torch.isfinite(pred.grad).all())
+
+    plain, weighted = tmp_path / "plain", tmp_path / "weighted"
+    for out, w in ((plain, 0.0), (weighted, 1.0)):
+        train_codec([data_dir], out, tiny_train_cfg(steps=2, w_pesq=w), tiny_codec_cfg, progress=False, vocab=toy_vocab)
+    assert all("pesq_loss" not in r for r in metrics(plain))
+    rows = [r for r in metrics(weighted) if "mel" in r]
+    assert rows and all(r["pesq_loss"] >= 0 for r in rows)

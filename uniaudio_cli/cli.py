@@ -792,6 +792,14 @@ def train_codec_cmd(
         float | None,
         typer.Option("--w-stoi", min=0.0, help="Weight of one minus a differentiable STOI (0: off)."),
     ] = None,
+    w_pesq: Annotated[
+        float | None,
+        typer.Option(
+            "--w-pesq",
+            min=0.0,
+            help="Weight of a differentiable estimate of what PESQ's raw score loses (0: off).",
+        ),
+    ] = None,
     w_excess: Annotated[
         float | None,
         typer.Option(
@@ -886,6 +894,7 @@ def train_codec_cmd(
         "w_low_band": w_low_band,
         "w_stoi": w_stoi,
         "w_excess": w_excess,
+        "w_pesq": w_pesq,
         "low_band_hz": low_band_hz,
         "noise_floor": noise_floor,
         "noise_snr_db": check_noise_floor(noise_floor or 0.0, noise_snr) if noise_snr is not None else None,

@@ -330,3 +330,126 @@ class IntelligibilityLoss(nn.Module):
         corr = (xc * yc).sum(-1) / (xc.norm(dim=-1) * yc.norm(dim=-1)).clamp_min(1e-8)  # (B, bands, segments)
         per_segment = corr.mean(1)
         return 1.0 - (per_segment * keep).sum() / keep.sum().clamp_min(1)
+
+
+class PerceptualQualityLoss(nn.Module):
+    """A differentiable stand-in for PESQ's degradation (ITU-T P.862 / P.862.2) between ``(B, 1, T)``
+    waveforms: what the mean opinion score loses, ``0.1 d_sym + 0.0309 d_asym``, so minimising it
+    raises an estimate of PESQ. Written from the standard's published description, not from an
+    implementation, and simplified (no time alignment: the codec's output is aligned).
+
+    The spectrogram losses weigh every bin's log-magnitude error alike; PESQ hears something else:
+    Bark-band powers on a compressive (Zwicker) loudness scale above each band's hearing threshold,
+    after forgiving a fixed per-band gain (an equaliser, within +-20 dB) and a slowly varying frame
+    gain; differences below a quarter of the smaller loudness are not heard at all; added energy
+    counts up to 12 times (the asymmetry factor); and frames are pooled with an L6 norm over
+    320 ms intervals, so the worst moments dominate.
+
+    Both signals are first scaled to the same mean band power, so the loss ignores overall gain,
+    as PESQ does. Where that level sits above the hearing threshold decides whether quiet added
+    energy (noise between harmonics) counts: at 70 dB it fell under the threshold, and minimising
+    the loss on a clip's latent through the decoder lowered PESQ-WB; at 100 dB the estimate
+    follows ``pesq`` best on the codec's output of training clips (``bench/pesq_proxy.py``).
+
+    Args:
+        sample_rate: audio rate (the bands span 100 Hz to half of it).
+        bands: Bark bands (P.862.2 uses 49 at 16 kHz), equally wide on the Bark scale.
+        n_fft: frame and FFT length; frames overlap by half (32 ms / 16 ms at 16 kHz, as PESQ).
+        level_db: mean band power both signals are scaled to, in dB re the threshold's reference.
+        gamma: Zwicker's loudness exponent.
+        loudness_scale: loudness units per sone-like unit; sets the scale of the degradation, and
+            was fitted so that :meth:`mos` matches ``pesq``'s PESQ-WB on the codec's output.
+        interval: frames per pooling interval (half-overlapping).
+        equaliser: forgive a fixed per-band gain.
+        frame_gain: forgive a slowly varying frame gain.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        bands: int = 49,
+        n_fft: int = 512,
+        level_db: float = 100.0,
+        gamma: float = 0.23,
+        loudness_scale: float = 1.4,
+        interval: int = 20,
+        equaliser: bool = True,
+        frame_gain: bool = True,
+    ) -> None:
+        super().__init__()
+        self.equaliser, self.frame_gain = equaliser, frame_gain
+        self.n_fft, self.hop = n_fft, n_fft // 2
+        self.level = 10.0 ** (level_db / 10.0)
+        self.gamma, self.scale, self.interval = gamma, loudness_scale, interval
+        freqs = torch.linspace(0.0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
+        bark = 6.0 * torch.asinh(freqs / 600.0)
+        edges = torch.linspace(float(6.0 * np.arcsinh(100.0 / 600.0)), float(bark[-1]) + 1e-6, bands + 1)
+        bank = ((bark[None] >= edges[:-1, None]) & (bark[None] < edges[1:, None])).float()
+        centres = 600.0 * torch.sinh((edges[:-1] + edges[1:]) / 12.0) / 1000.0  # kHz
+        # Threshold in quiet (Terhardt), dB re the same reference as level_db.
+        threshold_db = 3.64 * centres**-0.8 - 6.5 * torch.exp(-0.6 * (centres - 3.3) ** 2) + 1e-3 * centres**4
+        self.register_buffer("bank", bank, persistent=False)  # (bands, bins)
+        self.register_buffer("p0", (10.0 ** (threshold_db / 10.0)).float()[:, None], persistent=False)  # (bands, 1)
+        self.register_buffer("window", torch.hamming_window(n_fft), persistent=False)
+        smooth = 0.2 * 0.8 ** torch.arange(32, dtype=torch.float32)
+        self.register_buffer("smooth", smooth.flip(0)[None, None], persistent=False)  # (1, 1, 32)
+
+    def _bark_power(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, T)`` -> Bark-band power ``(B, bands, frames)`` at the common level."""
+        spec = torch.stft(x.squeeze(1), self.n_fft, self.hop, window=self.window, center=True, return_complex=True)
+        power = torch.einsum("kf,bft->bkt", self.bank, spec.real.square() + spec.imag.square())
+        mean = power.sum(1).mean(-1).clamp_min(1e-12)[:, None, None]
+        return power * (self.level / mean)
+
+    def _loudness(self, p: torch.Tensor) -> torch.Tensor:
+        # Zwicker's law: zero at the threshold, growing as power**gamma well above it.
+        p0 = self.p0
+        return self.scale * (p0 / 0.5) ** self.gamma * F.relu((0.5 + 0.5 * p / p0) ** self.gamma - 1.0)
+
+    def degradation(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``(B,)``: the estimate of PESQ's raw score lost, ``4.5 -`` raw."""
+        deg = self._bark_power(pred.float())
+        with torch.no_grad():
+            ref = self._bark_power(target.float())
+            frame = ref.sum(1)  # (B, frames)
+            active = (frame > frame.amax(-1, keepdim=True) * 1e-4).float()[:, None]
+            # PESQ forgives a fixed equaliser: the reference takes the output's band gains over
+            # the active frames, within +-20 dB.
+            eq = ((deg * active).sum(-1, keepdim=True) + self.p0) / ((ref * active).sum(-1, keepdim=True) + self.p0)
+            if self.equaliser:
+                ref = ref * eq.clamp(0.01, 100.0)
+            # ... and a slowly varying frame gain (first-order smoothing, as its 0.8 / 0.2 recursion).
+            audible_ref = (ref * (ref > 100 * self.p0)).sum(1)
+            audible_deg = (deg * (deg > 100 * self.p0)).sum(1)
+            c = float(self.p0.sum()) * 100
+            gain = ((audible_ref + c) / (audible_deg + c)).clamp(3e-4, 5.0)
+            gain = F.conv1d(F.pad(gain[:, None], (self.smooth.shape[-1] - 1, 0), mode="replicate"), self.smooth)
+            gain = gain / float(self.smooth.sum())
+        if self.frame_gain:
+            deg = deg * gain
+        loud_ref, loud_deg = self._loudness(ref), self._loudness(deg)
+        # Differences under a quarter of the smaller loudness are masked.
+        dz = F.relu((loud_deg - loud_ref).abs() - 0.25 * torch.minimum(loud_ref, loud_deg))
+        with torch.no_grad():
+            asym = ((deg + self.p0) / (ref + self.p0)) ** 1.2
+            asym = torch.where(asym < 3.0, torch.zeros_like(asym), asym.clamp_max(12.0))
+        d_sym = (dz.pow(3).mean(1) + 1e-12).pow(1.0 / 3.0).clamp_max(45.0)  # (B, frames)
+        d_asym = (dz * asym).mean(1).clamp_max(45.0)
+
+        def pool(d: torch.Tensor) -> torch.Tensor:
+            n = min(self.interval, d.shape[-1])
+            windows = d.unfold(-1, n, max(1, n // 2))  # (B, intervals, n)
+            per_interval = (windows.pow(6).mean(-1) + 1e-12).pow(1.0 / 6.0)
+            return (per_interval.square().mean(-1) + 1e-12).sqrt()
+
+        return 0.1 * pool(d_sym) + 0.0309 * pool(d_asym)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The batch mean of :meth:`degradation`."""
+        return self.degradation(pred, target).mean()
+
+    @staticmethod
+    def mos(degradation: torch.Tensor) -> torch.Tensor:
+        """P.862.2's wide-band mapping of the raw score ``4.5 - degradation`` to MOS-LQO."""
+        raw = 4.5 - degradation
+        return 0.999 + 4.0 / (1.0 + torch.exp(-1.3669 * raw + 3.8224))

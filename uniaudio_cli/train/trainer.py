@@ -45,6 +45,7 @@ from uniaudio_cli.train.losses import (
     ConsistencyHead,
     FrameLogMel,
     IntelligibilityLoss,
+    PerceptualQualityLoss,
     PhaseLoss,
     SpectralLoss,
     consistency_loss,
@@ -98,6 +99,7 @@ RECIPE_FIELDS = (
     "w_low_band",
     "w_excess",
     "w_stoi",
+    "w_pesq",
     "w_pitch",
 )
 
@@ -125,7 +127,8 @@ class TrainConfig:
     anti-wrapped phase loss
     (:class:`~uniaudio_cli.train.losses.PhaseLoss`; 0 leaves it out), ``w_stoi`` times one minus a
     differentiable STOI (:class:`~uniaudio_cli.train.losses.IntelligibilityLoss`; 0 leaves it
-    out), and, from
+    out), ``w_pesq`` times an estimate of what PESQ's raw score loses
+    (:class:`~uniaudio_cli.train.losses.PerceptualQualityLoss`; 0 leaves it out), and, from
     ``gan_start_step`` on, the hinge adversarial and feature-matching losses. The discriminators
     are spectrogram ones (``disc_channels`` wide), and with ``disc_periods`` also HiFi-GAN's
     waveform period discriminators, which judge periodicity.
@@ -180,6 +183,7 @@ class TrainConfig:
     w_low_band: float = 0.0
     w_excess: float = 0.0
     w_stoi: float = 0.0
+    w_pesq: float = 0.0
     low_band_hz: float = 1000.0
     w_pitch: float = 1.0
     harmonic_lr_scale: float = 10.0
@@ -472,6 +476,7 @@ class Trainer:
         self.spectral = SpectralLoss(sr, low_band_hz=cfg.low_band_hz if cfg.w_low_band > 0 else None).to(self.device)
         self.phase = PhaseLoss().to(self.device) if cfg.w_phase > 0 else None
         self.stoi = IntelligibilityLoss(sr).to(self.device) if cfg.w_stoi > 0 else None
+        self.quality = PerceptualQualityLoss(sr).to(self.device) if cfg.w_pesq > 0 else None
         self.pitch_hop = codec_cfg.small_stft_hop
         self.disc = (
             (
@@ -688,6 +693,7 @@ class Trainer:
         l1 = l1_time(y, wav)
         phase = self.phase(y, wav) if self.phase is not None else y.new_zeros(())
         stoi = self.stoi(y, wav) if self.stoi is not None else y.new_zeros(())
+        quality = self.quality(y, wav) if self.quality is not None else y.new_zeros(())
         f0_loss = (
             pitch_loss(*pitch, wav, self.model.sample_rate, self.pitch_hop) if pitch is not None else y.new_zeros(())
         )
@@ -699,6 +705,7 @@ class Trainer:
             + cfg.w_low_band * spec.low_mag
             + cfg.w_excess * spec.excess
             + cfg.w_stoi * stoi
+            + cfg.w_pesq * quality
             + cfg.w_mel * spec.mel
             + cfg.w_commit * commit
             + cfg.w_semantic * sem
@@ -721,6 +728,8 @@ class Trainer:
             metrics["excess"] = spec.excess
         if self.stoi is not None:
             metrics["stoi"] = stoi
+        if self.quality is not None:
+            metrics["pesq_loss"] = quality
         if pitch is not None:
             metrics["pitch"] = f0_loss
 
