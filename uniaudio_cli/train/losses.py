@@ -360,8 +360,6 @@ class PerceptualQualityLoss(nn.Module):
         loudness_scale: loudness units per sone-like unit; sets the scale of the degradation, and
             was fitted so that :meth:`mos` matches ``pesq``'s PESQ-WB on the codec's output.
         interval: frames per pooling interval (half-overlapping).
-        equaliser: forgive a fixed per-band gain.
-        frame_gain: forgive a slowly varying frame gain.
     """
 
     def __init__(
@@ -373,11 +371,8 @@ class PerceptualQualityLoss(nn.Module):
         gamma: float = 0.23,
         loudness_scale: float = 1.4,
         interval: int = 20,
-        equaliser: bool = True,
-        frame_gain: bool = True,
     ) -> None:
         super().__init__()
-        self.equaliser, self.frame_gain = equaliser, frame_gain
         self.n_fft, self.hop = n_fft, n_fft // 2
         self.level = 10.0 ** (level_db / 10.0)
         self.gamma, self.scale, self.interval = gamma, loudness_scale, interval
@@ -416,8 +411,7 @@ class PerceptualQualityLoss(nn.Module):
             # PESQ forgives a fixed equaliser: the reference takes the output's band gains over
             # the active frames, within +-20 dB.
             eq = ((deg * active).sum(-1, keepdim=True) + self.p0) / ((ref * active).sum(-1, keepdim=True) + self.p0)
-            if self.equaliser:
-                ref = ref * eq.clamp(0.01, 100.0)
+            ref = ref * eq.clamp(0.01, 100.0)
             # ... and a slowly varying frame gain (first-order smoothing, as its 0.8 / 0.2 recursion).
             audible_ref = (ref * (ref > 100 * self.p0)).sum(1)
             audible_deg = (deg * (deg > 100 * self.p0)).sum(1)
@@ -425,8 +419,7 @@ class PerceptualQualityLoss(nn.Module):
             gain = ((audible_ref + c) / (audible_deg + c)).clamp(3e-4, 5.0)
             gain = F.conv1d(F.pad(gain[:, None], (self.smooth.shape[-1] - 1, 0), mode="replicate"), self.smooth)
             gain = gain / float(self.smooth.sum())
-        if self.frame_gain:
-            deg = deg * gain
+        deg = deg * gain
         loud_ref, loud_deg = self._loudness(ref), self._loudness(deg)
         # Differences under a quarter of the smaller loudness are masked.
         dz = F.relu((loud_deg - loud_ref).abs() - 0.25 * torch.minimum(loud_ref, loud_deg))
