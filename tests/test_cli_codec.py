@@ -127,3 +127,7 @@ def test_train_codec_noise_floor_reaches_the_config(tmp_path: Path, monkeypatch:
     assert (seen[-1].noise_floor, seen[-1].noise_snr_db) == (0.0, (10.0, 40.0))
     assert run(*base, "--noise-floor", "0.5", "--noise-snr", "15", "30").exit_code == 0
     assert (seen[-1].noise_floor, seen[-1].noise_snr_db) == (0.5, (15.0, 30.0))
+    assert seen[-1].speed_perturb == 0.0
+    assert run(*base, "--speed-perturb", "0.5").exit_code == 0
+    assert seen[-1].speed_perturb == 0.5
+    assert run(*base, "--speed-perturb", "2").exit_code != 0

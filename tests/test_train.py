@@ -206,6 +206,34 @@ def test_noise_floor_is_added_at_its_level_and_off_by_default(data_dir: Path) ->
         SegmentDataset([data_dir], segment_samples=8000, noise_floor=0.5, noise_snr_db=(30.0, 10.0))
 
 
+def test_speed_perturbation_moves_pitch_by_its_factor_and_is_off_by_default(data_dir: Path, tmp_path: Path) -> None:
+    from uniaudio_cli.train.data import SPEED_FACTORS
+
+    plain = SegmentDataset([data_dir], segment_samples=8000, seed=0)
+    off = SegmentDataset([data_dir], segment_samples=8000, seed=0, speed_perturb=0.0)
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    for _ in range(3):
+        assert torch.equal(plain.sample_batch(a, 6)[0], off.sample_batch(b, 6)[0])
+    assert a.random() == b.random()
+    on = SegmentDataset([data_dir], segment_samples=8000, seed=0, speed_perturb=1.0)
+    x, _ = on.sample_batch(np.random.default_rng(5), 6)
+    assert x.shape == (6, 1, 8000) and bool(torch.isfinite(x).all())
+    # A 500 Hz tone longer than the segment comes out at 500 * down / up Hz, at its level.
+    (tmp_path / "tone").mkdir()
+    t = np.arange(SR * 2) / SR
+    sf.write(tmp_path / "tone" / "a.flac", (0.5 * np.sin(2 * np.pi * 500 * t)).astype(np.float32), SR, subtype="PCM_16")
+    one = SegmentDataset([tmp_path], segment_samples=8000, seed=0, speed_perturb=1.0)
+    for up, down in SPEED_FACTORS:
+        out = np.empty(8000, np.int16)
+        one._segment_at_speed(0, np.random.default_rng(0), out, up, down)
+        spec = np.abs(np.fft.rfft(out.astype(np.float64) * np.hanning(8000)))
+        peak_hz = np.argmax(spec) * SR / 8000
+        assert peak_hz == pytest.approx(500 * down / up, abs=3)
+        assert np.abs(out).max() / 32768 == pytest.approx(0.5, abs=0.02)
+    with pytest.raises(UsageError):
+        SegmentDataset([data_dir], segment_samples=8000, speed_perturb=1.5)
+
+
 def test_semantic_and_consistency_gradients(tiny_codec_cfg: CodecConfig, toy_vocab: Vocabulary) -> None:
     from uniaudio_cli.codec.model import LLMCodec
 

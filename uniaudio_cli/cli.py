@@ -829,6 +829,16 @@ def train_codec_cmd(
         tuple[float, float] | None,
         typer.Option("--noise-snr", help="That floor's level below the sound's, in dB: LO HI (default 10 40)."),
     ] = None,
+    speed_perturb: Annotated[
+        float | None,
+        typer.Option(
+            "--speed-perturb",
+            min=0.0,
+            max=1.0,
+            help="Probability that a training segment is played 0.9-1.1 times as fast, input and target "
+            "alike (more voices from the same speakers; 0: off).",
+        ),
+    ] = None,
     disc_channels: Annotated[
         int | None, typer.Option("--disc-channels", min=1, help="Width of the GAN discriminators.")
     ] = None,
@@ -898,6 +908,7 @@ def train_codec_cmd(
         "low_band_hz": low_band_hz,
         "noise_floor": noise_floor,
         "noise_snr_db": check_noise_floor(noise_floor or 0.0, noise_snr) if noise_snr is not None else None,
+        "speed_perturb": speed_perturb,
         "disc_periods": _periods(disc_periods) if disc_periods is not None else None,
         "latents": str(latents) if latents is not None else None,
         "decoder_only": decoder_only or None,

@@ -46,6 +46,12 @@ _RAVDESS_NAME = re.compile(r"^\d{2}(?:-\d{2}){6}$")
 # FSDD file names are {digit}_{speaker}_{index}.
 _FSDD_NAME = re.compile(r"^(\d)_([a-z]+)_(\d+)$")
 
+#: Speed perturbation's factors as ``(up, down)`` resampling ratios: a segment of ``T * down / up``
+#: samples is resampled to ``T``, so it plays 0.9 / 0.95 / 1.05 / 1.1 times as fast, with its pitch
+#: and formants moved by as much (the three-way 0.9 / 1.0 / 1.1 of ASR recipes, two steps finer).
+#: Rational ratios let a polyphase filter do it without the aliasing of linear interpolation.
+SPEED_FACTORS: tuple[tuple[int, int], ...] = ((10, 9), (20, 19), (20, 21), (10, 11))
+
 #: FSDD speakers kept out of training for evaluation.
 HELD_OUT_FSDD_SPEAKERS = frozenset({"nicolas"})
 
@@ -238,6 +244,10 @@ class SegmentDataset(torch.utils.data.Dataset):
             such a floor, and the codec has to reproduce it; 0 (default) draws nothing, so a
             run without it sees exactly the batches it saw before this option existed.
         noise_snr_db: the range of that floor's level below the sound's, in dB.
+        speed_perturb: probability that a segment is played faster or slower by one of
+            :data:`SPEED_FACTORS` (input and target alike): new voices from the same speakers,
+            as speed perturbation gives ASR training. 0 (default) draws nothing, so a run without
+            it sees exactly the batches it saw before this option existed.
     """
 
     def __init__(
@@ -250,8 +260,12 @@ class SegmentDataset(torch.utils.data.Dataset):
         seed: int = 0,
         noise_floor: float = 0.0,
         noise_snr_db: tuple[float, float] = (10.0, 40.0),
+        speed_perturb: float = 0.0,
     ) -> None:
         self.noise_snr_db = check_noise_floor(noise_floor, noise_snr_db)
+        if not 0.0 <= speed_perturb <= 1.0:
+            raise UsageError(f"speed perturbation probability {speed_perturb} is not in [0, 1]", "pass 0 to 1")
+        self.speed_perturb = float(speed_perturb)
         self.noise_floor = float(noise_floor)
         self.segment_samples = int(segment_samples)
         self.sample_rate = sample_rate
@@ -367,6 +381,18 @@ class SegmentDataset(torch.utils.data.Dataset):
             pos = int(rng.integers(0, T - end + 1))
             out[pos : pos + end] = a[:end]
 
+    def _segment_at_speed(self, i: int, rng: np.random.Generator, out: np.ndarray, up: int, down: int) -> None:
+        """:meth:`_segment` played ``down / up`` times as fast: ``T * down / up`` samples of clip
+        ``i`` resampled to ``out``'s ``T``."""
+        from scipy.signal import resample_poly
+
+        T = out.size
+        src = np.empty(-(-T * down // up), dtype=np.int16)
+        self._segment(i, rng, src)
+        y = resample_poly(src.astype(np.float32), up, down)[:T]
+        out[:] = 0
+        out[: y.size] = np.clip(np.rint(y), -32768, 32767).astype(np.int16)
+
     def _to_float(self, seg: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """``(B, T)`` int16 -> float32 with a random per-row gain, peaks kept under 0.99 (and,
         with ``noise_floor``, a noise floor added first)."""
@@ -395,8 +421,14 @@ class SegmentDataset(torch.utils.data.Dataset):
         idx = np.searchsorted(self._cdf, rng.random(batch_size), side="right")
         idx = np.minimum(idx, len(self.audio) - 1)
         seg = np.empty((batch_size, self.segment_samples), dtype=np.int16)
+        if self.speed_perturb > 0.0:
+            faster = rng.random(batch_size) < self.speed_perturb
+            which = rng.integers(0, len(SPEED_FACTORS), size=batch_size)
         for row, i in enumerate(idx):
-            self._segment(int(i), rng, seg[row])
+            if self.speed_perturb > 0.0 and faster[row]:
+                self._segment_at_speed(int(i), rng, seg[row], *SPEED_FACTORS[int(which[row])])
+            else:
+                self._segment(int(i), rng, seg[row])
         wav = self._to_float(seg, rng)
         return torch.from_numpy(wav).unsqueeze(1), torch.from_numpy(self.text_ids[idx])
 
