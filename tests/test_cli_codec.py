@@ -108,6 +108,14 @@ def test_train_codec_switches_reach_the_configs(tmp_path: Path, monkeypatch: pyt
         (["--no-bf16"], (False, "cosine")),
         (["--residual-search", "euclidean"], (None, "euclidean")),
     )
+    grown: list[int] = []
+    monkeypatch.setattr(
+        "uniaudio_cli.train.trainer.train_codec",
+        lambda folders, out, cfg, codec_cfg, **kw: grown.append(codec_cfg.small_encoder_layers) or Path(out),
+    )
+    result = run("train-codec", "--out", str(tmp_path / "r"), "--data", str(tmp_path), "--encoder-layers", "6")
+    assert result.exit_code == 0 and grown == [6]
+    monkeypatch.setattr("uniaudio_cli.train.trainer.train_codec", fake_train)
     for flag, want in cases:
         result = run("train-codec", "--out", str(tmp_path / "r"), "--data", str(tmp_path), *flag)
         assert result.exit_code == 0, result.output

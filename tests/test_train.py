@@ -206,6 +206,23 @@ def test_noise_floor_is_added_at_its_level_and_off_by_default(data_dir: Path) ->
         SegmentDataset([data_dir], segment_samples=8000, noise_floor=0.5, noise_snr_db=(30.0, 10.0))
 
 
+def test_warm_start_grows_the_encoder_close_to_its_function(tiny_codec_cfg: CodecConfig, toy_vocab: Vocabulary) -> None:
+    from uniaudio_cli.codec.model import LLMCodec
+    from uniaudio_cli.train.trainer import warm_start
+
+    torch.manual_seed(0)
+    small = LLMCodec(dataclasses.replace(tiny_codec_cfg, small_encoder_layers=2))
+    grown = LLMCodec(dataclasses.replace(tiny_codec_cfg, small_encoder_layers=4))
+    new = warm_start(grown, small.state_dict(), "small")
+    # Only the two appended blocks start fresh; everything else is the trained model's.
+    assert new and all(k.startswith(("encoder.blocks.1.", "encoder.blocks.2.")) for k in new)
+    wav = 0.1 * torch.randn(1, 1, 4800)
+    with torch.no_grad():
+        a, b = small.encoder(wav), grown.encoder(wav)
+    # Fresh ConvNeXt blocks are layer-scaled to 1e-2, so the grown encoder starts near the old one.
+    assert (a - b).norm() < 0.1 * a.norm()
+
+
 def test_speed_perturbation_moves_pitch_by_its_factor_and_is_off_by_default(data_dir: Path, tmp_path: Path) -> None:
     from uniaudio_cli.train.data import SPEED_FACTORS
 

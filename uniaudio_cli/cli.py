@@ -745,6 +745,14 @@ def train_codec_cmd(
         Path | None,
         typer.Option("--init-from", help="Start a new run from this codec checkpoint folder's weights."),
     ] = None,
+    encoder_layers: Annotated[
+        int | None,
+        typer.Option(
+            "--encoder-layers",
+            min=1,
+            help="Small backbone: encoder blocks (with --init-from, more than it has grows it; the codes change).",
+        ),
+    ] = None,
     fine_layers: Annotated[
         int | None, typer.Option("--fine-layers", min=1, help="Small backbone: decoder blocks at the STFT rate.")
     ] = None,
@@ -933,6 +941,8 @@ def train_codec_cmd(
             codec_cfg.latent_dim = codec_cfg.encoder_dim * 2 ** len(codec_cfg.encoder_rates)
     if fine_layers is not None:
         codec_cfg.small_fine_layers = fine_layers
+    if encoder_layers is not None:
+        codec_cfg.small_encoder_layers = encoder_layers
     if harmonic:
         codec_cfg.small_harmonic = True
     if residual_search is not None:
