@@ -469,6 +469,11 @@ def test_decoder_only_keeps_every_code(
             progress=False,
             vocab=toy_vocab,
         )
+    grown = dataclasses.replace(tiny_codec_cfg, small_encoder_layers=tiny_codec_cfg.small_encoder_layers + 1)
+    with pytest.raises(UsageError, match="grown encoder"):
+        train_codec(
+            [data_dir], tmp_path / "y", tiny_train_cfg(decoder_only=True, init_from=str(base)), grown, vocab=toy_vocab
+        )
     cfg = tiny_train_cfg(steps=4, decoder_only=True, init_from=str(base), gan=True, gan_start_step=2, disc_channels=4)
     tuned = train_codec([data_dir], tmp_path / "tuned", cfg, None, progress=False, vocab=toy_vocab)
 

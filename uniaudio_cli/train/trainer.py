@@ -983,6 +983,11 @@ def build_trainer(
 
             init_cfg, init_sd = load_codec_weights(cfg.init_from)
             codec_cfg = init_cfg if codec_cfg is None else codec_cfg
+            if cfg.decoder_only and codec_cfg.small_encoder_layers != init_cfg.small_encoder_layers:
+                raise UsageError(
+                    f"--decoder-only keeps {cfg.init_from}'s codes, and a grown encoder would change them",
+                    "drop --encoder-layers, or train the whole codec (no --decoder-only)",
+                )
             if codec_cfg.vocab is None:
                 codec_cfg = dataclasses.replace(codec_cfg, vocab=init_cfg.vocab)
 
