@@ -1,5 +1,5 @@
 """Classical speech codecs on the codec's held-out clips: what PESQ-WB and STOI a codec of about
-the LLM-Codec's bit rate (Codec 2 at 1,200 bit/s; ours writes about 880) and of several times it
+the LLM-Codec's bit rate (Codec 2 at 1,200 bit/s; ours writes at most 875) and of several times it
 (Codec 2 at 3,200, Opus at 6 and 9 kbit/s) reach on the same recordings, scored as
 ``uniaudio eval codec`` scores (``pesq_wb``, ``stoi_score``).
 
