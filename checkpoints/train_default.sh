@@ -106,6 +106,10 @@
 # (--w-excess 15, energy the output adds over the target), lr 5e-5 cosine over 4,500 steps; the
 # committed default is its last checkpoint, written with the plain head and the post-filter at 1.1.
 # STAGE37=0 stops after stage 34.
+# Stage 42 trains stage 37's decoder again (--decoder-only: the codes stay stage 34's) with the same
+# losses and half the training segments played 0.9-1.1 times as fast (--speed-perturb 0.5), lr 5e-5
+# cosine over 4,500 steps; the committed default is its last checkpoint, written with the plain
+# head and the post-filter at 1.05. STAGE42=0 stops after stage 37.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -327,4 +331,9 @@ RUN37=${RUN37:-runs/stage37}
 GROW=(--residual-search euclidean --bf16 --w-stoi 10 --w-excess 15 --decoder-only)
 pitch_stage "$RUN37" "$FINAL" 5e-5 "4500 4500"
 export_pf "$RUN37"
+[ "${STAGE42:-1}" = 1 ] || finish
+RUN42=${RUN42:-runs/stage42}
+GROW=(--residual-search euclidean --bf16 --w-stoi 10 --w-excess 15 --speed-perturb 0.5 --decoder-only)
+pitch_stage "$RUN42" "$FINAL" 5e-5 "4500 4500"
+export_pf "$RUN42" 1.05
 finish
