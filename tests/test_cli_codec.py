@@ -96,9 +96,11 @@ def test_train_codec_usage_errors_come_before_any_work(tmp_path: Path) -> None:
 
 def test_train_codec_switches_reach_the_configs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[tuple[Any, str]] = []
+    encoder_layers: list[int] = []
 
     def fake_train(folders: list[Path], out: Path, cfg: Any, codec_cfg: Any, **kwargs: Any) -> Path:
         seen.append((cfg.bf16, codec_cfg.residual_search))
+        encoder_layers.append(codec_cfg.small_encoder_layers)
         return Path(out) / "codec"
 
     monkeypatch.setattr("uniaudio_cli.train.trainer.train_codec", fake_train)
@@ -108,18 +110,12 @@ def test_train_codec_switches_reach_the_configs(tmp_path: Path, monkeypatch: pyt
         (["--no-bf16"], (False, "cosine")),
         (["--residual-search", "euclidean"], (None, "euclidean")),
     )
-    grown: list[int] = []
-    monkeypatch.setattr(
-        "uniaudio_cli.train.trainer.train_codec",
-        lambda folders, out, cfg, codec_cfg, **kw: grown.append(codec_cfg.small_encoder_layers) or Path(out),
-    )
-    result = run("train-codec", "--out", str(tmp_path / "r"), "--data", str(tmp_path), "--encoder-layers", "6")
-    assert result.exit_code == 0 and grown == [6]
-    monkeypatch.setattr("uniaudio_cli.train.trainer.train_codec", fake_train)
     for flag, want in cases:
         result = run("train-codec", "--out", str(tmp_path / "r"), "--data", str(tmp_path), *flag)
         assert result.exit_code == 0, result.output
         assert seen[-1] == want
+    result = run("train-codec", "--out", str(tmp_path / "r"), "--data", str(tmp_path), "--encoder-layers", "6")
+    assert result.exit_code == 0 and encoder_layers == [4, 4, 4, 4, 6]
 
 
 def test_train_codec_noise_floor_reaches_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

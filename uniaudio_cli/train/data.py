@@ -389,9 +389,9 @@ class SegmentDataset(torch.utils.data.Dataset):
         T = out.size
         src = np.empty(-(-T * down // up), dtype=np.int16)
         self._segment(i, rng, src)
+        # ceil(T * down / up) samples resample to at least T.
         y = resample_poly(src.astype(np.float32), up, down)[:T]
-        out[:] = 0
-        out[: y.size] = np.clip(np.rint(y), -32768, 32767).astype(np.int16)
+        out[:] = np.clip(np.rint(y), -32768, 32767).astype(np.int16)
 
     def _to_float(self, seg: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """``(B, T)`` int16 -> float32 with a random per-row gain, peaks kept under 0.99 (and,
