@@ -332,6 +332,22 @@ def test_resume_is_exact(
             torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
+def test_discriminators_train_at_their_own_learning_rate(
+    tmp_path: Path, data_dir: Path, tiny_codec_cfg: CodecConfig, toy_vocab: Vocabulary
+) -> None:
+    """``disc_lr_scale`` multiplies the discriminators' learning rate only, and survives a resume."""
+    for scale in (1.0, 10.0):
+        cfg = tiny_train_cfg(steps=1, gan=True, gan_start_step=0, disc_channels=4, disc_lr_scale=scale)
+        out = tmp_path / f"scale{scale:g}"
+        trainer = build_trainer([data_dir], out, cfg, tiny_codec_cfg, False, None, False, toy_vocab)
+        trainer.train()
+        assert trainer.opt_d is not None
+        assert trainer.opt_d.param_groups[0]["lr"] == pytest.approx(cfg.lr * scale)
+        assert trainer.opt_g.param_groups[0]["lr"] == pytest.approx(cfg.lr)
+        state = json.loads((out / "train_state.json").read_text())
+        assert state["train_config"]["disc_lr_scale"] == scale
+
+
 def test_a_resumed_run_takes_a_new_loss_weight_only_when_asked(
     tmp_path: Path, data_dir: Path, tiny_codec_cfg: CodecConfig, toy_vocab: Vocabulary, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -708,6 +708,12 @@ def _periods(text: str) -> tuple[int, ...]:
     return periods
 
 
+def _positive(option: str, value: float) -> float:
+    if not value > 0:
+        raise UsageError(f"{option} {value!r}: not a positive number", f"pass a number above 0, e.g. {option} 10")
+    return value
+
+
 @app.command("train-codec")
 @handle_errors
 def train_codec_cmd(
@@ -857,6 +863,14 @@ def train_codec_cmd(
             help="Add HiFi-GAN period discriminators with these periods, e.g. 2,3,5,7,11 (they judge periodicity).",
         ),
     ] = None,
+    disc_lr_scale: Annotated[
+        float | None,
+        typer.Option(
+            "--disc-lr-scale",
+            help="The discriminators' learning rate as a multiple of --lr (fresh discriminators beside a "
+            "trained decoder must catch up; default 1).",
+        ),
+    ] = None,
     decoder_only: Annotated[
         bool,
         typer.Option(
@@ -918,6 +932,7 @@ def train_codec_cmd(
         "noise_snr_db": check_noise_floor(noise_floor or 0.0, noise_snr) if noise_snr is not None else None,
         "speed_perturb": speed_perturb,
         "disc_periods": _periods(disc_periods) if disc_periods is not None else None,
+        "disc_lr_scale": _positive("--disc-lr-scale", disc_lr_scale) if disc_lr_scale is not None else None,
         "latents": str(latents) if latents is not None else None,
         "decoder_only": decoder_only or None,
         "bf16": bf16,

@@ -87,6 +87,7 @@ RUNTIME_FIELDS = (
 # schedule for the rest of the run. Any other field asked for must match the checkpoint's.
 RECIPE_FIELDS = (
     "lr",
+    "disc_lr_scale",
     "lr_schedule",
     "lr_final_ratio",
     "w_time",
@@ -131,7 +132,9 @@ class TrainConfig:
     (:class:`~uniaudio_cli.train.losses.PerceptualQualityLoss`; 0 leaves it out), and, from
     ``gan_start_step`` on, the hinge adversarial and feature-matching losses. The discriminators
     are spectrogram ones (``disc_channels`` wide), and with ``disc_periods`` also HiFi-GAN's
-    waveform period discriminators, which judge periodicity.
+    waveform period discriminators, which judge periodicity. They train at ``disc_lr_scale``
+    times the learning rate: discriminators that start fresh beside a trained decoder (a GAN
+    phase from ``init_from``) must catch up while the decoder is only fine-tuned.
 
     ``segment_seconds`` is rounded to a whole number of the codec's ``pad_multiple`` (2.0 s ->
     2.04 s for the default codec) so no step computes padding. ``lr`` warms up linearly over
@@ -197,6 +200,7 @@ class TrainConfig:
     gan_start_step: int = 1000
     disc_channels: int = 16
     disc_periods: tuple[int, ...] = ()
+    disc_lr_scale: float = 1.0
     gain_db: tuple[float, float] = (-12.0, 3.0)
     noise_floor: float = 0.0
     noise_snr_db: tuple[float, float] = (10.0, 40.0)
@@ -738,7 +742,7 @@ class Trainer:
 
         if self.disc is not None and self.opt_d is not None and self.step >= cfg.gan_start_step:
             for g in self.opt_d.param_groups:
-                g["lr"] = lr
+                g["lr"] = lr * cfg.disc_lr_scale
             with self._autocast():
                 logits, _ = self.disc(torch.cat([wav, y.detach()]))
             d_loss = hinge_d_loss([lg[:B].float() for lg in logits], [lg[B:].float() for lg in logits])
