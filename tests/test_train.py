@@ -335,7 +335,7 @@ def test_resume_is_exact(
 def test_discriminators_train_at_their_own_learning_rate(
     tmp_path: Path, data_dir: Path, tiny_codec_cfg: CodecConfig, toy_vocab: Vocabulary
 ) -> None:
-    """``disc_lr_scale`` multiplies the discriminators' learning rate only, and survives a resume."""
+    """``disc_lr_scale`` multiplies the discriminators' learning rate only, and is saved with the run."""
     for scale in (1.0, 10.0):
         cfg = tiny_train_cfg(steps=1, gan=True, gan_start_step=0, disc_channels=4, disc_lr_scale=scale)
         out = tmp_path / f"scale{scale:g}"
