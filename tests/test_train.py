@@ -251,6 +251,34 @@ def test_speed_perturbation_moves_pitch_by_its_factor_and_is_off_by_default(data
         SegmentDataset([data_dir], segment_samples=8000, speed_perturb=1.5)
 
 
+def test_band_limit_empties_the_band_above_4_khz_and_is_off_by_default(tmp_path: Path) -> None:
+    # Two tones, one below and one above the 4 kHz edge of an 8 kHz recording.
+    (tmp_path / "tones").mkdir()
+    t = np.arange(SR * 2) / SR
+    two = 0.3 * np.sin(2 * np.pi * 1000 * t) + 0.3 * np.sin(2 * np.pi * 6000 * t)
+    sf.write(tmp_path / "tones" / "a.flac", two.astype(np.float32), SR, subtype="PCM_16")
+
+    def band_power(x: torch.Tensor, hz: float) -> np.ndarray:
+        spec = np.abs(np.fft.rfft(x[:, 0].numpy().astype(np.float64) * np.hanning(x.shape[-1]), axis=1)) ** 2
+        k = round(hz * x.shape[-1] / SR)
+        return spec[:, k - 3 : k + 4].sum(axis=1)
+
+    plain = SegmentDataset([tmp_path], segment_samples=8000, seed=0, gain_db=(0.0, 0.0))
+    off = SegmentDataset([tmp_path], segment_samples=8000, seed=0, gain_db=(0.0, 0.0), band_limit=0.0)
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    assert torch.equal(plain.sample_batch(a, 4)[0], off.sample_batch(b, 4)[0])
+    assert a.random() == b.random()
+    on = SegmentDataset([tmp_path], segment_samples=8000, seed=0, gain_db=(0.0, 0.0), band_limit=1.0)
+    x, _ = on.sample_batch(np.random.default_rng(5), 4)
+    y, _ = plain.sample_batch(np.random.default_rng(5), 4)
+    assert x.shape == (4, 1, 8000) and x.dtype == torch.float32
+    # The 6 kHz tone is gone (over 60 dB down); the 1 kHz tone keeps its level.
+    assert (band_power(x, 6000) < 1e-6 * band_power(y, 6000)).all()
+    np.testing.assert_allclose(band_power(x, 1000), band_power(y, 1000), rtol=0.02)
+    with pytest.raises(UsageError):
+        SegmentDataset([tmp_path], segment_samples=8000, band_limit=-0.1)
+
+
 def test_semantic_and_consistency_gradients(tiny_codec_cfg: CodecConfig, toy_vocab: Vocabulary) -> None:
     from uniaudio_cli.codec.model import LLMCodec
 
@@ -565,6 +593,12 @@ def test_latent_pack_trains_the_decoder_without_data_or_llm(
     assert state["train_config"]["disc_periods"] == [2, 3]
     with pytest.raises(UsageError, match="--decoder-only"):
         train_codec([], tmp_path / "x", tiny_train_cfg(latents=str(pack), init_from=str(base)), None, progress=False)
+    # Audio augmentations have no audio to work on in a latent pack.
+    for change in ("noise_floor", "speed_perturb", "band_limit"):
+        flag = "--" + change.replace("_", "-")
+        bad = tiny_train_cfg(decoder_only=True, latents=str(pack), init_from=str(base), **{change: 0.5})
+        with pytest.raises(UsageError, match=flag):
+            train_codec([], tmp_path / "x", bad, None, progress=False)
 
     # The decoder alone comes back and goes into the full checkpoint again.
     exported = export_decoder(tuned, tmp_path / "decoder.safetensors")

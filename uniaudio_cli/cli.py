@@ -853,6 +853,16 @@ def train_codec_cmd(
             "alike (more voices from the same speakers; 0: off).",
         ),
     ] = None,
+    band_limit: Annotated[
+        float | None,
+        typer.Option(
+            "--band-limit",
+            min=0.0,
+            max=1.0,
+            help="Probability that a training segment is band-limited as an 8 kHz recording is (nothing "
+            "above 4 kHz), input and target alike (0: off).",
+        ),
+    ] = None,
     disc_channels: Annotated[
         int | None, typer.Option("--disc-channels", min=1, help="Width of the GAN discriminators.")
     ] = None,
@@ -931,6 +941,7 @@ def train_codec_cmd(
         "noise_floor": noise_floor,
         "noise_snr_db": check_noise_floor(noise_floor or 0.0, noise_snr) if noise_snr is not None else None,
         "speed_perturb": speed_perturb,
+        "band_limit": band_limit,
         "disc_periods": _periods(disc_periods) if disc_periods is not None else None,
         "disc_lr_scale": _positive("--disc-lr-scale", disc_lr_scale) if disc_lr_scale is not None else None,
         "latents": str(latents) if latents is not None else None,

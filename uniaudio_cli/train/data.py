@@ -52,6 +52,10 @@ _FSDD_NAME = re.compile(r"^(\d)_([a-z]+)_(\d+)$")
 #: Rational ratios let a polyphase filter do it without the aliasing of linear interpolation.
 SPEED_FACTORS: tuple[tuple[int, int], ...] = ((10, 9), (20, 19), (20, 21), (10, 11))
 
+#: Sample rate a band-limited training segment passes through: the rate FSDD and telephone
+#: speech were recorded at, so such a segment has nothing above 4 kHz, as theirs have not.
+NARROW_RATE = 8000
+
 #: FSDD speakers kept out of training for evaluation.
 HELD_OUT_FSDD_SPEAKERS = frozenset({"nicolas"})
 
@@ -248,6 +252,10 @@ class SegmentDataset(torch.utils.data.Dataset):
             :data:`SPEED_FACTORS` (input and target alike): new voices from the same speakers,
             as speed perturbation gives ASR training. 0 (default) draws nothing, so a run without
             it sees exactly the batches it saw before this option existed.
+        band_limit: probability that a segment is band-limited as an 8 kHz recording is
+            (down to :data:`NARROW_RATE` and back, input and target alike): the many training
+            voices heard through the channel that only a few recorded speakers have. 0 (default)
+            draws nothing, as ``speed_perturb``.
     """
 
     def __init__(
@@ -261,11 +269,15 @@ class SegmentDataset(torch.utils.data.Dataset):
         noise_floor: float = 0.0,
         noise_snr_db: tuple[float, float] = (10.0, 40.0),
         speed_perturb: float = 0.0,
+        band_limit: float = 0.0,
     ) -> None:
         self.noise_snr_db = check_noise_floor(noise_floor, noise_snr_db)
         if not 0.0 <= speed_perturb <= 1.0:
             raise UsageError(f"speed perturbation probability {speed_perturb} is not in [0, 1]", "pass 0 to 1")
+        if not 0.0 <= band_limit <= 1.0:
+            raise UsageError(f"band-limit probability {band_limit} is not in [0, 1]", "pass 0 to 1")
         self.speed_perturb = float(speed_perturb)
+        self.band_limit = float(band_limit)
         self.noise_floor = float(noise_floor)
         self.segment_samples = int(segment_samples)
         self.sample_rate = sample_rate
@@ -430,7 +442,25 @@ class SegmentDataset(torch.utils.data.Dataset):
             else:
                 self._segment(int(i), rng, seg[row])
         wav = self._to_float(seg, rng)
+        if self.band_limit > 0.0:
+            wav = self._band_limit(wav, rng.random(batch_size) < self.band_limit)
         return torch.from_numpy(wav).unsqueeze(1), torch.from_numpy(self.text_ids[idx])
+
+    def _band_limit(self, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """``(B, T)`` with the chosen rows passed through :data:`NARROW_RATE` and back."""
+        if not rows.any():
+            return x
+        from math import gcd
+
+        from scipy.signal import resample_poly
+
+        g = gcd(self.sample_rate, NARROW_RATE)
+        up, down = NARROW_RATE // g, self.sample_rate // g
+        T = x.shape[1]
+        narrow = resample_poly(x[rows], up, down, axis=1)
+        x = x.copy()
+        x[rows] = resample_poly(narrow, down, up, axis=1)[:, :T].astype(np.float32)
+        return x
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
         seg = np.empty((1, self.segment_samples), dtype=np.int16)
