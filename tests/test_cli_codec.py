@@ -139,6 +139,10 @@ def test_train_codec_noise_floor_reaches_the_config(tmp_path: Path, monkeypatch:
     assert run(*base, "--band-limit", "0.25").exit_code == 0
     assert seen[-1].band_limit == 0.25
     assert run(*base, "--band-limit", "1.5").exit_code != 0
+    assert seen[-1].channel_eq == 0.0
+    assert run(*base, "--channel-eq", "0.5").exit_code == 0
+    assert seen[-1].channel_eq == 0.5
+    assert run(*base, "--channel-eq", "-1").exit_code != 0
     assert seen[-1].disc_lr_scale == 1.0
     assert run(*base, "--disc-lr-scale", "10").exit_code == 0
     assert seen[-1].disc_lr_scale == 10.0

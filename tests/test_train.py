@@ -279,6 +279,34 @@ def test_band_limit_empties_the_band_above_4_khz_and_is_off_by_default(tmp_path:
         SegmentDataset([tmp_path], segment_samples=8000, band_limit=-0.1)
 
 
+def test_channel_eq_is_smooth_bounded_and_off_by_default(tmp_path: Path) -> None:
+    from uniaudio_cli.train.data import EQ_LIMIT_DB
+
+    (tmp_path / "noise").mkdir()
+    white = np.random.default_rng(0).standard_normal(SR * 2) * 0.1
+    sf.write(tmp_path / "noise" / "a.flac", white.astype(np.float32), SR, subtype="PCM_16")
+    plain = SegmentDataset([tmp_path], segment_samples=8000, seed=0, gain_db=(0.0, 0.0))
+    off = SegmentDataset([tmp_path], segment_samples=8000, seed=0, gain_db=(0.0, 0.0), channel_eq=0.0)
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    assert torch.equal(plain.sample_batch(a, 4)[0], off.sample_batch(b, 4)[0])
+    assert a.random() == b.random()
+    on = SegmentDataset([tmp_path], segment_samples=8000, seed=0, gain_db=(0.0, 0.0), channel_eq=1.0)
+    x, _ = on.sample_batch(np.random.default_rng(5), 16)
+    y, _ = plain.sample_batch(np.random.default_rng(5), 16)
+    assert x.shape == (16, 1, 8000) and x.dtype == torch.float32
+    # The channel's gain, per third of an octave: within the limit, smooth, and not the identity.
+    X = np.abs(np.fft.rfft(x[:, 0].numpy().astype(np.float64), axis=1)) ** 2
+    Y = np.abs(np.fft.rfft(y[:, 0].numpy().astype(np.float64), axis=1)) ** 2
+    edges = 125.0 * 2.0 ** (np.arange(16) / 3.0)
+    bins = (edges * 8000 / SR).astype(int)
+    db = np.stack([10 * np.log10(X[:, i:j].sum(1) / Y[:, i:j].sum(1)) for i, j in itertools.pairwise(bins)], axis=1)
+    assert np.abs(db).max() <= EQ_LIMIT_DB + 0.5
+    assert np.abs(np.diff(db, axis=1)).max() < 3.0
+    assert np.abs(db).max(axis=1).min() > 0.5
+    with pytest.raises(UsageError):
+        SegmentDataset([tmp_path], segment_samples=8000, channel_eq=2.0)
+
+
 def test_semantic_and_consistency_gradients(tiny_codec_cfg: CodecConfig, toy_vocab: Vocabulary) -> None:
     from uniaudio_cli.codec.model import LLMCodec
 
@@ -594,7 +622,7 @@ def test_latent_pack_trains_the_decoder_without_data_or_llm(
     with pytest.raises(UsageError, match="--decoder-only"):
         train_codec([], tmp_path / "x", tiny_train_cfg(latents=str(pack), init_from=str(base)), None, progress=False)
     # Audio augmentations have no audio to work on in a latent pack.
-    for change in ("noise_floor", "speed_perturb", "band_limit"):
+    for change in ("noise_floor", "speed_perturb", "band_limit", "channel_eq"):
         flag = "--" + change.replace("_", "-")
         bad = tiny_train_cfg(decoder_only=True, latents=str(pack), init_from=str(base), **{change: 0.5})
         with pytest.raises(UsageError, match=flag):

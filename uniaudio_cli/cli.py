@@ -863,6 +863,16 @@ def train_codec_cmd(
             "above 4 kHz), input and target alike (0: off).",
         ),
     ] = None,
+    channel_eq: Annotated[
+        float | None,
+        typer.Option(
+            "--channel-eq",
+            min=0.0,
+            max=1.0,
+            help="Probability that a training segment passes through a random smooth equaliser (a tilt "
+            "of up to 3 dB per octave and a 6 dB bell), input and target alike: other microphones (0: off).",
+        ),
+    ] = None,
     disc_channels: Annotated[
         int | None, typer.Option("--disc-channels", min=1, help="Width of the GAN discriminators.")
     ] = None,
@@ -942,6 +952,7 @@ def train_codec_cmd(
         "noise_snr_db": check_noise_floor(noise_floor or 0.0, noise_snr) if noise_snr is not None else None,
         "speed_perturb": speed_perturb,
         "band_limit": band_limit,
+        "channel_eq": channel_eq,
         "disc_periods": _periods(disc_periods) if disc_periods is not None else None,
         "disc_lr_scale": _positive("--disc-lr-scale", disc_lr_scale) if disc_lr_scale is not None else None,
         "latents": str(latents) if latents is not None else None,

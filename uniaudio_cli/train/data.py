@@ -56,6 +56,13 @@ SPEED_FACTORS: tuple[tuple[int, int], ...] = ((10, 9), (20, 19), (20, 21), (10, 
 #: speech were recorded at, so such a segment has nothing above 4 kHz, as theirs have not.
 NARROW_RATE = 8000
 
+#: A random channel (:meth:`SegmentDataset._channel_eq`): a spectral tilt of up to this many dB per
+#: octave around 1 kHz, and one bell up to ``EQ_BELL_DB`` dB at 200 Hz-5 kHz, an octave wide;
+#: the whole curve limited to ``EQ_LIMIT_DB``. Microphones and rooms differ about this much.
+EQ_TILT_DB_PER_OCTAVE = 3.0
+EQ_BELL_DB = 6.0
+EQ_LIMIT_DB = 12.0
+
 #: FSDD speakers kept out of training for evaluation.
 HELD_OUT_FSDD_SPEAKERS = frozenset({"nicolas"})
 
@@ -256,6 +263,10 @@ class SegmentDataset(torch.utils.data.Dataset):
             (down to :data:`NARROW_RATE` and back, input and target alike): the many training
             voices heard through the channel that only a few recorded speakers have. 0 (default)
             draws nothing, as ``speed_perturb``.
+        channel_eq: probability that a segment is heard through a random channel (a smooth
+            zero-phase equaliser, :data:`EQ_TILT_DB_PER_OCTAVE` and :data:`EQ_BELL_DB`), input
+            and target alike: the same voices as other microphones record them. 0 (default)
+            draws nothing.
     """
 
     def __init__(
@@ -270,6 +281,7 @@ class SegmentDataset(torch.utils.data.Dataset):
         noise_snr_db: tuple[float, float] = (10.0, 40.0),
         speed_perturb: float = 0.0,
         band_limit: float = 0.0,
+        channel_eq: float = 0.0,
     ) -> None:
         self.noise_snr_db = check_noise_floor(noise_floor, noise_snr_db)
         if not 0.0 <= speed_perturb <= 1.0:
@@ -277,7 +289,10 @@ class SegmentDataset(torch.utils.data.Dataset):
         if not 0.0 <= band_limit <= 1.0:
             raise UsageError(f"band-limit probability {band_limit} is not in [0, 1]", "pass 0 to 1")
         self.speed_perturb = float(speed_perturb)
+        if not 0.0 <= channel_eq <= 1.0:
+            raise UsageError(f"channel EQ probability {channel_eq} is not in [0, 1]", "pass 0 to 1")
         self.band_limit = float(band_limit)
+        self.channel_eq = float(channel_eq)
         self.noise_floor = float(noise_floor)
         self.segment_samples = int(segment_samples)
         self.sample_rate = sample_rate
@@ -444,6 +459,8 @@ class SegmentDataset(torch.utils.data.Dataset):
         wav = self._to_float(seg, rng)
         if self.band_limit > 0.0:
             wav = self._band_limit(wav, rng.random(batch_size) < self.band_limit)
+        if self.channel_eq > 0.0:
+            wav = self._channel_eq(wav, rng, rng.random(batch_size) < self.channel_eq)
         return torch.from_numpy(wav).unsqueeze(1), torch.from_numpy(self.text_ids[idx])
 
     def _band_limit(self, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -460,6 +477,27 @@ class SegmentDataset(torch.utils.data.Dataset):
         narrow = resample_poly(x[rows], up, down, axis=1)
         x = x.copy()
         x[rows] = resample_poly(narrow, down, up, axis=1)[:, :T].astype(np.float32)
+        return x
+
+    def _channel_eq(self, x: np.ndarray, rng: np.random.Generator, rows: np.ndarray) -> np.ndarray:
+        """``(B, T)`` with the chosen rows through random smooth equalisers (peaks kept under 0.99)."""
+        n = int(rows.sum())
+        if n == 0:
+            return x
+        T = x.shape[1]
+        freqs = np.fft.rfftfreq(T, 1.0 / self.sample_rate)
+        octaves = np.log2(np.maximum(freqs, 20.0) / 1000.0)[None, :]
+        tilt = rng.uniform(-EQ_TILT_DB_PER_OCTAVE, EQ_TILT_DB_PER_OCTAVE, size=(n, 1))
+        centre = rng.uniform(np.log2(0.2), np.log2(5.0), size=(n, 1))  # octaves from 1 kHz
+        bell = rng.uniform(-EQ_BELL_DB, EQ_BELL_DB, size=(n, 1))
+        # A Gaussian bell in log-frequency, an octave wide at half its height.
+        db = tilt * octaves + bell * np.exp(-0.5 * ((octaves - centre) / 0.425) ** 2)
+        gain = 10.0 ** (np.clip(db, -EQ_LIMIT_DB, EQ_LIMIT_DB) / 20.0)
+        y = np.fft.irfft(np.fft.rfft(x[rows], axis=1) * gain, n=T, axis=1)
+        peak = np.abs(y).max(axis=1, keepdims=True)
+        y = np.where(peak > 0.99, y * 0.99 / np.maximum(peak, 1e-8), y)
+        x = x.copy()
+        x[rows] = y.astype(np.float32)
         return x
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:

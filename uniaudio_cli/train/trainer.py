@@ -156,8 +156,9 @@ class TrainConfig:
     segment gets a stationary noise floor ``noise_snr_db`` below its level, input and target alike
     (see :class:`~uniaudio_cli.train.data.SegmentDataset`); validation stays clean.
     ``speed_perturb`` is the probability that a training segment is played 0.9-1.1 times as fast
-    (:data:`~uniaudio_cli.train.data.SPEED_FACTORS`), input and target alike, and ``band_limit``
-    the probability that it is band-limited as an 8 kHz recording is. With a
+    (:data:`~uniaudio_cli.train.data.SPEED_FACTORS`), input and target alike, ``band_limit``
+    the probability that it is band-limited as an 8 kHz recording is, and ``channel_eq`` that it
+    passes through a random smooth equaliser. With a
     harmonic decoder head (``small_harmonic``) the
     head's pitch track learns from ``w_pitch`` times :func:`uniaudio_cli.train.pitch.pitch_loss`,
     and its new layers (pitch and mix) train at ``harmonic_lr_scale`` times the learning rate, so a
@@ -207,6 +208,7 @@ class TrainConfig:
     noise_snr_db: tuple[float, float] = (10.0, 40.0)
     speed_perturb: float = 0.0
     band_limit: float = 0.0
+    channel_eq: float = 0.0
     n_words: int = 3000
     val_segments: int = 16
     checkpoint_every: int = 500
@@ -974,6 +976,8 @@ def build_trainer(
             raise UsageError("--speed-perturb resamples audio, and --latents reads none", "drop --speed-perturb")
         if cfg.latents is not None and cfg.band_limit > 0.0:
             raise UsageError("--band-limit filters audio, and --latents reads none", "drop --band-limit")
+        if cfg.latents is not None and cfg.channel_eq > 0.0:
+            raise UsageError("--channel-eq filters audio, and --latents reads none", "drop --channel-eq")
         if cfg.decoder_only and cfg.init_from is None and saved is None:
             raise UsageError(
                 "--decoder-only freezes the encoder, which then needs trained weights",
@@ -1040,6 +1044,7 @@ def build_trainer(
                 cfg.noise_snr_db,
                 cfg.speed_perturb,
                 cfg.band_limit,
+                cfg.channel_eq,
             )
             if saved is not None:
                 _check_same_data(out_dir, saved[0].get("data"), data.fingerprint())
