@@ -63,6 +63,13 @@ EQ_TILT_DB_PER_OCTAVE = 3.0
 EQ_BELL_DB = 6.0
 EQ_LIMIT_DB = 12.0
 
+
+def _probability(p: float, what: str) -> float:
+    if not 0.0 <= p <= 1.0:
+        raise UsageError(f"{what} probability {p} is not in [0, 1]", "pass 0 to 1")
+    return float(p)
+
+
 #: FSDD speakers kept out of training for evaluation.
 HELD_OUT_FSDD_SPEAKERS = frozenset({"nicolas"})
 
@@ -284,15 +291,9 @@ class SegmentDataset(torch.utils.data.Dataset):
         channel_eq: float = 0.0,
     ) -> None:
         self.noise_snr_db = check_noise_floor(noise_floor, noise_snr_db)
-        if not 0.0 <= speed_perturb <= 1.0:
-            raise UsageError(f"speed perturbation probability {speed_perturb} is not in [0, 1]", "pass 0 to 1")
-        if not 0.0 <= band_limit <= 1.0:
-            raise UsageError(f"band-limit probability {band_limit} is not in [0, 1]", "pass 0 to 1")
-        self.speed_perturb = float(speed_perturb)
-        if not 0.0 <= channel_eq <= 1.0:
-            raise UsageError(f"channel EQ probability {channel_eq} is not in [0, 1]", "pass 0 to 1")
-        self.band_limit = float(band_limit)
-        self.channel_eq = float(channel_eq)
+        self.speed_perturb = _probability(speed_perturb, "speed perturbation")
+        self.band_limit = _probability(band_limit, "band-limit")
+        self.channel_eq = _probability(channel_eq, "channel EQ")
         self.noise_floor = float(noise_floor)
         self.segment_samples = int(segment_samples)
         self.sample_rate = sample_rate

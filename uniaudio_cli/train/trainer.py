@@ -970,14 +970,10 @@ def build_trainer(
             log.info("%s has no checkpoint yet; starting a new run", out_dir)
         if cfg.latents is not None and not cfg.decoder_only:
             raise UsageError("--latents trains the decoder alone", "add --decoder-only")
-        if cfg.latents is not None and cfg.noise_floor > 0.0:
-            raise UsageError("--noise-floor adds noise to audio, and --latents reads none", "drop --noise-floor")
-        if cfg.latents is not None and cfg.speed_perturb > 0.0:
-            raise UsageError("--speed-perturb resamples audio, and --latents reads none", "drop --speed-perturb")
-        if cfg.latents is not None and cfg.band_limit > 0.0:
-            raise UsageError("--band-limit filters audio, and --latents reads none", "drop --band-limit")
-        if cfg.latents is not None and cfg.channel_eq > 0.0:
-            raise UsageError("--channel-eq filters audio, and --latents reads none", "drop --channel-eq")
+        for augmentation in ("noise_floor", "speed_perturb", "band_limit", "channel_eq"):
+            if cfg.latents is not None and getattr(cfg, augmentation) > 0.0:
+                flag = "--" + augmentation.replace("_", "-")
+                raise UsageError(f"{flag} changes training audio, and --latents reads none", f"drop {flag}")
         if cfg.decoder_only and cfg.init_from is None and saved is None:
             raise UsageError(
                 "--decoder-only freezes the encoder, which then needs trained weights",
