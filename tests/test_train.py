@@ -251,6 +251,21 @@ def test_speed_perturbation_moves_pitch_by_its_factor_and_is_off_by_default(data
         SegmentDataset([data_dir], segment_samples=8000, speed_perturb=1.5)
 
 
+def _augmented_and_plain(folder: Path, option: str, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same batch with ``option`` at 1 and without it, after checking that ``option`` at 0
+    draws nothing (the batches of a run without it stay as they were)."""
+    plain = SegmentDataset([folder], segment_samples=8000, seed=0, gain_db=(0.0, 0.0))
+    off = SegmentDataset([folder], segment_samples=8000, seed=0, gain_db=(0.0, 0.0), **{option: 0.0})
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    assert torch.equal(plain.sample_batch(a, 4)[0], off.sample_batch(b, 4)[0])
+    assert a.random() == b.random()
+    on = SegmentDataset([folder], segment_samples=8000, seed=0, gain_db=(0.0, 0.0), **{option: 1.0})
+    x, _ = on.sample_batch(np.random.default_rng(5), batch)
+    y, _ = plain.sample_batch(np.random.default_rng(5), batch)
+    assert x.shape == (batch, 1, 8000) and x.dtype == torch.float32
+    return x, y
+
+
 def test_band_limit_empties_the_band_above_4_khz_and_is_off_by_default(tmp_path: Path) -> None:
     # Two tones, one below and one above the 4 kHz edge of an 8 kHz recording.
     (tmp_path / "tones").mkdir()
@@ -263,15 +278,7 @@ def test_band_limit_empties_the_band_above_4_khz_and_is_off_by_default(tmp_path:
         k = round(hz * x.shape[-1] / SR)
         return spec[:, k - 3 : k + 4].sum(axis=1)
 
-    plain = SegmentDataset([tmp_path], segment_samples=8000, seed=0, gain_db=(0.0, 0.0))
-    off = SegmentDataset([tmp_path], segment_samples=8000, seed=0, gain_db=(0.0, 0.0), band_limit=0.0)
-    a, b = np.random.default_rng(3), np.random.default_rng(3)
-    assert torch.equal(plain.sample_batch(a, 4)[0], off.sample_batch(b, 4)[0])
-    assert a.random() == b.random()
-    on = SegmentDataset([tmp_path], segment_samples=8000, seed=0, gain_db=(0.0, 0.0), band_limit=1.0)
-    x, _ = on.sample_batch(np.random.default_rng(5), 4)
-    y, _ = plain.sample_batch(np.random.default_rng(5), 4)
-    assert x.shape == (4, 1, 8000) and x.dtype == torch.float32
+    x, y = _augmented_and_plain(tmp_path, "band_limit", 4)
     # The 6 kHz tone is gone (over 60 dB down); the 1 kHz tone keeps its level.
     assert (band_power(x, 6000) < 1e-6 * band_power(y, 6000)).all()
     np.testing.assert_allclose(band_power(x, 1000), band_power(y, 1000), rtol=0.02)
@@ -285,15 +292,7 @@ def test_channel_eq_is_smooth_bounded_and_off_by_default(tmp_path: Path) -> None
     (tmp_path / "noise").mkdir()
     white = np.random.default_rng(0).standard_normal(SR * 2) * 0.1
     sf.write(tmp_path / "noise" / "a.flac", white.astype(np.float32), SR, subtype="PCM_16")
-    plain = SegmentDataset([tmp_path], segment_samples=8000, seed=0, gain_db=(0.0, 0.0))
-    off = SegmentDataset([tmp_path], segment_samples=8000, seed=0, gain_db=(0.0, 0.0), channel_eq=0.0)
-    a, b = np.random.default_rng(3), np.random.default_rng(3)
-    assert torch.equal(plain.sample_batch(a, 4)[0], off.sample_batch(b, 4)[0])
-    assert a.random() == b.random()
-    on = SegmentDataset([tmp_path], segment_samples=8000, seed=0, gain_db=(0.0, 0.0), channel_eq=1.0)
-    x, _ = on.sample_batch(np.random.default_rng(5), 16)
-    y, _ = plain.sample_batch(np.random.default_rng(5), 16)
-    assert x.shape == (16, 1, 8000) and x.dtype == torch.float32
+    x, y = _augmented_and_plain(tmp_path, "channel_eq", 16)
     # The channel's gain, per third of an octave: within the limit, smooth, and not the identity.
     X = np.abs(np.fft.rfft(x[:, 0].numpy().astype(np.float64), axis=1)) ** 2
     Y = np.abs(np.fft.rfft(y[:, 0].numpy().astype(np.float64), axis=1)) ** 2
