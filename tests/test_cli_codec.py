@@ -131,18 +131,13 @@ def test_train_codec_noise_floor_reaches_the_config(tmp_path: Path, monkeypatch:
     assert (seen[-1].noise_floor, seen[-1].noise_snr_db) == (0.0, (10.0, 40.0))
     assert run(*base, "--noise-floor", "0.5", "--noise-snr", "15", "30").exit_code == 0
     assert (seen[-1].noise_floor, seen[-1].noise_snr_db) == (0.5, (15.0, 30.0))
-    assert seen[-1].speed_perturb == 0.0
-    assert run(*base, "--speed-perturb", "0.5").exit_code == 0
-    assert seen[-1].speed_perturb == 0.5
-    assert run(*base, "--speed-perturb", "2").exit_code != 0
-    assert seen[-1].band_limit == 0.0
-    assert run(*base, "--band-limit", "0.25").exit_code == 0
-    assert seen[-1].band_limit == 0.25
-    assert run(*base, "--band-limit", "1.5").exit_code != 0
-    assert seen[-1].channel_eq == 0.0
-    assert run(*base, "--channel-eq", "0.5").exit_code == 0
-    assert seen[-1].channel_eq == 0.5
-    assert run(*base, "--channel-eq", "-1").exit_code != 0
+    # The augmentation probabilities: off by default, passed through, refused outside 0..1.
+    for flag, good, bad in (("--speed-perturb", 0.5, "2"), ("--band-limit", 0.25, "1.5"), ("--channel-eq", 0.5, "-1")):
+        field = flag[2:].replace("-", "_")
+        assert getattr(seen[-1], field) == 0.0
+        assert run(*base, flag, str(good)).exit_code == 0
+        assert getattr(seen[-1], field) == good
+        assert run(*base, flag, bad).exit_code != 0
     assert seen[-1].disc_lr_scale == 1.0
     assert run(*base, "--disc-lr-scale", "10").exit_code == 0
     assert seen[-1].disc_lr_scale == 10.0

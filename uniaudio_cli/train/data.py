@@ -64,12 +64,6 @@ EQ_BELL_DB = 6.0
 EQ_LIMIT_DB = 12.0
 
 
-def _probability(p: float, what: str) -> float:
-    if not 0.0 <= p <= 1.0:
-        raise UsageError(f"{what} probability {p} is not in [0, 1]", "pass 0 to 1")
-    return float(p)
-
-
 #: FSDD speakers kept out of training for evaluation.
 HELD_OUT_FSDD_SPEAKERS = frozenset({"nicolas"})
 
@@ -206,12 +200,18 @@ def _read_int16(path: Path, sample_rate: int) -> np.ndarray:
     return (np.clip(wav, -1.0, 1.0) * 32767.0).astype(np.int16)
 
 
+def check_probability(option: str, p: float) -> float:
+    """Refuse a training augmentation's probability outside 0..1, naming its option."""
+    if not 0.0 <= p <= 1.0:
+        raise UsageError(f"{option} {p:g}: not a probability", "pass a value between 0 and 1")
+    return float(p)
+
+
 def check_noise_floor(probability: float, snr_db: tuple[float, float]) -> tuple[float, float]:
     """Refuse a noise-floor probability outside 0..1, or an SNR range that is not ``LO <= HI``
     within -10..80 dB; returns the range as floats. One rule for ``train-codec`` (checked before
     any work) and :class:`SegmentDataset`."""
-    if not 0.0 <= probability <= 1.0:
-        raise UsageError(f"--noise-floor {probability:g}: not a probability", "pass a value between 0 and 1")
+    check_probability("--noise-floor", probability)
     lo, hi = float(snr_db[0]), float(snr_db[1])
     if lo > hi or lo < -10.0 or hi > 80.0:
         raise UsageError(f"--noise-snr {lo:g} {hi:g}: not a range in dB", "pass LO HI with LO <= HI, e.g. 10 40")
@@ -291,9 +291,9 @@ class SegmentDataset(torch.utils.data.Dataset):
         channel_eq: float = 0.0,
     ) -> None:
         self.noise_snr_db = check_noise_floor(noise_floor, noise_snr_db)
-        self.speed_perturb = _probability(speed_perturb, "speed perturbation")
-        self.band_limit = _probability(band_limit, "band-limit")
-        self.channel_eq = _probability(channel_eq, "channel EQ")
+        self.speed_perturb = check_probability("--speed-perturb", speed_perturb)
+        self.band_limit = check_probability("--band-limit", band_limit)
+        self.channel_eq = check_probability("--channel-eq", channel_eq)
         self.noise_floor = float(noise_floor)
         self.segment_samples = int(segment_samples)
         self.sample_rate = sample_rate
