@@ -132,7 +132,12 @@ def test_train_codec_noise_floor_reaches_the_config(tmp_path: Path, monkeypatch:
     assert run(*base, "--noise-floor", "0.5", "--noise-snr", "15", "30").exit_code == 0
     assert (seen[-1].noise_floor, seen[-1].noise_snr_db) == (0.5, (15.0, 30.0))
     # The augmentation probabilities: off by default, passed through, refused outside 0..1.
-    for flag, good, bad in (("--speed-perturb", 0.5, "2"), ("--band-limit", 0.25, "1.5"), ("--channel-eq", 0.5, "-1")):
+    for flag, good, bad in (
+        ("--speed-perturb", 0.5, "2"),
+        ("--band-limit", 0.25, "1.5"),
+        ("--channel-eq", 0.5, "-1"),
+        ("--reverb", 0.5, "3"),
+    ):
         field = flag[2:].replace("-", "_")
         assert getattr(seen[-1], field) == 0.0
         assert run(*base, flag, str(good)).exit_code == 0

@@ -306,6 +306,31 @@ def test_channel_eq_is_smooth_bounded_and_off_by_default(tmp_path: Path) -> None
         SegmentDataset([tmp_path], segment_samples=8000, channel_eq=2.0)
 
 
+def test_reverb_adds_a_decaying_tail_at_the_dry_level_and_is_off_by_default(tmp_path: Path) -> None:
+    from uniaudio_cli.train.data import REVERB_DRR_DB, REVERB_PREDELAY_S, REVERB_RT60_S
+
+    # Clicks 0.25 s apart: in a room each one rings on after it; dry, the gaps stay silent.
+    (tmp_path / "clicks").mkdir()
+    clicks = np.zeros(SR * 2, dtype=np.float32)
+    clicks[:: SR // 4] = 0.5
+    sf.write(tmp_path / "clicks" / "a.flac", clicks, SR, subtype="PCM_16")
+    x, y = _augmented_and_plain(tmp_path, "reverb", 8)
+    x, y = x[:, 0].numpy().astype(np.float64), y[:, 0].numpy().astype(np.float64)
+    np.testing.assert_allclose((x**2).mean(axis=1), (y**2).mean(axis=1), rtol=0.05)
+    assert (np.abs(y) < 1e-3).mean() > 0.99 and (np.abs(x) < 1e-3).mean(axis=1).max() < 0.9
+
+    data = SegmentDataset([tmp_path], segment_samples=8000, reverb=1.0)
+    h = data.room_response(np.random.default_rng(0), 64)
+    assert h.shape == (64, int(REVERB_RT60_S[1] * SR)) and (h[:, 0] == 1.0).all()
+    assert (h[:, 1 : int(REVERB_PREDELAY_S * SR)] == 0.0).all()
+    drr = -10 * np.log10((h[:, 1:] ** 2).sum(axis=1))
+    assert (drr >= REVERB_DRR_DB[0] - 1e-6).all() and (drr <= REVERB_DRR_DB[1] + 1e-6).all()
+    early, late = (h[:, 1 : SR // 20] ** 2).sum(axis=1), (h[:, SR // 20 : SR // 10] ** 2).sum(axis=1)
+    assert (late < early).all()
+    with pytest.raises(UsageError):
+        SegmentDataset([tmp_path], segment_samples=8000, reverb=1.5)
+
+
 def test_semantic_and_consistency_gradients(tiny_codec_cfg: CodecConfig, toy_vocab: Vocabulary) -> None:
     from uniaudio_cli.codec.model import LLMCodec
 
@@ -621,7 +646,7 @@ def test_latent_pack_trains_the_decoder_without_data_or_llm(
     with pytest.raises(UsageError, match="--decoder-only"):
         train_codec([], tmp_path / "x", tiny_train_cfg(latents=str(pack), init_from=str(base)), None, progress=False)
     # Audio augmentations have no audio to work on in a latent pack.
-    for change in ("noise_floor", "speed_perturb", "band_limit", "channel_eq"):
+    for change in ("noise_floor", "speed_perturb", "band_limit", "channel_eq", "reverb"):
         flag = "--" + change.replace("_", "-")
         bad = tiny_train_cfg(decoder_only=True, latents=str(pack), init_from=str(base), **{change: 0.5})
         with pytest.raises(UsageError, match=flag):

@@ -873,6 +873,16 @@ def train_codec_cmd(
             "of up to 3 dB per octave and a 6 dB bell), input and target alike: other microphones (0: off).",
         ),
     ] = None,
+    reverb: Annotated[
+        float | None,
+        typer.Option(
+            "--reverb",
+            min=0.0,
+            max=1.0,
+            help="Probability that a training segment is heard in a random room (a synthetic impulse "
+            "response, RT60 0.15-0.6 s), input and target alike: speakers away from the microphone (0: off).",
+        ),
+    ] = None,
     disc_channels: Annotated[
         int | None, typer.Option("--disc-channels", min=1, help="Width of the GAN discriminators.")
     ] = None,
@@ -953,6 +963,7 @@ def train_codec_cmd(
         "speed_perturb": speed_perturb,
         "band_limit": band_limit,
         "channel_eq": channel_eq,
+        "reverb": reverb,
         "disc_periods": _periods(disc_periods) if disc_periods is not None else None,
         "disc_lr_scale": _positive("--disc-lr-scale", disc_lr_scale) if disc_lr_scale is not None else None,
         "latents": str(latents) if latents is not None else None,

@@ -63,6 +63,15 @@ EQ_TILT_DB_PER_OCTAVE = 3.0
 EQ_BELL_DB = 6.0
 EQ_LIMIT_DB = 12.0
 
+#: A random room (:meth:`SegmentDataset._reverb`): a synthetic impulse response, the direct sound
+#: then exponentially decaying noise from ``REVERB_PREDELAY_S`` on, with a reverberation time
+#: (RT60) drawn from ``REVERB_RT60_S`` and a direct-to-reverberant energy ratio from
+#: ``REVERB_DRR_DB``: small rooms to a large office, the speaker near the microphone to a few
+#: metres away, as read speech is recorded in.
+REVERB_RT60_S = (0.15, 0.6)
+REVERB_DRR_DB = (0.0, 12.0)
+REVERB_PREDELAY_S = 0.003
+
 
 #: FSDD speakers kept out of training for evaluation.
 HELD_OUT_FSDD_SPEAKERS = frozenset({"nicolas"})
@@ -274,6 +283,9 @@ class SegmentDataset(torch.utils.data.Dataset):
             zero-phase equaliser, :data:`EQ_TILT_DB_PER_OCTAVE` and :data:`EQ_BELL_DB`), input
             and target alike: the same voices as other microphones record them. 0 (default)
             draws nothing.
+        reverb: probability that a segment is heard in a random room (a synthetic impulse
+            response, :data:`REVERB_RT60_S` and :data:`REVERB_DRR_DB`), input and target alike:
+            recordings made away from the microphone. 0 (default) draws nothing.
     """
 
     def __init__(
@@ -289,11 +301,13 @@ class SegmentDataset(torch.utils.data.Dataset):
         speed_perturb: float = 0.0,
         band_limit: float = 0.0,
         channel_eq: float = 0.0,
+        reverb: float = 0.0,
     ) -> None:
         self.noise_snr_db = check_noise_floor(noise_floor, noise_snr_db)
         self.speed_perturb = check_probability("--speed-perturb", speed_perturb)
         self.band_limit = check_probability("--band-limit", band_limit)
         self.channel_eq = check_probability("--channel-eq", channel_eq)
+        self.reverb = check_probability("--reverb", reverb)
         self.noise_floor = float(noise_floor)
         self.segment_samples = int(segment_samples)
         self.sample_rate = sample_rate
@@ -462,6 +476,8 @@ class SegmentDataset(torch.utils.data.Dataset):
             wav = self._band_limit(wav, rng.random(batch_size) < self.band_limit)
         if self.channel_eq > 0.0:
             wav = self._channel_eq(wav, rng, rng.random(batch_size) < self.channel_eq)
+        if self.reverb > 0.0:
+            wav = self._reverb(wav, rng, rng.random(batch_size) < self.reverb)
         return torch.from_numpy(wav).unsqueeze(1), torch.from_numpy(self.text_ids[idx])
 
     def _band_limit(self, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -499,6 +515,39 @@ class SegmentDataset(torch.utils.data.Dataset):
         y = np.where(peak > 0.99, y * 0.99 / np.maximum(peak, 1e-8), y)
         x = x.copy()
         x[rows] = y.astype(np.float32)
+        return x
+
+    def room_response(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` random impulse responses ``(n, L)``, ``L`` one longest RT60: a unit direct sound
+        at sample 0, then Gaussian noise decaying 60 dB over the drawn RT60, scaled to the drawn
+        direct-to-reverberant ratio."""
+        sr = self.sample_rate
+        length = int(REVERB_RT60_S[1] * sr)
+        t = np.arange(length) / sr
+        rt60 = rng.uniform(*REVERB_RT60_S, size=(n, 1))
+        drr_db = rng.uniform(*REVERB_DRR_DB, size=(n, 1))
+        tail = rng.standard_normal((n, length)) * 10.0 ** (-3.0 * t / rt60)
+        tail[:, : int(REVERB_PREDELAY_S * sr)] = 0.0
+        tail *= np.sqrt(10.0 ** (-drr_db / 10.0) / np.maximum((tail**2).sum(axis=1, keepdims=True), 1e-12))
+        tail[:, 0] = 1.0
+        return tail
+
+    def _reverb(self, x: np.ndarray, rng: np.random.Generator, rows: np.ndarray) -> np.ndarray:
+        """``(B, T)`` with the chosen rows in random rooms (:meth:`room_response`), each at its
+        dry level (RMS) with peaks under 0.99."""
+        n = int(rows.sum())
+        if n == 0:
+            return x
+        from scipy.signal import fftconvolve
+
+        dry = x[rows].astype(np.float64)
+        wet = fftconvolve(dry, self.room_response(rng, n), axes=1)[:, : x.shape[1]]
+        rms = np.sqrt((dry**2).mean(axis=1, keepdims=True) / np.maximum((wet**2).mean(axis=1, keepdims=True), 1e-12))
+        wet *= rms
+        peak = np.abs(wet).max(axis=1, keepdims=True)
+        wet = np.where(peak > 0.99, wet * 0.99 / np.maximum(peak, 1e-8), wet)
+        x = x.copy()
+        x[rows] = wet.astype(np.float32)
         return x
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:

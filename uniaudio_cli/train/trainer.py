@@ -157,8 +157,8 @@ class TrainConfig:
     (see :class:`~uniaudio_cli.train.data.SegmentDataset`); validation stays clean.
     ``speed_perturb`` is the probability that a training segment is played 0.9-1.1 times as fast
     (:data:`~uniaudio_cli.train.data.SPEED_FACTORS`), input and target alike, ``band_limit``
-    the probability that it is band-limited as an 8 kHz recording is, and ``channel_eq`` that it
-    passes through a random smooth equaliser. With a
+    the probability that it is band-limited as an 8 kHz recording is, ``channel_eq`` that it
+    passes through a random smooth equaliser, and ``reverb`` that it is heard in a random room. With a
     harmonic decoder head (``small_harmonic``) the
     head's pitch track learns from ``w_pitch`` times :func:`uniaudio_cli.train.pitch.pitch_loss`,
     and its new layers (pitch and mix) train at ``harmonic_lr_scale`` times the learning rate, so a
@@ -209,6 +209,7 @@ class TrainConfig:
     speed_perturb: float = 0.0
     band_limit: float = 0.0
     channel_eq: float = 0.0
+    reverb: float = 0.0
     n_words: int = 3000
     val_segments: int = 16
     checkpoint_every: int = 500
@@ -970,7 +971,7 @@ def build_trainer(
             log.info("%s has no checkpoint yet; starting a new run", out_dir)
         if cfg.latents is not None and not cfg.decoder_only:
             raise UsageError("--latents trains the decoder alone", "add --decoder-only")
-        for augmentation in ("noise_floor", "speed_perturb", "band_limit", "channel_eq"):
+        for augmentation in ("noise_floor", "speed_perturb", "band_limit", "channel_eq", "reverb"):
             if cfg.latents is not None and getattr(cfg, augmentation) > 0.0:
                 flag = "--" + augmentation.replace("_", "-")
                 raise UsageError(f"{flag} changes training audio, and --latents reads none", f"drop {flag}")
@@ -1041,6 +1042,7 @@ def build_trainer(
                 cfg.speed_perturb,
                 cfg.band_limit,
                 cfg.channel_eq,
+                cfg.reverb,
             )
             if saved is not None:
                 _check_same_data(out_dir, saved[0].get("data"), data.fingerprint())
