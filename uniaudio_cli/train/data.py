@@ -518,9 +518,9 @@ class SegmentDataset(torch.utils.data.Dataset):
         return x
 
     def room_response(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """``n`` random impulse responses ``(n, L)``, ``L`` one longest RT60: a unit direct sound
-        at sample 0, then Gaussian noise decaying 60 dB over the drawn RT60, scaled to the drawn
-        direct-to-reverberant ratio."""
+        """``n`` random impulse responses ``(n, L)``, ``L`` the samples of the longest RT60: a unit
+        direct sound at sample 0, then Gaussian noise decaying 60 dB over each drawn RT60, scaled
+        to each drawn direct-to-reverberant ratio."""
         sr = self.sample_rate
         length = int(REVERB_RT60_S[1] * sr)
         t = np.arange(length) / sr
