@@ -24,8 +24,10 @@ frames, mean over clips): a few dB means a stationary floor fills that band unde
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.signal as ss
@@ -40,15 +42,25 @@ HELDOUT = ROOT / ".data" / "heldout" / "speech"
 N_FFT = 512  # the references' STFT: 32 ms at 16 kHz
 
 
+@functools.cache
+def _stoi_bands() -> tuple[Any, np.ndarray, np.ndarray]:
+    """pystoi's ``stoi`` module (its constants), its third-octave band matrix ``(15, NFFT / 2 + 1)``
+    and the bands' centre frequencies ``(15,)``: made once, not per clip."""
+    from pystoi import utils
+
+    stoi_module = importlib.import_module("pystoi.stoi")  # the module; ``pystoi.stoi`` is its function
+    obm, centres = utils.thirdoct(stoi_module.FS, stoi_module.NFFT, stoi_module.NUMBAND, stoi_module.MINFREQ)
+    return stoi_module, obm, centres
+
+
 def band_intelligibility(ref: np.ndarray, deg: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """STOI's intermediate intelligibility per third-octave band ``(15,)``, and the level in dB of
     ``ref`` and ``deg`` per band over the frames STOI keeps ``(15,)`` each; ``None`` where STOI is
     undefined. ``ref``, ``deg``: ``(T,)`` at ``sr``."""
     from pystoi import utils
 
-    stoi_module = importlib.import_module("pystoi.stoi")  # the module; ``pystoi.stoi`` is its function
+    stoi_module, obm, _ = _stoi_bands()
     fs, frame, nfft, n = stoi_module.FS, stoi_module.N_FRAME, stoi_module.NFFT, stoi_module.N
-    obm, _ = utils.thirdoct(fs, nfft, stoi_module.NUMBAND, stoi_module.MINFREQ)
     x = utils.resample_oct(np.asarray(ref, dtype=np.float64), fs, sr)
     y = utils.resample_oct(np.asarray(deg, dtype=np.float64), fs, sr)
     x, y = utils.remove_silent_frames(x, y, stoi_module.DYN_RANGE, frame, frame // 2)
@@ -73,11 +85,7 @@ def band_intelligibility(ref: np.ndarray, deg: np.ndarray, sr: int) -> tuple[np.
 
 def band_centres() -> np.ndarray:
     """Centre frequencies (Hz) of STOI's 15 bands."""
-    from pystoi import utils
-
-    stoi_module = importlib.import_module("pystoi.stoi")
-    _, centres = utils.thirdoct(stoi_module.FS, stoi_module.NFFT, stoi_module.NUMBAND, stoi_module.MINFREQ)
-    return np.asarray(centres)
+    return np.asarray(_stoi_bands()[2])
 
 
 def spliced(low: np.ndarray, high: np.ndarray, sr: int, split_hz: float, rng: np.random.Generator | None) -> np.ndarray:

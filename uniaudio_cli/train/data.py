@@ -209,6 +209,16 @@ def _read_int16(path: Path, sample_rate: int) -> np.ndarray:
     return (np.clip(wav, -1.0, 1.0) * 32767.0).astype(np.int16)
 
 
+def _with_rows(x: np.ndarray, rows: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """A copy of ``x`` ``(B, T)`` with ``new`` ``(rows.sum(), T)`` in the chosen rows, each scaled
+    down where its peak passes 0.99 (a filter can raise a segment's peaks past full scale)."""
+    peak = np.abs(new).max(axis=1, keepdims=True)
+    new = np.where(peak > 0.99, new * 0.99 / np.maximum(peak, 1e-8), new)
+    x = x.copy()
+    x[rows] = new.astype(np.float32)
+    return x
+
+
 def check_probability(option: str, p: float) -> float:
     """Refuse a training augmentation's probability outside 0..1, naming its option."""
     if not 0.0 <= p <= 1.0:
@@ -510,12 +520,7 @@ class SegmentDataset(torch.utils.data.Dataset):
         # A Gaussian bell in log-frequency, an octave wide at half its height.
         db = tilt * octaves + bell * np.exp(-0.5 * ((octaves - centre) / 0.425) ** 2)
         gain = 10.0 ** (np.clip(db, -EQ_LIMIT_DB, EQ_LIMIT_DB) / 20.0)
-        y = np.fft.irfft(np.fft.rfft(x[rows], axis=1) * gain, n=T, axis=1)
-        peak = np.abs(y).max(axis=1, keepdims=True)
-        y = np.where(peak > 0.99, y * 0.99 / np.maximum(peak, 1e-8), y)
-        x = x.copy()
-        x[rows] = y.astype(np.float32)
-        return x
+        return _with_rows(x, rows, np.fft.irfft(np.fft.rfft(x[rows], axis=1) * gain, n=T, axis=1))
 
     def room_response(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """``n`` random impulse responses ``(n, L)``, ``L`` the samples of the longest RT60: a unit
@@ -543,12 +548,7 @@ class SegmentDataset(torch.utils.data.Dataset):
         dry = x[rows].astype(np.float64)
         wet = fftconvolve(dry, self.room_response(rng, n), axes=1)[:, : x.shape[1]]
         rms = np.sqrt((dry**2).mean(axis=1, keepdims=True) / np.maximum((wet**2).mean(axis=1, keepdims=True), 1e-12))
-        wet *= rms
-        peak = np.abs(wet).max(axis=1, keepdims=True)
-        wet = np.where(peak > 0.99, wet * 0.99 / np.maximum(peak, 1e-8), wet)
-        x = x.copy()
-        x[rows] = wet.astype(np.float32)
-        return x
+        return _with_rows(x, rows, wet * rms)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
         seg = np.empty((1, self.segment_samples), dtype=np.int16)
