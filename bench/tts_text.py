@@ -3,15 +3,16 @@ question, before any audio is written), before and after the ensemble and calibr
 its warning threshold catches.
 
     OMP_NUM_THREADS=1 nice -n 19 python bench/tts_text.py [--sets paper arithmetic reasoning multistep]
-        [--orderings 4] [--no-calibrate] [--max-examples N] [--template T] [--thresholds 0.3 0.4]
-        [--json out.json]
+        [--orderings 4] [--no-calibrate] [--max-examples N] [--template T] [--examples E]
+        [--thresholds 0.3 0.4] [--json out.json]
 
 Sets: ``paper`` is the paper's 20 questions (``uniaudio eval tts``); the others are
 ``prompts/tts_questions/<set>.json`` (``dev`` and ``dev_unanswerable`` are the tuning sets).
 Configurations: ``before`` is the previous text step (the first 12 examples in file order, one
 prompt, no calibration); ``after`` is ``TTSOptions``' defaults unless the flags above change it
 (``--template``: a template name in ``prompts/`` or a JSON file, e.g. the variants in
-``bench/tts_templates/``).
+``bench/tts_templates/``; ``--examples``: the text examples, a name in ``prompts/`` or a JSON file
+with their ``examples`` and ``content_free`` lists).
 Unanswerable texts (``--unanswerable``: not questions, or answers that are not one digit) count as
 caught when the ``after`` answer gets a warning at the threshold (default: the shipped one).
 Runs in one process on one thread; prints Markdown tables with Wilson 95 % intervals.
@@ -61,6 +62,7 @@ def main() -> None:
     ap.add_argument("--no-calibrate", action="store_true", help="after: no contextual calibration")
     ap.add_argument("--max-examples", type=int, default=None, help="after: only the file's first N examples")
     ap.add_argument("--template", default=opts.answer_template, help="after: prompt template (name or JSON file)")
+    ap.add_argument("--examples", default=opts.answer_examples, help="after: text examples (name or JSON file)")
     ap.add_argument("--thresholds", type=float, nargs="+", default=[opts.min_answer_probability])
     ap.add_argument("--complete", type=float, nargs="+", default=[opts.min_answer_complete])
     ap.add_argument("--json", type=Path, default=None, help="write every answer and its probabilities here")
@@ -73,10 +75,11 @@ def main() -> None:
     texts = sorted(load_demo_folder(default_tts_demos()).clips)
     templates = {"before": PromptTemplate.load(opts.answer_template), "after": PromptTemplate.load(args.template)}
     examples = AnswerExamples.load(opts.answer_examples)
+    after_examples = AnswerExamples.load(args.examples)
     configs = {
         "before": dict(examples=AnswerExamples(examples.examples[:BEFORE_EXAMPLES]), orderings=1, calibrate=False),
         "after": dict(
-            examples=AnswerExamples(examples.examples[: args.max_examples], examples.content_free),
+            examples=AnswerExamples(after_examples.examples[: args.max_examples], after_examples.content_free),
             orderings=args.orderings,
             calibrate=not args.no_calibrate,
         ),
