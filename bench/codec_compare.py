@@ -44,8 +44,8 @@ FIGURES = (("pesq", "PESQ-WB", True), ("stoi", "STOI", True), ("mel_distance", "
 
 def weights_digest(codec: Path) -> str:
     """Of the weights, and of the config when it sets anything that changes the codes or the
-    audio of the same weights (``residual_search``, ``small_contrast``), so that two such codecs
-    keep separate reports."""
+    audio of the same weights (``residual_search``, ``small_contrast``, ``small_contrast_smooth``),
+    so that two such codecs keep separate reports."""
     h = hashlib.sha256()
     with open(codec / "model.safetensors", "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -57,6 +57,9 @@ def weights_digest(codec: Path) -> str:
     contrast = config.get("small_contrast", 1.0)
     if contrast != 1.0:
         h.update(f"small_contrast:{contrast}".encode())
+        smooth = config.get("small_contrast_smooth", 0)
+        if smooth:
+            h.update(f"small_contrast_smooth:{smooth}".encode())
     return h.hexdigest()[:16]
 
 

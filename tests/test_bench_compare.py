@@ -63,4 +63,6 @@ def test_codec_reports_are_kept_apart_when_the_config_changes_the_output(tmp_pat
     assert digest(codec("off", small_contrast=1.0)) == plain  # reports measured before the field existed stay valid
     filtered = digest(codec("pf", small_contrast=1.1))
     searched = digest(codec("euc", residual_search="euclidean"))
-    assert len({plain, filtered, searched}) == 3
+    envelope = digest(codec("env", small_contrast=1.1, small_contrast_smooth=17))
+    assert digest(codec("pf0", small_contrast=1.1, small_contrast_smooth=0)) == filtered
+    assert len({plain, filtered, searched, envelope}) == 4

@@ -449,6 +449,38 @@ def test_spectral_contrast_deepens_valleys_and_keeps_each_frames_energy() -> Non
     assert torch.isfinite(spectral_contrast(torch.zeros(1, 5, 3), 1.2)).all()
 
 
+def test_spectral_contrast_with_smooth_raises_the_envelope_and_keeps_the_fine_structure() -> None:
+    import torch.nn.functional as F
+
+    from uniaudio_cli.codec.small import spectral_contrast
+
+    # A frame of harmonics (every 4th bin 10x up) on a tilted envelope.
+    bins = torch.arange(65, dtype=torch.float32)
+    envelope = torch.exp(-bins / 20.0)
+    harmonics = torch.where(bins % 4 == 0, 10.0, 1.0)
+    mag = (envelope * harmonics).reshape(1, 65, 1).repeat(2, 1, 3)
+    out = spectral_contrast(mag, 1.3, smooth=9)
+    torch.testing.assert_close(out.pow(2).sum(1), mag.pow(2).sum(1))
+
+    def smoothed(m: torch.Tensor) -> torch.Tensor:
+        rows = F.pad(m.log().transpose(1, 2), (4, 4), mode="replicate")
+        return F.avg_pool1d(rows, 9, stride=1).transpose(1, 2)
+
+    # The gain it applies is the envelope raised (a constant per frame aside): the harmonics keep
+    # their depth, where the whole-magnitude filter deepens each of them.
+    gain = out.log() - mag.log()
+    residual = gain - 0.3 * smoothed(mag)
+    torch.testing.assert_close(residual, residual.mean(1, keepdim=True).expand_as(residual), atol=1e-4, rtol=0)
+    whole = spectral_contrast(mag, 1.3)
+    ripple = lambda g: g.diff(dim=1).abs().amax()  # noqa: E731
+    assert ripple(gain) < 0.1 < ripple(whole.log() - mag.log())
+    # The envelope is steeper: the low bins gain against the high ones.
+    assert (out[:, :8].sum(1) / out[:, -8:].sum(1) > 1.5 * mag[:, :8].sum(1) / mag[:, -8:].sum(1)).all()
+    assert spectral_contrast(mag, 1.0, smooth=9) is mag
+    torch.testing.assert_close(spectral_contrast(mag[..., 1:2], 1.3, smooth=9), out[..., 1:2])
+    assert torch.isfinite(spectral_contrast(torch.zeros(1, 5, 3), 1.2, smooth=3)).all()
+
+
 def test_export_sets_the_post_filter_without_touching_codes(
     tiny_codec: LLMCodec,
     tmp_path: Path,
@@ -472,6 +504,16 @@ def test_export_sets_the_post_filter_without_touching_codes(
     assert a.shape == b.shape and not np.allclose(a, b)
     with pytest.raises(UsageError, match="--contrast"):
         export_codec(src, tmp_path / "bad", contrast=3.0)
+    # The envelope-only filter: the same codes again, another output, and a width it refuses.
+    env = export_codec(src, tmp_path / "env", contrast=1.1, contrast_smooth=9)
+    assert json.loads((env / CONFIG_FILE).read_text())["small_contrast_smooth"] == 9
+    pf_env = load_codec(env, vocabulary=vocab, device="cpu")
+    assert pf_env.encode(wav) == ids
+    c = pf_env.decode(ids)
+    assert c.shape == a.shape and not np.allclose(c, b) and not np.allclose(c, a)
+    for bad in (8, -1, 65):
+        with pytest.raises(UsageError, match="--contrast-smooth"):
+            export_codec(src, tmp_path / f"bad{bad}", contrast_smooth=bad)
 
     # The tool: one error line naming the output and the fix, its exit code, the traceback only
     # with --debug; an existing output is never replaced without --force.
@@ -500,6 +542,14 @@ def test_config_reads_checkpoints_without_the_post_filter_and_refuses_a_bad_one(
     for bad in ("strong", True, 0.0, 5):
         data["small_contrast"] = bad
         with pytest.raises(CheckpointError, match="small_contrast"):
+            CodecConfig.from_dict(data, source="x/config.json")
+    data["small_contrast"] = 1.1
+    assert CodecConfig.from_dict(data).small_contrast_smooth == 0  # written before the field existed
+    data["small_contrast_smooth"] = 17
+    assert CodecConfig.from_dict(data).small_contrast_smooth == 17
+    for bad in (4, True, 1.0, -3, 101, "17"):
+        data["small_contrast_smooth"] = bad
+        with pytest.raises(CheckpointError, match=r"x/config\.json: small_contrast_smooth"):
             CodecConfig.from_dict(data, source="x/config.json")
 
 

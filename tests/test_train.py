@@ -685,8 +685,9 @@ def test_latent_pack_trains_the_decoder_without_data_or_llm(
     # it, and the result keeps the filter.
     from uniaudio_cli.codec.export import export_codec
 
-    shipped = export_codec(base, tmp_path / "shipped", contrast=1.2)
-    assert load_codec_weights(merge_decoder(shipped, exported, tmp_path / "merged-pf"))[0].small_contrast == 1.2
+    shipped = export_codec(base, tmp_path / "shipped", contrast=1.2, contrast_smooth=9)
+    merged_pf = load_codec_weights(merge_decoder(shipped, exported, tmp_path / "merged-pf"))[0]
+    assert (merged_pf.small_contrast, merged_pf.small_contrast_smooth) == (1.2, 9)
 
     # A pack written by another codec is refused before training.
     meta["codes_sha256"] = "0" * 64
@@ -814,7 +815,7 @@ def test_training_runs_without_the_post_filter(
     base = train_codec(
         [data_dir], tmp_path / "base", tiny_train_cfg(steps=2), tiny_codec_cfg, progress=False, vocab=toy_vocab
     )
-    shipped = export_codec(base, tmp_path / "shipped", contrast=1.2)
+    shipped = export_codec(base, tmp_path / "shipped", contrast=1.2, contrast_smooth=9)
     tuned = train_codec(
         [data_dir],
         tmp_path / "tuned",
@@ -824,7 +825,8 @@ def test_training_runs_without_the_post_filter(
         vocab=toy_vocab,
     )
     assert load_codec_weights(shipped)[0].small_contrast == 1.2
-    assert load_codec_weights(tuned)[0].small_contrast == 1.0
+    tuned_cfg = load_codec_weights(tuned)[0]
+    assert (tuned_cfg.small_contrast, tuned_cfg.small_contrast_smooth) == (1.0, 0)
 
 
 def test_intelligibility_loss_follows_stoi(

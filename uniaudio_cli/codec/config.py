@@ -19,6 +19,8 @@ ResidualSearch = Literal["cosine", "euclidean"]
 RESIDUAL_SEARCHES: tuple[str, ...] = get_args(ResidualSearch)
 # The post-filter exponents a checkpoint may set: beyond them the filter only distorts.
 CONTRAST_RANGE = (0.5, 2.0)
+# The widest envelope the post-filter may smooth over, in STFT bins (and it must be odd).
+MAX_CONTRAST_SMOOTH = 63
 
 
 def valid_contrast(value: object) -> bool:
@@ -26,6 +28,16 @@ def valid_contrast(value: object) -> bool:
     :data:`CONTRAST_RANGE`."""
     lo, hi = CONTRAST_RANGE
     return isinstance(value, int | float) and not isinstance(value, bool) and lo <= value <= hi
+
+
+def valid_contrast_smooth(value: object) -> bool:
+    """Whether ``value`` is a ``small_contrast_smooth`` a config may hold: 0, or an odd integer
+    (not a bool) up to :data:`MAX_CONTRAST_SMOOTH`."""
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and (value == 0 or (value % 2 == 1 and 0 < value <= MAX_CONTRAST_SMOOTH))
+    )
 
 
 @dataclass
@@ -67,7 +79,9 @@ class CodecConfig:
       follows a harmonic oscillator at a predicted pitch, see :mod:`uniaudio_cli.codec.small`;
       ``small_contrast``: the exponent of the head's spectral-contrast post-filter, see
       :func:`~uniaudio_cli.codec.small.spectral_contrast`; 1.0 is off, and training always runs
-      at 1.0, so it is set on an exported checkpoint).
+      at 1.0, so it is set on an exported checkpoint; ``small_contrast_smooth``: 0 raises the
+      whole magnitude, an odd width in bins raises only the envelope, the log magnitude averaged
+      over that many bins).
 
     ``hop_length`` samples make one latent frame; layer ``i`` emits one code every
     ``vq_strides[i]`` frames.
@@ -110,6 +124,7 @@ class CodecConfig:
     small_fine_layers: int = 1
     small_harmonic: bool = False
     small_contrast: float = 1.0
+    small_contrast_smooth: int = 0
     residual_search: ResidualSearch = "cosine"
     codebook_map_hidden: int = 0
     vocab: VocabSpec | None = None
@@ -175,6 +190,12 @@ class CodecConfig:
             raise CheckpointError(
                 f"{source}: small_contrast {contrast!r} is not a number between {lo} and {hi}",
                 "fix config.json (1.0 turns the post-filter off), or re-export the checkpoint",
+            )
+        smooth = data.get("small_contrast_smooth", 0)
+        if not valid_contrast_smooth(smooth):
+            raise CheckpointError(
+                f"{source}: small_contrast_smooth {smooth!r} is not 0 or an odd width up to {MAX_CONTRAST_SMOOTH}",
+                "fix config.json (0 raises the whole magnitude), or re-export the checkpoint",
             )
         hidden = data.get("codebook_map_hidden", 0)
         if not isinstance(hidden, int) or isinstance(hidden, bool) or hidden < 0:

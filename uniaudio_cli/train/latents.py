@@ -349,7 +349,8 @@ def merge_decoder(
     """A full checkpoint: ``base_dir``'s encoder and quantizer with the decoder of
     ``decoder_file`` (from :func:`export_decoder`). The decoder's config must agree with the
     base's on everything but the decoder's own sizes. The result keeps the base's post-filter
-    (``small_contrast``): training always runs without it, so the decoder's config says 1.0."""
+    (``small_contrast``, ``small_contrast_smooth``): training always runs without it, so the
+    decoder's config says 1.0."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -384,7 +385,9 @@ def merge_decoder(
         )
     dec = load_file(str(decoder_file))
     merged = {k: v for k, v in sd.items() if not k.startswith("decoder.")} | {k: v.float() for k, v in dec.items()}
-    cfg = dataclasses.replace(dec_cfg, small_contrast=base_cfg.small_contrast)
+    cfg = dataclasses.replace(
+        dec_cfg, small_contrast=base_cfg.small_contrast, small_contrast_smooth=base_cfg.small_contrast_smooth
+    )
     model = build_codec(cfg, merged, str(decoder_file))
     return save_codec(model, out_dir, dtype=dtype)
 

@@ -1013,7 +1013,7 @@ def build_trainer(
         if codec_cfg.small_contrast != 1.0:
             # The post-filter is for listening: the losses must see what the decoder predicts.
             log.info("training without the post-filter (small_contrast %s -> 1.0)", codec_cfg.small_contrast)
-            codec_cfg = dataclasses.replace(codec_cfg, small_contrast=1.0)
+            codec_cfg = dataclasses.replace(codec_cfg, small_contrast=1.0, small_contrast_smooth=0)
         torch.manual_seed(cfg.seed)
         model = LLMCodec(codec_cfg)
         if cfg.latents is None:
