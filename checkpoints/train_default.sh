@@ -113,7 +113,9 @@
 # Stage 46 trains stage 42's decoder again (--decoder-only: the codes stay stage 34's) with stage 42's
 # recipe and a quarter of the segments band-limited as 8 kHz recordings are (--band-limit 0.25), lr
 # 5e-5 cosine over 4,500 steps; the committed default is its last checkpoint, written with the plain
-# head and the post-filter at 1.05. STAGE46=0 stops after stage 42.
+# head and the post-filter on the spectral envelope (exponent 1.1 on the log magnitude averaged over
+# 17 bins, --contrast 1.1 --contrast-smooth 17; chosen on the training clips with
+# bench/postfilter.py --smooth 0 13 17 25). STAGE46=0 stops after stage 42.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -184,11 +186,12 @@ continue_stage() {
         --checkpoint-every 500 --quiet
 }
 
-# export_pf RUN [P]: RUN's last checkpoint written as the default is shipped (plain head, post-filter
-# at P, 1.1 unless given; float16) to RUN/export-pf, which becomes FINAL.
+# export_pf RUN [P [N]]: RUN's last checkpoint written as the default is shipped (plain head,
+# post-filter at P, 1.1 unless given, on the envelope over N bins, 0 (the whole magnitude) unless
+# given; float16) to RUN/export-pf, which becomes FINAL.
 export_pf() {
     python -m uniaudio_cli.codec.export "$1/codec" "$1/export-pf" --drop-oscillator --contrast "${2:-1.1}" \
-        --dtype float16 --force
+        --contrast-smooth "${3:-0}" --dtype float16 --force
     FINAL="$1/export-pf"
 }
 
@@ -344,5 +347,5 @@ export_pf "$RUN42" 1.05
 RUN46=${RUN46:-runs/stage46}
 GROW=(--residual-search euclidean --bf16 --w-stoi 10 --w-excess 15 --speed-perturb 0.5 --band-limit 0.25 --decoder-only)
 pitch_stage "$RUN46" "$FINAL" 5e-5 "4500 4500"
-export_pf "$RUN46" 1.05
+export_pf "$RUN46" 1.1 17
 finish
