@@ -45,9 +45,8 @@ def export_codec(
 ) -> Path:
     """Copy checkpoint ``src`` to ``dst`` (validated against its config), storing weights in
     ``dtype``; ``drop_oscillator``, ``residual_search``, ``contrast`` and ``contrast_smooth``
-    (``None``: as ``src``): see
-    the module docstring. An existing ``dst`` is replaced
-    only with ``force``, and only when it is itself a checkpoint folder (:func:`save_codec`)."""
+    (``None``: as ``src``): see the module docstring. An existing ``dst`` is replaced only with
+    ``force``, and only when it is itself a checkpoint folder (:func:`save_codec`)."""
     if Path(dst).exists() and not force:
         raise OutputExistsError(f"{dst}: exists", "pass --force to overwrite, or choose another output")
     cfg, sd = load_codec_weights(src)
