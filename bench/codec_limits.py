@@ -23,6 +23,7 @@ import torch
 
 from uniaudio_cli.audio import load_audio
 from uniaudio_cli.codec.api import load_codec
+from uniaudio_cli.codec.small import spectral_envelope
 from uniaudio_cli.evaluate.codec_eval import mel_distance, pesq_wb, stoi_score
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,8 +62,7 @@ def oracles(ref: np.ndarray, out: np.ndarray, n_fft: int = 512, hop: int = 128) 
     lr, ly = R.abs().clamp_min(1e-7).log(), Y.abs().clamp_min(1e-7).log()
 
     def envelope(logmag: torch.Tensor, k: int = 9) -> torch.Tensor:
-        x = torch.nn.functional.pad(logmag.T.unsqueeze(1), (k // 2, k // 2), mode="replicate")
-        return torch.nn.functional.conv1d(x, torch.ones(1, 1, k) / k).squeeze(1).T
+        return spectral_envelope(logmag.unsqueeze(0), k).squeeze(0)
 
     def put(band: torch.Tensor, logmag: torch.Tensor) -> np.ndarray:
         Z = Y.clone()

@@ -150,6 +150,15 @@ def harmonic_excitation(
     return wave * amp / k.sqrt(), torch.remainder(frame_phase, 1.0).to(f0.dtype)
 
 
+def spectral_envelope(log_mag: torch.Tensor, width: int) -> torch.Tensor:
+    """A log magnitude ``(B, bins, frames)`` averaged over ``width`` (odd) neighbouring bins in
+    each frame, the edge bins repeated: its spectral envelope, the same shape."""
+    b, bins, frames = log_mag.shape
+    rows = F.pad(log_mag.transpose(1, 2).reshape(b * frames, 1, bins), (width // 2, width // 2), mode="replicate")
+    kernel = torch.full((1, 1, width), 1.0 / width, dtype=log_mag.dtype, device=log_mag.device)
+    return F.conv1d(rows, kernel).reshape(b, frames, bins).transpose(1, 2)
+
+
 def spectral_contrast(mag: torch.Tensor, power: float, smooth: int = 0) -> torch.Tensor:
     """Raise an STFT magnitude ``(B, bins, frames)`` to ``power``, keeping each frame's energy.
 
@@ -167,12 +176,7 @@ def spectral_contrast(mag: torch.Tensor, power: float, smooth: int = 0) -> torch
         return mag
     if smooth > 0:
         log_mag = mag.clamp_min(1e-7).log()
-        b, bins, frames = log_mag.shape
-        rows = log_mag.transpose(1, 2).reshape(b * frames, 1, bins)
-        rows = F.pad(rows, (smooth // 2, smooth // 2), mode="replicate")
-        kernel = torch.full((1, 1, smooth), 1.0 / smooth, dtype=log_mag.dtype, device=log_mag.device)
-        env = F.conv1d(rows, kernel).reshape(b, frames, bins).transpose(1, 2)
-        new = (log_mag + (power - 1.0) * env).exp()
+        new = (log_mag + (power - 1.0) * spectral_envelope(log_mag, smooth)).exp()
     else:
         new = mag.clamp_min(1e-7).pow(power)
     gain = mag.pow(2).sum(1, keepdim=True) / new.pow(2).sum(1, keepdim=True).clamp_min(1e-30)
