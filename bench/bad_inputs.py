@@ -76,6 +76,11 @@ def fixtures(tmp: Path) -> dict[str, Path]:
     sf.write(f["silent"], np.zeros(SR, dtype=np.float32), SR)
     f["huge"] = tmp / "eleven_minutes.flac"
     sf.write(f["huge"], np.zeros(SR * 660, dtype=np.int16), SR, subtype="PCM_16")
+    f["long"] = tone(tmp / "three_minutes.wav", 180.0)
+    pairs = tmp / "pairs"
+    tone(pairs / "u1" / "clean.wav", 1.0)
+    tone(pairs / "u1" / "noisy.wav", 0.5, freq=450.0)
+    f["pairs"] = pairs
     f["exists"] = tmp / "exists.wav"
     f["exists"].write_bytes(b"x")
     f["afile"] = tmp / "afile"
@@ -156,6 +161,21 @@ def cases(f: dict[str, Path], tmp: Path) -> list[tuple[str, list[str]]]:
         ("negative --crop", ["classify", "--demos", d, "--crop", "-1", q]),
         ("a demonstration clip with NaN samples", ["classify", "--demos", str(f["nan_demos"]), q]),
         ("-o - (stdout)", ["tts", "1+1", "-o", "-"]),
+        ("every input of a batch bad (the last line)", ["encode", str(f["empty"]), str(f["text"])]),
+        ("unknown --device", ["classify", "--demos", d, "--device", "gpu0", q]),
+        ("--max-seconds -1", ["encode", "--max-seconds", "-1", q]),
+        ("-o under a file", ["tts", "1+1", "-o", str(f["afile"] / "two.wav")]),
+        (
+            "a noisy demonstration shorter than its clean one",
+            ["denoise", q, "--demos", str(f["pairs"]), "-o", str(tmp / "c.wav")],
+        ),
+        ("a query longer than the LLM's context", ["classify", "--demos", d, str(f["long"])]),
+        (
+            "a question longer than the LLM's context",
+            ["tts", "what is one plus one? " * 3000, "-o", str(tmp / "t.wav")],
+        ),
+        ("train-codec --out is a file", ["train-codec", "--out", str(f["afile"]), "--data", d]),
+        ("train-codec --resume with no run", ["train-codec", "--out", str(tmp / "run"), "--resume"]),
     ]
 
 
@@ -174,11 +194,13 @@ def main() -> None:
             res = subprocess.run([sys.executable, "-m", "uniaudio_cli", *argv], capture_output=True, text=True)
             seconds = time.perf_counter() - t0
             errors = [line for line in res.stderr.splitlines() if line.startswith("error:") or "Error" in line]
-            message = (errors or res.stderr.strip().splitlines()[-1:] or ["(none)"])[0]
+            message = (errors or res.stderr.strip().splitlines()[-1:] or ["(none)"])[
+                -1 if "(the last line)" in name else 0
+            ]
             traceback = "Traceback" in res.stderr
             rows.append((name, message.replace(t, "$TMP"), res.returncode, seconds, traceback))
     lines = [
-        "| # | bad input | message (first error line) | exit | s | traceback |",
+        "| # | bad input | message (first error line unless said) | exit | s | traceback |",
         "|---|---|---|---|---|---|",
     ]
     for i, (name, msg, code, s, tb) in enumerate(rows, 1):

@@ -9,8 +9,8 @@ import pytest
 import soundfile as sf
 
 from tests.conftest import write_tone
-from uniaudio_cli.audio import expand_inputs, load_audio, write_audio, write_text_atomic
-from uniaudio_cli.errors import AudioError, OutputExistsError, UsageError
+from uniaudio_cli.audio import expand_inputs, load_audio, write_audio, write_audio_blocks, write_text_atomic
+from uniaudio_cli.errors import AudioError, OutputExistsError, OutputWriteError, UsageError
 
 
 def test_resamples_and_downmixes(tmp_path: Path) -> None:
@@ -73,6 +73,41 @@ def test_write_is_atomic_and_refuses_overwrite(tmp_path: Path) -> None:
     write_text_atomic(tmp_path / "a.json", "{}")
     with pytest.raises(OutputExistsError):
         write_text_atomic(tmp_path / "a.json", "{}")
+
+
+def test_a_failed_write_is_one_typed_error_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk surfaces as OutputWriteError naming the file (soundfile reports it as a
+    RuntimeError, Python as OSError), and no temporary file stays behind; an error making the
+    blocks is not a write error and propagates as it is."""
+    import errno
+
+    def full(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("System error.")
+
+    out = tmp_path / "out.wav"
+    with monkeypatch.context() as m:
+        m.setattr(sf.SoundFile, "write", full)
+        with pytest.raises(OutputWriteError, match=r"out\.wav: could not be written \(System error\.\)"):
+            write_audio(out, np.zeros(160, dtype=np.float32), 16000)
+    assert list(tmp_path.iterdir()) == []
+
+    def blocks():
+        yield np.zeros(160, dtype=np.float32)
+        raise ValueError("the model failed")
+
+    with pytest.raises(ValueError, match="the model failed"):
+        write_audio_blocks(out, blocks(), 16000)
+    assert list(tmp_path.iterdir()) == []
+
+    def no_space(*_args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("uniaudio_cli.audio._publish", no_space)
+    with pytest.raises(OutputWriteError, match=r"No space left on device.*free some disk space"):
+        write_text_atomic(tmp_path / "a.json", "{}")
+    with pytest.raises(OutputWriteError, match="No space left"):
+        write_audio(out, np.zeros(160, dtype=np.float32), 16000)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_expand_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

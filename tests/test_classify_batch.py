@@ -200,6 +200,8 @@ def test_continuation_logprobs_batch_matches_one_query_at_a_time(model, reuse: b
 def test_prefix_batch_refuses_prompts_past_the_context(model) -> None:
     with pytest.raises(PromptTooLongError, match="long one: prompt of 10 tokens exceeds the LLM's context of 9"):
         PrefixBatch(model, [[1, 2], PREFIXES[0]], CPU, 9, sources=["short one", "long one"])
+    with pytest.raises(PromptTooLongError, match=r"\(fix: shorten it\)$"):
+        PrefixBatch(model, [PREFIXES[0]], CPU, 9, fix="shorten it")
     batch = PrefixBatch(model, PREFIXES, CPU, 14, sources=["a", "b", "c"])
     assert len(token_logprobs_batch(batch, [[1, 2, 3, 4]])[0]) == 3  # exactly fits
     with pytest.raises(PromptTooLongError, match="a: prompt of 15 tokens"):

@@ -216,6 +216,11 @@ def test_prompt_too_long(model) -> None:
         with pytest.raises(PromptTooLongError, match="of 10 tokens exceeds the LLM's context of 9"):
             PrefixCache(model, PREFIX, CPU, context_length=9, reuse=reuse)
     assert PromptTooLongError.exit_code == 1
+    # Each task names the fix that fits its own command, not the classification options.
+    with pytest.raises(PromptTooLongError, match=r"\(fix: use a shorter caption\)$"):
+        PrefixCache(model, PREFIX, CPU, context_length=9, fix="use a shorter caption")
+    with pytest.raises(PromptTooLongError, match=r"--shots/--repeats"):
+        PrefixCache(model, PREFIX, CPU, context_length=9)
 
 
 def test_token_logprobs_match_one_forward_pass(model) -> None:

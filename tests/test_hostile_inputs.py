@@ -96,6 +96,14 @@ def test_tts_hostile_text_is_echoed_literally(data: Path, tmp_path: Path, loads:
         (["decode", "{tmp}/c.json"], "no output given"),
         (["eval", "codec", "{data}/q", "--markdown", "{tmp}/exists.wav"], "exists (fix: pass --force"),
         (["eval", "denoise", "{tmp}/nope", "{tmp}/nope2"], "no such file or folder"),
+        (["eval", "classify", "{tmp}/nope"], "nope: no such demonstration folder"),
+        (["encode", "{data}/q", "--max-seconds", "-1", "--out-dir", "{tmp}/e"], "--max-seconds -1.0: not a positive"),
+        (["classify", "--demos", "{data}/labels", "{data}/q", "--device", "gpu0"], "unknown device 'gpu0'"),
+        (["classify", "--demos", "{data}/labels", "{data}/q", "--dtype", "half"], "unknown dtype 'half'"),
+        (["tts", "1+1", "-o", "{tmp}/afile/x.wav"], "(fix: choose another output path)"),
+        (["train-codec", "--out", "{tmp}/afile", "--data", "{data}/labels"], "(fix: choose another --out)"),
+        (["train-codec", "--out", "{tmp}/run", "--data", "{tmp}/nope"], "nope: no such folder"),
+        (["train-codec", "--out", "{tmp}/run", "--resume"], "no run to resume (no train_state.safetensors)"),
     ],
 )
 def test_bad_arguments_fail_before_models_load(
@@ -287,3 +295,81 @@ def test_denoise_says_when_the_output_format_differs(tmp_path: Path, data: Path,
     assert sf.info(tmp_path / "out.wav").samplerate == 16000
     res = run("denoise", data / "q" / "a [b].wav", "-o", tmp_path / "mono.wav")
     assert res.exit_code == 0 and "note: the output" not in res.stderr
+
+
+def test_every_bad_input_of_an_unusable_batch_is_named(tmp_path: Path, loads: list[int]) -> None:
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    res = run("encode", tmp_path / "nope.wav", empty, "--out-dir", tmp_path / "e")
+    assert res.exit_code == 1
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 3 and "Traceback" not in res.output
+    assert "nope.wav: no such file" in errors[0] and "empty.wav: empty file" in errors[1]
+    assert errors[2] == "error: none of the 2 inputs is usable"
+    assert loads == []
+
+
+def test_sigterm_unwinds_like_ctrl_c(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """``kill``/``timeout`` send SIGTERM: the entry point turns it into an exception, so the
+    temporary output is removed on the way out, and the run ends with 143 and one line."""
+    import signal
+
+    from uniaudio_cli import cli
+
+    def terminated(*_args: object, **_kwargs: object) -> None:
+        cli._on_sigterm(signal.SIGTERM, None)
+
+    previous = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr("uniaudio_cli.audio.expand_inputs", terminated)
+    monkeypatch.setattr("sys.argv", ["uniaudio", "eval", "codec", "x.wav"])
+    try:
+        with pytest.raises(SystemExit) as exc:
+            cli.main()
+        assert signal.getsignal(signal.SIGTERM) is cli._on_sigterm
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert exc.value.code == 143
+    assert capsys.readouterr().err.strip() == "error: terminated"
+
+
+def test_a_failed_write_is_reported_and_the_batch_goes_on(
+    data: Path, tmp_path: Path, loads: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk fails the file being written, named in one line; the other texts are still
+    spoken and written, and the run exits 1 with no temporary file left."""
+    import errno
+
+    from uniaudio_cli import audio
+
+    publish, calls = audio._publish, []
+
+    def full_once(tmp: str, dest: Path) -> None:
+        calls.append(dest)
+        if len(calls) == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        publish(tmp, dest)
+
+    monkeypatch.setattr(audio, "_publish", full_once)
+    out = tmp_path / "out"
+    res = run("tts", "1+1", "2+2", "--demos", data / "digits", "--out-dir", out, "--quiet")
+    assert res.exit_code == 1, res.output
+    line = one_error_line(res)
+    assert "could not be written (No space left on device)" in line and str(calls[0]) in line
+    assert sorted(p.name for p in out.iterdir()) == [calls[1].name]
+
+
+def test_a_mismatched_denoising_pair_is_refused_before_models_load(
+    tmp_path: Path, data: Path, loads: list[int]
+) -> None:
+    import shutil
+
+    import numpy as np
+    import soundfile as sf
+
+    pairs = tmp_path / "pairs"
+    shutil.copytree(data / "pairs", pairs)
+    sf.write(pairs / "u1" / "noisy0.wav", np.full(4000, 0.1, dtype=np.float32), 16000)
+    res = run("denoise", data / "q" / "a [b].wav", "--demos", pairs, "-o", tmp_path / "c.wav")
+    assert res.exit_code == 2
+    assert "noisy0.wav: 0.250 s but its clean.wav has 0.500 s" in one_error_line(res)
+    assert loads == []

@@ -510,6 +510,21 @@ def test_fused_scores_a_label_by_its_nearest_demonstration(models) -> None:
     assert float(sims[0][0]) == pytest.approx(1.0, abs=1e-5)
 
 
+def test_a_query_past_the_context_is_named(models, label_demos) -> None:
+    """A query too long for the LLM names its file and a fix that works for every method."""
+    llm, codec = models
+    demos = load_demo_folder(label_demos).pick(None)
+    too_long = [5] * (llm.context_length + 1)  # fails before the model runs, so any id
+    for method in ("prototype", "fused"):
+        clf = Classifier.from_files(llm, codec, demos, ClassifyOptions(method=method, center=False))
+        acoustic = np.zeros(1, dtype=np.float32) if method == "fused" else None
+        with pytest.raises(UsageError, match=r"^long\.wav: a clip of .*--crop SECONDS"):
+            clf.classify_tokens(too_long, "long.wav", acoustic)
+    clf = Classifier.from_files(llm, codec, demos, ClassifyOptions(method="prototype", center=False))
+    with pytest.raises(UsageError, match=r"^b\.wav: a clip of"):
+        clf.classify_tokens_many([[5] * 4, too_long], ["a.wav", "b.wav"])
+
+
 def test_abstain_flags_unsure_answers(models, label_demos, queries) -> None:
     llm, codec = models
     demos = load_demo_folder(label_demos).pick(None)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from uniaudio_cli.errors import AudioError, OutputExistsError, UniaudioError, UsageError
+from uniaudio_cli.errors import AudioError, OutputExistsError, OutputWriteError, UniaudioError, UsageError
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".opus", ".w64", ".caf"}
 
@@ -43,7 +45,7 @@ def _too_long(p: Path, frames: int, rate: int, max_seconds: float | None) -> Aud
     if max_seconds is not None and frames / max(rate, 1) > max_seconds:
         return AudioError(
             f"{p}: {frames / rate:.1f} s long, the limit is {max_seconds:g} s",
-            "cut it into shorter clips (e.g. sox in.wav out.wav trim 0 30) or raise the limit",
+            "cut it into shorter clips (e.g. sox in.wav out.wav trim 0 30)",
         )
     return None
 
@@ -190,18 +192,19 @@ def _nearest_existing(path: Path) -> Path:
     return p
 
 
-def check_output_dir(out_dir: str | Path) -> Path:
+def check_output_dir(out_dir: str | Path, option: str = "--out-dir") -> Path:
     """Refuse an output folder that cannot be written (checked before any model loads).
 
     The folder may not exist yet; then the nearest existing parent must be a writable folder.
-    Raises :class:`UsageError` naming the folder and the fix.
+    Raises :class:`UsageError` naming the folder and the fix (``option``: the option that
+    named it, for the fix).
     """
     d = Path(out_dir)
     if d.exists() and not d.is_dir():
-        raise UsageError(f"{d}: exists and is not a folder", "choose another --out-dir")
+        raise UsageError(f"{d}: exists and is not a folder", f"choose another {option}")
     base = _nearest_existing(d)
     if not base.is_dir():
-        raise UsageError(f"{d}: {base} is not a folder", "choose another --out-dir")
+        raise UsageError(f"{d}: {base} is not a folder", f"choose another {option}")
     # Probe with a real file: os.access says yes to root even on read-only or virtual file
     # systems such as /proc.
     try:
@@ -224,7 +227,7 @@ def check_output_file(path: str | Path, force: bool = False) -> Path:
         raise UsageError(f"{p}: exists", "pass --force to overwrite, or choose another output")
     if p.exists() and not os.access(p, os.W_OK):
         raise UsageError(f"{p}: exists and is read-only", "choose another output")
-    check_output_dir(p.parent)
+    check_output_dir(p.parent, option="output path")
     return p
 
 
@@ -265,11 +268,34 @@ def write_audio(path: str | Path, wav: np.ndarray, sample_rate: int, force: bool
     return write_audio_blocks(path, [wav], sample_rate, force)
 
 
+def _write_error(p: Path, e: Exception) -> OutputWriteError:
+    """A failed write of ``p`` (disk full, quota, I/O error) as the one-line error the CLI prints."""
+    reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+    if not isinstance(e, OSError):
+        # libsndfile says only "System error."; a full disk is the usual cause, so say so.
+        with contextlib.suppress(OSError):
+            if shutil.disk_usage(_nearest_existing(p.parent)).free < 1 << 20:
+                reason = f"{reason.rstrip('.')}: no space left on the device"
+    return OutputWriteError(f"{p}: could not be written ({reason})", "free some disk space, or choose another output")
+
+
+def _temporary_beside(p: Path, suffix: str = "") -> str:
+    """A new empty temporary file in ``p``'s folder (created if missing), its path."""
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=suffix, dir=p.parent)
+    except OSError as e:
+        raise _write_error(p, e) from e
+    os.close(fd)
+    return tmp
+
+
 def write_audio_blocks(path: str | Path, blocks: Iterable[np.ndarray], sample_rate: int, force: bool = False) -> Path:
     """Write consecutive ``(n,)`` float blocks as one 16-bit PCM file (Vorbis for ``.ogg``),
     atomically: the blocks go to a temporary file beside ``path`` as they come (memory holds
     one block), which is renamed into place after the last; an error on the way leaves no
-    output. Refuses to replace an existing file unless ``force``.
+    output. Refuses to replace an existing file unless ``force``; a failed write (a full disk)
+    raises :class:`OutputWriteError`, while an error making the blocks propagates as it is.
     """
     import soundfile as sf
 
@@ -280,15 +306,29 @@ def write_audio_blocks(path: str | Path, blocks: Iterable[np.ndarray], sample_ra
     fmt = AUDIO_OUTPUT_FORMATS.get(suffix)
     if fmt is None:
         raise UsageError(f"{p}: unsupported output format {suffix!r}", "use a .wav or .flac file name")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=suffix, dir=p.parent)
-    os.close(fd)
+    tmp = _temporary_beside(p, suffix)
     try:
         subtype = "VORBIS" if fmt == "OGG" else "PCM_16"
-        with sf.SoundFile(tmp, "w", samplerate=sample_rate, channels=1, format=fmt, subtype=subtype) as f:
+        try:
+            f = sf.SoundFile(tmp, "w", samplerate=sample_rate, channels=1, format=fmt, subtype=subtype)
+        except (OSError, RuntimeError) as e:  # soundfile's errors are RuntimeErrors
+            raise _write_error(p, e) from e
+        try:
             for block in blocks:
-                f.write(np.clip(np.asarray(block, dtype=np.float32).reshape(-1), -1.0, 1.0))
-        _publish(tmp, p)
+                data = np.clip(np.asarray(block, dtype=np.float32).reshape(-1), -1.0, 1.0)
+                try:
+                    f.write(data)
+                except (OSError, RuntimeError) as e:
+                    raise _write_error(p, e) from e
+        except BaseException:
+            with contextlib.suppress(Exception):
+                f.close()
+            raise
+        try:
+            f.close()
+            _publish(tmp, p)
+        except (OSError, RuntimeError) as e:
+            raise _write_error(p, e) from e
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -296,16 +336,19 @@ def write_audio_blocks(path: str | Path, blocks: Iterable[np.ndarray], sample_ra
 
 
 def write_text_atomic(path: str | Path, text: str, force: bool = False) -> Path:
-    """Write ``text`` to ``path`` atomically; refuse to overwrite unless ``force``."""
+    """Write ``text`` to ``path`` atomically; refuse to overwrite unless ``force``; a failed
+    write (a full disk) raises :class:`OutputWriteError` and leaves nothing behind."""
     p = Path(path)
     if p.exists() and not force:
         raise OutputExistsError(f"{p}: exists", "pass --force to overwrite, or choose another output")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
+    tmp = _temporary_beside(p)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        _publish(tmp, p)
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+            _publish(tmp, p)
+        except OSError as e:
+            raise _write_error(p, e) from e
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -380,9 +423,9 @@ def check_inputs(paths: list[Path], probe: Callable[[Path], None] | None = None)
     ``probe`` checks one input and raises :class:`UniaudioError` when it is bad (default: a
     non-empty file). A batch with some good inputs goes on, each bad one reported as it is
     reached; when every input is bad there is nothing to load a model for, and the first
-    input's error is raised.
+    input's error is raised, the others' in its ``also``.
     """
-    first: UniaudioError | None = None
+    errors: list[UniaudioError] = []
     for p in paths:
         try:
             if probe is not None:
@@ -395,9 +438,10 @@ def check_inputs(paths: list[Path], probe: Callable[[Path], None] | None = None)
                 raise AudioError(f"{p}: empty file (0 bytes)", "re-export or remove it")
             return
         except UniaudioError as e:
-            first = first or e
-    if first is not None:
-        raise first
+            errors.append(e)
+    if errors:
+        errors[0].also = errors[1:]
+        raise errors[0]
 
 
 def audio_probe(paths: list[Path], max_seconds: float | None) -> Callable[[Path], None]:

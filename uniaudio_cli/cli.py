@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,7 @@ app.add_typer(eval_app, name="eval")
 
 _state: dict[str, bool] = {"debug": False}
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 CodecOpt = Annotated[
     str | None,
@@ -43,6 +45,15 @@ LlmOpt = Annotated[
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N (default: cuda if present)")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summaries on stderr.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``) raised as an exception in the main thread, so that it
+    unwinds as Ctrl-C does: temporary outputs are removed and finished ones kept."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 def _fail(message: str, code: int) -> None:
@@ -88,7 +99,16 @@ def handle_errors(fn: F) -> F:
                 import traceback
 
                 traceback.print_exc()
+            if e.also:
+                from uniaudio_cli.batch import print_error
+
+                print_error(e.one_line())
+                for other in e.also:
+                    print_error(other.one_line())
+                _fail(f"none of the {len(e.also) + 1} inputs is usable", e.exit_code)
             _fail(e.one_line(), e.exit_code)
+        except Terminated:
+            _fail("terminated", 143)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
         except MemoryError:
@@ -181,6 +201,8 @@ def encode(
     )
     from uniaudio_cli.batch import run_batch
 
+    if max_seconds is not None:
+        _positive("--max-seconds", max_seconds)
     paths = expand_inputs(inputs)
     check_inputs(paths, audio_probe(paths, max_seconds))
     if out_dir is not None:
@@ -224,7 +246,13 @@ def decode(
     if output is None and out_dir is None:
         raise UsageError("no output given", "pass -o OUT.wav or --out-dir DIR")
     paths = expand_inputs(inputs, suffixes={".json", ".jsonl"})
-    check_inputs(paths, read_encoded)
+
+    def probe(path: Path) -> None:
+        clips = read_encoded(path)
+        if len(clips) > 1 and output is not None:
+            raise UsageError(f"{path}: holds {len(clips)} clips", "use --out-dir to write one WAV per clip")
+
+    check_inputs(paths, probe)
     _check_outputs(
         len(paths), output, out_dir, force, [output_path_for(p, out_dir, ".wav") for p in paths] if out_dir else None
     )
@@ -286,6 +314,9 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
 
 def load_models(llm: str | None, codec: str | None, device: str | None, dtype: str | None, quiet: bool = False) -> Any:
     """:func:`uniaudio_cli.api.load_models`, announced on stderr (loading takes seconds)."""
+    from uniaudio_cli.runtime import check_runtime_options
+
+    check_runtime_options(device, dtype)
     from uniaudio_cli.api import load_models as load
 
     if not quiet:
@@ -296,6 +327,9 @@ def load_models(llm: str | None, codec: str | None, device: str | None, dtype: s
 
 
 def _load_codec(codec: str | None, llm: str | None, device: str | None, quiet: bool) -> Any:
+    from uniaudio_cli.runtime import check_runtime_options
+
+    check_runtime_options(device)
     from uniaudio_cli.codec.api import load_codec
 
     if not quiet:
@@ -411,6 +445,21 @@ def classify(
     raise typer.Exit(report.exit_code)
 
 
+def _short(text: str, n: int = 60) -> str:
+    """``text`` cut to ``n`` characters for a message (a long caption is not echoed whole)."""
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _naming(text: str, fn: Callable[[], T]) -> T:
+    """``fn()``, its :class:`UniaudioError` prefixed with the text it was about, so that each
+    failure of a batch of texts says which text failed."""
+    try:
+        return fn()
+    except UniaudioError as e:
+        e.message = f"{_short(text)!r}: {e.message}"
+        raise
+
+
 def _texts_to_write(
     texts: list[str], output: Path | None, out_dir: Path | None, force: bool, what: str, usage: str, one: str
 ) -> list[str]:
@@ -473,7 +522,7 @@ def tts(
     )
     folder = load_demo_folder(demos or default_tts_demos())
     if demos is not None:  # the shipped clips are checked by the tests
-        check_demo_clips(p for clips in folder.clips.values() for p in clips)
+        check_demo_clips((p for clips in folder.clips.values() for p in clips), opts.max_seconds)
     lm, cdc = load_models(llm, codec, device, dtype, quiet)
     from uniaudio_cli.tasks.tts import Synthesizer
 
@@ -494,7 +543,9 @@ def tts(
             print_note(f"warning: {speech.text}: {speech.warning}")
         typer.echo(f"{_field(speech.text)}\t{_field(dest)}{extra}{follows}")
 
-    report = run_batch(list(by_item), lambda item: synth.speak(by_item[item]), emit, quiet, "speaking")
+    report = run_batch(
+        list(by_item), lambda item: _naming(by_item[item], lambda: synth.speak(by_item[item])), emit, quiet, "speaking"
+    )
     raise typer.Exit(report.exit_code)
 
 
@@ -555,7 +606,13 @@ def denoise(
     """
     from uniaudio_cli.audio import audio_probe, check_inputs, expand_inputs, output_path_for, write_audio_blocks
     from uniaudio_cli.batch import run_batch
-    from uniaudio_cli.tasks.options import DenoiseOptions, default_denoise_demos, load_pair_folder
+    from uniaudio_cli.tasks.options import (
+        DenoiseOptions,
+        check_pairs,
+        default_denoise_demos,
+        load_pair_folder,
+        spread_pairs,
+    )
 
     paths = expand_inputs(inputs)
     check_inputs(paths, audio_probe(paths, DenoiseOptions.max_seconds))
@@ -570,6 +627,9 @@ def denoise(
         pairs=pairs,  # type: ignore[arg-type]
         repeats=repeats,
     )
+    if demos is not None:  # the shipped pairs are checked by the tests
+        chosen_pairs = spread_pairs(pair_set, opts.pair_count(len(pair_set)))
+        check_pairs(chosen_pairs, opts.max_seconds, same_length=opts.mode == "default")
     if not quiet:
         _note_format_change(paths, DENOISE_RATE)
     lm, cdc = load_models(llm, codec, device, dtype, quiet)
@@ -637,7 +697,7 @@ def generate(
     from uniaudio_cli.audio import write_audio
     from uniaudio_cli.batch import print_note, run_batch
     from uniaudio_cli.tasks.demos import check_demo_clips, describe_demos, load_demo_folder
-    from uniaudio_cli.tasks.generate import GenerateOptions, SoundGenerator, caption_of
+    from uniaudio_cli.tasks.options import GenerateOptions, caption_of
 
     captions = _texts_to_write(
         captions,
@@ -666,7 +726,7 @@ def generate(
         for c in captions:
             if caption_of(c).lower() not in known:
                 print_note(
-                    f"note: {c!r} is no demonstration caption; "
+                    f"note: {_short(c)!r} is no demonstration caption; "
                     + (
                         "it will be written from the codes of the nearest caption"
                         if opts.mode == "default"
@@ -675,6 +735,8 @@ def generate(
                 )
     check_demo_clips((p for clips in chosen.values() for p in clips), opts.max_seconds)
     lm, cdc = load_models(llm, codec, device, dtype, quiet)
+    from uniaudio_cli.tasks.generate import SoundGenerator
+
     gen = SoundGenerator.from_files(lm, cdc, chosen, opts)
     by_item = {Path(f"{i:06d}"): c for i, c in enumerate(captions)}
 
@@ -684,15 +746,21 @@ def generate(
         steered = "" if sound.steered_by is None else f"\tfrom={sound.steered_by!r}@{sound.match_probability:.2f}"
         if sound.match_probability is not None and sound.match_probability < MIN_MATCH_PROBABILITY and not quiet:
             print_note(
-                f"warning: {sound.caption!r} matches no demonstration caption well (nearest {sound.steered_by!r}, "
-                f"p={sound.match_probability:.2f}); add DIR/<caption>/ clips of it"
+                f"warning: {_short(sound.caption)!r} matches no demonstration caption well "
+                f"(nearest {sound.steered_by!r}, p={sound.match_probability:.2f}); add DIR/<caption>/ clips of it"
             )
         typer.echo(
             f"{_field(sound.caption)}\t{_field(dest)}{steered}\tfollows={_field(sound.follows.name)}"
             f"\tcopied={sound.copied:.2f}"
         )
 
-    report = run_batch(list(by_item), lambda item: gen.generate(by_item[item]), emit, quiet, "generating")
+    report = run_batch(
+        list(by_item),
+        lambda item: _naming(by_item[item], lambda: gen.generate(by_item[item])),
+        emit,
+        quiet,
+        "generating",
+    )
     raise typer.Exit(report.exit_code)
 
 
@@ -929,6 +997,19 @@ def train_codec_cmd(
         raise UsageError(
             f"{latents}: not a latent pack (no pack.json)", "write one with python -m uniaudio_cli.train.latents pack"
         )
+    missing = [f for f in folders if not f.is_dir()]
+    if missing:
+        raise UsageError(f"{missing[0]}: no such folder", "pass folders of audio clips to --data")
+    from uniaudio_cli.audio import check_output_dir
+
+    check_output_dir(out, option="--out")
+    if resume and not folders and latents is None:
+        from uniaudio_cli.train import STATE_FILE
+
+        if not (out / STATE_FILE).is_file():
+            raise UsageError(
+                f"{out}: no run to resume (no {STATE_FILE})", "pass --data FOLDER to start one, or the run's --out"
+            )
     from uniaudio_cli.codec.config import CodecConfig
     from uniaudio_cli.train.data import check_noise_floor
     from uniaudio_cli.train.trainer import TrainConfig, train_codec
@@ -1144,6 +1225,7 @@ def eval_classify(
     """
     from uniaudio_cli.evaluate.classify_eval import (
         EpisodeConfig,
+        check_classification_data,
         evaluate_classification,
         paper_grid,
         plot_classification,
@@ -1166,6 +1248,7 @@ def eval_classify(
         center=not no_center,
     )
     configs = paper_grid(base) if grid == "paper" else ways_grid(base) if grid == "ways" else [base]
+    check_classification_data(data, configs, episodes, queries, seed)
     workers = _workers(device)
     lm, cdc = load_models(llm, codec, workers.device_for(device), dtype, quiet or not workers.is_main)
     result = evaluate_classification(
@@ -1374,6 +1457,7 @@ def main() -> None:
     except ImportError:  # pragma: no cover
         from click import exceptions as click  # type: ignore[no-redef]
 
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         code = app(standalone_mode=False, prog_name="uniaudio")
     except click.NoArgsIsHelpError as e:

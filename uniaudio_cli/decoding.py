@@ -40,6 +40,11 @@ def cache_argument(model: Any) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
+# What to do about a prompt too long for the LLM, for a classification prompt (each task that
+# builds prompts passes its own).
+PROMPT_FIX = "use fewer --shots/--repeats, a shorter --crop, --layers semantic, or an LLM with a longer context"
+
+
 class PrefixCache:
     """The KV cache of a prompt prefix, computed once and reused for every query.
 
@@ -61,8 +66,10 @@ class PrefixCache:
         source: str = "prompt",
         lazy: bool = False,
         store: PromptStore | None = None,
+        fix: str = PROMPT_FIX,
     ) -> None:
         self.model = model
+        self.fix = fix
         self.store = store
         self.device = device
         self.prefix = list(prefix)
@@ -90,7 +97,7 @@ class PrefixCache:
         if n > self.context_length:
             raise PromptTooLongError(
                 f"{self.source}: prompt of {n} tokens exceeds the LLM's context of {self.context_length}",
-                "use fewer --shots/--repeats, a shorter --crop, --layers semantic, or an LLM with a longer context",
+                self.fix,
             )
 
     @torch.no_grad()
@@ -228,6 +235,7 @@ class PrefixBatch:
         context_length: the most tokens one row may hold.
         reuse: keep the prefixes' cache for every call (``False``: run them again each time).
         sources: a name per prefix for errors (default ``"prompt"``).
+        fix: the fix a too-long prompt's error gives (default: a classification prompt's).
         block: tokens per forward pass, counted over all rows: the ``(rows, tokens, V)`` logits
             of one pass are the largest tensor.
     """
@@ -241,8 +249,10 @@ class PrefixBatch:
         reuse: bool = True,
         sources: Sequence[str] | None = None,
         block: int = LOGPROB_BLOCK,
+        fix: str = PROMPT_FIX,
     ) -> None:
         self.model = model
+        self.fix = fix
         self.device = device
         self.prefixes = [list(p) for p in prefixes]
         self.context_length = context_length
@@ -265,7 +275,7 @@ class PrefixBatch:
             if n > self.context_length:
                 raise PromptTooLongError(
                     f"{source}: prompt of {n} tokens exceeds the LLM's context of {self.context_length}",
-                    "use fewer --shots/--repeats, a shorter --crop, --layers semantic, or an LLM with a longer context",
+                    self.fix,
                 )
 
     def _run_prefixes(self, repeat: int) -> BatchState:

@@ -85,14 +85,18 @@ class SafetensorsFiles:
         from safetensors.torch import save_file
 
         path = self.path(key)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             header = {"format": self.format, "version": str(self.version), "key": key, **meta}
             save_file(tensors, str(tmp), metadata=header)
             os.replace(tmp, path)
             self._evict(keep=path)
-        except OSError as e:  # a full or read-only disk must not stop the task
+        # A full or read-only disk must not stop the task; safetensors reports its I/O errors
+        # as its own SafetensorError, not OSError.
+        except Exception as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             warnings.warn(f"{self.root}: cannot store {what} ({e})", stacklevel=3)
 
     def _evict(self, keep: Path) -> None:

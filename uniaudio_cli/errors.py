@@ -17,6 +17,9 @@ class UniaudioError(Exception):
         super().__init__(message)
         self.message = message
         self.fix = fix
+        # The same failure on other inputs of one run (a batch none of whose inputs is usable),
+        # so that a CLI can name every bad input, not only the first.
+        self.also: list[UniaudioError] = []
 
     def one_line(self) -> str:
         return f"{self.message} (fix: {self.fix})" if self.fix else self.message
@@ -62,6 +65,10 @@ class ModelIntegrityError(ModelLoadError):
 
 class OutputExistsError(UniaudioError):
     """An output file exists and ``--force`` was not given."""
+
+
+class OutputWriteError(UniaudioError):
+    """An output could not be written (a full disk, a quota, an I/O error); nothing is left behind."""
 
 
 class PromptTooLongError(UniaudioError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING
 
 from uniaudio_cli.errors import UsageError
@@ -11,6 +12,19 @@ if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
+
+DTYPE_NAMES = ("auto", "bf16", "bfloat16", "float16", "float32", "fp16", "fp32")
+# Device strings torch.device accepts that uniaudio can run on (checked without importing torch).
+_DEVICE = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
+
+
+def check_runtime_options(device: str | None, dtype: str | None = None) -> None:
+    """Refuse an unknown ``device`` or ``dtype`` name without importing torch, so that a typo
+    fails at once rather than after seconds of loading (:class:`UsageError`)."""
+    if device is not None and not _DEVICE.fullmatch(device):
+        raise UsageError(f"unknown device {device!r}", "use cpu, cuda or cuda:N")
+    if dtype is not None and dtype not in DTYPE_NAMES:
+        raise UsageError(f"unknown dtype {dtype!r}", f"use one of {', '.join(DTYPE_NAMES)}")
 
 
 def resolve_device(device: str | None = None) -> torch.device:

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from uniaudio_cli.codec.api import Codec
     from uniaudio_cli.evaluate.parallel import Workers
     from uniaudio_cli.llm import LoadedLLM
+    from uniaudio_cli.tasks.demos import DemoFolder
 
 PAPER_WAYS = (2, 3, 4, 5, 6)
 
@@ -619,6 +620,30 @@ def run_settings(llm: LoadedLLM, codec: Codec, data: Path, queries: int, seed: i
     }
 
 
+def check_classification_data(
+    data: str | Path, configs: Sequence[EpisodeConfig], episodes: int, queries: int, seed: int = 0
+) -> DemoFolder:
+    """Refuse, before any model loads, a folder or settings whose episodes cannot be drawn: a
+    missing or empty folder, too few labels for ``ways``, too few clips for ``shots`` plus
+    ``queries`` (:class:`UsageError` naming the folder and the fix). Returns the folder."""
+    from uniaudio_cli.tasks.demos import load_demo_folder
+
+    if episodes < 1:
+        raise UsageError("--episodes must be at least 1", "use --episodes 20")
+    root = Path(data)
+    folder = load_demo_folder(root)
+    for cfg in configs:
+        most = max_queries(folder.clips, cfg.ways, cfg.shots)
+        if len(folder.clips) >= cfg.ways and queries > most:
+            raise UsageError(
+                f"{root}: {cfg.ways}-way {cfg.shots}-shot episodes can have at most {most} queries "
+                f"(the smallest labels have {min(len(c) for c in folder.clips.values())} clips)",
+                f"use --queries {most}" if most else "lower --shots or add clips",
+            )
+        sample_episode(folder.clips, cfg.ways, cfg.shots, queries, seed, 0)
+    return folder
+
+
 def evaluate_classification(
     llm: LoadedLLM,
     codec: Codec,
@@ -639,24 +664,11 @@ def evaluate_classification(
     processes (:mod:`uniaudio_cli.evaluate.parallel`); every process returns the whole result."""
     from uniaudio_cli.batch import progress_bar
     from uniaudio_cli.evaluate.parallel import ShardedStore, current_workers
-    from uniaudio_cli.tasks.demos import load_demo_folder
 
     workers = workers if workers is not None else current_workers(str(llm.device))
 
-    if episodes < 1:
-        raise UsageError("--episodes must be at least 1", "use --episodes 20")
+    folder = check_classification_data(data, configs, episodes, queries, seed)
     root = Path(data)
-    folder = load_demo_folder(root)
-    # Check every setting's draws before spending time on any.
-    for cfg in configs:
-        most = max_queries(folder.clips, cfg.ways, cfg.shots)
-        if len(folder.clips) >= cfg.ways and queries > most:
-            raise UsageError(
-                f"{root}: {cfg.ways}-way {cfg.shots}-shot episodes can have at most {most} queries "
-                f"(the smallest labels have {min(len(c) for c in folder.clips.values())} clips)",
-                f"use --queries {most}" if most else "lower --shots or add clips",
-            )
-        sample_episode(folder.clips, cfg.ways, cfg.shots, queries, seed, 0)
     settings = run_settings(llm, codec, root, queries, seed)
     path = Path(results) if results is not None else default_results_path("classify", settings)
     cache = ClipCache(codec)

@@ -294,9 +294,9 @@ class Classifier:
         return out
 
     # -- prototype ---------------------------------------------------------------------------
-    def _embed(self, tokens: Sequence[int]) -> torch.Tensor:
+    def _embed(self, tokens: Sequence[int], source: str = "clip") -> torch.Tensor:
         d = depth_index(int(self.llm.model.config.num_hidden_layers) + 1, self.opts.depth)
-        feats = clip_features(self.llm, tokens, upto=d)
+        feats = clip_features(self.llm, tokens, source or "clip", upto=d)
         return center_features(feats[d], None if self._center is None else self._center[d])
 
     def _prepare_prototypes(self) -> None:
@@ -304,12 +304,12 @@ class Classifier:
         cents = [torch.stack([self._embed(t) for t in self._demo_tokens[lb]]).mean(0) for lb in self.labels]
         self.centroids = torch.nn.functional.normalize(torch.stack(cents), dim=1)
 
-    def _scores_prototype(self, tokens: Sequence[int]) -> torch.Tensor:
-        return self.centroids @ self._embed(tokens) / self.opts.temperature
+    def _scores_prototype(self, tokens: Sequence[int], source: str = "clip") -> torch.Tensor:
+        return self.centroids @ self._embed(tokens, source) / self.opts.temperature
 
     # -- fused -------------------------------------------------------------------------------
-    def _fused(self, tokens: Sequence[int], acoustic: np.ndarray) -> torch.Tensor:
-        states = clip_features(self.llm, tokens, pooling="meanstd", upto=fused_upto(self.llm))
+    def _fused(self, tokens: Sequence[int], acoustic: np.ndarray, source: str = "clip") -> torch.Tensor:
+        states = clip_features(self.llm, tokens, source or "clip", pooling="meanstd", upto=fused_upto(self.llm))
         return fused_feature(states, acoustic, self._fused_stats)
 
     def _prepare_fused(self, demo_acoustic: dict[str, list[np.ndarray]]) -> None:
@@ -322,7 +322,7 @@ class Classifier:
             for lb in self.labels
         ]
 
-    def _scores_fused(self, tokens: Sequence[int], acoustic: np.ndarray | None) -> torch.Tensor:
+    def _scores_fused(self, tokens: Sequence[int], acoustic: np.ndarray | None, source: str = "clip") -> torch.Tensor:
         if acoustic is None:
             raise UsageError(
                 "the fused method needs each query's audio, not only its tokens",
@@ -330,7 +330,7 @@ class Classifier:
             )
         if not tokens:
             raise UsageError("a query with no audio tokens", "pass a clip of at least 0.1 s")
-        q = self._fused(tokens, acoustic)
+        q = self._fused(tokens, acoustic, source)
         return torch.stack([(f @ q).max() for f in self.demo_features]) / self.opts.temperature
 
     # ----------------------------------------------------------------------------------------
@@ -354,12 +354,14 @@ class Classifier:
         cfg = self.codec.model.cfg
         return cfg.frame_rate / cfg.vq_strides[0]
 
-    def _scores(self, queries: Sequence[Sequence[int]]) -> list[torch.Tensor]:
-        """Label scores ``(L,)`` of each query, the icl ones in one batch when batching."""
+    def _scores(self, queries: Sequence[Sequence[int]], names: Sequence[str] | None = None) -> list[torch.Tensor]:
+        """Label scores ``(L,)`` of each query, the icl ones in one batch when batching
+        (``names``: the queries' files, for errors)."""
+        names = list(names) if names is not None else ["clip"] * len(queries)
         if self.opts.method == "fused":
-            return [self._scores_fused(t, None) for t in queries]
+            return [self._scores_fused(t, None, n) for t, n in zip(queries, names, strict=True)]
         if self.opts.method == "prototype":
-            return [self._scores_prototype(t) for t in queries]
+            return [self._scores_prototype(t, n) for t, n in zip(queries, names, strict=True)]
         if self.batch:
             return self._scores_icl_batch(queries)
         return [self._scores_icl(t) for t in queries]
@@ -368,8 +370,8 @@ class Classifier:
         """Classify a query given as tokens (``--method fused`` also needs its ``acoustic``
         statistics ``(ACOUSTIC_DIM,)``, see :func:`uniaudio_cli.tasks.prototype.acoustic_statistics`)."""
         if self.opts.method == "fused":
-            return self._predict(tokens, self._scores_fused(tokens, acoustic), path)
-        return self._predict(tokens, self._scores([tokens])[0], path)
+            return self._predict(tokens, self._scores_fused(tokens, acoustic, path), path)
+        return self._predict(tokens, self._scores([tokens], [path])[0], path)
 
     def classify_tokens_many(
         self, queries: Sequence[Sequence[int]], paths: Sequence[str] | None = None, per_batch: int | None = None
@@ -379,7 +381,11 @@ class Classifier:
         at a time, up to float rounding."""
         names = list(paths) if paths is not None else [""] * len(queries)
         per_batch = per_batch or queries_per_batch(self.llm.device)
-        scores = [s for i in range(0, len(queries), per_batch) for s in self._scores(queries[i : i + per_batch])]
+        scores = [
+            s
+            for i in range(0, len(queries), per_batch)
+            for s in self._scores(queries[i : i + per_batch], names[i : i + per_batch])
+        ]
         return [self._predict(t, s, n) for t, s, n in zip(queries, scores, names, strict=True)]
 
     def classify_many(self, paths: Sequence[str | Path], per_batch: int | None = None) -> list[Prediction]:

@@ -51,9 +51,9 @@ def load_demo_folder(root: str | Path, min_labels: int = 2) -> DemoFolder:
     """Read ``root/<label>/<audio files>``; every label folder must hold audio."""
     root = Path(root)
     if not root.exists():
-        raise UsageError(f"{root}: no such demonstration folder", "pass --demos DIR with DIR/<label>/<clips>")
+        raise UsageError(f"{root}: no such demonstration folder", "pass a folder of label folders, DIR/<label>/<clips>")
     if not root.is_dir():
-        raise UsageError(f"{root}: not a folder", "pass --demos DIR with DIR/<label>/<clips>")
+        raise UsageError(f"{root}: not a folder", "pass a folder of label folders, DIR/<label>/<clips>")
     clips: dict[str, list[Path]] = {}
     subs = sorted(p for p in root.iterdir() if p.is_dir())
     hidden = [p.name for p in subs if p.name.startswith(".")]

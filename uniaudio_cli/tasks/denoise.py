@@ -27,7 +27,14 @@ from uniaudio_cli.errors import UsageError
 from uniaudio_cli.llm import LoadedLLM
 from uniaudio_cli.prompts import PromptBuilder, PromptTemplate
 from uniaudio_cli.tasks.audio_gen import LayerMasks, flatten, split
-from uniaudio_cli.tasks.options import DemoPair, DenoiseOptions, Mode, default_denoise_demos, load_pair_folder
+from uniaudio_cli.tasks.options import (
+    DemoPair,
+    DenoiseOptions,
+    Mode,
+    default_denoise_demos,
+    load_pair_folder,
+    spread_pairs,
+)
 
 __all__ = [
     "DemoPair",
@@ -39,23 +46,6 @@ __all__ = [
     "default_denoise_demos",
     "load_pair_folder",
 ]
-
-
-def _spread(pairs: list[DemoPair], n: int) -> list[DemoPair]:
-    """``n`` pairs, taking each clean utterance in turn so the demonstrations vary."""
-    by_clean: dict[Path, list[DemoPair]] = {}
-    for p in pairs:
-        by_clean.setdefault(p.clean, []).append(p)
-    groups = list(by_clean.values())
-    out: list[DemoPair] = []
-    i = 0
-    while len(out) < min(n, len(pairs)):
-        g = groups[i % len(groups)]
-        k = i // len(groups)
-        if k < len(g):
-            out.append(g[k])
-        i += 1
-    return out
 
 
 class Denoiser:
@@ -73,7 +63,7 @@ class Denoiser:
         denoiser of ``opts.mode``."""
         if not pairs:
             raise UsageError("no denoising demonstrations", "pass --demos DIR with DIR/<name>/clean.wav + noisy*.wav")
-        chosen = _spread(pairs, opts.pair_count(len(pairs)))
+        chosen = spread_pairs(pairs, opts.pair_count(len(pairs)))
         audio = {
             p: load_audio(p, codec.sample_rate, max_seconds=opts.max_seconds)
             for p in {q for pair in chosen for q in (pair.noisy, pair.clean)}
@@ -166,6 +156,7 @@ class TokenDenoiser(Denoiser):
             llm.context_length,
             source="denoising prompt",
             store=llm.prompt_store,
+            fix="use fewer --repeats or demonstration pairs, or shorter demonstration clips",
         )
         self.masks = LayerMasks(codec, int(llm.model.get_output_embeddings().weight.shape[0]), llm.device)
         self.last_tokens: list[list[int]] = []  # the written token ids of the last segment

@@ -56,54 +56,11 @@ from uniaudio_cli.llm import LoadedLLM
 from uniaudio_cli.prompts import PromptBuilder, PromptTemplate
 from uniaudio_cli.tasks.audio_gen import LayerMasks, flatten, split
 from uniaudio_cli.tasks.demos import crop_or_pad, load_demo_folder
-from uniaudio_cli.tasks.options import Mode
+from uniaudio_cli.tasks.options import GenerateOptions, Mode, caption_of
 
 _MATCH_LEAD = "A sound is described as: "
 
 __all__ = ["GenerateOptions", "Mode", "Sound", "SoundDemo", "SoundGenerator", "caption_of", "code_counts"]
-
-
-@dataclass
-class GenerateOptions:
-    """Prompt and sampling choices (see ``uniaudio generate --help``)."""
-
-    mode: Mode = "default"  # default: only codes the demonstrations use; paper: any code of the layer
-    seconds: float | None = None  # output length; None: the demonstrations' commonest length
-    # Demonstrations are cropped/padded to this many seconds (their loudest part; None: whole).
-    # 2 s is 119 tokens with the default codec (58 tokens/s), so 10 captions x 3 shots take
-    # 3,600 of SmolLM2's 8,192; whole 5 s ESC-50 clips would not fit.
-    crop: float | None = 2.0
-    shots: int = 3  # clips per caption (the first ones of each folder, by name)
-    # Sampling: greedy decoding of a small LLM falls into repeating one token, which decodes to
-    # a drone; sampling among the likeliest allowed tokens keeps the demonstrations' variety.
-    temperature: float = 1.0
-    top_k: int = 50  # 0: every allowed token
-    seed: int = 0
-    induction: bool = True
-    # Default mode: the matched caption's demonstrations again, just before the query.
-    recall: bool = True
-    template: str = "generate_paper"
-    max_seconds: float = 600.0  # longer demonstration files are refused
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("default", "paper"):
-            raise UsageError(f"--mode {self.mode!r} is not one of default, paper", "use --mode default")
-        if self.seconds is not None and not self.seconds > 0:
-            raise UsageError(f"--seconds {self.seconds:g}: the length must be positive", "use e.g. --seconds 2")
-        if self.crop is not None and self.crop < 0:
-            raise UsageError(f"--crop {self.crop:g}: negative", "use --crop 2, or 0 for whole clips")
-        self.crop = self.crop or None
-        if self.shots < 1:
-            raise UsageError(f"--shots {self.shots}: at least 1 clip per caption is needed", "use --shots 3")
-        if self.temperature < 0:
-            raise UsageError(f"--temperature {self.temperature:g}: negative", "use 0 (greedy) or more")
-        if self.top_k < 0:
-            raise UsageError(f"--top-k {self.top_k}: negative", "use 0 (every token) or more")
-
-
-def caption_of(name: str) -> str:
-    """A demonstration folder's name as a caption: ``dog_bark`` -> ``dog bark``."""
-    return " ".join(name.replace("_", " ").split())
 
 
 def code_counts(codec: Codec, num_samples: int) -> list[int]:
@@ -307,6 +264,7 @@ class SoundGenerator:
                 self.llm.device,
                 self.llm.context_length,
                 source="caption matching prompt",
+                fix="use a shorter caption",
             )
         query = self.builder.text(f'"{description}"\nThe same sound in other words: "')
         candidates = [self.builder.text(f'{c}"') for c in self.captions]

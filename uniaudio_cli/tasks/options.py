@@ -187,3 +187,85 @@ def load_pair_folder(root: str | Path) -> list[DemoPair]:
     if not pairs:
         raise UsageError(f"{root}: no (noisy, clean) pairs", "lay pairs out as DIR/<name>/clean.wav + noisy*.wav")
     return pairs
+
+
+def spread_pairs(pairs: list[DemoPair], n: int) -> list[DemoPair]:
+    """``n`` pairs, taking each clean utterance in turn so the demonstrations vary."""
+    by_clean: dict[Path, list[DemoPair]] = {}
+    for p in pairs:
+        by_clean.setdefault(p.clean, []).append(p)
+    groups = list(by_clean.values())
+    out: list[DemoPair] = []
+    i = 0
+    while len(out) < min(n, len(pairs)):
+        g = groups[i % len(groups)]
+        k = i // len(groups)
+        if k < len(g):
+            out.append(g[k])
+        i += 1
+    return out
+
+
+def check_pairs(pairs: list[DemoPair], max_seconds: float | None, same_length: bool) -> None:
+    """Read every demonstration pair's files before any model loads, so that a bad one is
+    refused now, naming the file: unreadable, empty, silent or too long (:class:`AudioError`),
+    and with ``same_length`` (the default mode, which aligns them sample by sample) a noisy
+    file whose length is not its clean file's (:class:`UsageError`)."""
+    import soundfile as sf
+
+    from uniaudio_cli.audio import probe_audio
+
+    for pair in pairs:
+        for path in (pair.noisy, pair.clean):
+            probe_audio(path, max_seconds, read=True)
+        if same_length:
+            noisy, clean = sf.info(str(pair.noisy)), sf.info(str(pair.clean))
+            if noisy.frames * clean.samplerate != clean.frames * noisy.samplerate:
+                raise UsageError(
+                    f"{pair.noisy}: {noisy.frames / noisy.samplerate:.3f} s but its {pair.clean.name} has "
+                    f"{clean.frames / clean.samplerate:.3f} s",
+                    "make each noisy file a noisy copy of its clean file, of the same length",
+                )
+
+
+@dataclass
+class GenerateOptions:
+    """Prompt and sampling choices (see ``uniaudio generate --help``)."""
+
+    mode: Mode = "default"  # default: only codes the demonstrations use; paper: any code of the layer
+    seconds: float | None = None  # output length; None: the demonstrations' commonest length
+    # Demonstrations are cropped/padded to this many seconds (their loudest part; None: whole).
+    # 2 s is 119 tokens with the default codec (58 tokens/s), so 10 captions x 3 shots take
+    # 3,600 of SmolLM2's 8,192; whole 5 s ESC-50 clips would not fit.
+    crop: float | None = 2.0
+    shots: int = 3  # clips per caption (the first ones of each folder, by name)
+    # Sampling: greedy decoding of a small LLM falls into repeating one token, which decodes to
+    # a drone; sampling among the likeliest allowed tokens keeps the demonstrations' variety.
+    temperature: float = 1.0
+    top_k: int = 50  # 0: every allowed token
+    seed: int = 0
+    induction: bool = True
+    # Default mode: the matched caption's demonstrations again, just before the query.
+    recall: bool = True
+    template: str = "generate_paper"
+    max_seconds: float = 600.0  # longer demonstration files are refused
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("default", "paper"):
+            raise UsageError(f"--mode {self.mode!r} is not one of default, paper", "use --mode default")
+        if self.seconds is not None and not self.seconds > 0:
+            raise UsageError(f"--seconds {self.seconds:g}: the length must be positive", "use e.g. --seconds 2")
+        if self.crop is not None and self.crop < 0:
+            raise UsageError(f"--crop {self.crop:g}: negative", "use --crop 2, or 0 for whole clips")
+        self.crop = self.crop or None
+        if self.shots < 1:
+            raise UsageError(f"--shots {self.shots}: at least 1 clip per caption is needed", "use --shots 3")
+        if self.temperature < 0:
+            raise UsageError(f"--temperature {self.temperature:g}: negative", "use 0 (greedy) or more")
+        if self.top_k < 0:
+            raise UsageError(f"--top-k {self.top_k}: negative", "use 0 (every token) or more")
+
+
+def caption_of(name: str) -> str:
+    """A demonstration folder's name as a caption: ``dog_bark`` -> ``dog bark``."""
+    return " ".join(name.replace("_", " ").split())

@@ -71,7 +71,7 @@ def clip_features(
     if len(ids) > llm.context_length:
         raise UsageError(
             f"{source}: a clip of {len(tokens)} tokens exceeds the LLM's context of {llm.context_length}",
-            "use --crop SECONDS or --layers semantic",
+            "cut it into shorter clips, or read part of it with --crop SECONDS",
         )
     x = torch.tensor([ids], dtype=torch.long, device=llm.device)
     # Only hidden states are used: skip the (tokens, vocabulary) logits where the model allows.

@@ -223,6 +223,7 @@ class TextAnswerer:
                 llm.context_length,
                 source="TTS answer prompt",
                 store=llm.prompt_store,
+                fix="use a shorter text: the question must fit the LLM's context beside the answer examples",
             )
             for order in self._orderings(kept, orderings)
         ]
@@ -385,6 +386,7 @@ class Synthesizer:
             self.llm.context_length,
             source="TTS prompt",
             store=self.llm.prompt_store,
+            fix="use fewer --shots, shorter demonstration clips, or a shorter text",
         )
 
     @cached_property

@@ -13,6 +13,9 @@ if TYPE_CHECKING:
 
 __all__ = ["TrainConfig", "train_codec"]
 
+# A run folder's full training state (weights, optimiser, step): what --resume continues.
+STATE_FILE = "train_state.safetensors"
+
 
 def __getattr__(name: str) -> Any:
     if name in __all__:

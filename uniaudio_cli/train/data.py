@@ -406,7 +406,10 @@ class SegmentDataset(torch.utils.data.Dataset):
                 if q and len(picked) < n:
                     picked.append(int(q.pop()))
         if len(picked) >= len(self.audio):
-            raise UsageError("too little data for a validation split", "add data or lower val_segments")
+            raise UsageError(
+                "too little data for a validation split",
+                "add clips to the --data folders (TrainConfig.val_segments sets the split's size)",
+            )
         T = self.segment_samples
         wav = np.zeros((len(picked), 1, T), dtype=np.float32)
         for k, i in enumerate(picked):

@@ -38,6 +38,7 @@ from uniaudio_cli.codec.config import CodecConfig
 from uniaudio_cli.codec.model import LLMCodec
 from uniaudio_cli.codec.small import HarmonicISTFTHead
 from uniaudio_cli.errors import CheckpointError, UniaudioError, UsageError
+from uniaudio_cli.train import STATE_FILE
 from uniaudio_cli.train.data import SegmentDataset, default_exclude
 from uniaudio_cli.train.discriminators import CombinedDiscriminator, MultiResolutionDiscriminator
 from uniaudio_cli.train.latents import LatentDataset, check_pack_matches
@@ -64,7 +65,6 @@ log = logging.getLogger(__name__)
 
 STATE_FORMAT = "uniaudio-train-state"
 STATE_VERSION = 1
-STATE_FILE = "train_state.safetensors"
 STATE_JSON = "train_state.json"
 CODEC_DIR = "codec"
 BEST_DIR = "codec-best"
