@@ -373,3 +373,19 @@ def test_a_mismatched_denoising_pair_is_refused_before_models_load(
     assert res.exit_code == 2
     assert "noisy0.wav: 0.250 s but its clean.wav has 0.500 s" in one_error_line(res)
     assert loads == []
+
+
+def test_a_failing_text_of_a_batch_is_named_shortened() -> None:
+    from uniaudio_cli import cli
+    from uniaudio_cli.errors import PromptTooLongError
+
+    def fails() -> None:
+        raise PromptTooLongError("caption matching prompt: prompt of 9999 tokens", "use a shorter caption")
+
+    with pytest.raises(PromptTooLongError) as err:
+        cli._naming("dog " * 100, fails)
+    assert err.value.one_line() == (
+        "'dog dog dog dog dog dog dog dog dog dog dog dog dog dog d...': caption matching prompt: "
+        "prompt of 9999 tokens (fix: use a shorter caption)"
+    )
+    assert cli._naming("x", lambda: 3) == 3
