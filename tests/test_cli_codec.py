@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import soundfile as sf
 from typer.testing import CliRunner
@@ -46,6 +47,14 @@ def test_encode_text_json_and_decode(tmp_path: Path, codec_dir: Path) -> None:
     res = run("decode", "--codec", str(codec_dir), str(codes), "-o", str(out))
     assert res.exit_code == 2 and "--force" in res.stderr
     assert run("decode", "--codec", str(codec_dir), str(codes), "-o", str(out), "--force").exit_code == 0
+    # Other rates and channel counts are converted, and the run says so once.
+    stereo = tmp_path / "in" / "stereo.wav"
+    sf.write(stereo, np.zeros((22050, 2), dtype=np.float32) + 0.1, 44100)
+    res = run("encode", "--codec", str(codec_dir), str(stereo))
+    assert res.exit_code == 0, res.output
+    assert "note: the codec reads 16 kHz mono; 1 input(s) are not" in res.stderr
+    assert "(44100 Hz, 2 channels); they are converted" in res.stderr
+    assert "note:" not in run("encode", "--codec", str(codec_dir), str(clip)).stderr
 
 
 def test_batch_goes_on_past_bad_files(tmp_path: Path, codec_dir: Path) -> None:

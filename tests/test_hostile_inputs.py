@@ -281,10 +281,10 @@ def test_denoise_says_when_the_output_format_differs(tmp_path: Path, data: Path,
     import numpy as np
     import soundfile as sf
 
-    from uniaudio_cli.cli import DENOISE_RATE
+    from uniaudio_cli.cli import CODEC_RATE
     from uniaudio_cli.codec.config import CodecConfig
 
-    assert CodecConfig().sample_rate == DENOISE_RATE
+    assert CodecConfig().sample_rate == CODEC_RATE
     stereo = tmp_path / "stereo.wav"
     t = np.arange(44100) / 44100
     sf.write(stereo, np.stack([np.sin(2 * np.pi * 300 * t)] * 2, axis=1) * 0.3, 44100)

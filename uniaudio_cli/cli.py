@@ -205,6 +205,8 @@ def encode(
         _positive("--max-seconds", max_seconds)
     paths = expand_inputs(inputs)
     check_inputs(paths, audio_probe(paths, max_seconds))
+    if not quiet:
+        _note_format_change(paths, CODEC_RATE, "the codec reads", "; they are converted")
     if out_dir is not None:
         check_output_dir(out_dir)
         check_output_files([output_path_for(p, out_dir, ".json") for p in paths], force)
@@ -550,11 +552,12 @@ def tts(
 
 
 # The codec's (and so every written file's) sample rate; checked against the codec in the tests.
-DENOISE_RATE = 16000
+CODEC_RATE = 16000
 
 
-def _note_format_change(paths: list[Path], rate: int) -> None:
-    """Say once, on stderr, when inputs are not ``rate`` Hz mono: the output will be."""
+def _note_format_change(paths: list[Path], rate: int, lead: str = "the output is", then: str = "") -> None:
+    """Say once, on stderr, when inputs are not ``rate`` Hz mono (``lead``: what is, e.g. the
+    output, or what the codec reads; ``then``: what happens to them)."""
     import soundfile as sf
 
     from uniaudio_cli.batch import print_note
@@ -570,8 +573,8 @@ def _note_format_change(paths: list[Path], rate: int) -> None:
     if other:
         p, sr, ch = other[0]
         print_note(
-            f"note: the output is {rate // 1000} kHz mono; {len(other)} input(s) are not, "
-            f"e.g. {p} ({sr} Hz, {ch} channel{'s' if ch != 1 else ''})"
+            f"note: {lead} {rate // 1000} kHz mono; {len(other)} input(s) are not, "
+            f"e.g. {p} ({sr} Hz, {ch} channel{'s' if ch != 1 else ''}){then}"
         )
 
 
@@ -631,7 +634,7 @@ def denoise(
         chosen_pairs = spread_pairs(pair_set, opts.pair_count(len(pair_set)))
         check_pairs(chosen_pairs, opts.max_seconds, same_length=opts.mode == "default")
     if not quiet:
-        _note_format_change(paths, DENOISE_RATE)
+        _note_format_change(paths, CODEC_RATE)
     lm, cdc = load_models(llm, codec, device, dtype, quiet)
     from uniaudio_cli.tasks.denoise import Denoiser
 
