@@ -21,13 +21,14 @@ from uniaudio_cli.codec.model import LLMCodec
 from uniaudio_cli.decoding import continuation_logprobs
 from uniaudio_cli.errors import UsageError
 from uniaudio_cli.llm import LoadedLLM, Vocabulary
+from uniaudio_cli.prompts import bos_ids
 from uniaudio_cli.tasks import tts as tts_module
 from uniaudio_cli.tasks.audio_gen import flatten
 from uniaudio_cli.tasks.classify import Classifier, ClassifyOptions, classify_files
 from uniaudio_cli.tasks.demos import crop_or_pad, load_demo_folder
 from uniaudio_cli.tasks.denoise import DenoiseOptions, Denoiser, MaskDenoiser, TokenDenoiser, load_pair_folder
 from uniaudio_cli.tasks.options import FITTED_TEMPERATURE, MaskSettings
-from uniaudio_cli.tasks.prototype import acoustic_statistics
+from uniaudio_cli.tasks.prototype import acoustic_statistics, clip_features
 from uniaudio_cli.tasks.tts import Synthesizer, TTSDemo, TTSOptions, copy_atypicality
 
 SR = 16000
@@ -523,6 +524,48 @@ def test_a_query_past_the_context_is_named(models, label_demos) -> None:
     clf = Classifier.from_files(llm, codec, demos, ClassifyOptions(method="prototype", center=False))
     with pytest.raises(UsageError, match=r"^b\.wav: a clip of"):
         clf.classify_tokens_many([[5] * 4, too_long], ["a.wav", "b.wav"])
+
+
+@pytest.mark.parametrize(("mode", "batch"), [("default", True), ("default", False), ("paper", False)])
+def test_a_pass_stopped_partway_leaves_the_classifier_usable(models, label_demos, queries, mode, batch) -> None:
+    """Ctrl-C or an out-of-memory error inside the LLM leaves some layers' caches longer than
+    others; the next query must still start from the intact prompt."""
+    llm, codec = models
+    demos = load_demo_folder(label_demos).pick(1)
+    opts = ClassifyOptions(method="icl", mode=mode)
+    clf = Classifier.from_files(llm, codec, demos, opts, batch=batch)
+    want = clf.classify(queries[0]).probabilities
+
+    def stop(*_args: object) -> None:
+        raise KeyboardInterrupt
+
+    hook = llm.model.model.layers[0].register_forward_hook(stop)  # layer 1 never runs
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            clf.classify(queries[1])
+    finally:
+        hook.remove()
+    got = clf.classify(queries[0]).probabilities
+    assert got == pytest.approx(want, abs=1e-5)
+
+
+def test_hidden_states_do_not_depend_on_what_ran_before(tmp_path: Path) -> None:
+    """A prototype at a shallow depth runs a shortened layer list; a later full-depth pass must
+    still record every state (transformers' own recorders are set on the first pass's layers)."""
+    llm, _ = tiny_models(tmp_path)
+    tokens = [5, 6, 7, 8, 9, 10]
+    shallow = clip_features(llm, tokens, upto=0)
+    assert torch.isnan(shallow[1:]).all()
+    full = clip_features(llm, tokens)
+    assert not torch.isnan(full).any()
+    lead = len(bos_ids(llm.tokenizer) + list(llm.tokenizer.encode("Input: <", add_special_tokens=False)))
+    fresh, _ = tiny_models(tmp_path / "fresh")
+    ids = bos_ids(fresh.tokenizer) + list(fresh.tokenizer.encode("Input: <", add_special_tokens=False)) + tokens
+    with torch.no_grad():
+        states = fresh.model(input_ids=torch.tensor([ids]), output_hidden_states=True, use_cache=False).hidden_states
+    want = torch.stack([h[0, lead:].float().mean(0) for h in states])
+    torch.testing.assert_close(full, want, atol=1e-6, rtol=0)
+    torch.testing.assert_close(shallow[0], want[0], atol=1e-6, rtol=0)
 
 
 def test_abstain_flags_unsure_answers(models, label_demos, queries) -> None:

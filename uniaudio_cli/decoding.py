@@ -25,10 +25,26 @@ DRAFT_BLOCK = 10
 
 
 def crop_cache(cache: Any, length: int) -> None:
-    """Drop cached positions past ``length`` (a negative ``crop`` works across transformers versions)."""
-    extra = cache.get_seq_length() - length
-    if extra > 0:
-        cache.crop(-extra)
+    """Drop cached positions past ``length``, in every layer.
+
+    Layer by layer where the cache has layer objects (transformers 5): a pass stopped partway
+    (an interrupt, an out-of-memory error) leaves the layers it reached longer than the
+    others, and a whole-cache ``crop`` would cut the same count from each, eating into the
+    prefix of the layers it never reached. A negative ``crop`` works across versions; 4.x
+    crops every layer to one absolute length anyway.
+    """
+    layers = getattr(cache, "layers", None)
+    if layers is None:
+        extra = cache.get_seq_length() - length
+        if extra > 0:
+            cache.crop(-extra)
+        return
+    for layer in layers:
+        if not getattr(layer, "is_initialized", True):
+            continue
+        extra = layer.get_seq_length() - length
+        if extra > 0:
+            layer.crop(-extra)
 
 
 def cache_argument(model: Any) -> str:

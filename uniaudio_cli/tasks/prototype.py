@@ -74,14 +74,9 @@ def clip_features(
             "cut it into shorter clips, or read part of it with --crop SECONDS",
         )
     x = torch.tensor([ids], dtype=torch.long, device=llm.device)
-    # Only hidden states are used: skip the (tokens, vocabulary) logits where the model allows.
-    keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(type(llm.model).forward).parameters else {}
     n_states = int(llm.model.config.num_hidden_layers) + 1
-    with _first_layers(llm.model, None if upto is None else upto + 1):
-        out = llm.model(input_ids=x, output_hidden_states=True, use_cache=False, **keep)
-    # Without the layers above, the last state is normalised by the final norm: it is not one
-    # of the states wanted, so one layer more than needed runs and only 0..upto are kept.
-    hidden = out.hidden_states if upto is None or upto + 1 >= n_states else out.hidden_states[: upto + 1]
+    want = n_states if upto is None else min(upto + 1, n_states)
+    hidden = _hidden_states(llm.model, x, want)
     states = [h[0, len(lead) :].float() for h in hidden]  # (T, H) per depth
     if pooling == "mean":
         rows = [h.mean(0).cpu() for h in states]
@@ -89,6 +84,43 @@ def clip_features(
         rows = [torch.cat([h.mean(0), h.std(0, unbiased=False)]).cpu() for h in states]
     rows += [torch.full_like(rows[0], float("nan"))] * (n_states - len(rows))
     return torch.stack(rows)
+
+
+def _hidden_states(model: torch.nn.Module, x: torch.Tensor, want: int) -> list[torch.Tensor]:
+    """The first ``want`` of the ``L + 1`` hidden states transformers' ``output_hidden_states``
+    gives for ids ``x`` ``(1, T)``, each ``(1, T, H)``, running only the layers they need.
+
+    They are recorded by hooks of our own on the embedding, the layers and the final norm (the
+    last state is the normed output of the last layer), not by ``output_hidden_states``: newer
+    transformers install its recorders once, on the layers of the first pass, so a pass on a
+    shortened layer list would leave every later pass short of states. A model without a
+    LLaMA-style ``model.layers`` list runs whole with ``output_hidden_states``.
+    """
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(type(model).forward).parameters else {}
+    inner = getattr(model, "model", None)
+    layers = getattr(inner, "layers", None)
+    embed, norm = getattr(inner, "embed_tokens", None), getattr(inner, "norm", None)
+    if not isinstance(layers, torch.nn.ModuleList) or embed is None or norm is None:
+        out = model(input_ids=x, output_hidden_states=True, use_cache=False, **keep)
+        return list(out.hidden_states[:want])
+    full = want >= len(layers) + 1
+    run = len(layers) if full else want - 1  # states 0..want-1 need layers 0..want-2
+    states: list[torch.Tensor] = []
+
+    def record(_module: object, _args: object, output: object) -> None:
+        states.append(output[0] if isinstance(output, tuple) else output)  # type: ignore[arg-type, index]
+
+    modules = [embed, *list(layers)[:run]] + ([norm] if full else [])
+    hooks = [m.register_forward_hook(record) for m in modules]
+    try:
+        with _first_layers(model, run):
+            model(input_ids=x, use_cache=False, **keep)
+    finally:
+        for h in hooks:
+            h.remove()
+    if full:
+        del states[-2]  # the last layer's output, unnormed: transformers gives it normed
+    return states[:want]
 
 
 @contextmanager
