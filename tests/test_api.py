@@ -3,6 +3,7 @@ objects are built from encoded demonstrations without reading files."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -79,3 +80,83 @@ def test_classifier_warns_about_too_short_and_too_long_queries(models) -> None:
     assert clf.classify_audio(noise(1.0)).warnings == []
     assert "too short to judge" in clf.classify_audio(noise(0.05)).warnings[0]
     assert "demonstrations at most" in clf.classify_audio(noise(12.0)).warnings[0]
+
+
+def test_one_text_or_path_alone_is_one_item(models, tmp_path: Path) -> None:
+    digits = write_label_demos(tmp_path / "digits", {"1": 250.0, "2": 700.0}, seconds=0.96)
+    assert len(ua.speak(models, "1+1", digits)) == 1
+    demos = write_label_demos(tmp_path / "demos")
+    query = write_tone(tmp_path / "q.wav", 1.0, freq=300.0)
+    assert [p.path for p in ua.classify(models, demos, str(query))] == [str(query)]
+    from uniaudio_cli.errors import UsageError
+
+    with pytest.raises(UsageError, match="texts: int given"):
+        ua.speak(models, 3, digits)  # type: ignore[arg-type]
+
+
+def test_api_arguments_are_checked_with_typed_errors(models, tmp_path: Path) -> None:
+    from uniaudio_cli.errors import AudioError, UsageError
+
+    demos = write_label_demos(tmp_path / "demos")
+    with pytest.raises(UsageError, match=r"unknown option 'methd' for ClassifyOptions.*method"):
+        ua.classifier(models, demos, methd="icl")
+    bad_options = [
+        ({"method": "ICL"}, "method='ICL' is not one of fused, prototype, icl"),
+        ({"mode": "bogus"}, "mode='bogus' is not one of default, paper"),
+        ({"layers": "bogus"}, "layers='bogus'"),
+        ({"temperature": 0}, "temperature=0 is not a number above 0"),
+        ({"channel_temperature": 0.0}, "channel_temperature=0.0"),
+        ({"depth": 1.5}, "depth=1.5 is not a number at least 0 and at most 1"),
+        ({"repeats": 0}, "repeats=0 is not an integer at least 1"),
+        ({"shots": "1"}, "shots='1' is not an integer"),
+    ]
+    from uniaudio_cli.tasks.options import ClassifyOptions, DenoiseOptions, TTSOptions
+
+    for kwargs, needle in bad_options:
+        with pytest.raises(UsageError, match=re.escape(needle)):
+            ClassifyOptions(**kwargs)
+    for cls, kwargs, needle in (
+        (TTSOptions, {"mode": "bogus"}, "mode='bogus'"),
+        (TTSOptions, {"shots": -1}, "shots=-1"),
+        (TTSOptions, {"top_k": -5}, "top_k=-5"),
+        (DenoiseOptions, {"pairs": 0}, "pairs=0"),
+        (DenoiseOptions, {"mask": {}}, "is not a MaskSettings"),
+    ):
+        with pytest.raises(UsageError, match=re.escape(needle)):
+            cls(**kwargs)
+    with pytest.raises(UsageError, match="decode takes an EncodedClip, not list"):
+        ua.decode(models, [[1, 2]])  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="encode takes one path, not list"):
+        ua.encode(models, ["a.wav"])  # type: ignore[arg-type]
+    # In-memory audio: refused where it would be misread, converted where it is only a layout.
+    codec = models.codec
+    tone = (0.3 * np.sin(np.arange(16000) / 5.0)).astype(np.float32)
+    assert codec.encode(tone[:, None]) == codec.encode(tone) == codec.encode(tone.astype(np.float64))
+    for wav, err, needle in (
+        (np.stack([tone, tone], axis=1), UsageError, "shape (16000, 2), expected mono"),
+        ((tone * 32767).astype(np.int16), UsageError, "int16 samples"),
+        (np.zeros(0, dtype=np.float32), AudioError, "no samples"),
+        (np.full(100, np.nan, dtype=np.float32), AudioError, "NaN or infinite"),
+        ("tone.wav", UsageError, "str is not audio"),
+    ):
+        with pytest.raises(err, match=re.escape(needle)):
+            codec.encode(wav)
+
+
+def test_loading_models_leaves_the_callers_random_stream(models, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from uniaudio_cli import api
+
+    def draws(*_a: object, **_k: object):
+        torch.rand(3)  # stands for the random initial weights a model is built with
+        return models.llm
+
+    monkeypatch.setattr("uniaudio_cli.llm.load_llm", draws)
+    monkeypatch.setattr("uniaudio_cli.codec.api.load_codec", lambda *a, **k: models.codec)
+    torch.manual_seed(0)
+    api.load_models()
+    after_load = torch.rand(1)
+    torch.manual_seed(0)
+    assert torch.equal(torch.rand(1), after_load)
+    assert "classify" in dir(ua) and "load_models" in dir(ua)

@@ -38,3 +38,8 @@ def __getattr__(name: str) -> Any:
 
         return getattr(api, name)
     raise AttributeError(f"module 'uniaudio_cli' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The lazy API beside the module's own names, so that tab completion finds it."""
+    return sorted(set(globals()) | set(__all__))

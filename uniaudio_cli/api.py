@@ -16,14 +16,17 @@
 Every function takes the :class:`Models` of :func:`load_models`; the task objects
 (:class:`~uniaudio_cli.tasks.classify.Classifier`, :class:`~uniaudio_cli.tasks.tts.Synthesizer`,
 :class:`~uniaudio_cli.tasks.denoise.Denoiser`, :class:`~uniaudio_cli.tasks.generate.SoundGenerator`)
-can also be built from already-encoded demonstrations, reading no files. The CLI and ``bench/`` use only this module.
+can also be built from already-encoded demonstrations, reading no audio (only package data, the
+prototype centre beside the codec, and the prompt cache unless it is off). The CLI and ``bench/`` use only this module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
+
+from uniaudio_cli.errors import UsageError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -65,11 +68,37 @@ def load_models(
         prompt_cache: keep the tasks' prompt KV caches under ``$UNIAUDIO_HOME/prompt-cache``
             across runs (results are unchanged; ``UNIAUDIO_PROMPT_CACHE=0`` turns it off too).
     """
+    import torch
+
     from uniaudio_cli.codec.api import load_codec
     from uniaudio_cli.llm import load_llm
 
-    model = load_llm(llm, device=device, dtype=dtype, prompt_cache=prompt_cache)
-    return Models(model, load_codec(codec, vocabulary=model.vocabulary, device=str(model.device)))
+    # Building the models draws random initial weights before the checkpoints replace them; a
+    # caller's seeded random stream must not depend on whether models were loaded.
+    with torch.random.fork_rng(devices=[]):
+        model = load_llm(llm, device=device, dtype=dtype, prompt_cache=prompt_cache)
+        return Models(model, load_codec(codec, vocabulary=model.vocabulary, device=str(model.device)))
+
+
+def _items(value: object, what: str) -> list[Any]:
+    """A list of ``what`` items: one text or path alone is one item (``speak(models, "1+1")``
+    speaks one text, not three characters)."""
+    if isinstance(value, str | Path):
+        return [value]
+    if isinstance(value, Mapping) or not isinstance(value, Sequence | Iterable):
+        raise UsageError(f"{what}: {type(value).__name__} given", f"pass a list of {what}")
+    return list(value)
+
+
+def _options(cls: type, options: Mapping[str, Any]) -> Any:
+    """``cls(**options)``, an unknown field named with the ones there are (not a TypeError)."""
+    import dataclasses
+
+    fields = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in options if k not in fields]
+    if unknown:
+        raise UsageError(f"unknown option {unknown[0]!r} for {cls.__name__}", f"use one of {', '.join(fields)}")
+    return cls(**options)
 
 
 def _demo_folder(demos: PathLike | Mapping[str, Sequence[PathLike]]) -> DemoFolder:
@@ -96,7 +125,7 @@ def classifier(
 
     folder = _demo_folder(demos)
     clips = folder.clips if shots is None else folder.pick(shots, seed)
-    return Classifier.from_files(models.llm, models.codec, clips, ClassifyOptions(**options))
+    return Classifier.from_files(models.llm, models.codec, clips, _options(ClassifyOptions, options))
 
 
 def classify(
@@ -107,9 +136,10 @@ def classify(
     seed: int = 0,
     **options: Any,
 ) -> list[Prediction]:
-    """Label each query file from the demonstrations (see :func:`classifier`)."""
+    """Label each query file (one path alone is one query) from the demonstrations (see
+    :func:`classifier`)."""
     clf = classifier(models, demos, shots, seed, **options)
-    return [clf.classify(q) for q in queries]
+    return [clf.classify(q) for q in _items(queries, "query paths")]
 
 
 def speaker(models: Models, demos: PathLike | None = None, **options: Any) -> Synthesizer:
@@ -122,13 +152,14 @@ def speaker(models: Models, demos: PathLike | None = None, **options: Any) -> Sy
     from uniaudio_cli.tasks.tts import Synthesizer, TTSOptions
 
     folder = load_demo_folder(demos or task_options.default_tts_demos())
-    return Synthesizer.from_files(models.llm, models.codec, folder.clips, TTSOptions(**options))
+    return Synthesizer.from_files(models.llm, models.codec, folder.clips, _options(TTSOptions, options))
 
 
 def speak(models: Models, texts: Sequence[str], demos: PathLike | None = None, **options: Any) -> list[Speech]:
-    """Speak the answer to each text (e.g. ``"1+1"``); see :func:`speaker`."""
+    """Speak the answer to each text (e.g. ``["1+1", "2+2"]``; one string alone is one text);
+    see :func:`speaker`."""
     synth = speaker(models, demos, **options)
-    return [synth.speak(t) for t in texts]
+    return [synth.speak(t) for t in _items(texts, "texts")]
 
 
 def denoiser(models: Models, demos: PathLike | None = None, **options: Any) -> Denoiser:
@@ -140,13 +171,16 @@ def denoiser(models: Models, demos: PathLike | None = None, **options: Any) -> D
     from uniaudio_cli.tasks.denoise import DenoiseOptions, Denoiser, load_pair_folder
 
     pairs = load_pair_folder(demos or task_options.default_denoise_demos())
-    return Denoiser.from_pairs(models.llm, models.codec, pairs, DenoiseOptions(**options))
+    return Denoiser.from_pairs(models.llm, models.codec, pairs, _options(DenoiseOptions, options))
 
 
-def denoise(models: Models, inputs: Sequence[PathLike], demos: PathLike | None = None, **options: Any) -> list[Any]:
-    """Clean each noisy file; returns ``(T,)`` float32 arrays at the codec's rate (see :func:`denoiser`)."""
+def denoise(
+    models: Models, inputs: Sequence[PathLike], demos: PathLike | None = None, **options: Any
+) -> list[np.ndarray]:
+    """Clean each noisy file (one path alone is one input); returns ``(T,)`` float32 arrays at
+    the codec's rate (see :func:`denoiser`)."""
     den = denoiser(models, demos, **options)
-    return [den.denoise(p) for p in inputs]
+    return [den.denoise(p) for p in _items(inputs, "input paths")]
 
 
 def generator(models: Models, demos: PathLike | Mapping[str, Sequence[PathLike]], **options: Any) -> SoundGenerator:
@@ -158,7 +192,7 @@ def generator(models: Models, demos: PathLike | Mapping[str, Sequence[PathLike]]
     """
     from uniaudio_cli.tasks.generate import GenerateOptions, SoundGenerator
 
-    return SoundGenerator.from_files(models.llm, models.codec, demos, GenerateOptions(**options))
+    return SoundGenerator.from_files(models.llm, models.codec, demos, _options(GenerateOptions, options))
 
 
 def generate(
@@ -170,7 +204,7 @@ def generate(
     """A clip for each caption (``Sound.audio``: ``(T,)`` float32 at ``Sound.sample_rate``); see
     :func:`generator`. With a small LLM the clips mostly recombine the demonstrations."""
     gen = generator(models, demos, **options)
-    return [gen.generate(c) for c in captions]
+    return [gen.generate(c) for c in _items(captions, "captions")]
 
 
 def _codec(models: Models | Codec) -> Codec:
@@ -179,9 +213,18 @@ def _codec(models: Models | Codec) -> Codec:
 
 def encode(models: Models | Codec, path: PathLike, max_seconds: float | None = None) -> EncodedClip:
     """Encode one audio file into the codec's codes (LLM token ids per layer)."""
+    if not isinstance(path, str | Path):
+        raise UsageError(f"encode takes one path, not {type(path).__name__}", "call encode once per file")
     return _codec(models).encode_file(path, max_seconds)
 
 
 def decode(models: Models | Codec, clip: EncodedClip) -> np.ndarray:
     """Decode codes from :func:`encode` (or a codes JSON read with ``codec.io``) to ``(T,)`` audio."""
+    from uniaudio_cli.codec.io import EncodedClip
+
+    if not isinstance(clip, EncodedClip):
+        raise UsageError(
+            f"decode takes an EncodedClip, not {type(clip).__name__}",
+            "pass what encode() returns, or read a codes JSON with uniaudio_cli.codec.io.read_encoded(p)[0]",
+        )
     return _codec(models).decode_clip(clip)

@@ -171,6 +171,35 @@ def load_audio(
     return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
 
 
+def as_mono(wav: object, source: str = "audio") -> np.ndarray:
+    """In-memory audio as the codec takes it: ``(T,)`` float32, from a numpy array or a torch
+    tensor ``(T,)`` (or ``(T, 1)`` / ``(1, T)``). Refuses, naming ``source``, what would be
+    misread: several channels, integer samples (int16 read as floats would be 32768 times too
+    loud), no samples, NaN or infinite samples (:class:`AudioError`, :class:`UsageError`)."""
+    if hasattr(wav, "detach") and hasattr(wav, "cpu"):  # a torch tensor, without importing torch
+        wav = wav.detach().cpu().float().numpy()  # type: ignore[attr-defined]
+    if not isinstance(wav, np.ndarray):
+        raise UsageError(f"{source}: {type(wav).__name__} is not audio", "pass a (T,) float numpy array or tensor")
+    if wav.ndim == 2 and 1 in wav.shape:
+        wav = wav.reshape(-1)
+    if wav.ndim != 1:
+        raise UsageError(
+            f"{source}: audio of shape {tuple(wav.shape)}, expected mono (T,)",
+            "downmix first, e.g. wav.mean(axis=1) for (T, channels)",
+        )
+    if not np.issubdtype(wav.dtype, np.floating):
+        raise UsageError(
+            f"{source}: {wav.dtype} samples, expected floats in [-1, 1]",
+            "scale integer PCM first, e.g. wav / 32768 for int16",
+        )
+    if wav.size == 0:
+        raise AudioError(f"{source}: no samples", "pass at least 0.1 s of audio")
+    x = wav.astype(np.float32, copy=False)
+    if not np.isfinite(x).all():
+        raise AudioError(f"{source}: contains NaN or infinite samples", "clean or re-export the audio")
+    return x
+
+
 def _umask() -> int:
     # os.umask can only be read by setting it; put it straight back.
     mask = os.umask(0o022)

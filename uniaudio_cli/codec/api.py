@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from uniaudio_cli.audio import open_audio
+from uniaudio_cli.audio import as_mono, open_audio
 from uniaudio_cli.bridge import TokenBridge, codebook_tables
 from uniaudio_cli.codec.checkpoint import WEIGHTS_FILE, build_codec, load_codec_weights, trainable_state_dict
 from uniaudio_cli.codec.chunked import (
@@ -124,12 +124,7 @@ class Codec:
         Encoded in windows of ``encode_window_seconds`` with context (constant memory, equal to
         one whole pass; a shorter clip is one whole pass).
         """
-        if isinstance(wav, torch.Tensor):
-            wav = wav.detach().float().cpu().numpy()
-        x = np.asarray(wav, dtype=np.float32)
-        if x.ndim != 1:
-            raise ValueError(f"expected mono audio (T,), got shape {tuple(x.shape)}")
-        return self._encode_blocks([x])[0]
+        return self._encode_blocks([as_mono(wav)])[0]
 
     def _encode_blocks(self, blocks: Iterable[np.ndarray]) -> tuple[list[list[int]], int]:
         enc = self.stream_encoder()

@@ -145,8 +145,9 @@ class EncodedClip:
         )
 
 
-def read_encoded(path: Path) -> list[EncodedClip]:
+def read_encoded(path: str | Path) -> list[EncodedClip]:
     """A ``.json`` file holding one object, or JSON Lines with one object per line."""
+    path = Path(path)
     if not path.exists():
         raise CodesFormatError(f"{path}: no such file", "check the path")
     try:

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from uniaudio_cli.audio import load_audio, open_audio
+from uniaudio_cli.audio import as_mono, load_audio, open_audio
 from uniaudio_cli.codec.api import Codec
 from uniaudio_cli.decoding import (
     PrefixBatch,
@@ -155,7 +155,8 @@ class Classifier:
             batched forward pass; ``False``: one pass per prompt and candidate, one query at a
             time (the reference the batched path is tested against).
 
-    The constructor reads no files; it builds the prompt caches (icl) or the class centroids
+    The constructor reads no audio (only the prompt template and, for prototype and fused, the
+    centre stored beside the codec); it builds the prompt caches (icl) or the class centroids
     (prototype), which is the one-off cost of a run.
     """
 
@@ -417,6 +418,7 @@ class Classifier:
 
     def classify_audio(self, wav: np.ndarray, name: str = "") -> Prediction:
         """Classify a clip already in memory: ``(T,)`` float at the codec's sample rate (not cropped)."""
+        wav = as_mono(wav, name or "audio")
         tokens = audio_tokens(self.codec, wav, self.opts.layers)
         acoustic = acoustic_statistics(wav, self.codec.sample_rate) if self.opts.method == "fused" else None
         return self.classify_tokens(tokens, name, acoustic)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from uniaudio_cli.audio import load_audio, open_audio
+from uniaudio_cli.audio import as_mono, load_audio, open_audio
 from uniaudio_cli.codec.api import Codec
 from uniaudio_cli.decoding import LookupDraft, PrefixCache, generate_constrained
 from uniaudio_cli.errors import UsageError
@@ -86,8 +86,8 @@ class Denoiser:
         raise NotImplementedError
 
     def denoise_wav(self, wav: np.ndarray) -> np.ndarray:
-        """Clean ``(T,)`` audio; returns ``(T,)`` audio."""
-        return np.concatenate(list(self.denoise_blocks([np.asarray(wav, dtype=np.float32)])))
+        """Clean ``(T,)`` float audio at the codec's rate; returns ``(T,)`` audio."""
+        return np.concatenate(list(self.denoise_blocks([as_mono(wav)])))
 
     def stream(self, path: str | Path) -> Iterator[np.ndarray]:
         """Clean one audio file block by block: yields ``(n,)`` float32 blocks at the codec's rate
@@ -106,7 +106,7 @@ class MaskDenoiser(Denoiser):
 
     Args:
         demos: ``(noisy, clean)`` audio pairs ``(T,)`` at the codec's rate; the constructor
-            reads no files (:meth:`Denoiser.from_pairs` does).
+            reads no audio (:meth:`Denoiser.from_pairs` does).
     """
 
     def __init__(
@@ -127,7 +127,7 @@ class TokenDenoiser(Denoiser):
 
     Args:
         demos: ``(noisy token ids, clean token ids)`` per demonstration pair, per layer. The
-            constructor reads no files; :meth:`Denoiser.from_pairs` reads and encodes a pair folder.
+            constructor reads no audio; :meth:`Denoiser.from_pairs` reads and encodes a pair folder.
     """
 
     def __init__(

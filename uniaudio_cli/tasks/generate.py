@@ -123,7 +123,7 @@ class SoundGenerator:
     Args:
         llm: the frozen LLM.
         codec: the LLM-Codec built on its vocabulary.
-        demos: encoded demonstrations; the constructor reads no files (:meth:`from_files` reads,
+        demos: encoded demonstrations; the constructor reads no audio (:meth:`from_files` reads,
             crops and encodes a folder ``DIR/<caption>/<clips>``).
         opts: length, sampling and prompt choices.
 

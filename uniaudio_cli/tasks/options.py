@@ -25,6 +25,27 @@ Layers = Literal["semantic", "all"]
 FITTED_TEMPERATURE = {"fused": 0.127, "prototype": 0.217}
 
 
+def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    """Refuse an option value outside ``allowed`` (:class:`UsageError` naming both)."""
+    if value not in allowed:
+        raise UsageError(f"{name}={value!r} is not one of {', '.join(allowed)}", f"use {name}={allowed[0]!r}")
+
+
+def check_number(
+    name: str, value: object, low: float, *, integer: bool = False, above: bool = False, high: float | None = None
+) -> None:
+    """Refuse an option that is not a finite number at least ``low`` (above it with ``above``)
+    and at most ``high``, nor an integer where ``integer`` (:class:`UsageError`)."""
+    kind = "an integer" if integer else "a number"
+    ok = isinstance(value, int) if integer else isinstance(value, int | float) and math.isfinite(value)
+    ok = ok and not isinstance(value, bool)
+    if ok:
+        ok = (value > low if above else value >= low) and (high is None or value <= high)  # type: ignore[operator]
+    if not ok:
+        bound = f"{'above' if above else 'at least'} {low:g}" + (f" and at most {high:g}" if high is not None else "")
+        raise UsageError(f"{name}={value!r} is not {kind} {bound}", f"pass {name} as {kind} {bound}")
+
+
 @dataclass
 class ClassifyOptions:
     """Prompt and decoding choices (see ``uniaudio classify --help``)."""
@@ -62,6 +83,16 @@ class ClassifyOptions:
     abstain: float | None = None
 
     def __post_init__(self) -> None:
+        check_choice("method", self.method, METHODS)
+        check_choice("mode", self.mode, ("default", "paper"))
+        check_choice("layers", self.layers, ("semantic", "all"))
+        check_number("shots", self.shots, 1, integer=True)
+        check_number("repeats", self.repeats, 1, integer=True)
+        check_number("depth", self.depth, 0.0, high=1.0)
+        check_number("channel_temperature", self.channel_temperature, 0.0, above=True)
+        check_number("max_seconds", self.max_seconds, 0.0, above=True)
+        if self.temperature is not None:
+            check_number("temperature", self.temperature, 0.0, above=True)
         if self.crop == "auto":
             self.crop = default_crop(None, self.method, self.mode)
         if self.crop is not None and not (
@@ -96,6 +127,11 @@ def default_tts_demos() -> Path:
 
 @dataclass
 class TTSOptions:
+    """Prompt, answer and sampling choices of text-to-speech (see ``uniaudio tts --help`` and
+    :mod:`uniaudio_cli.tasks.tts`): ``mode`` default copies a demonstration clip of the answer,
+    paper writes new tokens; ``shots`` clips per text; the ``answer_*`` fields and ``calibrate``
+    shape the default mode's text step."""
+
     mode: Mode = "default"
     shots: int = 5
     induction: bool = True
@@ -120,6 +156,17 @@ class TTSOptions:
     seed: int = 0
     max_seconds: float = 10.0
 
+    def __post_init__(self) -> None:
+        check_choice("mode", self.mode, ("default", "paper"))
+        check_number("shots", self.shots, 1, integer=True)
+        check_number("answer_orderings", self.answer_orderings, 1, integer=True)
+        check_number("min_answer_probability", self.min_answer_probability, 0.0)
+        check_number("min_answer_complete", self.min_answer_complete, 0.0)
+        check_number("temperature", self.temperature, 0.0)
+        check_number("top_k", self.top_k, 0, integer=True)
+        check_number("seed", self.seed, 0, integer=True)
+        check_number("max_seconds", self.max_seconds, 0.0, above=True)
+
 
 def default_denoise_demos() -> Path:
     return prompts_dir() / "denoise_pairs"
@@ -142,6 +189,10 @@ class MaskSettings:
 
 @dataclass
 class DenoiseOptions:
+    """Denoising choices (see ``uniaudio denoise --help`` and :mod:`uniaudio_cli.tasks.denoise`):
+    ``mode`` default looks up masks in the demonstration pairs, paper writes clean tokens;
+    ``mask`` tunes the default mode; the other fields shape paper mode's prompt."""
+
     mode: Mode = "default"
     # Demonstration pairs used; None: every pair in default mode, 4 in paper mode (its prompt
     # holds them all, and SmolLM2's context fits about 4 of the shipped 1.5 s pairs).
@@ -157,6 +208,21 @@ class DenoiseOptions:
     draft_block: int = 10
     # None: no limit. Long inputs stream in windows, so memory does not grow with the length.
     max_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        check_choice("mode", self.mode, ("default", "paper"))
+        if self.pairs is not None:
+            check_number("pairs", self.pairs, 1, integer=True)
+        if not isinstance(self.mask, MaskSettings):
+            raise UsageError(
+                f"mask={self.mask!r} is not a MaskSettings",
+                "pass mask=MaskSettings(...) (uniaudio_cli.tasks.options)",
+            )
+        check_number("repeats", self.repeats, 1, integer=True)
+        check_number("segment_seconds", self.segment_seconds, 0.0, above=True)
+        check_number("draft_block", self.draft_block, 1, integer=True)
+        if self.max_seconds is not None:
+            check_number("max_seconds", self.max_seconds, 0.0, above=True)
 
     def pair_count(self, available: int) -> int:
         if self.pairs is not None:

@@ -320,7 +320,7 @@ class TextAnswerer:
 class Synthesizer:
     """Builds the prompt prefixes from demonstrations; then speaks many texts.
 
-    The constructor reads no files (:meth:`from_files` reads a demonstration folder). Paper mode
+    The constructor reads no audio (:meth:`from_files` reads a demonstration folder). Paper mode
     encodes every demonstration and builds the audio prompt at once (so a prompt too long for the
     LLM's context fails here). The default mode needs neither: it encodes the clips of an answer
     when it first speaks that answer, and builds the audio prompt only for demonstrations given
