@@ -349,7 +349,13 @@ def prosody_statistics(wav: np.ndarray, sample_rate: int) -> np.ndarray:
 def acoustic_statistics(wav: np.ndarray, sample_rate: int) -> np.ndarray:
     """The ``fused`` method's waveform part: :func:`mfcc_statistics` then :func:`prosody_statistics`,
     ``(ACOUSTIC_DIM,)`` float64."""
-    return np.concatenate([mfcc_statistics(wav, sample_rate), prosody_statistics(wav, sample_rate)])
+    import warnings
+
+    with warnings.catch_warnings():
+        # librosa warns on every clip shorter than its analysis window; such a clip already
+        # gets the classifier's own "too short to judge" warning.
+        warnings.filterwarnings("ignore", message="n_fft=.* is too large for input signal", category=UserWarning)
+        return np.concatenate([mfcc_statistics(wav, sample_rate), prosody_statistics(wav, sample_rate)])
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
