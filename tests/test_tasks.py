@@ -511,7 +511,7 @@ def test_fused_scores_a_label_by_its_nearest_demonstration(models) -> None:
     assert float(sims[0][0]) == pytest.approx(1.0, abs=1e-5)
 
 
-def test_a_query_past_the_context_is_named(models, label_demos) -> None:
+def test_a_query_past_the_context_is_named(models, label_demos, tmp_path: Path) -> None:
     """A query too long for the LLM names its file and a fix that works for every method."""
     llm, codec = models
     demos = load_demo_folder(label_demos).pick(None)
@@ -524,6 +524,12 @@ def test_a_query_past_the_context_is_named(models, label_demos) -> None:
     clf = Classifier.from_files(llm, codec, demos, ClassifyOptions(method="prototype", center=False))
     with pytest.raises(UsageError, match=r"^b\.wav: a clip of"):
         clf.classify_tokens_many([[5] * 4, too_long], ["a.wav", "b.wav"])
+    # A whole file is refused from its header, before the codec encodes it.
+    long = write_tone(tmp_path / "long.wav", 40.0)  # about 2,300 tokens of three layers
+    for method in ("prototype", "fused"):
+        clf = Classifier.from_files(llm, codec, demos, ClassifyOptions(method=method, layers="all", center=False))
+        with pytest.raises(UsageError, match=r"long\.wav: 40 s is about 2333 tokens, more than .* \(about 35 s\)"):
+            clf.classify(long)
 
 
 @pytest.mark.parametrize(("mode", "batch"), [("default", True), ("default", False), ("paper", False)])

@@ -212,13 +212,29 @@ class Classifier:
         return cls(llm, codec, tokens, opts, batch=batch, demo_acoustic=acoustic if fused else None)
 
     def load_clip(self, path: str | Path) -> np.ndarray:
+        if not self.opts.crop:
+            self._check_fits(path)
         return load_clip(path, self.codec.sample_rate, self.opts)
+
+    def _check_fits(self, path: str | Path) -> None:
+        """Refuse, from its header and before encoding it, a whole clip whose tokens alone
+        would not fit the LLM's context (the exact count is checked again when it is read)."""
+        reader = open_audio(path, self.codec.sample_rate, max_seconds=self.opts.max_seconds)
+        rate = self.codec.tokens_per_second if self.opts.layers == "all" else self._layer1_rate
+        if reader.seconds * rate > self.llm.context_length:
+            most = self.llm.context_length / rate
+            raise UsageError(
+                f"{path}: {reader.seconds:.0f} s is about {reader.seconds * rate:.0f} tokens, more than the "
+                f"LLM's context of {self.llm.context_length} (about {most:.0f} s)",
+                "cut it into shorter clips, or read part of it with --crop SECONDS",
+            )
 
     def clip_tokens(self, path: str | Path) -> list[int]:
         """A file's tokens as the LLM reads them. An uncropped clip is streamed through the codec
         (audio memory stays one window whatever its length; the tokens are the same)."""
         if self.opts.crop:
             return audio_tokens(self.codec, self.load_clip(path), self.opts.layers)
+        self._check_fits(path)
         reader = open_audio(path, self.codec.sample_rate, max_seconds=self.opts.max_seconds)
         return layer_tokens(self.codec.encode_blocks(reader.blocks())[0], self.opts.layers)
 
