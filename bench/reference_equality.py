@@ -1,10 +1,11 @@
 """Check that the ``published`` backbone computes what the reference LLM-Codec computes.
 
-Extracts the reference ``codec/`` package (github.com/yangdongchao/LLM-Codec) from its local git
-mirror into ``.ref/LLM-Codec`` (git-ignored), builds the reference ``MSCodecLM`` with the
-released architecture and uniaudio's ``LLMCodec`` from one shared synthetic state dict in the
-published layout (strict loads on both sides, so the key names and shapes are proven equal),
-then encodes LibriSpeech clips and a noise clip with both and prints:
+Extracts the reference ``codec/`` package (github.com/yangdongchao/LLM-Codec) from a local git
+clone or bare mirror of it (``--mirror``, e.g. after ``git clone --bare
+https://github.com/yangdongchao/LLM-Codec``) into ``.ref/LLM-Codec`` (git-ignored), builds the
+reference ``MSCodecLM`` with the released architecture and uniaudio's ``LLMCodec`` from one
+shared synthetic state dict in the published layout (strict loads on both sides, so the key
+names and shapes are proven equal), then encodes LibriSpeech clips and a noise clip with both and prints:
 
 * per-layer code agreement (% of codes equal),
 * the max abs error of the encoder latent,
@@ -13,7 +14,7 @@ then encodes LibriSpeech clips and a noise clip with both and prints:
 
 Needs ``einops`` (imported by the reference code, not by uniaudio): ``pip install einops``.
 
-    python bench/reference_equality.py [--seconds S] [--clips N] [--full-codebooks]
+    python bench/reference_equality.py --mirror GIT_DIR [--data DIR] [--seconds S] [--clips N] [--full-codebooks]
 """
 
 from __future__ import annotations
@@ -41,9 +42,8 @@ from uniaudio_cli.codec.published_ckpt import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-MIRROR = Path("/work/.mirror/yangdongchao+LLM-Codec/repo")
 REF_DIR = ROOT / ".ref" / "LLM-Codec"
-LIBRISPEECH = Path("/work/shared/data/librispeech")
+LIBRISPEECH = ROOT.parent / "shared" / "data" / "librispeech"
 
 
 def extract_reference(mirror: Path, dest: Path) -> None:
@@ -65,10 +65,15 @@ def extract_reference(mirror: Path, dest: Path) -> None:
         out.write_bytes(blob)
 
 
-def load_clips(seconds: float, count: int, sr: int) -> list[tuple[str, torch.Tensor]]:
-    """``count`` LibriSpeech clips cropped to ``seconds`` plus one white-noise clip, each ``(1, 1, T)``."""
+def load_clips(data: Path, seconds: float, count: int, sr: int) -> list[tuple[str, torch.Tensor]]:
+    """``count`` clips of ``data`` cropped to ``seconds`` plus one white-noise clip, each ``(1, 1, T)``."""
     clips = []
-    for path in sorted(LIBRISPEECH.rglob("*.flac"))[:count]:
+    paths = sorted(data.rglob("*.flac"))[:count]
+    if len(paths) < count:
+        raise SystemExit(
+            f"{data}: {len(paths)} .flac clips, --clips {count} asked (fix: pass --data DIR or fewer --clips)"
+        )
+    for path in paths:
         wav, file_sr = sf.read(path, dtype="float32", always_2d=True)
         if file_sr != sr:
             raise SystemExit(f"{path}: {file_sr} Hz, expected {sr}")
@@ -142,10 +147,18 @@ def main() -> None:
         help="real table sizes (3248x768 and 32000x4096, slow); default 3248x768 and 4000x512",
     )
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--mirror", type=Path, required=True, help="a git clone or bare mirror of github.com/yangdongchao/LLM-Codec"
+    )
+    ap.add_argument(
+        "--data", type=Path, default=LIBRISPEECH, help=f"folder of 16 kHz .flac speech (default {LIBRISPEECH})"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if subprocess.run(["git", "-C", str(args.mirror), "rev-parse", "HEAD"], capture_output=True).returncode != 0:
+        raise SystemExit(f"{args.mirror}: not a git repository (fix: pass --mirror with a clone of LLM-Codec)")
 
-    extract_reference(MIRROR, REF_DIR)
+    extract_reference(args.mirror, REF_DIR)
     local = (32000, 4096) if args.full_codebooks else (4000, 512)
     cfg = CodecConfig(
         backbone="published",
@@ -193,7 +206,7 @@ def main() -> None:
     header = f"{'clip':<22}{'frames':>7}  {'codes equal (L1/L2/L3)':<26}{'latent':>10}{'decode':>10}{'rel':>10}"
     print(header)
     with torch.no_grad():
-        for name, wav in load_clips(args.seconds, args.clips, cfg.sample_rate):
+        for name, wav in load_clips(args.data, args.seconds, args.clips, cfg.sample_rate):
             t = time.time()
             ref_codes = ref.encode(wav)
             our_codes = ours.encode(wav)

@@ -49,6 +49,12 @@ SEGMENT=${SEGMENT:-1.0}
 PRECISION=${PRECISION:---no-bf16}  # float32 (TF32 convolutions): the step is launch-bound, not arithmetic-bound
 DEVICE_OPT=${DEVICE_OPT:-}  # e.g. "--device cpu" for a dry run here
 DEST=${OUT:-runs/gpu-out}
+# Each variant's training state: a new folder per invocation, so a second run on one machine
+# (a dry run, then another) never resumes the first one's state with other INIT or PACK.
+if [ -z "${RUNS:-}" ]; then
+  RUNS=$(mktemp -d -t uniaudio-gpu-XXXXXX)
+  trap 'rm -rf "$RUNS"' EXIT  # what matters comes back through $DEST
+fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}  # three trainers share the CPU cores
 mkdir -p "$DEST"
@@ -61,7 +67,7 @@ GAN=(--gan --gan-start 0 --disc-channels 32 --disc-periods 2,3,5,7,11)
 variant() {
   local name=$1 export_spans=$2
   shift 2
-  local run=/tmp/gpu-$name log=$DEST/$name.log k=0 span
+  local run=$RUNS/$name log=$DEST/$name.log k=0 span
   for span in $SPANS; do
     k=$((k + 1))
     local resume=()
