@@ -7,6 +7,7 @@ The CLI checks every argument against these before it loads a model, so this mod
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -37,7 +38,8 @@ def check_number(
     """Refuse an option that is not a finite number at least ``low`` (above it with ``above``)
     and at most ``high``, nor an integer where ``integer`` (:class:`UsageError`)."""
     kind = "an integer" if integer else "a number"
-    ok = isinstance(value, int) if integer else isinstance(value, int | float) and math.isfinite(value)
+    # numbers.Integral / Real: numpy scalars count too.
+    ok = isinstance(value, numbers.Integral) if integer else isinstance(value, numbers.Real) and math.isfinite(value)
     ok = ok and not isinstance(value, bool)
     if ok:
         ok = (value > low if above else value >= low) and (high is None or value <= high)  # type: ignore[operator]
