@@ -98,6 +98,16 @@ def test_a_failed_write_is_one_typed_error_and_leaves_nothing(tmp_path: Path, mo
     with pytest.raises(ValueError, match="the model failed"):
         write_audio_blocks(out, blocks(), 16000)
     assert list(tmp_path.iterdir()) == []
+    # The folders a failed write made for its output go again; one that holds a file stays.
+    with pytest.raises(ValueError, match="the model failed"):
+        write_audio_blocks(tmp_path / "new" / "sub" / "out.wav", blocks(), 16000)
+    assert list(tmp_path.iterdir()) == []
+    write_audio(tmp_path / "new" / "kept.wav", np.zeros(160, dtype=np.float32), 16000)
+    with pytest.raises(ValueError, match="the model failed"):
+        write_audio_blocks(tmp_path / "new" / "sub" / "out.wav", blocks(), 16000)
+    assert [p.name for p in (tmp_path / "new").iterdir()] == ["kept.wav"]
+    (tmp_path / "new" / "kept.wav").unlink()
+    (tmp_path / "new").rmdir()
 
     def no_space(*_args: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
