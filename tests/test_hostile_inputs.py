@@ -389,3 +389,55 @@ def test_a_failing_text_of_a_batch_is_named_shortened() -> None:
         "prompt of 9999 tokens (fix: use a shorter caption)"
     )
     assert cli._naming("x", lambda: 3) == 3
+
+
+def test_state_folder_problems_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """A UNIAUDIO_HOME that is a file, an OSError no check foresaw, and the temporary parts a
+    killed process leaves in the cache folders."""
+    import os
+    import time
+
+    from uniaudio_cli import cli
+    from uniaudio_cli.errors import UniaudioError
+    from uniaudio_cli.paths import cache_dir, remove_stale
+
+    home = tmp_path / "home"
+    home.write_text("a file, not a folder")
+    monkeypatch.setenv("UNIAUDIO_HOME", str(home))
+    with pytest.raises(UniaudioError, match=r"cannot create uniaudio's cache folder.*set UNIAUDIO_HOME"):
+        cache_dir("llm")
+
+    def denied(*_args: object, **_kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", "/somewhere/x.lock")
+
+    monkeypatch.setattr("uniaudio_cli.audio.expand_inputs", denied)
+    monkeypatch.setattr("sys.argv", ["uniaudio", "eval", "codec", "x.wav"])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code == 1
+    assert capsys.readouterr().err.strip() == "error: /somewhere/x.lock: Permission denied"
+
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    old, fresh = folder / ".a.safetensors.1.tmp", folder / ".b.safetensors.2.tmp"
+    old.write_bytes(b"x")
+    fresh.write_bytes(b"x")
+    (folder / ".convert-old").mkdir()
+    hour_ago = time.time() - 3700
+    os.utime(old, (hour_ago, hour_ago))
+    os.utime(folder / ".convert-old", (hour_ago, hour_ago))
+    remove_stale(folder, ".*.tmp")
+    remove_stale(folder, ".convert-*")
+    assert sorted(p.name for p in folder.iterdir()) == [fresh.name]
+
+
+def test_the_cli_shows_uniaudios_own_warnings_only() -> None:
+    import warnings
+
+    from uniaudio_cli import cli
+
+    with warnings.catch_warnings(record=True) as seen:
+        cli.main_options(debug=False, version=False)
+        warnings.warn_explicit("cannot store a prompt cache", UserWarning, "x.py", 1, module="uniaudio_cli.disk_cache")
+        warnings.warn_explicit("chatty", UserWarning, "y.py", 1, module="transformers.modeling_utils")
+    assert [str(w.message) for w in seen] == ["cannot store a prompt cache"]

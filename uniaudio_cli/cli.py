@@ -109,6 +109,13 @@ def handle_errors(fn: F) -> F:
             _fail(e.one_line(), e.exit_code)
         except Terminated:
             _fail("terminated", 143)
+        except OSError as e:
+            # A file system failure no check foresaw (a cache folder gone read-only, a full
+            # disk under a lock file): one line naming the file, not a traceback.
+            if _state["debug"]:
+                raise
+            where = f"{e.filename}: " if e.filename else ""
+            _fail(f"{where}{e.strerror or e}", 1)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
         except MemoryError:
@@ -147,6 +154,9 @@ def main_options(
         # switch so that transformers need not be imported for --help.
         os.environ.setdefault("TQDM_DISABLE", "1")
         warnings.filterwarnings("ignore")
+        # Except uniaudio's own (a cache it cannot store, a file it recomputes): they say why a
+        # run is slower than it should be.
+        warnings.filterwarnings("default", module=r"uniaudio_cli(\.|$)")
 
 
 def _check_outputs(

@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 import torch
 
+from uniaudio_cli.paths import remove_stale
+
 T = TypeVar("T")
 
 
@@ -100,6 +102,7 @@ class SafetensorsFiles:
             warnings.warn(f"{self.root}: cannot store {what} ({e})", stacklevel=3)
 
     def _evict(self, keep: Path) -> None:
+        remove_stale(self.root, ".*.tmp")  # entries whose writer was killed
         files = []
         for p in self.root.glob("*.safetensors"):
             with contextlib.suppress(OSError):  # another process may delete it meanwhile

