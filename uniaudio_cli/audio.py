@@ -308,28 +308,34 @@ def _write_error(p: Path, e: Exception) -> OutputWriteError:
     return OutputWriteError(f"{p}: could not be written ({reason})", "free some disk space, or choose another output")
 
 
-def _temporary_beside(p: Path, suffix: str = "") -> tuple[str, list[Path]]:
-    """A new empty temporary file in ``p``'s folder, its path, and the folders made for it
-    (``p``'s missing parents, outermost first), which :func:`_discard` removes again."""
-    missing = [d for d in [p.parent, *p.parent.parents] if not d.exists()][::-1]
+@contextlib.contextmanager
+def _atomic_output(p: Path, suffix: str = "") -> Iterator[str]:
+    """A new empty temporary file beside ``p`` for the body to write, renamed onto ``p`` once the
+    body returns. A failure, in the body or in the rename, removes the temporary file and the
+    folders made for it that are still empty, so nothing is left behind; a file system error
+    here becomes :class:`OutputWriteError`."""
+    made = [d for d in [p.parent, *p.parent.parents] if not d.exists()][::-1]  # outermost first
+    tmp: str | None = None
+    done = False
     try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=suffix, dir=p.parent)
-    except OSError as e:
-        _discard(None, missing)
-        raise _write_error(p, e) from e
-    os.close(fd)
-    return tmp, missing
-
-
-def _discard(tmp: str | None, made: list[Path]) -> None:
-    """Remove an unpublished temporary file and the folders made for it that are still empty:
-    a failed or interrupted write leaves nothing behind."""
-    if tmp is not None and os.path.exists(tmp):
-        os.unlink(tmp)
-    for d in reversed(made):
-        with contextlib.suppress(OSError):  # not empty (another output landed there), or gone
-            d.rmdir()
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=suffix, dir=p.parent)
+            os.close(fd)
+        except OSError as e:
+            raise _write_error(p, e) from e
+        yield tmp
+        try:
+            _publish(tmp, p)
+        except OSError as e:
+            raise _write_error(p, e) from e
+        done = True
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        for d in [] if done else reversed(made):
+            with contextlib.suppress(OSError):  # not empty (another output landed there), or gone
+                d.rmdir()
 
 
 def write_audio_blocks(path: str | Path, blocks: Iterable[np.ndarray], sample_rate: int, force: bool = False) -> Path:
@@ -348,9 +354,7 @@ def write_audio_blocks(path: str | Path, blocks: Iterable[np.ndarray], sample_ra
     fmt = AUDIO_OUTPUT_FORMATS.get(suffix)
     if fmt is None:
         raise UsageError(f"{p}: unsupported output format {suffix!r}", "use a .wav or .flac file name")
-    tmp, made = _temporary_beside(p, suffix)
-    done = False
-    try:
+    with _atomic_output(p, suffix) as tmp:
         subtype = "VORBIS" if fmt == "OGG" else "PCM_16"
         try:
             f = sf.SoundFile(tmp, "w", samplerate=sample_rate, channels=1, format=fmt, subtype=subtype)
@@ -369,12 +373,8 @@ def write_audio_blocks(path: str | Path, blocks: Iterable[np.ndarray], sample_ra
             raise
         try:
             f.close()
-            _publish(tmp, p)
         except (OSError, RuntimeError) as e:
             raise _write_error(p, e) from e
-        done = True
-    finally:
-        _discard(tmp, [] if done else made)
     return p
 
 
@@ -384,18 +384,12 @@ def write_text_atomic(path: str | Path, text: str, force: bool = False) -> Path:
     p = Path(path)
     if p.exists() and not force:
         raise OutputExistsError(f"{p}: exists", "pass --force to overwrite, or choose another output")
-    tmp, made = _temporary_beside(p)
-    done = False
-    try:
+    with _atomic_output(p) as tmp:
         try:
             with open(tmp, "w", encoding="utf-8") as f:
                 f.write(text)
-            _publish(tmp, p)
         except OSError as e:
             raise _write_error(p, e) from e
-        done = True
-    finally:
-        _discard(tmp, [] if done else made)
     return p
 
 

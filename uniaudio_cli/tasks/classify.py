@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from uniaudio_cli.audio import as_mono, load_audio, open_audio
+from uniaudio_cli.audio import AudioReader, as_mono, load_audio, open_audio
 from uniaudio_cli.codec.api import Codec
 from uniaudio_cli.decoding import (
     PrefixBatch,
@@ -213,13 +213,15 @@ class Classifier:
 
     def load_clip(self, path: str | Path) -> np.ndarray:
         if not self.opts.crop:
-            self._check_fits(path)
+            self._check_fits(path, self._open(path))
         return load_clip(path, self.codec.sample_rate, self.opts)
 
-    def _check_fits(self, path: str | Path) -> None:
+    def _open(self, path: str | Path) -> AudioReader:
+        return open_audio(path, self.codec.sample_rate, max_seconds=self.opts.max_seconds)
+
+    def _check_fits(self, path: str | Path, reader: AudioReader) -> None:
         """Refuse, from its header and before encoding it, a whole clip whose tokens alone
         would not fit the LLM's context (the exact count is checked again when it is read)."""
-        reader = open_audio(path, self.codec.sample_rate, max_seconds=self.opts.max_seconds)
         rate = self.codec.tokens_per_second if self.opts.layers == "all" else self._layer1_rate
         if reader.seconds * rate > self.llm.context_length:
             most = self.llm.context_length / rate
@@ -234,8 +236,8 @@ class Classifier:
         (audio memory stays one window whatever its length; the tokens are the same)."""
         if self.opts.crop:
             return audio_tokens(self.codec, self.load_clip(path), self.opts.layers)
-        self._check_fits(path)
-        reader = open_audio(path, self.codec.sample_rate, max_seconds=self.opts.max_seconds)
+        reader = self._open(path)
+        self._check_fits(path, reader)
         return layer_tokens(self.codec.encode_blocks(reader.blocks())[0], self.opts.layers)
 
     # -- icl ---------------------------------------------------------------------------------

@@ -281,19 +281,20 @@ def check_pairs(pairs: list[DemoPair], max_seconds: float | None, same_length: b
     file whose length is not its clean file's (:class:`UsageError`)."""
     import soundfile as sf
 
-    from uniaudio_cli.audio import probe_audio
+    from uniaudio_cli.tasks.demos import check_demo_clips
 
+    # Each file once: several noisy files share one clean file.
+    check_demo_clips(dict.fromkeys(p for pair in pairs for p in (pair.noisy, pair.clean)), max_seconds)
+    if not same_length:
+        return
     for pair in pairs:
-        for path in (pair.noisy, pair.clean):
-            probe_audio(path, max_seconds, read=True)
-        if same_length:
-            noisy, clean = sf.info(str(pair.noisy)), sf.info(str(pair.clean))
-            if noisy.frames * clean.samplerate != clean.frames * noisy.samplerate:
-                raise UsageError(
-                    f"{pair.noisy}: {noisy.frames / noisy.samplerate:.3f} s but its {pair.clean.name} has "
-                    f"{clean.frames / clean.samplerate:.3f} s",
-                    "make each noisy file a noisy copy of its clean file, of the same length",
-                )
+        noisy, clean = sf.info(str(pair.noisy)), sf.info(str(pair.clean))
+        if noisy.frames * clean.samplerate != clean.frames * noisy.samplerate:
+            raise UsageError(
+                f"{pair.noisy}: {noisy.frames / noisy.samplerate:.3f} s but its {pair.clean.name} has "
+                f"{clean.frames / clean.samplerate:.3f} s",
+                "make each noisy file a noisy copy of its clean file, of the same length",
+            )
 
 
 @dataclass
