@@ -103,6 +103,18 @@ def test_tts_out_dir_writes_one_file_per_text(data: Path, tmp_path: Path) -> Non
     assert res.exit_code == 2 and "-o takes one input" in res.stderr
 
 
+def test_tts_says_when_a_text_has_fewer_clips_than_shots(data: Path, tmp_path: Path) -> None:
+    res = run("tts", "1+1", "-o", tmp_path / "a.wav", "--demos", data / "digits")  # 2 clips each, --shots 5
+    assert res.exit_code == 0, res.output
+    assert "note: --shots 5: fewer clips in '1' 2, '2' 2; each text uses the clips it has" in res.stderr
+    res = run("tts", "1+1", "-o", tmp_path / "b.wav", "--demos", data / "digits", "--shots", "2")
+    assert res.exit_code == 0, res.output
+    assert "fewer clips" not in res.stderr
+    res = run("tts", "1+1", "-o", tmp_path / "c.wav", "--demos", data / "digits", "--quiet")
+    assert res.exit_code == 0, res.output
+    assert "fewer clips" not in res.stderr
+
+
 def test_denoise_keeps_duration(data: Path, tmp_path: Path) -> None:
     noisy = data / "q" / "c.wav"
     out = tmp_path / "clean.wav"

@@ -535,6 +535,13 @@ def tts(
     folder = load_demo_folder(demos or default_tts_demos())
     if demos is not None:  # the shipped clips are checked by the tests
         check_demo_clips((p for clips in folder.clips.values() for p in clips), opts.max_seconds)
+        short = {label: len(c) for label, c in folder.clips.items() if len(c) < shots}
+        if short and not quiet:
+            from uniaudio_cli.batch import print_note
+
+            named = ", ".join(f"{_short(label)!r} {n}" for label, n in list(short.items())[:5])
+            more = f" and {len(short) - 5} more" if len(short) > 5 else ""
+            print_note(f"note: --shots {shots}: fewer clips in {named}{more}; each text uses the clips it has")
     lm, cdc = load_models(llm, codec, device, dtype, quiet)
     from uniaudio_cli.tasks.tts import Synthesizer
 
