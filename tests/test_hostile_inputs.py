@@ -441,3 +441,26 @@ def test_the_cli_shows_uniaudios_own_warnings_only() -> None:
         warnings.warn_explicit("cannot store a prompt cache", UserWarning, "x.py", 1, module="uniaudio_cli.disk_cache")
         warnings.warn_explicit("chatty", UserWarning, "y.py", 1, module="transformers.modeling_utils")
     assert [str(w.message) for w in seen] == ["cannot store a prompt cache"]
+
+
+def test_written_models_and_caches_are_readable_to_others(tiny_codec, tmp_path: Path) -> None:
+    """safetensors and mkdtemp create private files; a shared model cache or checkpoint must
+    follow the umask like any other new file."""
+    import torch
+
+    from uniaudio_cli.codec.checkpoint import save_codec
+    from uniaudio_cli.disk_cache import SafetensorsFiles
+    from uniaudio_cli.paths import save_tensors
+
+    old = os.umask(0o027)
+    try:
+        save_tensors({"x": torch.zeros(2)}, tmp_path / "t.safetensors")
+        ckpt = save_codec(tiny_codec, tmp_path / "ckpt")
+        cache = SafetensorsFiles(tmp_path / "cache", "test-format", limit_bytes=1 << 20)
+        cache.write("k", {"x": torch.zeros(2)}, {}, "a test entry")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "t.safetensors").stat().st_mode) == 0o640
+    assert stat.S_IMODE(ckpt.stat().st_mode) == 0o750
+    assert {stat.S_IMODE(f.stat().st_mode) for f in ckpt.iterdir()} == {0o640}
+    assert stat.S_IMODE(cache.path("k").stat().st_mode) == 0o640

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from uniaudio_cli.errors import AudioError, OutputExistsError, OutputWriteError, UniaudioError, UsageError
+from uniaudio_cli.paths import make_shareable
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".opus", ".w64", ".caf"}
 
@@ -200,17 +201,10 @@ def as_mono(wav: object, source: str = "audio") -> np.ndarray:
     return x
 
 
-def _umask() -> int:
-    # os.umask can only be read by setting it; put it straight back.
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _publish(tmp: str, dest: Path) -> None:
     """Give a finished temporary file normal permissions (mkstemp makes it 0600) and move it
     into place in one rename."""
-    os.chmod(tmp, 0o666 & ~_umask())
+    make_shareable(tmp)
     os.replace(tmp, dest)
 
 

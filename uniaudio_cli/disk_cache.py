@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from uniaudio_cli.paths import remove_stale
+from uniaudio_cli.paths import remove_stale, save_tensors
 
 T = TypeVar("T")
 
@@ -84,14 +84,12 @@ class SafetensorsFiles:
     def write(self, key: str, tensors: dict[str, torch.Tensor], meta: dict[str, str], what: str) -> None:
         """Store ``tensors`` under ``key`` with ``meta``, then delete the least recently used other
         files past the limit; a failure is a warning naming ``what``."""
-        from safetensors.torch import save_file
-
         path = self.path(key)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             header = {"format": self.format, "version": str(self.version), "key": key, **meta}
-            save_file(tensors, str(tmp), metadata=header)
+            save_tensors(tensors, tmp, metadata=header)
             os.replace(tmp, path)
             self._evict(keep=path)
         # A full or read-only disk must not stop the task; safetensors reports its I/O errors

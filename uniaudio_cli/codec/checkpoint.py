@@ -18,6 +18,7 @@ import torch
 from uniaudio_cli.codec.config import CodecConfig
 from uniaudio_cli.codec.model import LLMCodec
 from uniaudio_cli.errors import CheckpointError, OutputExistsError
+from uniaudio_cli.paths import make_shareable, save_tensors
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -39,7 +40,6 @@ def save_codec(model: LLMCodec, out_dir: str | Path, dtype: torch.dtype | None =
     files: a folder with anything else in it (a training run, a prototype centre, a model card)
     raises :class:`OutputExistsError` and is left untouched.
     """
-    from safetensors.torch import save_file
 
     out = Path(out_dir)
     if out.exists():
@@ -58,11 +58,8 @@ def save_codec(model: LLMCodec, out_dir: str | Path, dtype: torch.dtype | None =
         sd = trainable_state_dict(model)
         if dtype is not None:
             sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
-        save_file(sd, str(tmp / WEIGHTS_FILE), metadata={"format": "uniaudio-llm-codec"})
-        # mkdtemp makes a private folder; a checkpoint is ordinary shared data.
-        os.chmod(tmp, 0o755)
-        for f in tmp.iterdir():
-            os.chmod(f, 0o644)
+        save_tensors(sd, tmp / WEIGHTS_FILE, metadata={"format": "uniaudio-llm-codec"})
+        make_shareable(tmp)  # mkdtemp makes a private folder; a checkpoint is ordinary shared data
         old = None
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")

@@ -33,7 +33,7 @@ import torch
 from uniaudio_cli.codec.api import Codec
 from uniaudio_cli.errors import CheckpointError, UsageError
 from uniaudio_cli.llm import LoadedLLM
-from uniaudio_cli.paths import file_sha256
+from uniaudio_cli.paths import file_sha256, save_tensors
 from uniaudio_cli.prompts import bos_ids
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,6 @@ def save_center(
     fused: FusedStats | None = None,
 ) -> Path:
     """Write ``center`` (and the ``fused`` method's statistics) for this (codec, LLM) pair."""
-    from safetensors.torch import save_file
 
     ident = _pair_identity(llm, codec)
     if ident is None:
@@ -209,7 +208,7 @@ def save_center(
             "acoustic_mean": fused.acoustic_mean.float().contiguous(),
             "acoustic_std": fused.acoustic_std.float().contiguous(),
         }
-    save_file(tensors, str(tmp), metadata=meta)
+    save_tensors(tensors, tmp, metadata=meta)
     tmp.replace(out)
     return out
 

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from uniaudio_cli.errors import CheckpointError, UsageError, run_tool
+from uniaudio_cli.paths import save_tensors
 
 if TYPE_CHECKING:
     from uniaudio_cli.codec.model import LLMCodec
@@ -220,8 +221,6 @@ def pack_latents(
     shorter than ``val_seconds`` are zero-padded (at a random offset, as the trainer pads them)
     before encoding. ``sources`` keeps only those data folders (e.g. ``speech_extra``).
     """
-    from safetensors.torch import save_file
-
     from uniaudio_cli.train.data import _read_int16, default_exclude, discover_clips
 
     out = Path(out_dir)
@@ -253,9 +252,8 @@ def pack_latents(
         nonlocal cur_lat, cur_wav, cur_starts, cur_frames, shards
         if not cur_lat:
             return
-        save_file(
-            _pack_shard(torch.cat(cur_lat), torch.cat(cur_wav), cur_starts),
-            str(out / f"shard-{shards:03d}.safetensors"),
+        save_tensors(
+            _pack_shard(torch.cat(cur_lat), torch.cat(cur_wav), cur_starts), out / f"shard-{shards:03d}.safetensors"
         )
         shards += 1
         cur_lat, cur_wav, cur_starts, cur_frames = [], [], [], 0
@@ -299,7 +297,7 @@ def pack_latents(
     flush()
     if not val_lat:
         raise UsageError("no clip long enough for validation", "lower val_seconds")
-    save_file({"latents": torch.stack(val_lat), "audio": torch.stack(val_wav)}, str(out / VAL_FILE))
+    save_tensors({"latents": torch.stack(val_lat), "audio": torch.stack(val_wav)}, out / VAL_FILE)
     from uniaudio_cli.codec.api import codes_sha256
 
     meta = {
@@ -323,8 +321,6 @@ def export_decoder(
 ) -> Path:
     """Write a checkpoint's decoder weights alone (``decoder.*``) with its config in the file's
     metadata: what a training machine sends back, a third of the full checkpoint."""
-    from safetensors.torch import save_file
-
     from uniaudio_cli.codec.checkpoint import load_codec_weights
 
     out = Path(out_file)
@@ -334,7 +330,7 @@ def export_decoder(
     dec = {k: v.to(dtype).contiguous() for k, v in sd.items() if k.startswith("decoder.")}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    save_file(dec, str(tmp), metadata={"format": DECODER_FORMAT, "config": json.dumps(cfg.to_dict())})
+    save_tensors(dec, tmp, metadata={"format": DECODER_FORMAT, "config": json.dumps(cfg.to_dict())})
     tmp.replace(out)
     return out
 

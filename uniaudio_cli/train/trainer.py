@@ -38,6 +38,7 @@ from uniaudio_cli.codec.config import CodecConfig
 from uniaudio_cli.codec.model import LLMCodec
 from uniaudio_cli.codec.small import HarmonicISTFTHead
 from uniaudio_cli.errors import CheckpointError, UniaudioError, UsageError
+from uniaudio_cli.paths import save_tensors
 from uniaudio_cli.train import STATE_FILE
 from uniaudio_cli.train.data import SegmentDataset, default_exclude
 from uniaudio_cli.train.discriminators import CombinedDiscriminator, MultiResolutionDiscriminator
@@ -611,7 +612,6 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         """Write ``codec/``, maybe ``codec-best/``, and the training state, each atomically."""
-        from safetensors.torch import save_file
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
         val = self.validate()
@@ -623,7 +623,7 @@ class Trainer:
                 save_codec(self.model, self.out_dir / BEST_DIR)
         tensors, state = self.state_tensors()
         tmp = self.out_dir / f".{STATE_FILE}.tmp-{os.getpid()}"
-        save_file(tensors, str(tmp), metadata={"format": STATE_FORMAT, "train_state": json.dumps(state)})
+        save_tensors(tensors, tmp, metadata={"format": STATE_FORMAT, "train_state": json.dumps(state)})
         _fsync_replace(tmp, self.out_dir / STATE_FILE)
         # Readable mirror only: resume reads the copy inside the safetensors file.
         _write_json_atomic(self.out_dir / STATE_JSON, state)
