@@ -84,9 +84,9 @@ class TokenCache:
         return self._wavs[key]
 
     def __call__(self, path: Path, opts: ClassifyOptions) -> list[int]:
-        key = (path, opts.crop_anchor, opts.layers)
+        key = (path, opts.crop_anchor, opts.token_layers)
         if key not in self._tokens:
-            self._tokens[key] = audio_tokens(self.codec, self.wav(path, opts), opts.layers)
+            self._tokens[key] = audio_tokens(self.codec, self.wav(path, opts), opts.token_layers)
         return self._tokens[key]
 
 

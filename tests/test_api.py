@@ -160,3 +160,24 @@ def test_loading_models_leaves_the_callers_random_stream(models, monkeypatch: py
     torch.manual_seed(0)
     assert torch.equal(torch.rand(1), after_load)
     assert "classify" in dir(ua) and "load_models" in dir(ua)
+
+
+def test_classify_options_resolve_again_after_replace() -> None:
+    """The method's defaults (crop, temperature, layers) are read through properties, so that
+    options derived with dataclasses.replace get the new method's, not the old one's."""
+    from dataclasses import replace
+
+    from uniaudio_cli.tasks.options import FITTED_TEMPERATURE, ClassifyOptions
+
+    fused = ClassifyOptions()
+    assert (fused.token_layers, fused.crop_seconds) == ("all", None)
+    paper = replace(fused, method="icl", mode="paper")
+    assert paper.crop_seconds == 1.0 and paper.token_layers == "semantic"
+    assert paper.crop_seconds == ClassifyOptions(method="icl", mode="paper").crop_seconds
+    proto = replace(fused, method="prototype")
+    assert proto.softmax_temperature == pytest.approx(FITTED_TEMPERATURE["prototype"])
+    assert proto.softmax_temperature != pytest.approx(fused.softmax_temperature)
+    assert proto.token_layers == "semantic"
+    assert replace(proto, temperature=0.3).softmax_temperature == 0.3
+    assert ClassifyOptions(method="icl", mode="paper", crop=0).crop_seconds is None
+    assert ClassifyOptions(crop=2).crop_seconds == 2.0

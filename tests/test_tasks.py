@@ -469,8 +469,8 @@ def test_fused_method_joins_llm_states_and_acoustic_statistics(models, label_dem
     llm, codec = models
     demos = load_demo_folder(label_demos).pick(None)
     opts = ClassifyOptions()  # the default method
-    assert opts.method == "fused" and opts.layers == "all"
-    assert opts.temperature == pytest.approx(FITTED_TEMPERATURE["fused"])
+    assert opts.method == "fused" and opts.token_layers == "all"
+    assert opts.softmax_temperature == pytest.approx(FITTED_TEMPERATURE["fused"])
     clf = Classifier.from_files(llm, codec, demos, opts)
     pred = clf.classify(queries[0])
     assert pred.label in demos and sum(pred.probabilities.values()) == pytest.approx(1.0)
@@ -483,7 +483,7 @@ def test_fused_method_joins_llm_states_and_acoustic_statistics(models, label_dem
 
     q = feature(clf.load_clip(queries[0]))
     nearest = [max(float(feature(clf.load_clip(p)) @ q) for p in demos[lb]) for lb in clf.labels]
-    expected = torch.softmax(torch.tensor(nearest) / opts.temperature, dim=0)
+    expected = torch.softmax(torch.tensor(nearest) / opts.softmax_temperature, dim=0)
     assert [pred.probabilities[lb] for lb in clf.labels] == pytest.approx(expected.tolist(), abs=1e-5)
     assert clf.classify_many([queries[0]])[0].probabilities == pred.probabilities
 

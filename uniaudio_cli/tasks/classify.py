@@ -134,8 +134,8 @@ def queries_per_batch(device: torch.device) -> int:
 def load_clip(path: str | Path, sample_rate: int, opts: ClassifyOptions) -> np.ndarray:
     """A clip as the classifier reads it: ``(T,)`` at ``sample_rate``, cropped as ``opts`` say."""
     wav = load_audio(path, sample_rate, max_seconds=opts.max_seconds)
-    if opts.crop:
-        wav = crop_or_pad(wav, round(float(opts.crop) * sample_rate), opts.crop_anchor)
+    if opts.crop_seconds:
+        wav = crop_or_pad(wav, round(float(opts.crop_seconds) * sample_rate), opts.crop_anchor)
     return wav
 
 
@@ -147,7 +147,7 @@ class Classifier:
         llm: the frozen LLM.
         codec: the LLM-Codec built on its vocabulary.
         demo_tokens: label -> one token list per demonstration clip, as :func:`audio_tokens`
-            makes them (layer 1, or layers 1-3 per ``opts.layers``). :meth:`from_files` reads
+            makes them (layer 1, or layers 1-3 per ``opts.token_layers``). :meth:`from_files` reads
             and encodes audio files into this.
         opts: prompt and decoding choices.
         batch: icl scores every label prompt (``--mode default``) or candidate (``--mode
@@ -205,14 +205,14 @@ class Classifier:
         acoustic: dict[str, list[np.ndarray]] = {}
         for label, paths in demos.items():
             wavs = [load_clip(p, codec.sample_rate, opts) for p in paths]
-            tokens[label] = [audio_tokens(codec, w, opts.layers) for w in wavs]
+            tokens[label] = [audio_tokens(codec, w, opts.token_layers) for w in wavs]
             if opts.method == "fused":
                 acoustic[label] = [acoustic_statistics(w, codec.sample_rate) for w in wavs]
         fused = opts.method == "fused"
         return cls(llm, codec, tokens, opts, batch=batch, demo_acoustic=acoustic if fused else None)
 
     def load_clip(self, path: str | Path) -> np.ndarray:
-        if not self.opts.crop:
+        if not self.opts.crop_seconds:
             self._check_fits(path, self._open(path))
         return load_clip(path, self.codec.sample_rate, self.opts)
 
@@ -222,7 +222,7 @@ class Classifier:
     def _check_fits(self, path: str | Path, reader: AudioReader) -> None:
         """Refuse, from its header and before encoding it, a whole clip whose tokens alone
         would not fit the LLM's context (the exact count is checked again when it is read)."""
-        rate = self.codec.tokens_per_second if self.opts.layers == "all" else self._layer1_rate
+        rate = self.codec.tokens_per_second if self.opts.token_layers == "all" else self._layer1_rate
         if reader.seconds * rate > self.llm.context_length:
             most = self.llm.context_length / rate
             raise UsageError(
@@ -234,11 +234,11 @@ class Classifier:
     def clip_tokens(self, path: str | Path) -> list[int]:
         """A file's tokens as the LLM reads them. An uncropped clip is streamed through the codec
         (audio memory stays one window whatever its length; the tokens are the same)."""
-        if self.opts.crop:
-            return audio_tokens(self.codec, self.load_clip(path), self.opts.layers)
+        if self.opts.crop_seconds:
+            return audio_tokens(self.codec, self.load_clip(path), self.opts.token_layers)
         reader = self._open(path)
         self._check_fits(path, reader)
-        return layer_tokens(self.codec.encode_blocks(reader.blocks())[0], self.opts.layers)
+        return layer_tokens(self.codec.encode_blocks(reader.blocks())[0], self.opts.token_layers)
 
     # -- icl ---------------------------------------------------------------------------------
     def prefix_ids(self, labels: Sequence[str] | None = None) -> list[int]:
@@ -324,7 +324,7 @@ class Classifier:
         self.centroids = torch.nn.functional.normalize(torch.stack(cents), dim=1)
 
     def _scores_prototype(self, tokens: Sequence[int], source: str = "clip") -> torch.Tensor:
-        return self.centroids @ self._embed(tokens, source) / self.opts.temperature
+        return self.centroids @ self._embed(tokens, source) / self.opts.softmax_temperature
 
     # -- fused -------------------------------------------------------------------------------
     def _fused(self, tokens: Sequence[int], acoustic: np.ndarray, source: str = "clip") -> torch.Tensor:
@@ -350,12 +350,12 @@ class Classifier:
         if not tokens:
             raise UsageError("a query with no audio tokens", "pass a clip of at least 0.1 s")
         q = self._fused(tokens, acoustic, source)
-        return torch.stack([(f @ q).max() for f in self.demo_features]) / self.opts.temperature
+        return torch.stack([(f @ q).max() for f in self.demo_features]) / self.opts.softmax_temperature
 
     # ----------------------------------------------------------------------------------------
     def query_warnings(self, tokens: Sequence[int]) -> list[str]:
         """Why an answer for a query of these tokens deserves less trust, if it does."""
-        rate = self.codec.tokens_per_second if self.opts.layers == "all" else self._layer1_rate
+        rate = self.codec.tokens_per_second if self.opts.token_layers == "all" else self._layer1_rate
         seconds = len(tokens) / rate
         longest = max(len(t) for clips in self._demo_tokens.values() for t in clips) / rate
         out = []
@@ -437,7 +437,7 @@ class Classifier:
     def classify_audio(self, wav: np.ndarray, name: str = "") -> Prediction:
         """Classify a clip already in memory: ``(T,)`` float at the codec's sample rate (not cropped)."""
         wav = as_mono(wav, name or "audio")
-        tokens = audio_tokens(self.codec, wav, self.opts.layers)
+        tokens = audio_tokens(self.codec, wav, self.opts.token_layers)
         acoustic = acoustic_statistics(wav, self.codec.sample_rate) if self.opts.method == "fused" else None
         return self.classify_tokens(tokens, name, acoustic)
 

@@ -95,19 +95,34 @@ class ClassifyOptions:
         check_number("max_seconds", self.max_seconds, 0.0, above=True)
         if self.temperature is not None:
             check_number("temperature", self.temperature, 0.0, above=True)
-        if self.crop == "auto":
-            self.crop = default_crop(None, self.method, self.mode)
-        if self.crop is not None and not (
-            isinstance(self.crop, int | float) and math.isfinite(self.crop) and self.crop >= 0
+        if self.crop not in ("auto", None) and not (
+            isinstance(self.crop, numbers.Real) and math.isfinite(self.crop) and self.crop >= 0
         ):
             raise UsageError(f"--crop {self.crop} is not a length in seconds", "use 0 (whole clips) or more")
-        if self.temperature is None:
-            self.temperature = FITTED_TEMPERATURE.get(self.method, 0.05)
-        if self.method == "fused":
-            # Its features read the tokens of all three layers (see tasks/prototype.py).
-            self.layers = "all"
         if self.abstain is not None and not 0.0 < self.abstain < 1.0:
             raise UsageError(f"--abstain {self.abstain} is not a probability in (0, 1)", "use e.g. --abstain 0.8")
+
+    # The fields keep what the caller gave ("auto", None); what the method makes of them is read
+    # through the properties below, so that dataclasses.replace(opts, method=...) resolves again.
+
+    @property
+    def crop_seconds(self) -> float | None:
+        """The demonstration and query crop in seconds (``None``: whole clips); ``"auto"`` is the
+        method's default (:func:`default_crop`)."""
+        if self.crop == "auto":
+            return default_crop(None, self.method, self.mode)
+        return float(self.crop) if self.crop else None
+
+    @property
+    def softmax_temperature(self) -> float:
+        """``temperature``, or the method's fitted one when it is ``None``."""
+        return float(self.temperature) if self.temperature is not None else FITTED_TEMPERATURE.get(self.method, 0.05)
+
+    @property
+    def token_layers(self) -> Layers:
+        """The codec layers the method reads: ``layers``, except fused, which reads all three
+        (see tasks/prototype.py)."""
+        return "all" if self.method == "fused" else self.layers
 
     @property
     def crop_anchor(self) -> str:
