@@ -71,7 +71,7 @@ def compare(files: list[Path]) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("files", nargs="+", type=Path, help="results files; the first is the baseline")
     args = parser.parse_args()
     if len(args.files) < 2:

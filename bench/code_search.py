@@ -32,7 +32,7 @@ SETS = {
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--codec", default="checkpoints/llm-codec-smollm2")
     ap.add_argument("--max-files", type=int, default=None, help="per set, evenly spaced (default: all)")
     args = ap.parse_args()

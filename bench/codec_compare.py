@@ -101,7 +101,7 @@ def mean(clips: list[dict[str, Any]], key: str) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("codecs", nargs="+", type=Path, help="codec checkpoint folders; the first is the baseline")
     ap.add_argument("--sets", default=",".join(SETS), help=f"held-out sets among {', '.join(SETS)}")
     ap.add_argument("--max-files", type=int, default=None, help="N clips of each set, evenly spaced (default: all)")

@@ -102,7 +102,7 @@ def time_codec(model: LLMCodec, seconds: float, repeats: int, device: torch.devi
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--seconds", type=float, default=10.0, help="audio length per pass")
     ap.add_argument("--repeats", type=int, default=3, help="timed passes after one warm-up")
     ap.add_argument("--backbone", nargs="+", choices=sorted(CONFIGS), default=["small", "published"])

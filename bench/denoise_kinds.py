@@ -109,8 +109,9 @@ def main() -> None:
         print("|---|" + "---|" * len(SNRS))
         noisy_cells = []
         for snr in SNRS:
-            m = np.array([sc for (s, _, _), sc in zip(mix, scored[kind], strict=True) if s == snr])
-            noisy_cells.append(f"{m[:, 0].mean():.3f} / {m[:, 1].mean():.3f}")
+            # A score is None where it is undefined (no speech found): left out of the means.
+            m = np.array([sc for (s, _, _), sc in zip(mix, scored[kind], strict=True) if s == snr], dtype=float)
+            noisy_cells.append(f"{np.nanmean(m[:, 0]):.3f} / {np.nanmean(m[:, 1]):.3f}")
         print("| noisy input | " + " | ".join(noisy_cells) + " |", flush=True)
         for label, demos, settings in rows:
             den = Denoiser.from_pairs(llm, codec, demo_sets[demos], DenoiseOptions(mask=settings))
@@ -122,12 +123,10 @@ def main() -> None:
                     if s == snr
                     for out in [den.denoise_wav(noisy)]
                 ]
-                dp = mean_interval([p - sc[0] for p, _, sc in pairs])
-                ds = mean_interval([q - sc[1] for _, q, sc in pairs])
-                cells.append(
-                    f"{np.mean([p for p, _, _ in pairs]):.3f} / {np.mean([q for _, q, _ in pairs]):.3f} "
-                    f"({change(dp)} / {change(ds)})"
-                )
+                dp = mean_interval([p - sc[0] for p, _, sc in pairs if p is not None and sc[0] is not None])
+                ds = mean_interval([q - sc[1] for _, q, sc in pairs if q is not None and sc[1] is not None])
+                out = np.array([(p, q) for p, q, _ in pairs], dtype=float)
+                cells.append(f"{np.nanmean(out[:, 0]):.3f} / {np.nanmean(out[:, 1]):.3f} ({change(dp)} / {change(ds)})")
             print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
 
 

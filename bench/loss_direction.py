@@ -97,11 +97,12 @@ def main() -> None:
     base = np.array(scores["none"], dtype=float)
     print("| loss minimised | PESQ-WB (paired change) | STOI (paired change) |\n|---|---|---|")
     for variant, rows in scores.items():
-        a = np.array(rows, dtype=float)
+        a = np.array(rows, dtype=float)  # None (a score undefined for a clip) is NaN, left out below
         d = a - base
-        half = 1.96 * d[:, 0].std() / np.sqrt(len(d))
-        pesq = f"{a[:, 0].mean():.3f} ({d[:, 0].mean():+.3f} ± {half:.3f})"
-        print(f"| {variant} | {pesq} | {a[:, 1].mean():.4f} ({d[:, 1].mean():+.4f}) |")
+        n = np.count_nonzero(~np.isnan(d[:, 0]))
+        half = 1.96 * np.nanstd(d[:, 0]) / np.sqrt(max(n, 1))
+        pesq = f"{np.nanmean(a[:, 0]):.3f} ({np.nanmean(d[:, 0]):+.3f} ± {half:.3f})"
+        print(f"| {variant} | {pesq} | {np.nanmean(a[:, 1]):.4f} ({np.nanmean(d[:, 1]):+.4f}) |")
 
 
 if __name__ == "__main__":

@@ -137,7 +137,7 @@ def errors(ours: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--seconds", type=float, default=3.0, help="length of each clip (default 3)")
     ap.add_argument("--clips", type=int, default=3, help="LibriSpeech clips (plus one noise clip)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic weights")

@@ -244,7 +244,7 @@ def make_synth_speech(out_dir: Path, n_clips: int, seed: int = 0) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry: generate the folder and print a one-line summary."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("out_dir", type=Path, help="folder to write (created if needed)")
     parser.add_argument("--clips", type=int, default=1500, help="number of clips (default 1500)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
