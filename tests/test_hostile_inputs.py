@@ -464,3 +464,51 @@ def test_written_models_and_caches_are_readable_to_others(tiny_codec, tmp_path: 
     assert stat.S_IMODE(ckpt.stat().st_mode) == 0o750
     assert {stat.S_IMODE(f.stat().st_mode) for f in ckpt.iterdir()} == {0o640}
     assert stat.S_IMODE(cache.path("k").stat().st_mode) == 0o640
+
+
+def test_audio_too_long_for_the_context_is_refused_before_loading(data: Path, tmp_path: Path, loads: list[int]) -> None:
+    """The default LLM reads 8,192 tokens and the default codec writes 58.3 tokens/s of three
+    layers (8.3 of layer 1): a whole 150 s query cannot fit the default (fused) method's prompt."""
+    long = write_tone(tmp_path / "long.wav", 150.0, freq=300.0)
+    res = run("classify", "--demos", data / "labels", long)
+    assert res.exit_code == 1
+    assert one_error_line(res) == (
+        f"error: {long}: 150 s is about 8750 tokens, more than the LLM's context of 8192 (about 140 s) "
+        "(fix: cut it into shorter clips, or read part of it with --crop SECONDS)"
+    )
+    assert loads == []
+    # Layer 1 alone fits, and a crop reads only part of the clip: both load and run.
+    assert run("classify", "--demos", data / "labels", long, "--method", "icl", "-q").exit_code == 0
+    assert run("classify", "--demos", data / "labels", long, "--crop", "1", "-q").exit_code == 0
+    assert len(loads) == 2
+    res = run("generate", "dog", "--demos", data / "labels", "-o", tmp_path / "g.wav", "--seconds", "150")
+    assert res.exit_code == 2
+    assert one_error_line(res).startswith("error: --seconds 150 beside 8 s of demonstrations: 158 s is about 9217")
+    assert len(loads) == 2
+
+
+def test_context_and_token_rates_are_read_without_loading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from uniaudio_cli import limits, llm
+    from uniaudio_cli.codec.config import CodecConfig
+    from uniaudio_cli.paths import default_codec_path
+
+    assert limits.llm_context_length(None) == limits.DEFAULT_CONTEXT_LENGTH
+    folder = tmp_path / "llama"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"max_position_embeddings": 4096}))
+    assert limits.llm_context_length(str(folder)) == 4096
+    (folder / "config.json").write_text("{not json")
+    assert limits.llm_context_length(str(folder)) is None  # the load reports it
+    assert limits.llm_context_length("meta-llama/Llama-2-7b-hf") is None  # a Hub id: not without loading
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    assert limits.llm_context_length(str(gguf)) is None  # not converted yet
+    converted = tmp_path / "converted"
+    converted.mkdir()
+    (converted / "config.json").write_text(json.dumps({"max_position_embeddings": 2048}))
+    monkeypatch.setattr(llm, "_gguf_cache", lambda p: converted)
+    assert limits.llm_context_length(str(gguf)) == 2048
+    cfg = CodecConfig.load(default_codec_path() / "config.json")
+    assert limits.codec_token_rates(None) == (cfg.tokens_per_second, cfg.frame_rate / cfg.vq_strides[0])
+    assert limits.codec_token_rates(tmp_path / "published.pth") is None
+    assert limits.context_overflow(140.0, 58.3, 8192) is None

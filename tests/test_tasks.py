@@ -19,7 +19,7 @@ from uniaudio_cli.codec.checkpoint import save_codec
 from uniaudio_cli.codec.config import CodecConfig
 from uniaudio_cli.codec.model import LLMCodec
 from uniaudio_cli.decoding import continuation_logprobs
-from uniaudio_cli.errors import UsageError
+from uniaudio_cli.errors import AudioError, UsageError
 from uniaudio_cli.llm import LoadedLLM, Vocabulary
 from uniaudio_cli.prompts import bos_ids
 from uniaudio_cli.tasks import tts as tts_module
@@ -528,7 +528,7 @@ def test_a_query_past_the_context_is_named(models, label_demos, tmp_path: Path) 
     long = write_tone(tmp_path / "long.wav", 40.0)  # about 2,300 tokens of three layers
     for method in ("prototype", "fused"):
         clf = Classifier.from_files(llm, codec, demos, ClassifyOptions(method=method, layers="all", center=False))
-        with pytest.raises(UsageError, match=r"long\.wav: 40 s is about 2333 tokens, more than .* \(about 35 s\)"):
+        with pytest.raises(AudioError, match=r"long\.wav: 40 s is about 2333 tokens, more than .* \(about 35 s\)"):
             clf.classify(long)
 
 

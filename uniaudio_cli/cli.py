@@ -318,6 +318,22 @@ CropOpt = Annotated[
 ]
 
 
+def _refuse_overflow(
+    llm: str | None, codec: str | None, seconds: float, layers: str, name: object, fix: str, error: type = UsageError
+) -> None:
+    """Refuse, before the models load, ``seconds`` of audio whose tokens alone (all codec
+    layers, or layer 1) overflow the LLM's context; nothing is checked where the context or the
+    token rate cannot be read without loading (the tasks check again once loaded)."""
+    from uniaudio_cli.limits import codec_token_rates, context_overflow, llm_context_length
+
+    context, rates = llm_context_length(llm), codec_token_rates(codec)
+    if context is None or rates is None:
+        return
+    overflow = context_overflow(seconds, rates[0] if layers == "all" else rates[1], context)
+    if overflow is not None:
+        raise error(f"{name}: {overflow}", fix)
+
+
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise UsageError(f"{name} {value!r} is not one of {', '.join(allowed)}", f"use {name} {allowed[0]}")
@@ -423,7 +439,20 @@ def classify(
         print_note(describe_demos(folder, chosen))
     check_demo_clips((p for clips in chosen.values() for p in clips), opts.max_seconds)
     paths = expand_inputs(queries)
-    check_inputs(paths, audio_probe(paths, opts.max_seconds))
+    probe = audio_probe(paths, opts.max_seconds)
+    if not opts.crop_seconds:  # a whole query is read in one prompt
+
+        def probe_fits(p: Path, probe: Callable[[Path], None] = probe) -> None:
+            import soundfile as sf
+
+            from uniaudio_cli.errors import AudioError
+            from uniaudio_cli.tasks.classify import TOO_LONG_FIX
+
+            probe(p)
+            _refuse_overflow(llm, codec, sf.info(str(p)).duration, opts.token_layers, p, TOO_LONG_FIX, AudioError)
+
+        probe = probe_fits
+    check_inputs(paths, probe)
     lm, cdc = load_models(llm, codec, device, dtype, quiet)
     from uniaudio_cli.tasks.classify import Classifier
 
@@ -754,6 +783,17 @@ def generate(
                     )
                 )
     check_demo_clips((p for clips in chosen.values() for p in clips), opts.max_seconds)
+    if opts.seconds is not None:
+        # A lower bound of the prompt: the clip to write and the cropped demonstrations' audio.
+        demo_seconds = (opts.crop or 0.0) * sum(len(c) for c in chosen.values())
+        _refuse_overflow(
+            llm,
+            codec,
+            opts.seconds + demo_seconds,
+            "all",
+            f"--seconds {opts.seconds:g} beside {demo_seconds:g} s of demonstrations",
+            "use a shorter --seconds, fewer --shots or captions in --demos, or a shorter --crop",
+        )
     lm, cdc = load_models(llm, codec, device, dtype, quiet)
     from uniaudio_cli.tasks.generate import SoundGenerator
 

@@ -42,7 +42,8 @@ from uniaudio_cli.decoding import (
     token_logprobs,
     token_logprobs_batch,
 )
-from uniaudio_cli.errors import UniaudioError, UsageError
+from uniaudio_cli.errors import AudioError, UniaudioError, UsageError
+from uniaudio_cli.limits import context_overflow
 from uniaudio_cli.llm import LoadedLLM
 from uniaudio_cli.prompts import PromptBuilder, PromptTemplate
 from uniaudio_cli.tasks.demos import crop_or_pad
@@ -115,6 +116,8 @@ def audio_tokens(codec: Codec, wav: np.ndarray, layers: Layers) -> list[int]:
 
 # Fewer layer-1 tokens than this (about 0.25 s at 8.3 tokens/s) carry too little to judge.
 MIN_QUERY_TOKENS = 2
+# The fix for a whole clip too long for the LLM's context.
+TOO_LONG_FIX = "cut it into shorter clips, or read part of it with --crop SECONDS"
 # A query this many times longer than the longest demonstration is flagged.
 LONG_QUERY_FACTOR = 4.0
 
@@ -223,13 +226,9 @@ class Classifier:
         """Refuse, from its header and before encoding it, a whole clip whose tokens alone
         would not fit the LLM's context (the exact count is checked again when it is read)."""
         rate = self.codec.tokens_per_second if self.opts.token_layers == "all" else self._layer1_rate
-        if reader.seconds * rate > self.llm.context_length:
-            most = self.llm.context_length / rate
-            raise UsageError(
-                f"{path}: {reader.seconds:.0f} s is about {reader.seconds * rate:.0f} tokens, more than the "
-                f"LLM's context of {self.llm.context_length} (about {most:.0f} s)",
-                "cut it into shorter clips, or read part of it with --crop SECONDS",
-            )
+        overflow = context_overflow(reader.seconds, rate, self.llm.context_length)
+        if overflow is not None:
+            raise AudioError(f"{path}: {overflow}", TOO_LONG_FIX)
 
     def clip_tokens(self, path: str | Path) -> list[int]:
         """A file's tokens as the LLM reads them. An uncropped clip is streamed through the codec

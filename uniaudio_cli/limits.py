@@ -1,0 +1,63 @@
+"""What fits an LLM's context, known before any model loads.
+
+The commands refuse audio too long for the LLM's context before they load the models (seconds,
+not the load's ten): the LLM's context length and the codec's token rates are read here from
+config files, without torch. Where a source cannot be read this way (a Hugging Face model id, a
+published ``.pth`` codec), the answer is ``None`` and the tasks' own checks, after loading, apply.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# SmolLM2-135M-Instruct, the embedded default LLM (its GGUF is pinned by SHA-256; the
+# integration tests compare this with the loaded model's).
+DEFAULT_CONTEXT_LENGTH = 8192
+# What load_llm assumes of a config that names no length.
+FALLBACK_CONTEXT_LENGTH = 4096
+
+
+def llm_context_length(llm: str | None) -> int | None:
+    """The context length of ``--llm`` (``None``: the embedded default), or ``None`` when it
+    cannot be read without loading (a Hub model id, a GGUF file not converted yet, an
+    unreadable config)."""
+    if llm is None:
+        return DEFAULT_CONTEXT_LENGTH
+    p = Path(llm).expanduser()
+    try:
+        if p.suffix == ".gguf" and p.is_file():
+            from uniaudio_cli.llm import _gguf_cache
+
+            p = _gguf_cache(p)  # its converted folder (reading the GGUF's header takes seconds)
+        if (p / "config.json").is_file():
+            config = json.loads((p / "config.json").read_text())
+            return int(config.get("max_position_embeddings") or FALLBACK_CONTEXT_LENGTH)
+    except Exception:  # a broken file is reported, with its fix, by the load itself
+        return None
+    return None
+
+
+def codec_token_rates(codec: str | Path | None) -> tuple[float, float] | None:
+    """``(tokens per second of all layers, of layer 1)`` of ``--codec`` (``None``: the default
+    checkpoint), or ``None`` for a published ``.pth`` or an unreadable folder."""
+    from uniaudio_cli.codec.config import CodecConfig
+    from uniaudio_cli.paths import default_codec_path
+
+    folder = Path(codec) if codec is not None else default_codec_path()
+    try:
+        cfg = CodecConfig.load(folder / "config.json")
+    except Exception:  # the load reports it, with its fix
+        return None
+    return cfg.tokens_per_second, cfg.frame_rate / cfg.vq_strides[0]
+
+
+def context_overflow(seconds: float, rate: float, context: int) -> str | None:
+    """What is wrong when ``seconds`` of audio read at ``rate`` tokens/s alone overflow an LLM
+    ``context`` (for an error message), else ``None``."""
+    if seconds * rate <= context:
+        return None
+    return (
+        f"{seconds:.0f} s is about {seconds * rate:.0f} tokens, more than the LLM's context of {context} "
+        f"(about {context / rate:.0f} s)"
+    )
