@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from itertools import pairwise
 from pathlib import Path
 
@@ -176,14 +177,17 @@ def test_a_prompt_that_does_not_fit_is_refused_before_generating(models, demos: 
 
 def test_options_are_checked() -> None:
     for kwargs, needle in (
-        ({"mode": "bogus"}, "--mode 'bogus' is not one of default, paper"),
-        ({"seconds": 0.0}, "--seconds 0"),
-        ({"crop": -1.0}, "--crop -1"),
-        ({"shots": 0}, "--shots 0"),
-        ({"temperature": -0.5}, "--temperature -0.5"),
-        ({"top_k": -1}, "--top-k -1"),
+        ({"mode": "bogus"}, "mode='bogus' is not one of default, paper"),
+        ({"seconds": 0.0}, "seconds=0.0 is not a number above 0"),
+        ({"seconds": float("inf")}, "seconds=inf is not a number"),  # would overflow the sample count
+        ({"crop": -1.0}, "crop=-1.0 is not a number at least 0"),
+        ({"shots": 0}, "shots=0 is not an integer at least 1"),
+        ({"shots": 1.5}, "shots=1.5 is not an integer"),
+        ({"temperature": -0.5}, "temperature=-0.5"),
+        ({"temperature": float("nan")}, "temperature=nan"),  # would reach the sampler
+        ({"top_k": -1}, "top_k=-1"),
     ):
-        with pytest.raises(UsageError, match=needle):
+        with pytest.raises(UsageError, match=re.escape(needle)):
             GenerateOptions(**kwargs)
     assert GenerateOptions(crop=0.0).crop is None
     assert caption_of("dog_bark") == "dog bark" and caption_of("sea__waves ") == "sea waves"

@@ -759,7 +759,7 @@ def generate(
     )
     opts = GenerateOptions(
         mode=_choice("--mode", mode, ("default", "paper")),  # type: ignore[arg-type]
-        seconds=seconds,
+        seconds=None if seconds is None else _positive("--seconds", seconds),
         crop=crop,
         shots=shots,
         temperature=temperature,
@@ -1492,7 +1492,7 @@ def eval_generate(
     _check_markdown(markdown, force, out_dir)
     opts = GenerateOptions(
         mode=_choice("--mode", mode, ("default", "paper")),  # type: ignore[arg-type]
-        seconds=seconds,
+        seconds=None if seconds is None else _positive("--seconds", seconds),
         crop=crop,
         shots=shots,
         temperature=temperature,

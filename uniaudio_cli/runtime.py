@@ -13,7 +13,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DTYPE_NAMES = ("auto", "bf16", "bfloat16", "float16", "float32", "fp16", "fp32")
+# --dtype names -> torch dtype attribute names (kept as strings: checked without importing torch).
+_DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "float16": "float16",
+    "fp16": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+}
+DTYPE_NAMES = ("auto", *sorted(_DTYPES))
 # Device strings torch.device accepts that uniaudio can run on (checked without importing torch).
 _DEVICE = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
 
@@ -47,21 +56,12 @@ def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
     """``None``/``auto``: bfloat16 on CUDA (float16 where bf16 is unsupported), float32 on CPU."""
     import torch
 
-    names = {
-        "float32": torch.float32,
-        "fp32": torch.float32,
-        "float16": torch.float16,
-        "fp16": torch.float16,
-        "bfloat16": torch.bfloat16,
-        "bf16": torch.bfloat16,
-    }
     if dtype is None or dtype == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
-    if dtype not in names:
-        raise UsageError(f"unknown dtype {dtype!r}", f"use one of {', '.join(sorted(names))}")
-    resolved = names[dtype]
+    check_runtime_options(None, dtype)
+    resolved = getattr(torch, _DTYPES[dtype])
     if device.type == "cpu" and resolved == torch.float16:
         log.warning("float16 is slow and inaccurate on CPU; using float32")
         return torch.float32

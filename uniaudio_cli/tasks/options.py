@@ -335,19 +335,17 @@ class GenerateOptions:
     max_seconds: float = 600.0  # longer demonstration files are refused
 
     def __post_init__(self) -> None:
-        if self.mode not in ("default", "paper"):
-            raise UsageError(f"--mode {self.mode!r} is not one of default, paper", "use --mode default")
-        if self.seconds is not None and not self.seconds > 0:
-            raise UsageError(f"--seconds {self.seconds:g}: the length must be positive", "use e.g. --seconds 2")
-        if self.crop is not None and self.crop < 0:
-            raise UsageError(f"--crop {self.crop:g}: negative", "use --crop 2, or 0 for whole clips")
+        check_choice("mode", self.mode, ("default", "paper"))
+        if self.seconds is not None:
+            check_number("seconds", self.seconds, 0.0, above=True)
+        if self.crop is not None:
+            check_number("crop", self.crop, 0.0)
         self.crop = self.crop or None
-        if self.shots < 1:
-            raise UsageError(f"--shots {self.shots}: at least 1 clip per caption is needed", "use --shots 3")
-        if self.temperature < 0:
-            raise UsageError(f"--temperature {self.temperature:g}: negative", "use 0 (greedy) or more")
-        if self.top_k < 0:
-            raise UsageError(f"--top-k {self.top_k}: negative", "use 0 (every token) or more")
+        check_number("shots", self.shots, 1, integer=True)
+        check_number("temperature", self.temperature, 0.0)
+        check_number("top_k", self.top_k, 0, integer=True)
+        check_number("seed", self.seed, -(2**63), integer=True)
+        check_number("max_seconds", self.max_seconds, 0.0, above=True)
 
 
 def caption_of(name: str) -> str:
