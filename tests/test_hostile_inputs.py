@@ -512,3 +512,36 @@ def test_context_and_token_rates_are_read_without_loading(tmp_path: Path, monkey
     assert limits.codec_token_rates(None) == (cfg.tokens_per_second, cfg.frame_rate / cfg.vq_strides[0])
     assert limits.codec_token_rates(tmp_path / "published.pth") is None
     assert limits.context_overflow(140.0, 58.3, 8192) is None
+
+
+def _tokenizer_folder(root: Path, context: int) -> Path:
+    """A model folder with only what the pre-load checks read: config.json and tokenizer.json."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    root.mkdir()
+    tok = Tokenizer(models.WordLevel({"[UNK]": 0, "word": 1}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(root / "tokenizer.json"))
+    (root / "config.json").write_text(json.dumps({"max_position_embeddings": context}))
+    return root
+
+
+def test_texts_too_long_for_the_context_are_refused_before_loading(
+    data: Path, tmp_path: Path, loads: list[int]
+) -> None:
+    llm = _tokenizer_folder(tmp_path / "llm", context=64)
+    long = "word " * 100
+    res = run("tts", long, "--llm", llm, "-o", tmp_path / "a.wav", "--demos", data / "digits")
+    assert res.exit_code == 1
+    assert one_error_line(res) == (
+        "error: 'word word word word word word word word word word word wo...': 100 tokens, more than the "
+        "LLM's context of 64 (fix: use a shorter text: the question must fit the LLM's context beside the "
+        "answer examples)"
+    )
+    res = run("generate", long, "--llm", llm, "-o", tmp_path / "b.wav", "--demos", data / "labels")
+    assert res.exit_code == 1 and "100 tokens, more than the LLM's context of 64" in res.stderr
+    assert "(fix: use a shorter caption)" in res.stderr
+    assert loads == []
+    # One text that fits: the batch goes on (the task names each text too long as it reaches it).
+    res = run("tts", long, "1+1", "--llm", llm, "--out-dir", tmp_path / "out", "--demos", data / "digits", "-q")
+    assert len(loads) == 1

@@ -133,10 +133,13 @@ def test_default_llm_loads_as_a_plain_model() -> None:
     """The converted folder holds dequantised weights: its config names no GGUF quantization, so
     transformers' GGUF quantizer (and its cast warning on bfloat16, the CUDA default) stays out.
     Its context is the one the commands check audio against before loading."""
-    from uniaudio_cli.limits import DEFAULT_CONTEXT_LENGTH
+    from uniaudio_cli.limits import DEFAULT_CONTEXT_LENGTH, text_tokens
     from uniaudio_cli.llm import load_llm
 
     lm = load_llm(dtype="bfloat16", prompt_cache=False)
     assert getattr(lm.model, "hf_quantizer", None) is None
     assert getattr(lm.model.config, "quantization_config", None) is None
     assert next(lm.model.parameters()).dtype.is_floating_point and lm.context_length == DEFAULT_CONTEXT_LENGTH
+    # The pre-load text check counts as the model's tokenizer does.
+    text = "If 2 times a number plus 1 equals 7, what is the number? Ünïcode, 12+30 = 42."
+    assert text_tokens(None, text) == len(lm.tokenizer(text, add_special_tokens=False).input_ids)

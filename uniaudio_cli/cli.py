@@ -334,6 +334,26 @@ def _refuse_overflow(
         raise error(f"{name}: {overflow}", fix)
 
 
+def _refuse_long_texts(llm: str | None, texts: list[str], fix: str) -> None:
+    """Refuse, before the models load, a run none of whose texts fits the LLM's context on its
+    own (counted with the model's tokenizer file); a batch with one text that fits goes on, and
+    the tasks name each text too long as they reach it."""
+    from uniaudio_cli.errors import PromptTooLongError
+    from uniaudio_cli.limits import llm_context_length, text_tokens
+
+    context = llm_context_length(llm)
+    if context is None:
+        return
+    errors = []
+    for t in texts:
+        n = text_tokens(llm, t)
+        if n is None or n <= context:
+            return
+        errors.append(PromptTooLongError(f"{_short(t)!r}: {n} tokens, more than the LLM's context of {context}", fix))
+    errors[0].also = errors[1:]
+    raise errors[0]
+
+
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise UsageError(f"{name} {value!r} is not one of {', '.join(allowed)}", f"use {name} {allowed[0]}")
@@ -554,6 +574,9 @@ def tts(
     texts = _texts_to_write(
         texts, output, out_dir, force, "text", 'uniaudio tts "1+1" -o two.wav', 'a question or digit, e.g. "1+1"'
     )
+    _refuse_long_texts(
+        llm, texts, "use a shorter text: the question must fit the LLM's context beside the answer examples"
+    )
     opts = TTSOptions(
         mode=_choice("--mode", mode, ("default", "paper")),
         shots=shots,  # type: ignore[arg-type]
@@ -588,7 +611,7 @@ def tts(
             from uniaudio_cli.batch import print_note
 
             # Printed even with --quiet: the spoken answer may be a confident-sounding wrong digit.
-            print_note(f"warning: {speech.text}: {speech.warning}")
+            print_note(f"warning: {_short(speech.text)!r}: {speech.warning}")
         typer.echo(f"{_field(speech.text)}\t{_field(dest)}{extra}{follows}")
 
     report = run_batch(
@@ -757,6 +780,7 @@ def generate(
         'uniaudio generate "dog bark" -o dog.wav',
         'a caption, e.g. "dog bark"',
     )
+    _refuse_long_texts(llm, captions, "use a shorter caption")
     opts = GenerateOptions(
         mode=_choice("--mode", mode, ("default", "paper")),  # type: ignore[arg-type]
         seconds=None if seconds is None else _positive("--seconds", seconds),

@@ -9,7 +9,9 @@ published ``.pth`` codec), the answer is ``None`` and the tasks' own checks, aft
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 # SmolLM2-135M-Instruct, the embedded default LLM (its GGUF is pinned by SHA-256; the
 # integration tests compare this with the loaded model's).
@@ -18,24 +20,53 @@ DEFAULT_CONTEXT_LENGTH = 8192
 FALLBACK_CONTEXT_LENGTH = 4096
 
 
+def _llm_folder(llm: str | None) -> Path | None:
+    """The folder holding ``--llm``'s config and tokenizer files: the converted folder of a GGUF
+    (the default's too), or the model folder itself; ``None`` for a Hub id or a GGUF not
+    converted yet."""
+    from uniaudio_cli.llm import _gguf_cache, default_gguf_path
+
+    try:
+        p = default_gguf_path(install=False) if llm is None else Path(llm).expanduser()
+        if p.suffix == ".gguf" and p.is_file():
+            p = _gguf_cache(p)  # reading the GGUF's own header takes seconds
+        return p if p.is_dir() else None
+    except Exception:  # not installed, unreadable: the load reports it, with its fix
+        return None
+
+
 def llm_context_length(llm: str | None) -> int | None:
     """The context length of ``--llm`` (``None``: the embedded default), or ``None`` when it
     cannot be read without loading (a Hub model id, a GGUF file not converted yet, an
     unreadable config)."""
     if llm is None:
         return DEFAULT_CONTEXT_LENGTH
-    p = Path(llm).expanduser()
+    folder = _llm_folder(llm)
     try:
-        if p.suffix == ".gguf" and p.is_file():
-            from uniaudio_cli.llm import _gguf_cache
-
-            p = _gguf_cache(p)  # its converted folder (reading the GGUF's header takes seconds)
-        if (p / "config.json").is_file():
-            config = json.loads((p / "config.json").read_text())
-            return int(config.get("max_position_embeddings") or FALLBACK_CONTEXT_LENGTH)
+        config = json.loads((folder / "config.json").read_text()) if folder is not None else None
+        return int(config.get("max_position_embeddings") or FALLBACK_CONTEXT_LENGTH) if config else None
     except Exception:  # a broken file is reported, with its fix, by the load itself
         return None
-    return None
+
+
+def text_tokens(llm: str | None, text: str) -> int | None:
+    """How many tokens ``--llm``'s tokenizer makes of ``text`` (no special tokens), read with
+    the ``tokenizers`` library from the model's ``tokenizer.json``; ``None`` without one."""
+    folder = _llm_folder(llm)
+    if folder is None or not (folder / "tokenizer.json").is_file():
+        return None
+    try:
+        tokenizer = _tokenizer(str(folder / "tokenizer.json"))
+        return len(tokenizer.encode(text, add_special_tokens=False).ids)
+    except Exception:
+        return None
+
+
+@lru_cache(maxsize=4)
+def _tokenizer(path: str) -> Any:
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(path)
 
 
 def codec_token_rates(codec: str | Path | None) -> tuple[float, float] | None:
