@@ -124,7 +124,14 @@ def test_expand_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     a = write_tone(tmp_path / "d" / "b.wav")
     b = write_tone(tmp_path / "d" / "sub" / "a.flac")
     (tmp_path / "d" / "notes.txt").write_text("x")
+    # Hidden files and folders are no inputs (macOS AppleDouble files, notebook checkpoints).
+    (tmp_path / "d" / "._b.wav").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    write_tone(tmp_path / "d" / ".ipynb_checkpoints" / "c.wav")
     assert expand_inputs([str(tmp_path / "d")]) == sorted([a, b])
+    # A folder named by the user is read even when it is hidden itself.
+    assert expand_inputs([str(tmp_path / "d" / ".ipynb_checkpoints")]) == [
+        tmp_path / "d" / ".ipynb_checkpoints" / "c.wav"
+    ]
     import io
 
     monkeypatch.setattr("sys.stdin", io.StringIO(f"{a}\n\n{b}\n"))

@@ -393,7 +393,11 @@ def is_audio_file(path: Path) -> bool:
 
 def expand_inputs(items: Iterable[str], suffixes: set[str] | None = None) -> list[Path]:
     """Turn CLI arguments into files: folders expand (recursively, sorted), ``-`` reads paths
-    from stdin, one per line. Missing paths are kept so that the caller reports them per file."""
+    from stdin, one per line. Missing paths are kept so that the caller reports them per file.
+
+    A folder's hidden files and folders (names starting with ``.``: macOS's ``._x.wav``
+    AppleDouble files, ``.ipynb_checkpoints``) are left out, as demonstration folders leave them.
+    """
     wanted = suffixes or AUDIO_SUFFIXES
     out: list[Path] = []
     for item in items:
@@ -402,7 +406,13 @@ def expand_inputs(items: Iterable[str], suffixes: set[str] | None = None) -> lis
             continue
         p = Path(item)
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in wanted)
+            found = sorted(
+                f
+                for f in p.rglob("*")
+                if f.is_file()
+                and f.suffix.lower() in wanted
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            )
             if not found:
                 raise UsageError(f"{p}: folder holds no {'/'.join(sorted(wanted))} files", "check the folder")
             out.extend(found)
