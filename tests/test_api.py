@@ -181,3 +181,14 @@ def test_classify_options_resolve_again_after_replace() -> None:
     assert replace(proto, temperature=0.3).softmax_temperature == 0.3
     assert ClassifyOptions(method="icl", mode="paper", crop=0).crop_seconds is None
     assert ClassifyOptions(crop=2).crop_seconds == 2.0
+
+
+def test_denoise_pairs_default_per_mode() -> None:
+    """Paper mode puts every pair in one prompt, so it takes 4 by default (all would overflow
+    SmolLM2's context with the shipped demonstrations); the default mode reads them one by one."""
+    from uniaudio_cli.tasks.options import DenoiseOptions
+
+    assert DenoiseOptions(mode="paper").pair_count(10) == 4
+    assert DenoiseOptions(mode="paper").pair_count(3) == 3
+    assert DenoiseOptions().pair_count(10) == 10
+    assert DenoiseOptions(mode="paper", pairs=6).pair_count(10) == 6

@@ -9,7 +9,15 @@ import pytest
 import soundfile as sf
 
 from tests.conftest import write_tone
-from uniaudio_cli.audio import expand_inputs, load_audio, write_audio, write_audio_blocks, write_text_atomic
+from uniaudio_cli.audio import (
+    check_output_file,
+    check_output_files,
+    expand_inputs,
+    load_audio,
+    write_audio,
+    write_audio_blocks,
+    write_text_atomic,
+)
 from uniaudio_cli.errors import AudioError, OutputExistsError, OutputWriteError, UsageError
 
 
@@ -53,6 +61,7 @@ def test_silence_and_length_limits(tmp_path: Path) -> None:
     long = write_tone(tmp_path / "long.wav", seconds=3.0)
     with pytest.raises(AudioError, match="limit is 2 s"):
         load_audio(long, max_seconds=2)
+    assert load_audio(long, max_seconds=3).shape == (48000,)  # exactly at the limit is allowed
     no_samples = tmp_path / "zero.wav"
     sf.write(no_samples, np.zeros(0), 16000)
     with pytest.raises(AudioError):
@@ -141,3 +150,27 @@ def test_expand_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         expand_inputs([str(tmp_path / "empty")])
     with pytest.raises(UsageError, match="no inputs"):
         expand_inputs([])
+
+
+def test_output_checks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(UsageError, match="is a folder"):
+        check_output_file(tmp_path, force=True)
+    out = tmp_path / "out"
+    # Two inputs of one name in different folders would write one output file: refused up front.
+    with pytest.raises(UsageError, match="2 inputs would write this one output"):
+        check_output_files([out / "x.wav", out / "y.wav", out / "x.wav"])
+    check_output_files([out / "x.wav", out / "y.wav"])
+    # --force does not replace a read-only file (a rename would ignore its permissions).
+    existing = write_tone(tmp_path / "ro.wav")
+    monkeypatch.setattr("uniaudio_cli.audio.os.access", lambda path, mode: False)  # as root, access is always granted
+    with pytest.raises(UsageError, match="exists and is read-only"):
+        check_output_file(existing, force=True)
+
+
+def test_written_samples_are_clipped_to_full_scale_in_every_format(tmp_path: Path) -> None:
+    loud = 1.5 * np.sin(np.linspace(0, 400 * np.pi, 16000)).astype(np.float32)
+    # Vorbis is lossy: its decoding of a clipped wave overshoots a little (unclipped: 1.5).
+    for name, tolerance in (("a.wav", 1e-3), ("a.flac", 1e-3), ("a.ogg", 0.1)):
+        write_audio(tmp_path / name, loud, 16000)
+        back, _ = sf.read(tmp_path / name, dtype="float32")
+        assert np.abs(back).max() <= 1.0 + tolerance, name

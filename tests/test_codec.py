@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -206,6 +207,8 @@ def test_checkpoint_errors_name_file_and_fix(tmp_path: Path, tiny_codec: LLMCode
         assert str(out) in info.value.message and info.value.fix
 
     expect({**original, "format_version": 99}, "version 99")
+    expect({**original, "format_version": 0}, "version 0")  # older formats too: strictly versioned
+    expect({k: v for k, v in original.items() if k != "format_version"}, "version None")
     expect({**original, "bogus": 1}, "unknown codec config fields")
     expect({**original, "format": "other"}, "not a uniaudio codec config")
     expect({**original, "small_dim": 48}, "wrong shape")
@@ -213,6 +216,17 @@ def test_checkpoint_errors_name_file_and_fix(tmp_path: Path, tiny_codec: LLMCode
     with pytest.raises(CheckpointError, match="not valid JSON"):
         load_codec(out, vocabulary=vocab, device="cpu")
     cfg_path.write_text(json.dumps(original))
+    # A weight left out (or one of another model) is refused, never left at its random start.
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(out / WEIGHTS_FILE))
+    first = sorted(weights)[0]
+    save_file({k: v for k, v in weights.items() if k != first}, str(out / WEIGHTS_FILE))
+    with pytest.raises(CheckpointError, match=re.escape(f"missing ['{first}']")):
+        load_codec(out, vocabulary=vocab, device="cpu")
+    save_file({**weights, "decoder.extra": torch.zeros(1)}, str(out / WEIGHTS_FILE))
+    with pytest.raises(CheckpointError, match=r"decoder\.extra"):
+        load_codec(out, vocabulary=vocab, device="cpu")
     (out / WEIGHTS_FILE).write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="unreadable"):
         load_codec(out, vocabulary=vocab, device="cpu")

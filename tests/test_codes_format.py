@@ -190,7 +190,9 @@ def test_bad_json_is_refused_naming_the_file_and_line(encoded, tmp_path: Path) -
 def test_codes_out_of_range_are_refused(encoded, tmp_path: Path) -> None:
     codec, _, obj = encoded
     n_tokens = codec.bridge.codebook_sizes[1]
-    for layer, bad_id, what in [(1, 10**6, "layer 2"), (0, 0, "layer 1"), (2, 0, "layer 3")]:
+    # n_tokens: one past the last code of layers 2-3 (an off-by-one would index past the table).
+    cases = [(1, 10**6, "layer 2"), (1, n_tokens, "layer 2"), (0, 0, "layer 1"), (2, 0, "layer 3")]
+    for layer, bad_id, what in cases:
         # 0 is a special token (excluded) and not one of layer 1's word tokens.
         codes = [list(c) for c in obj["codes"]]
         codes[layer][0] = bad_id
@@ -223,3 +225,18 @@ def test_identity_of_an_unsaved_codec_and_writing_needs_one(codec_dirs, vocab: V
         EncodedClip("x.wav", 16000, [[1]], 100).to_json()
     ident = CodecIdentity("s", "a" * 64, None)
     assert CodecIdentity.from_obj(ident.to_obj(), "f") == ident
+
+
+def test_codes_for_another_sample_rate_are_refused(encoded, tmp_path: Path) -> None:
+    codec, _, obj = encoded
+    path = _write(tmp_path, {**obj, "sample_rate": 8000})
+    with pytest.raises(CodecMismatchError, match="codes are for 8000 Hz, this codec runs at 16000 Hz"):
+        codec.decode_clip(read_encoded(path)[0], str(path))
+
+
+def test_json_lines_may_hold_blank_lines(encoded, tmp_path: Path) -> None:
+    _, path, _ = encoded
+    line = path.read_text().strip()
+    many = _write(tmp_path, f"{line}\n\n{line}\n  \n", name="two.jsonl")
+    clips = read_encoded(many)
+    assert len(clips) == 2 and clips[0].codes == clips[1].codes

@@ -340,3 +340,16 @@ def test_eval_generate_end_to_end(classes: Path, tmp_path: Path, loads: list[int
         assert f"| {row} |" in text
     assert "Generated clips per class" in text
     assert loads == [1]
+
+
+def test_a_captions_codes_stay_within_each_layers_codes(models) -> None:
+    """Demonstrations made in memory may hold any id; the default mode's per-caption masks
+    allow only ids that are codes of their layer, so every written clip decodes."""
+    llm, codec = models
+    noise = np.random.default_rng(1).standard_normal(SR).astype(np.float32) * 0.1
+    tokens = codec.encode(noise)
+    tokens[0][0] = 0  # a special token: no code of layer 1
+    gen = SoundGenerator(llm, codec, [SoundDemo("hum", tokens, SR)], GenerateOptions(temperature=0.0))
+    for own, layer_mask in zip(gen.caption_schedules["hum"], gen.schedule, strict=True):
+        assert own.any() and not (own & ~layer_mask).any()
+    assert not gen.caption_schedules["hum"][0][0]

@@ -307,6 +307,22 @@ def test_every_bad_input_of_an_unusable_batch_is_named(tmp_path: Path, loads: li
     assert "nope.wav: no such file" in errors[0] and "empty.wav: empty file" in errors[1]
     assert errors[2] == "error: none of the 2 inputs is usable"
     assert loads == []
+    # The run exits with its errors' own code: malformed codes files are a usage error (2).
+    (tmp_path / "a.json").write_text("{not json")
+    (tmp_path / "b.json").write_text("[]")
+    res = run("decode", tmp_path / "a.json", tmp_path / "b.json", "--out-dir", tmp_path / "d")
+    assert res.exit_code == 2 and "error: none of the 2 inputs is usable" in res.stderr
+    assert loads == []
+
+
+def test_out_of_memory_is_one_line(data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr("uniaudio_cli.api.load_models", exhausted)
+    res = run("classify", "--demos", data / "labels", data / "q" / "a [b].wav")
+    assert res.exit_code == 1
+    assert one_error_line(res) == "error: out of memory"
 
 
 def test_sigterm_unwinds_like_ctrl_c(monkeypatch: pytest.MonkeyPatch, capsys) -> None:

@@ -107,3 +107,40 @@ def test_the_store_can_be_turned_off(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     s = PromptStore.for_model(model)
     assert s is not None and s.root == tmp_path / "prompt-cache" and s.limit_bytes == 2**29
     assert not s.root.exists()  # nothing is written until a prompt is stored
+
+
+def test_keys_hold_the_device_and_a_file_must_be_its_own(store) -> None:
+    """CPU and CUDA round differently, so a cache is never shared between device types; a file
+    under another key's name, or holding another length of prompt, is not read."""
+    import shutil
+
+    model = tiny_llama()
+    s = store(model)
+    cuda_like = store(model)
+    cuda_like.device_type = "cuda"
+    assert s.key(PROMPT) != cuda_like.key(PROMPT)
+    PrefixCache(model, PROMPT, CPU, 256, store=s)
+    assert s.load(PROMPT) is not None and cuda_like.load(PROMPT) is None
+    # Another prompt's file copied under this prompt's name: its recorded key differs.
+    other = PROMPT[1:] + PROMPT[:1]
+    shutil.copy(s.path(PROMPT), s.path(other))
+    assert s.load(other) is None
+    # A file under the right key whose cache holds fewer tokens than the prompt is no hit.
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    shorter = PROMPT[:-4]
+    PrefixCache(model, shorter, CPU, 256, store=s)
+    with safe_open(str(s.path(shorter)), framework="pt") as f:
+        meta = dict(f.metadata())
+    save_file(load_file(str(s.path(shorter))), str(s.path(PROMPT)), metadata={**meta, "key": s.key(PROMPT)})
+    assert s.load(PROMPT) is None
+
+
+def test_a_store_smaller_than_one_entry_keeps_the_entry_just_written(store) -> None:
+    model = tiny_llama()
+    s = store(model, limit=1)
+    PrefixCache(model, PROMPT, CPU, 256, store=s)
+    assert s.path(PROMPT).is_file() and s.load(PROMPT) is not None
+    PrefixCache(model, PROMPT[1:], CPU, 256, store=s)
+    assert s.path(PROMPT[1:]).is_file() and not s.path(PROMPT).is_file()

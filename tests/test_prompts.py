@@ -127,6 +127,10 @@ def test_render_field_errors(classify_builder: PromptBuilder) -> None:
         b.render("x {bogus}", label="dog")
     with pytest.raises(UsageError, match=r"no audio for \{audio\}"):
         b.render(b.template.query)
+    # The head of a query (what precedes its audio) is literal text; a field there is a bug.
+    assert b.head("Input: <{audio}>") == b.text("Input: <")
+    with pytest.raises(UsageError, match=r"fields before \{audio\}"):
+        b.head("{label} <{audio}>")
 
 
 def test_induction_line_lists_labels_as_in_paper(classify_builder: PromptBuilder, tokenizer) -> None:

@@ -446,6 +446,8 @@ def test_demo_folder_pick(tmp_path: Path) -> None:
     assert folder.pick(2, seed=None) == {lb: folder.clips[lb][:2] for lb in folder.labels}
     drawn = folder.pick(2, seed=5)
     assert drawn == folder.pick(2, seed=5)
+    # The seed chooses the draw: over a few seeds, more than one draw comes up.
+    assert len({tuple(map(tuple, folder.pick(2, seed=k).values())) for k in range(8)}) > 1
     assert all(len(v) == 2 and set(v) <= set(folder.clips[k]) for k, v in drawn.items())
     with pytest.raises(UsageError, match="--shots 4 needs 4 per label") as e:
         folder.pick(4)
@@ -582,5 +584,6 @@ def test_abstain_flags_unsure_answers(models, label_demos, queries) -> None:
     a, b = sure.classify(queries[0]), unsure.classify(queries[0])
     assert not a.abstained and b.abstained and a.label == b.label
     assert any(w.startswith("unsure: ") for w in b.warnings)
-    with pytest.raises(UsageError, match="--abstain"):
-        ClassifyOptions(abstain=1.5)
+    for bad in (1.5, 1.0, 0.0):  # 1.0 would abstain on every query short of certainty
+        with pytest.raises(UsageError, match="--abstain"):
+            ClassifyOptions(abstain=bad)
