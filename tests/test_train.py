@@ -645,6 +645,15 @@ def test_latent_pack_trains_the_decoder_without_data_or_llm(
     assert state["train_config"]["disc_periods"] == [2, 3]
     with pytest.raises(UsageError, match="--decoder-only"):
         train_codec([], tmp_path / "x", tiny_train_cfg(latents=str(pack), init_from=str(base)), None, progress=False)
+    # A resumed run keeps its settings: the pack and --decoder-only need not be given again.
+    again = tiny_train_cfg(steps=5, latents=str(pack))
+    longer = train_codec(
+        [], tmp_path / "tuned", again, None, resume=True, progress=False, changes={"latents": str(pack)}
+    )
+    resumed = json.loads((tmp_path / "tuned" / "train_state.json").read_text())
+    assert longer == tuned and resumed["step"] == 5
+    assert resumed["train_config"]["decoder_only"] and resumed["train_config"]["latents"] == str(pack)
+    _, after = load_codec_weights(tuned)
     # Audio augmentations have no audio to work on in a latent pack.
     for change in ("noise_floor", "speed_perturb", "band_limit", "channel_eq", "reverb"):
         flag = "--" + change.replace("_", "-")

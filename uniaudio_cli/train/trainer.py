@@ -969,6 +969,12 @@ def build_trainer(
             )
         if resume and saved is None:
             log.info("%s has no checkpoint yet; starting a new run", out_dir)
+        if saved is not None:
+            # The run's own settings, then what this invocation changes: the checks below are of
+            # the run as it will go on (a resumed --latents run need not be told --decoder-only).
+            merged = saved[0]["train_config"] | {k: getattr(cfg, k) for k in RUNTIME_FIELDS}
+            merged |= _recipe_changes(out_dir, TrainConfig.from_dict(merged), changes or {})
+            cfg = TrainConfig.from_dict(merged)
         if cfg.latents is not None and not cfg.decoder_only:
             raise UsageError("--latents trains the decoder alone", "add --decoder-only")
         for augmentation in ("noise_floor", "speed_perturb", "band_limit", "channel_eq", "reverb"):
@@ -982,11 +988,7 @@ def build_trainer(
             )
         init_sd: dict[str, torch.Tensor] | None = None
         if saved is not None:
-            state = saved[0]
-            merged = state["train_config"] | {k: getattr(cfg, k) for k in RUNTIME_FIELDS}
-            merged |= _recipe_changes(out_dir, TrainConfig.from_dict(merged), changes or {})
-            cfg = TrainConfig.from_dict(merged)
-            codec_cfg = CodecConfig.from_dict(state["codec_config"], source=str(out_dir / STATE_FILE))
+            codec_cfg = CodecConfig.from_dict(saved[0]["codec_config"], source=str(out_dir / STATE_FILE))
         elif cfg.init_from is not None:
             from uniaudio_cli.codec.checkpoint import load_codec_weights
 
