@@ -41,6 +41,7 @@ def test_encode_text_json_and_decode(tmp_path: Path, codec_dir: Path) -> None:
     out = tmp_path / "out.wav"
     res = run("decode", "--codec", str(codec_dir), str(codes), "-o", str(out))
     assert res.exit_code == 0, res.output
+    assert res.stdout == f"{codes}\t{out}\n"  # one line per file written, as the other commands
     info = sf.info(out)
     assert info.samplerate == 16000 and info.frames == int(0.7 * 16000)
     # No overwrite without --force: one line, exit 2 (usage).
@@ -67,9 +68,11 @@ def test_batch_goes_on_past_bad_files(tmp_path: Path, codec_dir: Path) -> None:
     assert "b.wav: not a readable audio file" in res.stderr
     assert "Traceback" not in res.output
     assert (out_dir / "a.json").is_file()
+    assert res.stdout == f"{good}\t{out_dir / 'a.json'}\n"
     res = run("decode", "--codec", str(codec_dir), "--out-dir", str(tmp_path / "wav"), str(out_dir))
     assert res.exit_code == 0, res.output
     assert (tmp_path / "wav" / "a.wav").is_file()
+    assert res.stdout == f"{out_dir / 'a.json'}\t{tmp_path / 'wav' / 'a.wav'}\n"
 
 
 def test_stdin_list_and_usage_errors(tmp_path: Path, codec_dir: Path) -> None:

@@ -77,6 +77,16 @@ def test_classify_demo_folder_errors(data: Path, tmp_path: Path) -> None:
     assert res.exit_code == 2 and str(data / "labels" / "dog") in res.stderr
 
 
+def test_classify_says_paper_mode_is_for_icl(data: Path) -> None:
+    q = data / "q" / "a.wav"
+    res = run("classify", "--demos", data / "labels", "--mode", "paper", q)
+    assert res.exit_code == 0, res.output
+    assert "note: --mode paper is the paper's in-context prompt, read by --method icl" in res.stderr
+    res = run("classify", "--demos", data / "labels", "--mode", "paper", "--method", "icl", q)
+    assert res.exit_code == 0, res.output
+    assert "--mode paper is" not in res.stderr
+
+
 def test_tts_output_and_force(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "two.wav"
     res = run("tts", "1+1", "-o", out, "--demos", data / "digits")

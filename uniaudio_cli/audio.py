@@ -46,7 +46,7 @@ def _too_long(p: Path, frames: int, rate: int, max_seconds: float | None) -> Aud
     if max_seconds is not None and frames / max(rate, 1) > max_seconds:
         return AudioError(
             f"{p}: {frames / rate:.1f} s long, the limit is {max_seconds:g} s",
-            "cut it into shorter clips (e.g. sox in.wav out.wav trim 0 30)",
+            f"cut it into shorter clips (e.g. sox in.wav out.wav trim 0 {min(30.0, max_seconds):g})",
         )
     return None
 

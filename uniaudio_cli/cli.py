@@ -225,7 +225,9 @@ def encode(
 
     def emit(path: Path, clip: Any) -> None:
         if out_dir is not None:
-            write_text_atomic(output_path_for(path, out_dir, ".json"), clip.to_json() + "\n", force=force)
+            dest = output_path_for(path, out_dir, ".json")
+            write_text_atomic(dest, clip.to_json() + "\n", force=force)
+            typer.echo(f"{_field(path)}\t{_field(dest)}")
         elif as_json:
             typer.echo(clip.to_json())
         else:
@@ -286,6 +288,7 @@ def decode(
                 suffix = ".wav" if len(wavs) == 1 else f"_{i:03d}.wav"
                 dest = output_path_for(path, out_dir, suffix)
             write_audio_blocks(dest, wav, model.sample_rate, force=force)
+            typer.echo(f"{_field(path)}\t{_field(dest)}")
 
     report = run_batch(paths, run, emit, quiet, "decoding")
     raise typer.Exit(report.exit_code)
@@ -310,7 +313,7 @@ RepeatsOpt = Annotated[int, typer.Option("--repeats", min=1, help="Copies of the
 LayersOpt = Annotated[str, typer.Option("--layers", help="semantic (layer 1) or all (layers 1-3).")]
 NoInductionOpt = Annotated[bool, typer.Option("--no-induction", help="Leave out the instruction line.")]
 NoCenterOpt = Annotated[
-    bool, typer.Option("--no-center", help="prototype: do not subtract the codec's base-set centre.")
+    bool, typer.Option("--no-center", help="prototype and fused: do not subtract the codec's base-set centre.")
 ]
 CropOpt = Annotated[
     float | None,
@@ -419,7 +422,7 @@ def classify(
         float | None,
         typer.Option(
             "--abstain",
-            help="fused/prototype: answer '?' when the best label's probability is below P (e.g. 0.8).",
+            help="Answer '?' when the best label's probability is below P (e.g. 0.8).",
             metavar="P",
         ),
     ] = None,
@@ -457,6 +460,11 @@ def classify(
         from uniaudio_cli.tasks.demos import describe_demos
 
         print_note(describe_demos(folder, chosen))
+        if opts.mode == "paper" and opts.method != "icl":
+            print_note(
+                f"note: --mode paper is the paper's in-context prompt, read by --method icl; --method "
+                f"{opts.method} only takes its crop from it (a clip's start); add --method icl for the paper's protocol"
+            )
     check_demo_clips((p for clips in chosen.values() for p in clips), opts.max_seconds)
     paths = expand_inputs(queries)
     probe = audio_probe(paths, opts.max_seconds)
@@ -546,7 +554,9 @@ def _texts_to_write(
 def tts(
     texts: Annotated[list[str], typer.Argument(help='Texts to speak, e.g. "1+1"; - reads one per line from stdin.')],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Output WAV (one text).")] = None,
-    out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Write <text>.wav per text here.")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out-dir", help="Write <text>.wav per text here (the text made file-name safe).")
+    ] = None,
     demos: Annotated[Path | None, typer.Option("--demos", help="DIR/<text>/<clips> (default: spoken digits)")] = None,
     mode: ModeOpt = "default",
     shots: Annotated[int, typer.Option("--shots", min=1, help="Demonstration clips per text.")] = 5,
@@ -747,7 +757,9 @@ def generate(
         Path, typer.Option("--demos", help="Demonstrations: DIR/<caption>/<clips> (_ in a folder name: a space).")
     ],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Output WAV (one caption).")] = None,
-    out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Write <caption>.wav per caption here.")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out-dir", help="Write <caption>.wav per caption here (made file-name safe).")
+    ] = None,
     mode: GenModeOpt = "default",
     seconds: GenSecondsOpt = None,
     shots: GenShotsOpt = 3,
