@@ -474,7 +474,7 @@ def classify(
             import soundfile as sf
 
             from uniaudio_cli.errors import AudioError
-            from uniaudio_cli.tasks.classify import TOO_LONG_FIX
+            from uniaudio_cli.limits import TOO_LONG_FIX
 
             probe(p)
             _refuse_overflow(llm, codec, sf.info(str(p)).duration, opts.token_layers, p, TOO_LONG_FIX, AudioError)

@@ -18,6 +18,8 @@ from typing import Any
 DEFAULT_CONTEXT_LENGTH = 8192
 # What load_llm assumes of a config that names no length.
 FALLBACK_CONTEXT_LENGTH = 4096
+# The fix for a whole clip too long for the LLM's context.
+TOO_LONG_FIX = "cut it into shorter clips, or read part of it with --crop SECONDS"
 
 
 def _llm_folder(llm: str | None) -> Path | None:

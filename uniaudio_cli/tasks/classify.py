@@ -43,7 +43,7 @@ from uniaudio_cli.decoding import (
     token_logprobs_batch,
 )
 from uniaudio_cli.errors import AudioError, UniaudioError, UsageError
-from uniaudio_cli.limits import context_overflow
+from uniaudio_cli.limits import TOO_LONG_FIX, context_overflow
 from uniaudio_cli.llm import LoadedLLM
 from uniaudio_cli.prompts import PromptBuilder, PromptTemplate
 from uniaudio_cli.tasks.demos import crop_or_pad
@@ -116,8 +116,6 @@ def audio_tokens(codec: Codec, wav: np.ndarray, layers: Layers) -> list[int]:
 
 # Fewer layer-1 tokens than this (about 0.25 s at 8.3 tokens/s) carry too little to judge.
 MIN_QUERY_TOKENS = 2
-# The fix for a whole clip too long for the LLM's context.
-TOO_LONG_FIX = "cut it into shorter clips, or read part of it with --crop SECONDS"
 # A query this many times longer than the longest demonstration is flagged.
 LONG_QUERY_FACTOR = 4.0
 
