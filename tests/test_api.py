@@ -119,6 +119,7 @@ def test_api_arguments_are_checked_with_typed_errors(models, tmp_path: Path) -> 
         (TTSOptions, {"mode": "bogus"}, "mode='bogus'"),
         (TTSOptions, {"shots": -1}, "shots=-1"),
         (TTSOptions, {"top_k": -5}, "top_k=-5"),
+        (TTSOptions, {"seed": 2**64}, "seed=18446744073709551616"),
         (DenoiseOptions, {"pairs": 0}, "pairs=0"),
         (DenoiseOptions, {"mask": {}}, "is not a MaskSettings"),
     ):

@@ -186,6 +186,7 @@ def test_options_are_checked() -> None:
         ({"temperature": -0.5}, "temperature=-0.5"),
         ({"temperature": float("nan")}, "temperature=nan"),  # would reach the sampler
         ({"top_k": -1}, "top_k=-1"),
+        ({"seed": 2**64}, "seed=18446744073709551616"),  # beyond what torch seeds take
     ):
         with pytest.raises(UsageError, match=re.escape(needle)):
             GenerateOptions(**kwargs)
@@ -263,6 +264,7 @@ def classes(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (["generate", "a", "a", "--demos", "{demos}", "--out-dir", "{tmp}/o"], "2 inputs would write this one"),
         (["generate", "a", "--demos", "{tmp}/nodemos", "-o", "{tmp}/x.wav"], "no such demonstration folder"),
         (["generate", "a", "--demos", "{demos}", "-o", "{tmp}/x.wav", "--seconds", "0"], "--seconds 0"),
+        (["generate", "a", "--demos", "{demos}", "-o", "{tmp}/x.wav", "--seconds", "inf"], "--seconds inf"),
         (["generate", "a", "--demos", "{demos}", "-o", "{tmp}/x.wav", "--mode", "bogus"], "--mode 'bogus'"),
         (["eval", "generate", "{tmp}/nodemos"], "no such demonstration folder"),
         (["eval", "generate", "{classes}", "--shots", "4"], "held out need 6"),

@@ -498,7 +498,7 @@ def test_audio_too_long_for_the_context_is_refused_before_loading(data: Path, tm
     assert run("classify", "--demos", data / "labels", long, "--crop", "1", "-q").exit_code == 0
     assert len(loads) == 2
     res = run("generate", "dog", "--demos", data / "labels", "-o", tmp_path / "g.wav", "--seconds", "150")
-    assert res.exit_code == 2
+    assert res.exit_code == 1  # as when the prompt is found too long after loading
     assert one_error_line(res).startswith("error: --seconds 150 beside 8 s of demonstrations: 158 s is about 9217")
     assert len(loads) == 2
 
@@ -513,6 +513,8 @@ def test_context_and_token_rates_are_read_without_loading(tmp_path: Path, monkey
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"max_position_embeddings": 4096}))
     assert limits.llm_context_length(str(folder)) == 4096
+    (folder / "config.json").write_text(json.dumps({"n_positions": 8192}))  # named otherwise: not guessed
+    assert limits.llm_context_length(str(folder)) is None
     (folder / "config.json").write_text("{not json")
     assert limits.llm_context_length(str(folder)) is None  # the load reports it
     assert limits.llm_context_length("meta-llama/Llama-2-7b-hf") is None  # a Hub id: not without loading
@@ -528,6 +530,7 @@ def test_context_and_token_rates_are_read_without_loading(tmp_path: Path, monkey
     assert limits.codec_token_rates(None) == (cfg.tokens_per_second, cfg.frame_rate / cfg.vq_strides[0])
     assert limits.codec_token_rates(tmp_path / "published.pth") is None
     assert limits.context_overflow(140.0, 58.3, 8192) is None
+    assert limits.context_overflow(1e300, 58.3, 8192).startswith("1e+300 s is about 5.83e+301 tokens")
 
 
 def _tokenizer_folder(root: Path, context: int) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import math
 import signal
 import sys
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from uniaudio_cli.errors import UniaudioError, UsageError
+from uniaudio_cli.errors import PromptTooLongError, UniaudioError, UsageError
 
 app = typer.Typer(
     name="uniaudio",
@@ -341,7 +342,6 @@ def _refuse_long_texts(llm: str | None, texts: list[str], fix: str) -> None:
     """Refuse, before the models load, a run none of whose texts fits the LLM's context on its
     own (counted with the model's tokenizer file); a batch with one text that fits goes on, and
     the tasks name each text too long as they reach it."""
-    from uniaudio_cli.errors import PromptTooLongError
     from uniaudio_cli.limits import llm_context_length, text_tokens
 
     context = llm_context_length(llm)
@@ -462,8 +462,8 @@ def classify(
         print_note(describe_demos(folder, chosen))
         if opts.mode == "paper" and opts.method != "icl":
             print_note(
-                f"note: --mode paper is the paper's in-context prompt, read by --method icl; --method "
-                f"{opts.method} only takes its crop from it (a clip's start); add --method icl for the paper's protocol"
+                f"note: --mode paper is the paper's in-context prompt, read by --method icl; for --method "
+                f"{opts.method} it only makes --crop keep a clip's start; add --method icl for the paper's protocol"
             )
     check_demo_clips((p for clips in chosen.values() for p in clips), opts.max_seconds)
     paths = expand_inputs(queries)
@@ -829,6 +829,7 @@ def generate(
             "all",
             f"--seconds {opts.seconds:g} beside {demo_seconds:g} s of demonstrations",
             "use a shorter --seconds, fewer --shots or captions in --demos, or a shorter --crop",
+            PromptTooLongError,  # as the same overflow found after loading
         )
     lm, cdc = load_models(llm, codec, device, dtype, quiet)
     from uniaudio_cli.tasks.generate import SoundGenerator
@@ -873,7 +874,7 @@ def _periods(text: str) -> tuple[int, ...]:
 
 
 def _positive(option: str, value: float) -> float:
-    if not value > 0:
+    if not (value > 0 and math.isfinite(value)):
         raise UsageError(f"{option} {value!r}: not a positive number", f"pass a number above 0, e.g. {option} 10")
     return value
 

@@ -16,8 +16,6 @@ from typing import Any
 # SmolLM2-135M-Instruct, the embedded default LLM (its GGUF is pinned by SHA-256; the
 # integration tests compare this with the loaded model's).
 DEFAULT_CONTEXT_LENGTH = 8192
-# What load_llm assumes of a config that names no length.
-FALLBACK_CONTEXT_LENGTH = 4096
 # The fix for a whole clip too long for the LLM's context.
 TOO_LONG_FIX = "cut it into shorter clips, or read part of it with --crop SECONDS"
 
@@ -46,7 +44,9 @@ def llm_context_length(llm: str | None) -> int | None:
     folder = _llm_folder(llm)
     try:
         config = json.loads((folder / "config.json").read_text()) if folder is not None else None
-        return int(config.get("max_position_embeddings") or FALLBACK_CONTEXT_LENGTH) if config else None
+        # Only the key itself: other architectures name it otherwise (n_positions, n_ctx), and a
+        # guessed length could refuse what fits. Without it, the check waits for the load.
+        return int(config["max_position_embeddings"]) if config and config.get("max_position_embeddings") else None
     except Exception:  # a broken file is reported, with its fix, by the load itself
         return None
 
@@ -91,6 +91,10 @@ def context_overflow(seconds: float, rate: float, context: int) -> str | None:
     if seconds * rate <= context:
         return None
     return (
-        f"{seconds:.0f} s is about {seconds * rate:.0f} tokens, more than the LLM's context of {context} "
+        f"{_count(seconds)} s is about {_count(seconds * rate)} tokens, more than the LLM's context of {context} "
         f"(about {context / rate:.0f} s)"
     )
+
+
+def _count(x: float) -> str:
+    return f"{x:.0f}" if x < 1e9 else f"{x:.3g}"

@@ -181,7 +181,7 @@ class TTSOptions:
         check_number("min_answer_complete", self.min_answer_complete, 0.0)
         check_number("temperature", self.temperature, 0.0)
         check_number("top_k", self.top_k, 0, integer=True)
-        check_number("seed", self.seed, 0, integer=True)
+        check_number("seed", self.seed, 0, integer=True, high=2**64 - 1)  # what torch seeds take
         check_number("max_seconds", self.max_seconds, 0.0, above=True)
 
 
@@ -344,7 +344,7 @@ class GenerateOptions:
         check_number("shots", self.shots, 1, integer=True)
         check_number("temperature", self.temperature, 0.0)
         check_number("top_k", self.top_k, 0, integer=True)
-        check_number("seed", self.seed, -(2**63), integer=True)
+        check_number("seed", self.seed, -(2**63), integer=True, high=2**64 - 1)  # what torch seeds take
         check_number("max_seconds", self.max_seconds, 0.0, above=True)
 
 
