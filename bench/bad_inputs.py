@@ -77,6 +77,9 @@ def fixtures(tmp: Path) -> dict[str, Path]:
     f["huge"] = tmp / "eleven_minutes.flac"
     sf.write(f["huge"], np.zeros(SR * 660, dtype=np.int16), SR, subtype="PCM_16")
     f["long"] = tone(tmp / "three_minutes.wav", 180.0)
+    f["mac"] = tmp / "from_a_mac"
+    f["mac"].mkdir()
+    (f["mac"] / "._clip.wav").write_bytes(b"\x00\x05\x16\x07 AppleDouble resource fork")
     pairs = tmp / "pairs"
     tone(pairs / "u1" / "clean.wav", 1.0)
     tone(pairs / "u1" / "noisy.wav", 0.5, freq=450.0)
@@ -174,6 +177,11 @@ def cases(f: dict[str, Path], tmp: Path) -> list[tuple[str, list[str]]]:
             "a question longer than the LLM's context",
             ["tts", "what is one plus one? " * 3000, "-o", str(tmp / "t.wav")],
         ),
+        (
+            "generate --seconds longer than the LLM's context",
+            ["generate", "dog", "--demos", d, "--seconds", "600", "-o", str(tmp / "g.wav")],
+        ),
+        ("a query folder holding only macOS ._ files", ["classify", "--demos", d, str(f["mac"])]),
         ("train-codec --out is a file", ["train-codec", "--out", str(f["afile"]), "--data", d]),
         ("train-codec --resume with no run", ["train-codec", "--out", str(tmp / "run"), "--resume"]),
     ]

@@ -148,6 +148,10 @@ def test_expand_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="holds no"):
         expand_inputs([str(tmp_path / "empty")])
+    (tmp_path / "mac").mkdir()
+    (tmp_path / "mac" / "._a.wav").write_bytes(b"AppleDouble")
+    with pytest.raises(UsageError, match=r"holds no .* files \(only hidden ones, which are skipped: \._a\.wav\)"):
+        expand_inputs([str(tmp_path / "mac")])
     with pytest.raises(UsageError, match="no inputs"):
         expand_inputs([])
 

@@ -406,15 +406,11 @@ def expand_inputs(items: Iterable[str], suffixes: set[str] | None = None) -> lis
             continue
         p = Path(item)
         if p.is_dir():
-            found = sorted(
-                f
-                for f in p.rglob("*")
-                if f.is_file()
-                and f.suffix.lower() in wanted
-                and not any(part.startswith(".") for part in f.relative_to(p).parts)
-            )
+            files = [f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in wanted]
+            found = sorted(f for f in files if not any(part.startswith(".") for part in f.relative_to(p).parts))
             if not found:
-                raise UsageError(f"{p}: folder holds no {'/'.join(sorted(wanted))} files", "check the folder")
+                hidden = f" (only hidden ones, which are skipped: {files[0].relative_to(p)})" if files else ""
+                raise UsageError(f"{p}: folder holds no {'/'.join(sorted(wanted))} files{hidden}", "check the folder")
             out.extend(found)
         else:
             out.append(p)
