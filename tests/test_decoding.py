@@ -113,6 +113,11 @@ def test_generate_constrained_obeys_masks(model) -> None:
         assert runs[0] == generate_constrained(
             prefix, QUERY, schedule, temperature=1.5, top_k=top_k, generator=torch.Generator().manual_seed(0)
         )
+    # top_k=1 keeps only the likeliest allowed token, so sampling gives the greedy answer.
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        assert generate_constrained(prefix, QUERY, schedule, temperature=1.5, top_k=1, generator=g) == greedy
+    assert generate_constrained(prefix, QUERY, []) == []
     assert generate_constrained(prefix, QUERY, schedule) == greedy  # the cache was restored
     # With an empty query the first step reads the logits after the prefix's last token.
     cont = PrefixCache(model, PREFIX + QUERY, CPU, 256)

@@ -66,6 +66,10 @@ def test_episodes_are_seeded_disjoint_and_balanced() -> None:
     assert b.queries == a.queries and b.labels == a.labels
     assert all(b.demos[lb][:2] == a.demos[lb] for lb in a.labels)
     assert ce.max_queries(clips, ways=2, shots=3) == 10 and ce.max_queries(clips, ways=3, shots=8) == 0
+    # Any draw of labels must supply the queries: the smallest labels decide, not the largest.
+    sizes = {"a": 5, "b": 3, "c": 10}
+    uneven = {lb: [Path(f"{lb}{i}.wav") for i in range(n)] for lb, n in sizes.items()}
+    assert ce.max_queries(uneven, ways=2, shots=1) == 4
     with pytest.raises(UsageError, match="queries need"):
         sample_episode(clips, ways=2, shots=4, queries=10, seed=0, index=0)
     with pytest.raises(UsageError, match="need 4 labels"):
@@ -126,6 +130,22 @@ def test_store_survives_a_torn_line_and_refuses_other_settings(tmp_path: Path) -
     assert list(ResultStore(path, {"a": 1})) == ["x", "z"]
     with pytest.raises(UsageError, match="other settings"):
         ResultStore(path, {"a": 2})
+    # A last record that parses but lost its newline is torn too: the next record starts a line.
+    text = path.read_text()
+    path.write_text(text[:-1])
+    torn = ResultStore(path, {"a": 1})
+    assert list(torn) == ["x"]
+    torn.add("w", {"v": 3})
+    assert [json.loads(line)["key"] for line in path.read_text().splitlines()[1:]] == ["x", "w"]
+    # Lines that are JSON but no records end the good part; a file that is not ours is refused.
+    with open(path, "a") as f:
+        f.write('{"type": "record"}\n[1]\n')
+    assert list(ResultStore(path, {"a": 1})) == ["x", "w"]
+    other = tmp_path / "other.jsonl"
+    for first in ("[1]\n", '"text"\n', '{"format": "something else"}\n'):
+        other.write_text(first)
+        with pytest.raises(UsageError, match="not a uniaudio results file"):
+            ResultStore(other, {"a": 1})
 
 
 def test_resume_skips_finished_episodes(models, labelled: Path, tmp_path: Path, monkeypatch) -> None:

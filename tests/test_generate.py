@@ -355,3 +355,14 @@ def test_a_captions_codes_stay_within_each_layers_codes(models) -> None:
     for own, layer_mask in zip(gen.caption_schedules["hum"], gen.schedule, strict=True):
         assert own.any() and not (own & ~layer_mask).any()
     assert not gen.caption_schedules["hum"][0][0]
+
+
+def test_caption_case_is_ignored_both_ways_and_empty_demonstrations_are_refused(models) -> None:
+    llm, codec = models
+    noise = np.random.default_rng(2).standard_normal(SR).astype(np.float32) * 0.1
+    tokens = codec.encode(noise)
+    demos = [SoundDemo("Dog_Bark", tokens, SR), SoundDemo("rain", tokens, SR)]
+    gen = SoundGenerator(llm, codec, demos, GenerateOptions(temperature=0.0))
+    assert gen.match_caption("dog bark") == ("Dog_Bark", 1.0)  # exact, not the LLM's guess
+    with pytest.raises(UsageError, match="has no audio tokens"):
+        SoundGenerator(llm, codec, [SoundDemo("x", [[], tokens[1], tokens[2]], SR)], GenerateOptions())

@@ -272,3 +272,24 @@ def test_hub_errors_keep_their_cause(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_weights)
     with pytest.raises(ModelLoadError, match=r"\(OSError: org/model does not appear to have a file named"):
         llm._hf_embeddings("org/model")
+
+
+def test_conversion_records_and_paths_are_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    version = llm._CONVERSION_VERSION
+    assert llm._conversion_done({"version": version, "model": True}, True, None)
+    assert not llm._conversion_done({"version": version, "model": False}, True, None)  # tokenizer only
+    assert llm._conversion_done({"version": version, "model": False}, False, None)
+    assert not llm._conversion_done({"version": version - 1, "model": True}, True, None)
+    assert not llm._conversion_done({"version": version, "model": True, "sha256": "a"}, True, "b")
+    marker = tmp_path / "uniaudio.json"
+    for text in ("[]", "not json", '"text"'):
+        marker.write_text(text)
+        assert llm._read_marker(marker) == {}  # then the folder is converted again
+    with pytest.raises(ModelLoadError, match="no such GGUF file"):
+        llm.resolve_llm(str(tmp_path / "nope.gguf"))
+    # An empty UNIAUDIO_HOME is unset, not the working directory.
+    from uniaudio_cli.paths import ENV_HOME, home_dir
+
+    monkeypatch.setenv(ENV_HOME, "")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert home_dir() == tmp_path / "xdg" / "uniaudio"

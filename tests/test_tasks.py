@@ -386,6 +386,17 @@ def test_mask_denoiser_learns_the_mask_from_pairs(models, tmp_path: Path) -> Non
     # With the floor at 1 every gain is 1 and the STFT round trip gives the input back.
     keep = Denoiser.from_pairs(llm, codec, pairs, DenoiseOptions(mask=MaskSettings(floor=1.0)))
     np.testing.assert_allclose(keep.denoise_wav(noisy), noisy, atol=1e-4)
+    # Windows stream with every sample kept, also at exactly one and two windows' length.
+    est = den.estimator
+    win = int(est.settings.window_seconds * SR)
+    for n in (win, 2 * win - int(est.settings.overlap_seconds * SR), win + 1):
+        x = np.resize(noisy, n)
+        assert sum(len(b) for b in est.clean_blocks([x[: n // 3], x[n // 3 :]])) == n
+    with pytest.raises(UsageError, match="no audio to denoise"):
+        list(est.clean_blocks([np.zeros(0, dtype=np.float32)]))
+    # More neighbours than demonstration frames: all frames are used.
+    many = Denoiser.from_pairs(llm, codec, pairs, DenoiseOptions(mask=MaskSettings(neighbours=10**6)))
+    assert many.estimator.gains(noisy).shape == gains.shape
 
 
 def test_mask_denoiser_refuses_pairs_of_unequal_length(models, pair_demos, tmp_path: Path) -> None:

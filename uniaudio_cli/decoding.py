@@ -517,6 +517,8 @@ def generate_constrained(
     single token's pass); a draft that guesses well turns many passes into few.
     """
     prefix.check_length(len(query) + len(schedule))
+    if not schedule:
+        return []
     cache, last = prefix.start()
     if query:
         cache, logits = prefix.extend(cache, query)

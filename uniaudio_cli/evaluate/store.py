@@ -100,12 +100,13 @@ class ResultStore:
                     obj = json.loads(raw)
                 except json.JSONDecodeError:
                     break
-                good_bytes += len(raw)
                 if header is None:
-                    header = obj
-                    continue
-                if obj.get("type") == "record":
+                    header = obj if isinstance(obj, dict) else {}  # not ours: refused below
+                elif not isinstance(obj, dict) or (obj.get("type") == "record" and not {"key", "record"} <= obj.keys()):
+                    break  # a line of something else: the good part ends here, as at a torn line
+                elif obj.get("type") == "record":
                     self.records[str(obj["key"])] = obj["record"]
+                good_bytes += len(raw)
         if header is None or header.get("format") != FORMAT:
             raise UsageError(
                 f"{self.path}: not a uniaudio results file", "pass another --results FILE, or delete this one"
