@@ -80,6 +80,17 @@ def test_classifier_warns_about_too_short_and_too_long_queries(models) -> None:
     assert clf.classify_audio(noise(1.0)).warnings == []
     assert "too short to judge" in clf.classify_audio(noise(0.05)).warnings[0]
     assert "demonstrations at most" in clf.classify_audio(noise(12.0)).warnings[0]
+    # The bounds: two tokens are enough to judge; "long" needs both 4x the longest demonstration
+    # and 5 s (demonstrations of 6 s: a 7 s query is not long).
+    t1 = tokens["a"][0]
+    assert clf.query_warnings(t1[:2]) == [] and "too short" in clf.query_warnings(t1[:1])[0]
+    long_demos = Classifier(
+        llm,
+        codec,
+        {lb: [audio_tokens(codec, noise(6.0), "semantic")] for lb in "ab"},
+        ClassifyOptions(method="prototype"),
+    )
+    assert long_demos.query_warnings(audio_tokens(codec, noise(7.0), "semantic")) == []
 
 
 def test_one_text_or_path_alone_is_one_item(models, tmp_path: Path) -> None:

@@ -66,6 +66,13 @@ def test_classify_goes_on_past_a_bad_query(data: Path) -> None:
     ]
 
 
+def test_a_batch_summary_counts_the_failures(data: Path) -> None:
+    res = run("classify", "--demos", data / "labels", data / "q" / "a.wav", data / "q" / "b.wav")
+    assert res.exit_code == 1 and "1 of 2 inputs failed" in res.stderr
+    res = run("classify", "--demos", data / "labels", data / "q" / "a.wav", data / "q" / "b.wav", "--quiet")
+    assert "inputs failed" not in res.stderr
+
+
 def test_classify_demo_folder_errors(data: Path, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     res = run("classify", "--demos", tmp_path / "empty", data / "q" / "a.wav")

@@ -244,3 +244,23 @@ def test_token_logprobs_match_one_forward_pass(model) -> None:
     want = torch.log_softmax(logits[len(PREFIX) - 1 : -1], dim=-1)[torch.arange(len(long)), torch.tensor(long)]
     for block in (1, 2, 5, len(long) - 1, 512):
         torch.testing.assert_close(token_logprobs(prefix, long, block=block), want, atol=1e-4, rtol=0)
+
+
+def test_crop_cache_of_a_cache_without_layer_objects() -> None:
+    """transformers 4.x caches have no layer objects: the whole cache is cropped, only when longer."""
+    from uniaudio_cli.decoding import crop_cache
+
+    class OldCache:
+        def __init__(self, n: int) -> None:
+            self.n, self.crops = n, []
+
+        def get_seq_length(self) -> int:
+            return self.n
+
+        def crop(self, k: int) -> None:
+            self.crops.append(k)
+
+    longer, shorter = OldCache(10), OldCache(5)
+    crop_cache(longer, 7)
+    crop_cache(shorter, 7)
+    assert longer.crops == [-3] and shorter.crops == []

@@ -186,3 +186,16 @@ def test_clip_features_upto_runs_only_the_layers_needed(models) -> None:
     torch.testing.assert_close(part[:2], full[:2], rtol=0, atol=0)
     assert part[2:].isnan().all()
     torch.testing.assert_close(clip_features(llm, tokens, upto=len(layers)), clip_features(llm, tokens))
+
+
+def test_clip_features_take_a_clip_up_to_the_context_exactly(models) -> None:
+    from uniaudio_cli.errors import UsageError
+    from uniaudio_cli.prompts import bos_ids
+    from uniaudio_cli.tasks.prototype import _LEAD, clip_features
+
+    llm, _ = models
+    lead = bos_ids(llm.tokenizer) + list(llm.tokenizer.encode(_LEAD, add_special_tokens=False))
+    fits = llm.context_length - len(lead)
+    assert clip_features(llm, [5] * fits, upto=1).shape[-1] > 0
+    with pytest.raises(UsageError, match=f"a clip of {fits + 1} tokens exceeds the LLM's context"):
+        clip_features(llm, [5] * (fits + 1), upto=1)

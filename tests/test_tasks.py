@@ -224,6 +224,7 @@ def test_synthesizer_modes(models, tts_demos, mode, monkeypatch) -> None:
     folder = load_demo_folder(tts_demos)
     synth = Synthesizer.from_files(llm, codec, folder.clips, TTSOptions(mode=mode, shots=2))
     assert synth.counts == [8, 16, 32] and len(synth.demos) == 6
+    assert len(Synthesizer.from_files(llm, codec, folder.clips, TTSOptions(mode=mode, shots=1)).demos) == 3
     speech = synth.speak("1+1")
     assert speech.sample_rate == SR
     assert speech.audio.shape == (int(0.96 * SR),) and np.isfinite(speech.audio).all()
