@@ -599,3 +599,30 @@ def test_abstain_flags_unsure_answers(models, label_demos, queries) -> None:
     for bad in (1.5, 1.0, 0.0):  # 1.0 would abstain on every query short of certainty
         with pytest.raises(UsageError, match="--abstain"):
             ClassifyOptions(abstain=bad)
+
+
+def test_mask_lookup_weighs_the_nearest_frames_and_windows_fade_forward(models) -> None:
+    from uniaudio_cli.tasks.denoise_mask import MaskEstimator
+
+    llm, codec = models
+    rng = np.random.default_rng(3)
+    pairs = []
+    for freq, period in ((400.0, 0.2), (900.0, 0.3)):
+        clean = _bursts(freq, period)
+        pairs.append((clean + 0.1 * rng.standard_normal(len(clean)).astype(np.float32), clean))
+    with pytest.raises(UsageError, match="a demonstration pair has 15900 noisy and 16000 clean samples"):
+        MaskEstimator(llm, codec, [(pairs[0][0][:-100], pairs[0][1])])
+    # Almost no softening: each frame takes the mask of its most similar demonstration frame.
+    sharp = MaskSettings(temperature=1e-4, floor=0.0, power=1.0, neighbours=10**6)
+    est = MaskEstimator(llm, codec, pairs, sharp)
+    noisy = _bursts(400.0, 0.25) + 0.1 * rng.standard_normal(SR).astype(np.float32)
+    nearest = est.values[np.argmax(est._key(*est._describe(noisy)) @ est.keys.T, axis=1)]
+    close = np.abs(est.gains(noisy) - nearest).max(axis=1) < 1e-3
+    assert close.mean() > 0.9  # a few frames have a near tie between two demonstration frames
+    # Windows are cross-faded from the earlier window into the later one.
+    calls = iter(range(1, 100))
+    est.clean = lambda x: np.full(len(x), float(next(calls)), dtype=np.float32)
+    win, ov = int(est.settings.window_seconds * SR), int(est.settings.overlap_seconds * SR)
+    out = np.concatenate(list(est.clean_blocks([np.zeros(2 * win - ov, dtype=np.float32)])))
+    seam = out[win - ov : win]
+    assert out[0] == 1.0 and out[-1] == 2.0 and np.all(np.diff(seam) > 0) and 1.0 < seam[0] < seam[-1] < 2.0
