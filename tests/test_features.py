@@ -38,6 +38,14 @@ def test_mfcc_matches_librosa(seconds: float, n_fft: int, hop: int) -> None:
     assert np.abs(ours - ref).max() < 1e-3 * np.abs(ref).max()
 
 
+def test_mfcc_matches_librosa_across_digital_silence() -> None:
+    """Exact zeros after a sound: the 80 dB floor below the loudest frame decides those frames."""
+    x = np.concatenate([_clip(30, 0.3), np.zeros(int(0.3 * SR), dtype=np.float32)])
+    ours = mfcc(x, SR, n_mfcc=20, n_fft=512, hop_length=160)
+    ref = librosa.feature.mfcc(y=x, sr=SR, n_mfcc=20, n_fft=512, hop_length=160)
+    assert np.abs(ours - ref).max() < 1e-3 * np.abs(ref).max()
+
+
 def test_dtw_cost_matches_librosa() -> None:
     rng = np.random.default_rng(0)
     for n, m in [(1, 1), (1, 7), (9, 4), (37, 52)]:
