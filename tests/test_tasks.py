@@ -302,6 +302,13 @@ def test_copy_atypicality_singles_out_a_copy_bent_to_another_sound() -> None:
     assert copy_atypicality(originals[:1], copies[:1], SR) == [0.0]
     with pytest.raises(ValueError):
         copy_atypicality(originals, copies[:2], SR)
+    # Each copy is compared with the *other* originals only: its own original would favour it.
+    from uniaudio_cli.features import dtw_cost
+    from uniaudio_cli.tasks.tts import _mfcc
+
+    fo, fc = [_mfcc(x, SR) for x in originals], [_mfcc(y, SR) for y in copies]
+    own_left_out = np.mean([dtw_cost(fc[0], o) / (fc[0].shape[1] + o.shape[1]) for o in fo[1:]])
+    assert scores[0] == pytest.approx(own_left_out)
 
 
 # -- denoising -------------------------------------------------------------------------------
