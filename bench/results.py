@@ -242,7 +242,8 @@ def section_table2(llm: Any, codec: Any, data: Path, size: dict[str, int]) -> st
     out = []
     for key, name, ways in (("esc10-2", "esc10", 2), ("esc10-3", "esc10", 3), ("ravdess-2", "ravdess", 2)):
         folder, what = class_folder(data, name, bool(size.get("all_folds")))
-        configs = paper_grid(EpisodeConfig(ways=ways, mode="paper", crop=1.0))
+        # The paper's Table 2 is in-context learning: icl, whatever the CLI's default method.
+        configs = paper_grid(EpisodeConfig(ways=ways, method="icl", mode="paper", crop=1.0))
         queries = fitted_queries(folder, configs, size["queries"])
         episodes = scaled_episodes(size, queries)
         log(f"table 2: {name} {ways}-way, {episodes} episodes of {queries} queries")
@@ -272,7 +273,7 @@ def section_ways(llm: Any, codec: Any, data: Path, size: dict[str, int]) -> str:
     folder, what = class_folder(data, "esc10", bool(size.get("all_folds")))
     out = []
     for mode, crop in (("paper", 1.0), ("default", None)):
-        configs = ways_grid(EpisodeConfig(mode=mode, crop=crop))
+        configs = ways_grid(EpisodeConfig(method="icl", mode=mode, crop=crop))
         queries = fitted_queries(folder, configs, size["queries"])
         result = evaluate_classification(
             llm,
