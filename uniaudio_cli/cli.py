@@ -322,20 +322,16 @@ CropOpt = Annotated[
 ]
 
 
-def _refuse_overflow(
-    llm: str | None, codec: str | None, seconds: float, layers: str, name: object, fix: str, error: type = UsageError
-) -> None:
-    """Refuse, before the models load, ``seconds`` of audio whose tokens alone (all codec
-    layers, or layer 1) overflow the LLM's context; nothing is checked where the context or the
-    token rate cannot be read without loading (the tasks check again once loaded)."""
-    from uniaudio_cli.limits import codec_token_rates, context_overflow, llm_context_length
+def _context_limit(llm: str | None, codec: str | None, layers: str) -> tuple[int, float] | None:
+    """``(the LLM's context, the codec's tokens per second in ``layers``)``, read before the
+    models load; ``None`` where either cannot be read without loading (the tasks check again
+    once loaded)."""
+    from uniaudio_cli.limits import codec_token_rates, llm_context_length
 
     context, rates = llm_context_length(llm), codec_token_rates(codec)
     if context is None or rates is None:
-        return
-    overflow = context_overflow(seconds, rates[0] if layers == "all" else rates[1], context)
-    if overflow is not None:
-        raise error(f"{name}: {overflow}", fix)
+        return None
+    return context, rates[0] if layers == "all" else rates[1]
 
 
 def _refuse_long_texts(llm: str | None, texts: list[str], fix: str) -> None:
@@ -468,16 +464,20 @@ def classify(
     check_demo_clips((p for clips in chosen.values() for p in clips), opts.max_seconds)
     paths = expand_inputs(queries)
     probe = audio_probe(paths, opts.max_seconds)
-    if not opts.crop_seconds:  # a whole query is read in one prompt
+    # A whole query is read in one prompt: its tokens alone must fit the LLM's context.
+    limit = None if opts.crop_seconds else _context_limit(llm, codec, opts.token_layers)
+    if limit is not None:
 
-        def probe_fits(p: Path, probe: Callable[[Path], None] = probe) -> None:
+        def probe_fits(p: Path, probe: Callable[[Path], None] = probe, limit: tuple[int, float] = limit) -> None:
             import soundfile as sf
 
             from uniaudio_cli.errors import AudioError
-            from uniaudio_cli.limits import TOO_LONG_FIX
+            from uniaudio_cli.limits import TOO_LONG_FIX, context_overflow
 
             probe(p)
-            _refuse_overflow(llm, codec, sf.info(str(p)).duration, opts.token_layers, p, TOO_LONG_FIX, AudioError)
+            overflow = context_overflow(sf.info(str(p)).duration, limit[1], limit[0])
+            if overflow is not None:
+                raise AudioError(f"{p}: {overflow}", TOO_LONG_FIX)
 
         probe = probe_fits
     check_inputs(paths, probe)
@@ -819,18 +819,17 @@ def generate(
                     )
                 )
     check_demo_clips((p for clips in chosen.values() for p in clips), opts.max_seconds)
-    if opts.seconds is not None:
+    if opts.seconds is not None and (limit := _context_limit(llm, codec, "all")) is not None:
+        from uniaudio_cli.limits import context_overflow
+
         # A lower bound of the prompt: the clip to write and the cropped demonstrations' audio.
         demo_seconds = (opts.crop or 0.0) * sum(len(c) for c in chosen.values())
-        _refuse_overflow(
-            llm,
-            codec,
-            opts.seconds + demo_seconds,
-            "all",
-            f"--seconds {opts.seconds:g} beside {demo_seconds:g} s of demonstrations",
-            "use a shorter --seconds, fewer --shots or captions in --demos, or a shorter --crop",
-            PromptTooLongError,  # as the same overflow found after loading
-        )
+        overflow = context_overflow(opts.seconds + demo_seconds, limit[1], limit[0])
+        if overflow is not None:
+            raise PromptTooLongError(  # as the same overflow found after loading
+                f"--seconds {opts.seconds:g} beside {demo_seconds:g} s of demonstrations: {overflow}",
+                "use a shorter --seconds, fewer --shots or captions in --demos, or a shorter --crop",
+            )
     lm, cdc = load_models(llm, codec, device, dtype, quiet)
     from uniaudio_cli.tasks.generate import SoundGenerator
 

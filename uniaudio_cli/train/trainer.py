@@ -612,7 +612,6 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         """Write ``codec/``, maybe ``codec-best/``, and the training state, each atomically."""
-
         self.out_dir.mkdir(parents=True, exist_ok=True)
         val = self.validate()
         save_codec(self.model, self.out_dir / CODEC_DIR)
