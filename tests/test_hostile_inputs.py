@@ -560,7 +560,59 @@ def test_texts_too_long_for_the_context_are_refused_before_loading(
     res = run("generate", long, "--llm", llm, "-o", tmp_path / "b.wav", "--demos", data / "labels")
     assert res.exit_code == 1 and "100 tokens, more than the LLM's context of 64" in res.stderr
     assert "(fix: use a shorter caption)" in res.stderr
+    # Fits alone (100 tokens), not after the answer examples whose answer is a demonstration
+    # text (97 tokens for "1" and "2"), the question's frame and the answer (5).
+    roomier = _tokenizer_folder(tmp_path / "llm150", context=150)
+    res = run("tts", long, "--llm", roomier, "-o", tmp_path / "a.wav", "--demos", data / "digits")
+    assert res.exit_code == 1
+    assert one_error_line(res) == (
+        "error: 'word word word word word word word word word word word wo...': 202 tokens with the answer "
+        "examples, more than the LLM's context of 150 (fix: use a shorter text: the question must fit the "
+        "LLM's context beside the answer examples)"
+    )
     assert loads == []
     # One text that fits: the batch goes on (the task names each text too long as it reaches it).
-    res = run("tts", long, "1+1", "--llm", llm, "--out-dir", tmp_path / "out", "--demos", data / "digits", "-q")
+    res = run("tts", long, "1+1", "--llm", roomier, "--out-dir", tmp_path / "out", "--demos", data / "digits", "-q")
     assert len(loads) == 1
+
+
+def test_demonstration_prompts_too_long_for_the_context_are_refused_before_loading(
+    data: Path, tmp_path: Path, loads: list[int]
+) -> None:
+    """Paper-mode prompts hold every demonstration's codes (58.3 tokens/s with the default codec)."""
+    llm = _tokenizer_folder(tmp_path / "llm", context=150)
+    res = run("tts", "1+1", "--mode", "paper", "--llm", llm, "-o", tmp_path / "a.wav", "--demos", data / "digits")
+    assert res.exit_code == 1
+    assert one_error_line(res) == (
+        "error: the audio prompt of 4 demonstration clips: 4 s is about 224 tokens, more than the LLM's context "
+        "of 150 (about 3 s) (fix: use fewer --shots or shorter demonstration clips)"
+    )
+    pairs = ("--demos", data / "pairs", "--mode", "paper", "--llm", llm)
+    res = run("denoise", data / "q" / "a [b].wav", *pairs, "-o", tmp_path / "d.wav")
+    assert res.exit_code == 1
+    assert one_error_line(res) == (
+        "error: the prompt of 3 demonstration pairs: 3 s is about 175 tokens, more than the LLM's context of 150 "
+        "(about 3 s) (fix: use fewer --repeats or --pairs, or shorter demonstration clips)"
+    )
+    res = run("denoise", data / "q" / "a [b].wav", *pairs, "--pairs", "2", "--repeats", "2", "-o", tmp_path / "d.wav")
+    assert one_error_line(res).startswith(
+        "error: the prompt of 2 demonstration pairs (x2, --repeats): 4 s is about 233"
+    )
+    assert loads == []
+    # What fits loads: one clip per text, two pairs once.
+    run(
+        "tts",
+        "1+1",
+        "--mode",
+        "paper",
+        "--shots",
+        "1",
+        "--llm",
+        llm,
+        "-o",
+        tmp_path / "a.wav",
+        "--demos",
+        data / "digits",
+    )
+    run("denoise", data / "q" / "a [b].wav", *pairs, "--pairs", "2", "-o", tmp_path / "d.wav")
+    assert len(loads) == 2

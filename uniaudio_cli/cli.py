@@ -13,7 +13,7 @@ import logging
 import math
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -353,6 +353,73 @@ def _refuse_long_texts(llm: str | None, texts: list[str], fix: str) -> None:
     raise errors[0]
 
 
+def _seconds(paths: Iterable[Path]) -> float:
+    """Total duration of readable audio files (a bad one is reported where it is read)."""
+    import soundfile as sf
+
+    total = 0.0
+    for p in paths:
+        try:
+            total += sf.info(str(p)).duration
+        except Exception:
+            continue
+    return total
+
+
+def _refuse_long_demos(llm: str | None, codec: str | None, seconds: float, what: str, fix: str) -> None:
+    """Refuse, before the models load, demonstrations whose ``seconds`` of audio (all layers'
+    tokens) alone overflow the LLM's context: the prompt holds them all, with each query."""
+    from uniaudio_cli.limits import context_overflow
+
+    limit = _context_limit(llm, codec, "all")
+    overflow = None if limit is None else context_overflow(seconds, limit[1], limit[0])
+    if overflow is not None:
+        raise PromptTooLongError(f"{what}: {overflow}", fix)
+
+
+def _refuse_long_tts(
+    llm: str | None, codec: str | None, texts: list[str], clips: dict[str, list[Path]], opts: Any
+) -> None:
+    """tts's prompts, measured before the models load. Paper mode: the demonstrations' audio
+    prompt. Default mode: each text's question after the answer examples, as the text step
+    scores it (a run none of whose texts fits is refused; the task names each one too long)."""
+    if opts.mode == "paper":
+        chosen = [p for paths in clips.values() for p in paths[: opts.shots]]
+        _refuse_long_demos(
+            llm,
+            codec,
+            _seconds(chosen),
+            f"the audio prompt of {len(chosen)} demonstration clips",
+            "use fewer --shots or shorter demonstration clips",
+        )
+        return
+    from uniaudio_cli.limits import counting_tokenizer, llm_context_length
+    from uniaudio_cli.prompts import AnswerExamples, PromptBuilder, PromptTemplate
+
+    context, tokenizer = llm_context_length(llm), counting_tokenizer(llm)
+    if context is None or tokenizer is None:
+        return
+    builder = PromptBuilder(tokenizer, PromptTemplate.load(opts.answer_template))
+    examples = AnswerExamples.load(opts.answer_examples)
+    # TextAnswerer's prompt: the examples whose answer is a demonstration text, then the
+    # question and the longest candidate answer.
+    fixed = len(builder.text_demos([(q, a) for q, a in examples.examples if a in clips]))
+    fixed += max(len(builder.answer(t)) for t in clips)
+    errors = []
+    for t in texts:
+        n = fixed + len(builder.render(builder.template.query, text=t))
+        if n <= context:
+            return
+        errors.append(
+            PromptTooLongError(
+                f"{_short(t)!r}: {n} tokens with the answer examples, more than the LLM's context of {context}",
+                "use a shorter text: the question must fit the LLM's context beside the answer examples",
+            )
+        )
+    errors[0].also = errors[1:]
+    raise errors[0]
+
+
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise UsageError(f"{name} {value!r} is not one of {', '.join(allowed)}", f"use {name} {allowed[0]}")
@@ -604,6 +671,7 @@ def tts(
             named = ", ".join(f"{_short(label)!r} {n}" for label, n in list(short.items())[:5])
             more = f" and {len(short) - 5} more" if len(short) > 5 else ""
             print_note(f"note: --shots {shots}: fewer clips in {named}{more}; each text uses the clips it has")
+    _refuse_long_tts(llm, codec, texts, folder.clips, opts)
     lm, cdc = load_models(llm, codec, device, dtype, quiet)
     from uniaudio_cli.tasks.tts import Synthesizer
 
@@ -712,6 +780,16 @@ def denoise(
     if demos is not None:  # the shipped pairs are checked by the tests
         chosen_pairs = spread_pairs(pair_set, opts.pair_count(len(pair_set)))
         check_pairs(chosen_pairs, opts.max_seconds, same_length=opts.mode == "default")
+    if opts.mode == "paper":  # its prompt holds every chosen pair, --repeats times
+        chosen_pairs = spread_pairs(pair_set, opts.pair_count(len(pair_set)))
+        _refuse_long_demos(
+            llm,
+            codec,
+            opts.repeats * _seconds(p for pair in chosen_pairs for p in (pair.noisy, pair.clean)),
+            f"the prompt of {len(chosen_pairs)} demonstration pairs"
+            + (f" (x{opts.repeats}, --repeats)" if opts.repeats > 1 else ""),
+            "use fewer --repeats or --pairs, or shorter demonstration clips",
+        )
     if not quiet:
         _note_format_change(paths, CODEC_RATE)
     lm, cdc = load_models(llm, codec, device, dtype, quiet)

@@ -51,15 +51,37 @@ def llm_context_length(llm: str | None) -> int | None:
         return None
 
 
-def text_tokens(llm: str | None, text: str) -> int | None:
-    """How many tokens ``--llm``'s tokenizer makes of ``text`` (no special tokens), read with
-    the ``tokenizers`` library from the model's ``tokenizer.json``; ``None`` without one."""
+class CountingTokenizer:
+    """``--llm``'s tokenizer as :class:`~uniaudio_cli.prompts.PromptBuilder` uses it, read with
+    the ``tokenizers`` library from ``tokenizer.json`` (no transformers, no torch), to count a
+    prompt's tokens before the model loads. It adds no BOS, so a count may be one short: a
+    check with it never refuses what fits."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return list(self._tokenizer.encode(text, add_special_tokens=add_special_tokens).ids)
+
+
+def counting_tokenizer(llm: str | None) -> CountingTokenizer | None:
+    """:class:`CountingTokenizer` of ``--llm`` (``None``: the embedded default), or ``None``
+    where it has no ``tokenizer.json`` at hand (a Hub id, a GGUF not converted yet)."""
     folder = _llm_folder(llm)
     if folder is None or not (folder / "tokenizer.json").is_file():
         return None
     try:
-        tokenizer = _tokenizer(str(folder / "tokenizer.json"))
-        return len(tokenizer.encode(text, add_special_tokens=False).ids)
+        return CountingTokenizer(_tokenizer(str(folder / "tokenizer.json")))
+    except Exception:  # an unreadable file: the load reports it, with its fix
+        return None
+
+
+def text_tokens(llm: str | None, text: str) -> int | None:
+    """How many tokens ``--llm``'s tokenizer makes of ``text`` (no special tokens); ``None``
+    without its ``tokenizer.json``."""
+    tokenizer = counting_tokenizer(llm)
+    try:
+        return None if tokenizer is None else len(tokenizer.encode(text))
     except Exception:
         return None
 

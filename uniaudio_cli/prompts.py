@@ -150,3 +150,37 @@ class PromptBuilder:
     def answer(self, answer: str) -> list[int]:
         """Ids of an answer as it follows the query (``answer_prefix`` + answer)."""
         return self.text(self.template.answer_prefix + answer)
+
+    def text_demos(self, examples: Sequence[tuple[str, str]]) -> list[int]:
+        """Ids of a text-only few-shot prompt: the BOS, the induction line, then each
+        ``(text, answer)`` demonstration rendered with the template's ``demo``."""
+        t = self.template
+        ids = self.bos() + self.render(t.induction)
+        for text, answer in examples:
+            ids += self.render(t.demo, text=text, answer=answer)
+        return ids
+
+
+@dataclass(frozen=True)
+class AnswerExamples:
+    """The data of the default TTS mode's text step (``prompts/<name>.json``): ``(question,
+    answer)`` examples and the content-free questions whose answers measure each prompt's prior
+    (see :class:`uniaudio_cli.tasks.tts.TextAnswerer`)."""
+
+    examples: tuple[tuple[str, str], ...]
+    content_free: tuple[str, ...] = ()
+
+    @classmethod
+    def load(cls, name_or_path: str | Path) -> AnswerExamples:
+        p = Path(name_or_path)
+        if p.suffix != ".json":
+            p = prompts_dir() / f"{name_or_path}.json"
+        try:
+            data = json.loads(p.read_text())
+            examples = tuple((str(q), str(a)) for q, a in data["examples"])
+            content_free = tuple(str(c) for c in data.get("content_free", ()))
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise UsageError(
+                f"{p}: not a list of text examples ({e})", 'give {"examples": [[question, answer], ...]}'
+            ) from e
+        return cls(examples, content_free)

@@ -21,7 +21,6 @@ with ``refuse_unsure``.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from uniaudio_cli.decoding import PrefixCache, continuation_logprobs, generate_c
 from uniaudio_cli.errors import UsageError
 from uniaudio_cli.features import dtw_cost, mfcc
 from uniaudio_cli.llm import LoadedLLM
-from uniaudio_cli.prompts import PromptBuilder, PromptTemplate, prompts_dir
+from uniaudio_cli.prompts import AnswerExamples, PromptBuilder, PromptTemplate
 from uniaudio_cli.tasks.audio_gen import LayerMasks, flatten, split
 from uniaudio_cli.tasks.options import Mode, TTSOptions, default_tts_demos
 
@@ -117,30 +116,6 @@ def copy_atypicality(originals: Sequence[np.ndarray], copies: Sequence[np.ndarra
         ds = [dtw_cost(c, o) / (c.shape[1] + o.shape[1]) for j, o in enumerate(fo) if j != i]
         out.append(float(np.mean(ds)))
     return out
-
-
-@dataclass(frozen=True)
-class AnswerExamples:
-    """The text step's data (``prompts/<name>.json``): ``(question, answer)`` examples and the
-    content-free questions whose answers measure each prompt's prior."""
-
-    examples: tuple[tuple[str, str], ...]
-    content_free: tuple[str, ...] = ()
-
-    @classmethod
-    def load(cls, name_or_path: str | Path) -> AnswerExamples:
-        p = Path(name_or_path)
-        if p.suffix != ".json":
-            p = prompts_dir() / f"{name_or_path}.json"
-        try:
-            data = json.loads(p.read_text())
-            examples = tuple((str(q), str(a)) for q, a in data["examples"])
-            content_free = tuple(str(c) for c in data.get("content_free", ()))
-        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise UsageError(
-                f"{p}: not a list of text examples ({e})", 'give {"examples": [[question, answer], ...]}'
-            ) from e
-        return cls(examples, content_free)
 
 
 @dataclass
@@ -269,11 +244,7 @@ class TextAnswerer:
         return orders
 
     def _prefix_ids(self, examples: Sequence[tuple[str, str]]) -> list[int]:
-        b, t = self.builder, self.builder.template
-        ids = b.bos() + b.render(t.induction)
-        for question, answer in examples:
-            ids += b.render(t.demo, text=question, answer=answer)
-        return ids
+        return self.builder.text_demos(examples)
 
     def _log_distribution(self, prefix: PrefixCache, text: str) -> torch.Tensor:
         query = self.builder.render(self.builder.template.query, text=text)
