@@ -598,8 +598,18 @@ def test_demonstration_prompts_too_long_for_the_context_are_refused_before_loadi
     assert one_error_line(res).startswith(
         "error: the prompt of 2 demonstration pairs (x2, --repeats): 4 s is about 233"
     )
+    icl = ("classify", "--demos", data / "labels", data / "q", "--method", "icl", "--llm", llm, "--layers", "all")
+    res = run(*icl, "--mode", "paper")  # 2 labels x 2 clips cropped to 1 s
+    assert res.exit_code == 1
+    assert one_error_line(res) == (
+        "error: the icl prompt (every label's 2 demonstration clips): 4 s is about 233 tokens, more than the "
+        "LLM's context of 150 (about 3 s) (fix: use fewer --shots/--repeats, a shorter --crop, --layers "
+        "semantic, or an LLM with a longer context)"
+    )
+    res = run(*icl, "--repeats", "2")  # one label's 2 whole clips, twice
+    assert one_error_line(res).startswith("error: the icl prompt (one label's 2 demonstration clips, x2 with")
     assert loads == []
-    # What fits loads: one clip per text, two pairs once.
+    # What fits loads: one clip per text, two pairs once, one label's clips once.
     run(
         "tts",
         "1+1",
@@ -615,4 +625,5 @@ def test_demonstration_prompts_too_long_for_the_context_are_refused_before_loadi
         data / "digits",
     )
     run("denoise", data / "q" / "a [b].wav", *pairs, "--pairs", "2", "-o", tmp_path / "d.wav")
-    assert len(loads) == 2
+    run(*icl, "-q")
+    assert len(loads) == 3

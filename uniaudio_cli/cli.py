@@ -366,15 +366,44 @@ def _seconds(paths: Iterable[Path]) -> float:
     return total
 
 
-def _refuse_long_demos(llm: str | None, codec: str | None, seconds: float, what: str, fix: str) -> None:
-    """Refuse, before the models load, demonstrations whose ``seconds`` of audio (all layers'
-    tokens) alone overflow the LLM's context: the prompt holds them all, with each query."""
+def _refuse_long_demos(
+    llm: str | None, codec: str | None, seconds: float, what: str, fix: str, layers: str = "all"
+) -> None:
+    """Refuse, before the models load, demonstrations whose ``seconds`` of audio (read as
+    ``layers``' tokens) alone overflow the LLM's context: the prompt holds them all, with each
+    query."""
     from uniaudio_cli.limits import context_overflow
 
-    limit = _context_limit(llm, codec, "all")
+    limit = _context_limit(llm, codec, layers)
     overflow = None if limit is None else context_overflow(seconds, limit[1], limit[0])
     if overflow is not None:
         raise PromptTooLongError(f"{what}: {overflow}", fix)
+
+
+def _refuse_long_icl_prompt(llm: str | None, codec: str | None, chosen: dict[str, list[Path]], opts: Any) -> None:
+    """Refuse, before the models load, an icl prompt whose demonstrations alone overflow the
+    LLM's context: paper mode's prompt holds every label's clips, the default mode's one
+    label's (each ``--repeats`` times), cropped clips counted at most ``--crop`` long."""
+    from uniaudio_cli.limits import PROMPT_FIX
+
+    crop = opts.crop_seconds
+
+    def seconds(paths: list[Path]) -> float:
+        return sum(min(_seconds([p]), crop or math.inf) for p in paths)
+
+    per_label = [seconds(paths) for paths in chosen.values()]
+    held = sum(per_label) if opts.mode == "paper" else max(per_label, default=0.0)
+    what = "every label's" if opts.mode == "paper" else "one label's"
+    shots = max((len(paths) for paths in chosen.values()), default=0)
+    _refuse_long_demos(
+        llm,
+        codec,
+        opts.repeats * held,
+        f"the icl prompt ({what} {shots} demonstration clip{'s' if shots != 1 else ''}"
+        + (f", x{opts.repeats} with --repeats)" if opts.repeats > 1 else ")"),
+        PROMPT_FIX,
+        opts.token_layers,
+    )
 
 
 def _refuse_long_tts(
@@ -529,6 +558,8 @@ def classify(
                 f"{opts.method} it only makes --crop keep a clip's start; add --method icl for the paper's protocol"
             )
     check_demo_clips((p for clips in chosen.values() for p in clips), opts.max_seconds)
+    if opts.method == "icl":
+        _refuse_long_icl_prompt(llm, codec, chosen, opts)
     paths = expand_inputs(queries)
     probe = audio_probe(paths, opts.max_seconds)
     # A whole query is read in one prompt: its tokens alone must fit the LLM's context.

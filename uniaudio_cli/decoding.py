@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 
 from uniaudio_cli.errors import PromptTooLongError
+from uniaudio_cli.limits import PROMPT_FIX
 
 if TYPE_CHECKING:
     from uniaudio_cli.prompt_store import PromptStore
@@ -58,7 +59,6 @@ def cache_argument(model: Any) -> str:
 
 # What to do about a prompt too long for the LLM, for a classification prompt (each task that
 # builds prompts passes its own).
-PROMPT_FIX = "use fewer --shots/--repeats, a shorter --crop, --layers semantic, or an LLM with a longer context"
 
 
 class PrefixCache:

@@ -18,6 +18,8 @@ from typing import Any
 DEFAULT_CONTEXT_LENGTH = 8192
 # The fix for a whole clip too long for the LLM's context.
 TOO_LONG_FIX = "cut it into shorter clips, or read part of it with --crop SECONDS"
+# The fix for a classification prompt too long for the LLM's context.
+PROMPT_FIX = "use fewer --shots/--repeats, a shorter --crop, --layers semantic, or an LLM with a longer context"
 
 
 def _llm_folder(llm: str | None) -> Path | None:
