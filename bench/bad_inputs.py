@@ -77,6 +77,10 @@ def fixtures(tmp: Path) -> dict[str, Path]:
     f["huge"] = tmp / "eleven_minutes.flac"
     sf.write(f["huge"], np.zeros(SR * 660, dtype=np.int16), SR, subtype="PCM_16")
     f["long"] = tone(tmp / "three_minutes.wav", 180.0)
+    for k in range(8):  # 16 x 10 s: more than SmolLM2's 8,192 tokens at 58 tokens/s
+        for label in ("2", "7"):
+            tone(tmp / "long_demos" / label / f"{k}.wav", 10.0)
+    f["long_demos"] = tmp / "long_demos"
     f["mac"] = tmp / "from_a_mac"
     f["mac"].mkdir()
     (f["mac"] / "._clip.wav").write_bytes(b"\x00\x05\x16\x07 AppleDouble resource fork")
@@ -176,6 +180,33 @@ def cases(f: dict[str, Path], tmp: Path) -> list[tuple[str, list[str]]]:
         (
             "a question longer than the LLM's context",
             ["tts", "what is one plus one? " * 3000, "-o", str(tmp / "t.wav")],
+        ),
+        (
+            "a question that fits the LLM's context alone, not after the answer examples",
+            ["tts", "what is" + " one" * 7800, "-o", str(tmp / "t.wav")],
+        ),
+        (
+            "tts --mode paper: demonstrations too long for the LLM's context",
+            [
+                "tts",
+                "1+1",
+                "--mode",
+                "paper",
+                "--shots",
+                "200",
+                "--demos",
+                str(f["long_demos"]),
+                "-o",
+                str(tmp / "t.wav"),
+            ],
+        ),
+        (
+            "denoise --mode paper: a prompt of pairs too long for the LLM's context",
+            ["denoise", q, "--mode", "paper", "--pairs", "100", "--repeats", "3", "-o", str(tmp / "c.wav")],
+        ),
+        (
+            "classify --method icl: demonstrations too long for the LLM's context",
+            ["classify", "--demos", d, q, "--method", "icl", "--layers", "all", "--repeats", "300"],
         ),
         (
             "generate --seconds longer than the LLM's context",
