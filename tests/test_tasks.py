@@ -319,6 +319,27 @@ def pair_demos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_pairs(tmp_path_factory.mktemp("pairs"))
 
 
+def test_paper_tts_writes_the_commonest_length_and_names_the_demo_it_follows(models, tts_demos) -> None:
+    llm, codec = models
+    folder = load_demo_folder(tts_demos)
+    synth = Synthesizer.from_files(llm, codec, folder.clips, TTSOptions(mode="paper", shots=2))
+    demos = [TTSDemo(d.text, d.path, synth.tokens(d)) for d in synth.demos]
+    short = [layer[: len(layer) // 2] for layer in demos[0].tokens]
+    # One shorter clip among six: the output keeps the five's length; four of six: theirs.
+    odd = [TTSDemo(demos[0].text, demos[0].path, short), *demos[1:]]
+    assert Synthesizer(llm, codec, odd, synth.opts).counts == [8, 16, 32]
+    most = [TTSDemo(d.text, d.path, short) for d in demos[:4]] + demos[4:]
+    assert Synthesizer(llm, codec, most, synth.opts).counts == [4, 8, 16]
+    # The demonstration sharing most layer-1 codes position by position, from half of them on.
+    first = demos[0].tokens
+    assert synth._closest_demo(first) == f"{demos[0].path} ('1')"
+    others = {t for d in demos for t in d.tokens[0]}
+    stranger = next(t for t in codec.bridge.valid_token_ids(0) if t not in others)
+    half = [first[0][:4] + [stranger] * 4, *first[1:]]
+    assert synth._closest_demo(half) == f"{demos[0].path} ('1')"
+    assert synth._closest_demo([first[0][:3] + [stranger] * 5, *first[1:]]) is None
+
+
 @pytest.mark.parametrize("mode", ["default", "paper"])
 def test_denoiser_keeps_length(models, pair_demos, mode) -> None:
     llm, codec = models
@@ -341,6 +362,8 @@ def test_paper_denoiser_writes_layer_counts(models, pair_demos) -> None:
         llm, codec, load_pair_folder(pair_demos), DenoiseOptions(mode="paper", pairs=3, segment_seconds=0.5)
     )
     assert isinstance(den, TokenDenoiser) and len(den.demos) == 3
+    with pytest.raises(UsageError, match="no audio to denoise"):
+        list(den.denoise_blocks([np.zeros(0, dtype=np.float32)]))
     seg = 4 * UNIT  # 0.5 s rounds down to whole codec units
     rng = np.random.default_rng(1)
     for n in (int(0.3 * SR), seg, int(1.3 * SR) + 7):
