@@ -627,3 +627,14 @@ def test_demonstration_prompts_too_long_for_the_context_are_refused_before_loadi
     run("denoise", data / "q" / "a [b].wav", *pairs, "--pairs", "2", "-o", tmp_path / "d.wav")
     run(*icl, "-q")
     assert len(loads) == 3
+    # generate: every caption's clips padded to --crop, then the clip to write (as long).
+    res = run("generate", "dog", "--demos", data / "labels", "--llm", llm, "-o", tmp_path / "g.wav")
+    assert res.exit_code == 1
+    assert one_error_line(res) == (
+        "error: 4 demonstration clips (8 s) and a 2 s clip: 10 s is about 583 tokens, more than the LLM's "
+        "context of 150 (about 3 s) (fix: use a shorter --seconds, fewer --shots or captions in --demos, or a "
+        "shorter --crop)"
+    )
+    res = run("generate", "dog", "--demos", data / "labels", "--llm", llm, "-o", tmp_path / "g.wav", "--crop", "0")
+    assert one_error_line(res).startswith("error: 4 demonstration clips (4 s): 4 s is about 233")
+    assert len(loads) == 3

@@ -928,15 +928,22 @@ def generate(
                     )
                 )
     check_demo_clips((p for clips in chosen.values() for p in clips), opts.max_seconds)
-    if opts.seconds is not None and (limit := _context_limit(llm, codec, "all")) is not None:
+    if (limit := _context_limit(llm, codec, "all")) is not None:
         from uniaudio_cli.limits import context_overflow
 
-        # A lower bound of the prompt: the clip to write and the cropped demonstrations' audio.
-        demo_seconds = (opts.crop or 0.0) * sum(len(c) for c in chosen.values())
-        overflow = context_overflow(opts.seconds + demo_seconds, limit[1], limit[0])
+        # A lower bound of the prompt: the demonstrations' audio (cropped or padded to --crop)
+        # and the clip to write (--seconds, else as long as a cropped demonstration).
+        clips = [p for c in chosen.values() for p in c]
+        demo_seconds = opts.crop * len(clips) if opts.crop else _seconds(clips)
+        clip_seconds = opts.seconds if opts.seconds is not None else (opts.crop or 0.0)
+        overflow = context_overflow(clip_seconds + demo_seconds, limit[1], limit[0])
         if overflow is not None:
             raise PromptTooLongError(  # as the same overflow found after loading
-                f"--seconds {opts.seconds:g} beside {demo_seconds:g} s of demonstrations: {overflow}",
+                f"--seconds {opts.seconds:g} beside {demo_seconds:g} s of demonstrations: {overflow}"
+                if opts.seconds is not None
+                else f"{len(clips)} demonstration clips ({demo_seconds:g} s)"
+                + (f" and a {clip_seconds:g} s clip" if clip_seconds else "")
+                + f": {overflow}",
                 "use a shorter --seconds, fewer --shots or captions in --demos, or a shorter --crop",
             )
     lm, cdc = load_models(llm, codec, device, dtype, quiet)
