@@ -24,6 +24,10 @@ def test_device_defaults_to_cuda_when_present_and_falls_back_with_a_warning(
     with caplog.at_level(logging.WARNING, logger="uniaudio_cli.runtime"):
         assert resolve_device("cuda") == CPU
     assert "CUDA requested but not available" in caplog.text
+    # This machine has neither MPS nor XPU: they fall back as CUDA does, never a traceback.
+    with caplog.at_level(logging.WARNING, logger="uniaudio_cli.runtime"):
+        assert resolve_device("mps") == CPU and resolve_device("xpu:0") == CPU
+    assert "MPS requested but not available" in caplog.text and "XPU requested" in caplog.text
     with pytest.raises(UsageError, match="unknown device 'gpu0'"):
         check_runtime_options("gpu0")
 

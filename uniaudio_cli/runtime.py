@@ -37,7 +37,8 @@ def check_runtime_options(device: str | None, dtype: str | None = None) -> None:
 
 
 def resolve_device(device: str | None = None) -> torch.device:
-    """``None`` means CUDA when present, else CPU; an unavailable CUDA request falls back with a warning."""
+    """``None`` means CUDA when present, else CPU; an unavailable CUDA, MPS or XPU request falls
+    back to the CPU with a warning."""
     import torch
 
     if device is None or device == "auto":
@@ -46,8 +47,13 @@ def resolve_device(device: str | None = None) -> torch.device:
         dev = torch.device(device)
     except RuntimeError as e:
         raise UsageError(f"unknown device {device!r}", "use cpu, cuda or cuda:N") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        log.warning("CUDA requested but not available; running on CPU")
+    available = {
+        "cuda": torch.cuda.is_available,
+        "mps": lambda: torch.backends.mps.is_available(),
+        "xpu": lambda: hasattr(torch, "xpu") and torch.xpu.is_available(),
+    }
+    if dev.type in available and not available[dev.type]():
+        log.warning("%s requested but not available; running on CPU", dev.type.upper())
         return torch.device("cpu")
     return dev
 
