@@ -204,3 +204,29 @@ def test_denoise_pairs_default_per_mode() -> None:
     assert DenoiseOptions(mode="paper").pair_count(3) == 3
     assert DenoiseOptions().pair_count(10) == 10
     assert DenoiseOptions(mode="paper", pairs=6).pair_count(10) == 6
+
+
+def test_a_codec_for_another_llm_is_refused_before_the_llm_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The codec checks the LLM's vocabulary (tokenizer and embedding table, read without the
+    model) before the LLM's weights load, which for LLaMA 2 7B takes minutes."""
+    import transformers
+
+    from tests.test_decoding import tiny_llama
+    from tests.test_prompts import build_tokenizer
+    from uniaudio_cli.errors import VocabularyMismatchError
+
+    folder = tmp_path / "tiny-llama"
+    tiny_llama().save_pretrained(folder)
+    build_tokenizer(size=tiny_llama().config.vocab_size).save_pretrained(folder)
+    loads: list[str] = []
+
+    def from_pretrained(*args: object, **kwargs: object) -> None:
+        loads.append(str(args[0]))
+        raise AssertionError("the LLM's weights were loaded")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    with pytest.raises(VocabularyMismatchError, match="codec built for SmolLM2-135M-Instruct"):
+        ua.load_models(llm=str(folder), device="cpu")
+    assert loads == []

@@ -71,13 +71,25 @@ def load_models(
     import torch
 
     from uniaudio_cli.codec.api import load_codec
-    from uniaudio_cli.llm import load_llm
+    from uniaudio_cli.llm import load_llm, load_vocabulary
+    from uniaudio_cli.runtime import resolve_device
 
+    dev = resolve_device(device)
     # Building the models draws random initial weights before the checkpoints replace them; a
     # caller's seeded random stream must not depend on whether models were loaded.
     with torch.random.fork_rng(devices=[]):
-        model = load_llm(llm, device=device, dtype=dtype, prompt_cache=prompt_cache)
-        return Models(model, load_codec(codec, vocabulary=model.vocabulary, device=str(model.device)))
+        # The codec first, on the LLM's vocabulary (its tokenizer and embedding table, read
+        # without the model): a mismatched pair is refused before the LLM's weights load,
+        # which for a 7B model takes minutes.
+        vocab = load_vocabulary(llm)
+        # On CUDA the codec goes where the LLM's first layers will (device_map "auto" starts
+        # on the current device); a fallback to the CPU is resolved, and warned of, once.
+        if dev.type == "cuda" and dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        cdc = load_codec(codec, vocabulary=vocab, device=dev)
+        llm_device = "cpu" if dev.type == "cpu" else device
+        model = load_llm(llm, device=llm_device, dtype=dtype, prompt_cache=prompt_cache, vocabulary=vocab)
+        return Models(model, cdc)
 
 
 def _items(value: object, what: str) -> list[Any]:

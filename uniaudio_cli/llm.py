@@ -457,12 +457,17 @@ class LoadedLLM:
 
 
 def load_llm(
-    llm: str | None = None, device: str | None = None, dtype: str | None = None, prompt_cache: bool = True
+    llm: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    prompt_cache: bool = True,
+    vocabulary: Vocabulary | None = None,
 ) -> LoadedLLM:
     """Load a frozen causal LM (see :func:`resolve_llm`) on ``device`` in ``dtype``.
 
     ``prompt_cache`` keeps the tasks' prompt KV caches on disk across runs
     (:mod:`uniaudio_cli.prompt_store`; off as well with ``UNIAUDIO_PROMPT_CACHE=0``).
+    ``vocabulary``: this LLM's, already read by :func:`load_vocabulary` (else read here).
 
     On CUDA, models that may not fit one GPU are placed with accelerate's ``device_map="auto"``.
     """
@@ -498,7 +503,7 @@ def load_llm(
     model.eval().requires_grad_(False)
     # The codec's codebooks come from the stored table, not the model's copy: a bf16/fp16 cast
     # on the GPU would change the table's fingerprint.
-    vocab = load_vocabulary(llm)
+    vocab = vocabulary if vocabulary is not None else load_vocabulary(llm)
     ctx = int(getattr(model.config, "max_position_embeddings", 0) or 4096)
     first_device = next(model.parameters()).device
     from uniaudio_cli.prompt_store import PromptStore
