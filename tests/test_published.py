@@ -292,3 +292,25 @@ def test_load_codec_published_pth_encode_decode(tiny_pth: Path) -> None:
     # Noise is seeded, so a fresh load decodes identically.
     again = load_codec(tiny_pth, device="cpu")
     assert (again.decode(ids) == load_codec(tiny_pth, device="cpu").decode(ids)).all()
+
+
+def test_a_word_list_layer_1_is_shown_as_indices_and_refused_by_the_tasks(
+    tiny_pth: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TINY's layer 1 (50 codes) is not the LLM's table (80): like the released 3,248-word
+    checkpoint, its codes index a word list, so no task may read them as token ids."""
+    import uniaudio_cli as ua
+    from uniaudio_cli import llm as llm_module
+    from uniaudio_cli.codec.api import load_codec
+    from uniaudio_cli.errors import CheckpointError
+    from uniaudio_cli.vocab import Vocabulary
+
+    codec = load_codec(tiny_pth, device="cpu")
+    ids = codec.encode(torch.randn(HOP * 8).numpy() * 0.1)
+    assert codec.token_text(ids)[0].split() == [f"w{i}" for i in ids[0]]
+    vocab = Vocabulary("tiny-llama", None, torch.randn(80, 16), special_ids=[])
+    monkeypatch.setattr(llm_module, "load_vocabulary", lambda *a, **k: vocab)
+    monkeypatch.setattr(llm_module, "load_llm", lambda *a, **k: pytest.fail("the LLM was loaded"))
+    with pytest.raises(CheckpointError, match="indexes its own 50-word list") as err:
+        ua.load_models(llm="tiny-llama", codec=str(tiny_pth), device="cpu")
+    assert "full LLaMA table" in err.value.fix

@@ -71,6 +71,7 @@ def load_models(
     import torch
 
     from uniaudio_cli.codec.api import load_codec
+    from uniaudio_cli.errors import CheckpointError
     from uniaudio_cli.llm import load_llm, load_vocabulary
     from uniaudio_cli.runtime import resolve_device
 
@@ -87,6 +88,15 @@ def load_models(
         if dev.type == "cuda" and dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())
         cdc = load_codec(codec, vocabulary=vocab, device=dev)
+        if cdc.bridge.word_list_layer1:
+            raise CheckpointError(
+                f"{cdc.source}: layer 1 of this checkpoint indexes its own "
+                f"{cdc.bridge.codebook_sizes[0]}-word list (layer1.npy of the reference release), whose "
+                "words the LLM reads as one or more tokens each; uniaudio's tasks read layer-1 codes as "
+                "the LLM's token ids, so they would read the wrong words",
+                "use the published checkpoint whose layer 1 is the full LLaMA table (32,000 codes), or "
+                "the default codec; encode, decode and eval codec work with this one",
+            )
         llm_device = "cpu" if dev.type == "cpu" else device
         model = load_llm(llm, device=llm_device, dtype=dtype, prompt_cache=prompt_cache, vocabulary=vocab)
         return Models(model, cdc)

@@ -103,14 +103,15 @@ class TokenBridge:
     """Maps codebook indices to LLM token ids and back.
 
     ``layer_token_ids[i]`` is the token id of each code of layer ``i`` (``None``: codes are token
-    ids already). ``tokenizer`` renders tokens as text; ``layer_words`` (published codec with a
-    3,248-word layer 1) names layer-1 codes when they are not single tokens.
+    ids already). ``tokenizer`` renders tokens as text. ``word_list_layer1``: the published
+    codec whose layer 1 indexes its own 3,248-word list, not the LLM's tokens; its layer-1
+    codes pass through as they are (``w<index>`` as text) and the LLM tasks refuse it.
     """
 
     layer_token_ids: list[list[int] | None]
     codebook_sizes: list[int]
     tokenizer: Any = None
-    layer_words: list[str] | None = None
+    word_list_layer1: bool = False
     excluded: frozenset[int] = frozenset()
 
     def __post_init__(self) -> None:
@@ -161,8 +162,8 @@ class TokenBridge:
 
     def token_text(self, token_ids: Sequence[int], layer: int) -> list[str]:
         """Each token of one layer as the LLM's text (word-start markers shown as nothing)."""
-        if layer == 0 and self.layer_words is not None and self.layer_token_ids[0] is None:
-            return [self.layer_words[int(t)] for t in token_ids]
+        if layer == 0 and self.word_list_layer1:
+            return [f"w{int(t)}" for t in token_ids]
         if self.tokenizer is None:
             return [str(int(t)) for t in token_ids]
         toks = self.tokenizer.convert_ids_to_tokens([int(t) for t in token_ids])

@@ -320,7 +320,6 @@ def _load_published(path: Path, llm: str | None, vocabulary: Vocabulary | None, 
         layer_token_ids=[None, None, None],
         codebook_sizes=list(cfg.codebook_sizes),
         tokenizer=vocab.tokenizer if vocab is not None else None,
+        word_list_layer1=not full_layer1,
     )
-    if not full_layer1:
-        log.info("%s: layer 1 codes are indices into its %d-word list", path, cfg.codebook_sizes[0])
     return Codec(model.to(dev), bridge, dev, str(path), vocab)
