@@ -517,7 +517,17 @@ def test_context_and_token_rates_are_read_without_loading(tmp_path: Path, monkey
     assert limits.llm_context_length(str(folder)) is None
     (folder / "config.json").write_text("{not json")
     assert limits.llm_context_length(str(folder)) is None  # the load reports it
-    assert limits.llm_context_length("meta-llama/Llama-2-7b-hf") is None  # a Hub id: not without loading
+    # A Hub id: its config.json in the local Hugging Face cache, else only the load can tell.
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert limits.llm_context_length("meta-llama/Llama-2-7b-hf") is None
+    snapshot = tmp_path / "hub" / "models--meta-llama--Llama-2-7b-hf" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("abc123")
+    (snapshot / "config.json").write_text(json.dumps({"max_position_embeddings": 4096}))
+    assert limits.llm_context_length("meta-llama/Llama-2-7b-hf") == 4096
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF")
     assert limits.llm_context_length(str(gguf)) is None  # not converted yet
@@ -528,7 +538,8 @@ def test_context_and_token_rates_are_read_without_loading(tmp_path: Path, monkey
     assert limits.llm_context_length(str(gguf)) == 2048
     cfg = CodecConfig.load(default_codec_path() / "config.json")
     assert limits.codec_token_rates(None) == (cfg.tokens_per_second, cfg.frame_rate / cfg.vq_strides[0])
-    assert limits.codec_token_rates(tmp_path / "published.pth") is None
+    # The published codec's rates are its architecture's (hop 480, strides 4/2/1), whatever the file.
+    assert limits.codec_token_rates(tmp_path / "published.pth") == (1750 / 30, 250 / 30)
     assert limits.context_overflow(140.0, 58.3, 8192) is None
     assert limits.context_overflow(1e300, 58.3, 8192).startswith("1e+300 s is about 5.83e+301 tokens")
 

@@ -32,9 +32,23 @@ def _llm_folder(llm: str | None) -> Path | None:
         p = default_gguf_path(install=False) if llm is None else Path(llm).expanduser()
         if p.suffix == ".gguf" and p.is_file():
             p = _gguf_cache(p)  # reading the GGUF's own header takes seconds
-        return p if p.is_dir() else None
+        if p.is_dir():
+            return p
+        return _hub_cache_folder(str(llm)) if llm is not None and not p.exists() else None
     except Exception:  # not installed, unreadable: the load reports it, with its fix
         return None
+
+
+def _hub_cache_folder(model_id: str) -> Path | None:
+    """The local Hugging Face cache's snapshot folder of a Hub id (e.g.
+    ``meta-llama/Llama-2-7b-hf``) holding its ``config.json``, looked up without the network;
+    ``None`` when it is not cached."""
+    if model_id.count("/") > 1 or model_id.startswith((".", "/", "~")):
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(model_id, "config.json")
+    return Path(found).parent if isinstance(found, str) else None
 
 
 def llm_context_length(llm: str | None) -> int | None:
@@ -97,10 +111,16 @@ def _tokenizer(path: str) -> Any:
 
 def codec_token_rates(codec: str | Path | None) -> tuple[float, float] | None:
     """``(tokens per second of all layers, of layer 1)`` of ``--codec`` (``None``: the default
-    checkpoint), or ``None`` for a published ``.pth`` or an unreadable folder."""
+    checkpoint; a published ``.pth``: the released config's rates), or ``None`` for an
+    unreadable folder."""
     from uniaudio_cli.codec.config import CodecConfig
     from uniaudio_cli.paths import default_codec_path
 
+    if codec is not None and Path(codec).suffix in (".pth", ".pt", ".ckpt"):
+        # The published codec's rates are fixed by its architecture (hop 480, strides 4/2/1);
+        # the file's tensors set only its codebook sizes.
+        cfg = CodecConfig(backbone="published")
+        return cfg.tokens_per_second, cfg.frame_rate / cfg.vq_strides[0]
     folder = Path(codec) if codec is not None else default_codec_path()
     try:
         cfg = CodecConfig.load(folder / "config.json")
