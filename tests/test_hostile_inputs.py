@@ -582,6 +582,13 @@ def test_texts_too_long_for_the_context_are_refused_before_loading(
         "LLM's context beside the answer examples)"
     )
     assert loads == []
+    # No text can fit where the examples alone fill the context.
+    res = run("tts", "1+1", "--llm", _tokenizer_folder(tmp_path / "llm90", context=90), "-o", tmp_path / "a.wav")
+    assert one_error_line(res) == (
+        "error: the text step's answer examples alone are 517 tokens, more than the LLM's context of 90 (fix: "
+        "use an LLM with a longer context (SmolLM2's is 8,192), or --mode paper)"
+    )
+    assert loads == []
     # One text that fits: the batch goes on (the task names each text too long as it reaches it).
     res = run("tts", long, "1+1", "--llm", roomier, "--out-dir", tmp_path / "out", "--demos", data / "digits", "-q")
     assert len(loads) == 1

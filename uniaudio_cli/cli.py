@@ -434,6 +434,11 @@ def _refuse_long_tts(
     # question and the longest candidate answer.
     fixed = len(builder.text_demos([(q, a) for q, a in examples.examples if a in clips]))
     fixed += max(len(builder.answer(t)) for t in clips)
+    if fixed >= context:
+        raise PromptTooLongError(
+            f"the text step's answer examples alone are {fixed} tokens, more than the LLM's context of {context}",
+            "use an LLM with a longer context (SmolLM2's is 8,192), or --mode paper",
+        )
     errors = []
     for t in texts:
         n = fixed + len(builder.render(builder.template.query, text=t))
