@@ -293,3 +293,42 @@ def test_conversion_records_and_paths_are_checked(tmp_path: Path, monkeypatch: p
     monkeypatch.setenv(ENV_HOME, "")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert home_dir() == tmp_path / "xdg" / "uniaudio"
+
+
+def test_a_pytorch_bin_model_gives_its_embeddings_without_loading_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``pytorch_model.bin``-only folder: the table is read as plain tensors (memory-mapped,
+    no pickled code run), not by building the whole model a second time; a file that holds
+    other pickled objects is refused, naming it, in one line without terminal escapes."""
+    import pickle
+
+    import torch
+    import transformers
+
+    from tests.test_decoding import tiny_llama
+    from tests.test_prompts import build_tokenizer
+
+    model = tiny_llama()
+    folder = tmp_path / "bin-llama"
+    model.save_pretrained(folder)
+    build_tokenizer(size=model.config.vocab_size).save_pretrained(folder)
+    for f in folder.glob("*.safetensors"):  # transformers 5 writes only safetensors
+        f.unlink()
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    assert (folder / "pytorch_model.bin").is_file() and not list(folder.glob("*.safetensors"))
+    monkeypatch.setattr(
+        transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: pytest.fail("the model was built")
+    )
+    vocab = llm.load_vocabulary(str(folder))
+    assert torch.equal(vocab.embeddings, model.get_input_embeddings().weight.detach().float())
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("payload ran",))
+
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"model.embed_tokens.weight": Payload()}))
+    with pytest.raises(ModelLoadError) as err:
+        llm.load_vocabulary(str(folder))
+    assert err.value.message.startswith(f"{folder / 'pytorch_model.bin'}: not a plain PyTorch weights file")
+    assert "\x1b" not in err.value.message and "\n" not in err.value.message

@@ -51,8 +51,11 @@ CONVERSION_MARKER = "uniaudio.json"
 
 
 def _cause(e: BaseException) -> str:
-    """``Type: first line of the message`` of an exception, for one-line errors."""
-    text = str(e).strip()
+    """``Type: first line of the message`` of an exception, for one-line errors (terminal
+    escape sequences, which torch puts in some messages, removed)."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(e)).strip()
     return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
 
 
@@ -376,6 +379,19 @@ def _hf_embeddings(source: Path | str) -> torch.Tensor:
                 f"{f}: unreadable safetensors file ({_cause(e)})",
                 "replace it with an intact copy (fetch the model again)",
             ) from e
+    # PyTorch weight files: read as tensors only (never executing pickled code) and memory-
+    # mapped, so that only the embedding table is read, not the whole model a second time.
+    for f in sorted(folder.glob("*.bin")):
+        try:
+            state = torch.load(str(f), map_location="cpu", weights_only=True, mmap=True)
+        except Exception as e:
+            raise ModelLoadError(
+                f"{f}: not a plain PyTorch weights file ({_cause(e)})",
+                "convert the model to safetensors from a source you trust, or fetch it in that format",
+            ) from e
+        for key, value in state.items() if isinstance(state, dict) else ():
+            if key.endswith(("embed_tokens.weight", "wte.weight", "tok_embeddings.weight")):
+                return value.float().contiguous()
     from transformers import AutoModelForCausalLM
 
     try:
