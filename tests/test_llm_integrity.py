@@ -332,3 +332,19 @@ def test_a_pytorch_bin_model_gives_its_embeddings_without_loading_the_model(
         llm.load_vocabulary(str(folder))
     assert err.value.message.startswith(f"{folder / 'pytorch_model.bin'}: not a plain PyTorch weights file")
     assert "\x1b" not in err.value.message and "\n" not in err.value.message
+
+
+def test_an_incomplete_model_folder_is_refused_naming_what_is_missing(tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    with pytest.raises(ModelLoadError, match=r"model: no config\.json"):
+        llm.resolve_llm(str(folder))
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match=r"model: no tokenizer file \(tokenizer\.json, tokenizer\.model"):
+        llm.load_vocabulary(str(folder))
+    (folder / "tokenizer.json").write_text("{}")
+    assert llm.resolve_llm(str(folder)) == ("model", folder, False)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"")
+    with pytest.raises(ModelLoadError, match="not a model folder or a .gguf file"):
+        llm.resolve_llm(str(weights))

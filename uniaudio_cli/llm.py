@@ -308,9 +308,28 @@ def resolve_llm(llm: str | None) -> tuple[str, Path | str, bool]:
         if not p.is_file():
             raise ModelLoadError(f"{p}: no such GGUF file", "check the --llm path")
         return p.stem, p, True
-    if p.exists():
+    if p.is_dir():
+        _check_model_folder(p)
         return p.name, p, False
+    if p.exists():
+        raise ModelLoadError(
+            f"{p}: not a model folder or a .gguf file", "pass --llm FOLDER (save_pretrained) or a .gguf"
+        )
     return llm, llm, False
+
+
+# Files one of which a Hugging Face tokenizer is read from.
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt")
+
+
+def _check_model_folder(folder: Path) -> None:
+    """Refuse a model folder missing what every load needs, naming the file (the loaders'
+    own messages do not say that a file is missing)."""
+    fix = "pass the folder as the model's save_pretrained wrote it (config.json, tokenizer files, weights)"
+    if not (folder / "config.json").is_file():
+        raise ModelLoadError(f"{folder}: no config.json", fix)
+    if not any((folder / f).is_file() for f in _TOKENIZER_FILES):
+        raise ModelLoadError(f"{folder}: no tokenizer file ({', '.join(_TOKENIZER_FILES)})", fix)
 
 
 def _special_ids(tok: Any) -> list[int]:
