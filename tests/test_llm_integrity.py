@@ -346,5 +346,5 @@ def test_an_incomplete_model_folder_is_refused_naming_what_is_missing(tmp_path: 
     assert llm.resolve_llm(str(folder)) == ("model", folder, False)
     weights = tmp_path / "model.safetensors"
     weights.write_bytes(b"")
-    with pytest.raises(ModelLoadError, match="not a model folder or a .gguf file"):
+    with pytest.raises(ModelLoadError, match=r"not a model folder or a \.gguf file"):
         llm.resolve_llm(str(weights))
