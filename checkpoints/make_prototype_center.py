@@ -6,8 +6,8 @@ The base set is the codec's training audio, kept apart from every evaluation spl
 centre (layer-1 tokens) comes from ESC-10 folds 1-2 (environmental sound) and RAVDESS actors
 1-10 (speech); the ``fused`` method's centre (all layers' tokens) and acoustic statistics also from
 FSDD speakers other than nicolas and ``speech_extra``, the development splits its settings were
-chosen on (bench/classify_methods.py). Writes ``<codec>/prototype_center.safetensors`` for the
-codec and LLM given.
+chosen on (bench/classify_methods.py). Writes ``<codec>/prototype_center.safetensors`` (beside a
+published ``.pth``: ``<stem>.prototype_center.safetensors``) for the codec and LLM given.
 
     python checkpoints/make_prototype_center.py [--data ../shared/data] [--codec checkpoints/llm-codec-smollm2]
 """
@@ -26,8 +26,8 @@ from uniaudio_cli.audio import load_audio
 from uniaudio_cli.codec.api import load_codec
 from uniaudio_cli.llm import load_llm
 from uniaudio_cli.tasks.prototype import (
-    CENTER_FILE,
     acoustic_statistics,
+    center_path,
     compute_center,
     compute_fused_stats,
     manifest,
@@ -80,7 +80,7 @@ def main() -> None:
             clips[name].append((every, acoustic_statistics(wav, codec.sample_rate)))
     fused = compute_fused_stats(llm, clips)
     sources = json.dumps({"prototype": json.loads(manifest(groups)), "fused": json.loads(manifest(fused_groups))})
-    out = save_center(args.codec / CENTER_FILE, center, llm, codec, sources, fused)
+    out = save_center(center_path(codec), center, llm, codec, sources, fused)
     print(f"{out}: centre {tuple(center.shape)}, fused centre {tuple(fused.center.shape)} from {sources}")
 
 

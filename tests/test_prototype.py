@@ -100,7 +100,7 @@ def test_center_round_trip_and_refusals(models, tmp_path: Path, caplog) -> None:
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         assert load_center(llm, codec) is None
-    assert "has no prototype_center.safetensors" in caplog.text
+    assert "no prototype_center.safetensors for" in caplog.text and "make_prototype_center.py" in caplog.text
 
 
 def test_classifier_uses_the_stored_center(models, label_demos) -> None:  # noqa: F811

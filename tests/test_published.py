@@ -314,3 +314,21 @@ def test_a_word_list_layer_1_is_shown_as_indices_and_refused_by_the_tasks(
     with pytest.raises(CheckpointError, match="indexes its own 50-word list") as err:
         ua.load_models(llm="tiny-llama", codec=str(tiny_pth), device="cpu")
     assert "full LLaMA table" in err.value.fix
+
+
+def test_a_published_codec_keeps_its_centre_beside_the_pth(tiny_pth: Path, models, tmp_path: Path) -> None:
+    """The prototype and fused methods' base-set centre for a published ``.pth``: a file beside
+    it, tied to its code weights (a folder checkpoint keeps it inside)."""
+    import shutil
+
+    from uniaudio_cli.codec.api import load_codec
+    from uniaudio_cli.tasks.prototype import center_path, load_center, save_center
+
+    llm, _ = models
+    pth = Path(shutil.copy(tiny_pth, tmp_path / "llm3_codec_uni.pth"))
+    codec = load_codec(pth, device="cpu")
+    assert center_path(codec) == tmp_path / "llm3_codec_uni.prototype_center.safetensors"
+    assert load_center(llm, codec) is None
+    center = torch.randn(llm.model.config.num_hidden_layers + 1, llm.model.config.hidden_size)
+    save_center(center_path(codec), center, llm, codec, "{}")
+    assert torch.equal(load_center(llm, codec), center)

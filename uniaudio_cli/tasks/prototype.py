@@ -144,10 +144,18 @@ def depth_index(n_states: int, depth: float) -> int:
     return round(min(max(depth, 0.0), 1.0) * (n_states - 1))
 
 
+def center_path(codec: Codec) -> Path:
+    """Where ``codec``'s base-set centre is kept: ``<folder>/prototype_center.safetensors`` for a
+    checkpoint folder, ``<stem>.prototype_center.safetensors`` beside a published ``.pth``."""
+    source = Path(codec.source)
+    return source / CENTER_FILE if source.is_dir() else source.with_name(f"{source.stem}.{CENTER_FILE}")
+
+
 def _pair_identity(llm: LoadedLLM, codec: Codec, version: int = CENTER_FORMAT_VERSION) -> dict[str, str] | None:
     """What a centre must match: the weights that decide the codec's codes (format 1: its whole
     weight file) and the LLM's embedding table and shape."""
-    weights = Path(codec.source) / "model.safetensors"
+    source = Path(codec.source)
+    weights = source / "model.safetensors" if source.is_dir() else source
     if not weights.is_file():
         return None
     cfg = llm.model.config
@@ -197,7 +205,9 @@ def save_center(
 
     ident = _pair_identity(llm, codec)
     if ident is None:
-        raise UsageError(f"{codec.source}: not a codec checkpoint folder", "pass a folder with model.safetensors")
+        raise UsageError(
+            f"{codec.source}: not a codec checkpoint", "pass a folder with model.safetensors or a published .pth"
+        )
     out = Path(path)
     tmp = out.with_name(out.name + ".tmp")
     meta = {"format_version": str(CENTER_FORMAT_VERSION), "sources": sources, **ident}
@@ -218,9 +228,15 @@ def _read_center_file(llm: LoadedLLM, codec: Codec) -> dict[str, torch.Tensor] |
     else ``None`` with a warning."""
     from safetensors import safe_open
 
-    path = Path(codec.source) / CENTER_FILE
+    path = center_path(codec)
     if not path.is_file():
-        log.warning("prototype: %s has no %s; clip features are not centred", codec.source, CENTER_FILE)
+        log.warning(
+            "prototype: no %s for %s; clip features are not centred (make it with "
+            "checkpoints/make_prototype_center.py --codec %s, or pass --no-center)",
+            path.name,
+            codec.source,
+            codec.source,
+        )
         return None
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
@@ -259,7 +275,7 @@ def load_fused_stats(llm: LoadedLLM, codec: Codec) -> FusedStats | None:
         log.warning(
             "fused: %s has no statistics for this version of the fused method; features are not "
             "centred (remake the file with checkpoints/make_prototype_center.py)",
-            Path(codec.source) / CENTER_FILE,
+            center_path(codec),
         )
         return None
     return FusedStats(tensors["fused_center"], tensors["acoustic_mean"], tensors["acoustic_std"])
@@ -425,6 +441,7 @@ __all__ = [
     "FUSED_DEPTHS",
     "FusedStats",
     "center_features",
+    "center_path",
     "clip_features",
     "compute_center",
     "compute_fused_stats",
