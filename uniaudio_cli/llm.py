@@ -322,14 +322,14 @@ def resolve_llm(llm: str | None) -> tuple[str, Path | str, bool]:
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt")
 
 
+_FOLDER_FIX = "pass the folder as the model's save_pretrained wrote it (config.json, tokenizer files, weights)"
+
+
 def _check_model_folder(folder: Path) -> None:
-    """Refuse a model folder missing what every load needs, naming the file (the loaders'
-    own messages do not say that a file is missing)."""
-    fix = "pass the folder as the model's save_pretrained wrote it (config.json, tokenizer files, weights)"
-    if not (folder / "config.json").is_file():
-        raise ModelLoadError(f"{folder}: no config.json", fix)
+    """Refuse a model folder without a tokenizer, naming what is missing (the loaders' own
+    messages do not say that a file is missing); the model's load checks its config.json."""
     if not any((folder / f).is_file() for f in _TOKENIZER_FILES):
-        raise ModelLoadError(f"{folder}: no tokenizer file ({', '.join(_TOKENIZER_FILES)})", fix)
+        raise ModelLoadError(f"{folder}: no tokenizer file ({', '.join(_TOKENIZER_FILES)})", _FOLDER_FIX)
 
 
 def _special_ids(tok: Any) -> list[int]:
@@ -515,6 +515,8 @@ def load_llm(
     _, source, is_gguf = resolve_llm(llm)
     expected = DEFAULT_GGUF_SHA256 if llm is None else None
     folder: Path | str = convert_gguf(Path(source), with_model=True, sha256=expected) if is_gguf else source
+    if isinstance(folder, Path) and folder.is_dir() and not (folder / "config.json").is_file():
+        raise ModelLoadError(f"{folder}: no config.json", _FOLDER_FIX)
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "low_cpu_mem_usage": True, **_local_only(folder)}
     if dev.type == "cuda":
         kwargs["device_map"] = "auto" if dev.index is None else {"": dev.index}
