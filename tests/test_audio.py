@@ -84,6 +84,23 @@ def test_write_is_atomic_and_refuses_overwrite(tmp_path: Path) -> None:
         write_text_atomic(tmp_path / "a.json", "{}")
 
 
+def test_an_output_another_run_writes_meanwhile_is_kept_without_force(tmp_path: Path) -> None:
+    """Two runs writing one output: the check before writing passes for both; the one that
+    finishes second must not replace the first's file unless --force."""
+    out = tmp_path / "same.wav"
+
+    def blocks(theirs: int):
+        yield np.full(160, 0.1, dtype=np.float32)
+        write_audio(out, np.zeros(theirs, dtype=np.float32), 16000, force=True)  # the other run
+        yield np.full(160, 0.1, dtype=np.float32)
+
+    with pytest.raises(OutputExistsError, match="exists \\(written by another run meanwhile\\)"):
+        write_audio_blocks(out, blocks(480), 16000)
+    assert sf.info(out).frames == 480 and [p.name for p in tmp_path.iterdir()] == ["same.wav"]
+    write_audio_blocks(out, blocks(480), 16000, force=True)
+    assert sf.info(out).frames == 320
+
+
 def test_a_failed_write_is_one_typed_error_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A full disk surfaces as OutputWriteError naming the file (soundfile reports it as a
     RuntimeError, Python as OSError), and no temporary file stays behind; an error making the

@@ -201,11 +201,27 @@ def as_mono(wav: object, source: str = "audio") -> np.ndarray:
     return x
 
 
-def _publish(tmp: str, dest: Path) -> None:
+def _publish(tmp: str, dest: Path, force: bool) -> None:
     """Give a finished temporary file normal permissions (mkstemp makes it 0600) and move it
-    into place in one rename."""
+    into place in one step. Without ``force`` a file that appeared at ``dest`` meanwhile (another
+    run writing the same output) is kept and :class:`OutputExistsError` raised: a hard link
+    fails where ``dest`` exists, as a rename would not."""
     make_shareable(tmp)
-    os.replace(tmp, dest)
+    if force:
+        os.replace(tmp, dest)
+        return
+    try:
+        os.link(tmp, dest)
+    except FileExistsError:
+        raise OutputExistsError(
+            f"{dest}: exists (written by another run meanwhile)", "pass --force to overwrite, or choose another output"
+        ) from None
+    except OSError:  # a file system without hard links: the check before writing must do
+        if dest.exists():
+            raise OutputExistsError(f"{dest}: exists", "pass --force to overwrite, or choose another output") from None
+        os.replace(tmp, dest)
+        return
+    os.unlink(tmp)
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -303,7 +319,7 @@ def _write_error(p: Path, e: Exception) -> OutputWriteError:
 
 
 @contextlib.contextmanager
-def _atomic_output(p: Path, suffix: str = "") -> Iterator[str]:
+def _atomic_output(p: Path, suffix: str = "", force: bool = False) -> Iterator[str]:
     """A new empty temporary file beside ``p`` for the body to write, renamed onto ``p`` once the
     body returns. A failure, in the body or in the rename, removes the temporary file and the
     folders made for it that are still empty, so nothing is left behind; a file system error
@@ -320,7 +336,7 @@ def _atomic_output(p: Path, suffix: str = "") -> Iterator[str]:
             raise _write_error(p, e) from e
         yield tmp
         try:
-            _publish(tmp, p)
+            _publish(tmp, p, force)
         except OSError as e:
             raise _write_error(p, e) from e
         done = True
@@ -348,7 +364,7 @@ def write_audio_blocks(path: str | Path, blocks: Iterable[np.ndarray], sample_ra
     fmt = AUDIO_OUTPUT_FORMATS.get(suffix)
     if fmt is None:
         raise UsageError(f"{p}: unsupported output format {suffix!r}", "use a .wav or .flac file name")
-    with _atomic_output(p, suffix) as tmp:
+    with _atomic_output(p, suffix, force) as tmp:
         subtype = "VORBIS" if fmt == "OGG" else "PCM_16"
         try:
             f = sf.SoundFile(tmp, "w", samplerate=sample_rate, channels=1, format=fmt, subtype=subtype)
@@ -378,7 +394,7 @@ def write_text_atomic(path: str | Path, text: str, force: bool = False) -> Path:
     p = Path(path)
     if p.exists() and not force:
         raise OutputExistsError(f"{p}: exists", "pass --force to overwrite, or choose another output")
-    with _atomic_output(p) as tmp:
+    with _atomic_output(p, force=force) as tmp:
         try:
             with open(tmp, "w", encoding="utf-8") as f:
                 f.write(text)
