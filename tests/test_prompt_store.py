@@ -144,3 +144,30 @@ def test_a_store_smaller_than_one_entry_keeps_the_entry_just_written(store) -> N
     assert s.path(PROMPT).is_file() and s.load(PROMPT) is not None
     PrefixCache(model, PROMPT[1:], CPU, 256, store=s)
     assert s.path(PROMPT[1:]).is_file() and not s.path(PROMPT).is_file()
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf", "1e400", "-1", "0", "abc", ""])
+def test_a_cache_size_that_is_no_positive_number_warns_and_keeps_the_default(
+    raw: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from uniaudio_cli.disk_cache import limit_from_env
+
+    monkeypatch.setenv("UNIAUDIO_TEST_CACHE_GB", raw)
+    with pytest.warns(UserWarning, match=f"UNIAUDIO_TEST_CACHE_GB={raw!r} is not a positive number of GB; using 4"):
+        assert limit_from_env("UNIAUDIO_TEST_CACHE_GB", 4.0) == 4 * 2**30
+    monkeypatch.setenv("UNIAUDIO_TEST_CACHE_GB", "0.5")
+    assert limit_from_env("UNIAUDIO_TEST_CACHE_GB", 4.0) == 2**29
+
+
+def test_an_interrupted_cache_write_leaves_no_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from uniaudio_cli import disk_cache
+
+    def interrupted(tensors, path, metadata=None) -> None:
+        Path(path).write_bytes(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(disk_cache, "save_tensors", interrupted)
+    files = disk_cache.SafetensorsFiles(tmp_path, "test", 2**30)
+    with pytest.raises(KeyboardInterrupt):
+        files.write("k" * 64, {"x": torch.zeros(2)}, {}, "a test entry")
+    assert list(tmp_path.iterdir()) == []

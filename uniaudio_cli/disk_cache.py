@@ -11,6 +11,7 @@ recomputation, never the task.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import warnings
 from collections.abc import Callable
@@ -30,12 +31,17 @@ def switched_off(env: str) -> bool:
 
 
 def limit_from_env(env: str, default_gb: float) -> int:
-    """A size limit in bytes from environment variable ``env`` (gigabytes; ``default_gb`` when unset
-    or not a number, with a warning for the latter)."""
+    """A size limit in bytes from environment variable ``env`` (gigabytes; ``default_gb`` when unset,
+    and with a warning when it is not a positive finite number)."""
+    raw = os.environ.get(env)
+    if raw is None:
+        return int(default_gb * 2**30)
     try:
-        gb = float(os.environ.get(env, default_gb))
+        gb = float(raw)
     except ValueError:
-        warnings.warn(f"{env} is not a number; using {default_gb} GB", stacklevel=3)
+        gb = math.nan
+    if not (math.isfinite(gb) and 0 < gb < 2**33):
+        warnings.warn(f"{env}={raw!r} is not a positive number of GB; using {default_gb} GB", stacklevel=3)
         gb = default_gb
     return int(gb * 2**30)
 
@@ -95,9 +101,10 @@ class SafetensorsFiles:
         # A full or read-only disk must not stop the task; safetensors reports its I/O errors
         # as its own SafetensorError, not OSError.
         except Exception as e:
+            warnings.warn(f"{self.root}: cannot store {what} ({e})", stacklevel=3)
+        finally:  # also when Ctrl-C or SIGTERM stops the write
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
-            warnings.warn(f"{self.root}: cannot store {what} ({e})", stacklevel=3)
 
     def _evict(self, keep: Path) -> None:
         remove_stale(self.root, ".*.tmp")  # entries whose writer was killed
