@@ -332,20 +332,32 @@ def test_sigterm_unwinds_like_ctrl_c(monkeypatch: pytest.MonkeyPatch, capsys) ->
 
     from uniaudio_cli import cli
 
-    def terminated(*_args: object, **_kwargs: object) -> None:
-        cli._on_sigterm(signal.SIGTERM, None)
+    handlers = []
 
-    previous = signal.getsignal(signal.SIGTERM)
+    def terminated(*_args: object, **_kwargs: object) -> None:
+        handlers.append((signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)))
+        cli._on_signal(signal.SIGTERM, None)
+
+    previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     monkeypatch.setattr("uniaudio_cli.audio.expand_inputs", terminated)
     monkeypatch.setattr("sys.argv", ["uniaudio", "eval", "codec", "x.wav"])
     try:
         with pytest.raises(SystemExit) as exc:
             cli.main()
-        assert signal.getsignal(signal.SIGTERM) is cli._on_sigterm
+        assert handlers == [(cli._on_signal, cli._on_signal)]
+        # Once caught, further signals are ignored while the run unwinds.
+        assert signal.getsignal(signal.SIGTERM) == signal.getsignal(signal.SIGINT) == signal.SIG_IGN
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
     assert exc.value.code == 143
     assert capsys.readouterr().err.strip() == "error: terminated"
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            cli._on_signal(signal.SIGINT, None)
+    finally:
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
 
 
 def test_a_failed_write_is_reported_and_the_batch_goes_on(

@@ -53,8 +53,14 @@ class Terminated(KeyboardInterrupt):
     unwinds as Ctrl-C does: temporary outputs are removed and finished ones kept."""
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise Terminated
+def _on_signal(signum: int, frame: object) -> None:
+    """SIGINT and SIGTERM, the first time: later ones are ignored while the run unwinds (removing
+    its temporary files), so a second Ctrl-C cannot cut the clean-up short or end in a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if signum == signal.SIGTERM:
+        raise Terminated
+    raise KeyboardInterrupt
 
 
 def _fail(message: str, code: int) -> None:
@@ -1674,7 +1680,8 @@ def main() -> None:
     except ImportError:  # pragma: no cover
         from click import exceptions as click  # type: ignore[no-redef]
 
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
     try:
         code = app(standalone_mode=False, prog_name="uniaudio")
     except click.NoArgsIsHelpError as e:
