@@ -58,6 +58,35 @@ def test_encode_text_json_and_decode(tmp_path: Path, codec_dir: Path) -> None:
     assert "note:" not in run("encode", "--codec", str(codec_dir), str(clip)).stderr
 
 
+def test_decode_out_dir_plans_one_file_per_clip_before_loading(tmp_path: Path, codec_dir: Path) -> None:
+    """A JSONL of two clips writes <stem>_000.wav and <stem>_001.wav: those are the names checked
+    before the codec loads, and a clash with another input's output is refused, not overwritten."""
+    clip = write_tone(tmp_path / "in" / "tone.wav", seconds=0.5)
+    one = run("encode", "--codec", str(codec_dir), "--json", str(clip)).stdout
+    (tmp_path / "x.jsonl").write_text(one + one)
+    (tmp_path / "x_000.json").write_text(one)
+    out = tmp_path / "out"
+    res = run(
+        "decode",
+        "--codec",
+        str(codec_dir),
+        str(tmp_path / "x.jsonl"),
+        str(tmp_path / "x_000.json"),
+        "--out-dir",
+        str(out),
+        "--force",
+    )
+    assert res.exit_code == 2 and "x_000.wav: 2 inputs would write this one output" in res.stderr, res.output
+    out.mkdir()
+    (out / "x_001.wav").write_bytes(b"kept")
+    res = run("decode", "--codec", str(codec_dir), str(tmp_path / "x.jsonl"), "--out-dir", str(out))
+    assert res.exit_code == 2 and "x_001.wav: exists" in res.stderr and "loading" not in res.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["x_001.wav"]
+    res = run("decode", "--codec", str(codec_dir), str(tmp_path / "x.jsonl"), "--out-dir", str(out), "--force")
+    assert res.exit_code == 0 and res.stdout.count("\t") == 2
+    assert sorted(p.name for p in out.iterdir()) == ["x_000.wav", "x_001.wav"]
+
+
 def test_batch_goes_on_past_bad_files(tmp_path: Path, codec_dir: Path) -> None:
     good = write_tone(tmp_path / "in" / "a.wav")
     bad = tmp_path / "in" / "b.wav"

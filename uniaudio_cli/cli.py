@@ -7,6 +7,7 @@ Every :class:`UniaudioError` becomes one line on stderr with its fix and a non-z
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -268,14 +269,28 @@ def decode(
         raise UsageError("no output given", "pass -o OUT.wav or --out-dir DIR")
     paths = expand_inputs(inputs, suffixes={".json", ".jsonl"})
 
+    counts: dict[Path, int] = {}
+
     def probe(path: Path) -> None:
         clips = read_encoded(path)
         if len(clips) > 1 and output is not None:
             raise UsageError(f"{path}: holds {len(clips)} clips", "use --out-dir to write one WAV per clip")
+        counts[path] = len(clips)
 
-    check_inputs(paths, probe)
+    def outputs(path: Path, n: int) -> list[Path]:
+        """The WAVs --out-dir gets from a file of ``n`` clips: <stem>.wav, or <stem>_000.wav ..."""
+        assert out_dir is not None
+        suffixes = [".wav"] if n == 1 else [f"_{i:03d}.wav" for i in range(n)]
+        return [output_path_for(path, out_dir, suffix) for suffix in suffixes]
+
+    check_inputs(paths, probe)  # stops at the first usable input
+    if out_dir is not None:  # every input's clips name its outputs; a bad one is reported when reached
+        for p in paths:
+            if p not in counts:
+                with contextlib.suppress(UniaudioError):
+                    probe(p)
     _check_outputs(
-        len(paths), output, out_dir, force, [output_path_for(p, out_dir, ".wav") for p in paths] if out_dir else None
+        len(paths), output, out_dir, force, [d for p, n in counts.items() for d in outputs(p, n)] if out_dir else None
     )
     model = _load_codec(codec, llm, device, quiet)
 
@@ -287,13 +302,8 @@ def decode(
         return [model.decode_clip_blocks(c, str(path)) for c in clips]
 
     def emit(path: Path, wavs: list[Any]) -> None:
-        for i, wav in enumerate(wavs):
-            if output is not None:
-                dest = output
-            else:
-                assert out_dir is not None
-                suffix = ".wav" if len(wavs) == 1 else f"_{i:03d}.wav"
-                dest = output_path_for(path, out_dir, suffix)
+        dests = [output] if output is not None else outputs(path, len(wavs))
+        for dest, wav in zip(dests, wavs, strict=True):
             write_audio_blocks(dest, wav, model.sample_rate, force=force)
             typer.echo(f"{_field(path)}\t{_field(dest)}")
 
