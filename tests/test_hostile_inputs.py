@@ -668,3 +668,32 @@ def test_demonstration_prompts_too_long_for_the_context_are_refused_before_loadi
     res = run("generate", "dog", "--demos", data / "labels", "--llm", llm, "-o", tmp_path / "g.wav", "--crop", "0")
     assert one_error_line(res).startswith("error: 4 demonstration clips (4 s): 4 s is about 233")
     assert len(loads) == 3
+
+
+def test_a_closed_stdout_ends_the_run_quietly_with_sigpipes_status(tmp_path: Path) -> None:
+    """`uniaudio ... | head -1`: once the reader has gone, the run stops with 141 (128 + SIGPIPE),
+    as a process killed by the signal would, and prints no error."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "pipe.py"
+    script.write_text(
+        "import typer\n"
+        "from uniaudio_cli.cli import handle_errors\n"
+        "app = typer.Typer()\n"
+        "@app.command()\n"
+        "@handle_errors\n"
+        "def lines() -> None:\n"
+        "    for i in range(100000):\n"
+        "        typer.echo(f'line {i}')\n"
+        "app()\n"
+    )
+    res = subprocess.run(
+        f"{sys.executable} {script} | head -1; exit ${{PIPESTATUS[0]}}",
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 141 and res.stdout == "line 0\n" and res.stderr == ""

@@ -117,6 +117,14 @@ def handle_errors(fn: F) -> F:
             _fail(e.one_line(), e.exit_code)
         except Terminated:
             _fail("terminated", 143)
+        except BrokenPipeError:
+            # The reader of stdout has gone (`| head`): stop quietly, as a process killed by
+            # SIGPIPE would, with its exit status; stdout goes nowhere so that flushing it at
+            # exit cannot fail again.
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(141) from None
         except OSError as e:
             # A file system failure no check foresaw (a cache folder gone read-only, a full
             # disk under a lock file): one line naming the file, not a traceback.
