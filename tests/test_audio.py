@@ -10,6 +10,7 @@ import soundfile as sf
 
 from tests.conftest import write_tone
 from uniaudio_cli.audio import (
+    check_audio_output,
     check_output_file,
     check_output_files,
     expand_inputs,
@@ -79,6 +80,10 @@ def test_write_is_atomic_and_refuses_overwrite(tmp_path: Path) -> None:
     assert [p.name for p in out.parent.iterdir()] == ["out.wav"]  # no temp files left behind
     with pytest.raises(UsageError, match="unsupported output format"):
         write_audio(tmp_path / "x.mp4", np.zeros(10), 16000)
+    for name in ("UPPER.WAV", "upper.FLAC"):  # suffixes in any case
+        check_audio_output(tmp_path / name)
+        write_audio(tmp_path / name, np.zeros(160, dtype=np.float32), 16000)
+        assert sf.info(tmp_path / name).frames == 160
     write_text_atomic(tmp_path / "a.json", "{}")
     with pytest.raises(OutputExistsError):
         write_text_atomic(tmp_path / "a.json", "{}")

@@ -212,6 +212,9 @@ def test_prompt_too_long(model) -> None:
     assert continuation_logprobs(prefix, [1, 2, 3], [[4]]).shape == (1,)  # exactly fits
     with pytest.raises(PromptTooLongError, match="test prompt: prompt of 15 tokens exceeds the LLM's context of 14"):
         continuation_logprobs(prefix, [1, 2, 3], [[4, 5]])
+    # The longest candidate decides, whichever comes first.
+    with pytest.raises(PromptTooLongError, match="prompt of 15 tokens"):
+        continuation_logprobs(prefix, [1, 2, 3], [[4], [4, 5]])
     with pytest.raises(PromptTooLongError):
         generate_constrained(prefix, [1, 2], [allowed_mask(V, [3], CPU)] * 3)
     with pytest.raises(PromptTooLongError):

@@ -58,6 +58,10 @@ def test_another_model_or_prompt_misses(store) -> None:
     model, other = tiny_llama(0), tiny_llama(1)
     assert model_fingerprint(model) == model_fingerprint(tiny_llama(0))
     assert model_fingerprint(model) != model_fingerprint(other)
+    # Same weights, another config (e.g. the rotary base): other logits, so another key.
+    changed = tiny_llama(0)
+    changed.config.rope_theta = 1234.0
+    assert model_fingerprint(changed) != model_fingerprint(model)
     s = store(model)
     PrefixCache(model, PROMPT, CPU, 256, store=s)
     assert not store(other).path(PROMPT).is_file()
@@ -171,3 +175,13 @@ def test_an_interrupted_cache_write_leaves_no_temporary_file(tmp_path: Path, mon
     with pytest.raises(KeyboardInterrupt):
         files.write("k" * 64, {"x": torch.zeros(2)}, {}, "a test entry")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("value", "off"), [("0", True), ("false", True), ("No", True), ("off", True), ("1", False), ("yes", False)]
+)
+def test_cache_switches(value: str, off: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from uniaudio_cli.disk_cache import switched_off
+
+    monkeypatch.setenv("UNIAUDIO_TEST_CACHE", value)
+    assert switched_off("UNIAUDIO_TEST_CACHE") is off

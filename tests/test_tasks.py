@@ -440,6 +440,10 @@ def test_mask_denoiser_refuses_pairs_of_unequal_length(models, pair_demos, tmp_p
     llm, codec = models
     with pytest.raises(UsageError, match=r"noisy0\.wav.*same length"):
         Denoiser.from_pairs(llm, codec, load_pair_folder(root), DenoiseOptions())
+    # Longer than its clean file is refused as well.
+    sf.write(root / "u2" / "noisy0.wav", np.concatenate([wav, wav[:100]]), SR)
+    with pytest.raises(UsageError, match=r"noisy0\.wav.*same length"):
+        Denoiser.from_pairs(llm, codec, load_pair_folder(root), DenoiseOptions())
 
 
 def test_pair_folder_errors(tmp_path: Path) -> None:
