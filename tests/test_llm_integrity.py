@@ -348,3 +348,23 @@ def test_an_incomplete_model_folder_is_refused_naming_what_is_missing(tmp_path: 
     weights.write_bytes(b"")
     with pytest.raises(ModelLoadError, match=r"not a model folder or a \.gguf file"):
         llm.resolve_llm(str(weights))
+
+
+def test_a_read_only_cache_that_lacks_a_file_is_one_error_with_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import filelock
+
+    from uniaudio_cli.errors import UniaudioError
+
+    def denied(self, *args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", denied)
+    with pytest.raises(UniaudioError) as err, llm._cache_lock(tmp_path / "llm" / "model.gguf"):
+        pytest.fail("the body ran without the lock")
+    assert (
+        err.value.message
+        == f"{tmp_path / 'llm'}: cannot write uniaudio's cache (Permission denied) to create model.gguf"
+    )
+    assert err.value.fix == "make it writable, or set UNIAUDIO_HOME to a folder you can write to"

@@ -121,9 +121,22 @@ def _cache_lock(target: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``target``'s one-time creation across processes."""
     from filelock import FileLock
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target.parent / f".{target.name}.lock")):
+    from uniaudio_cli.errors import UniaudioError
+    from uniaudio_cli.paths import ENV_HOME
+
+    lock = FileLock(str(target.parent / f".{target.name}.lock"))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except OSError as e:  # a read-only cache that still lacks this file
+        raise UniaudioError(
+            f"{target.parent}: cannot write uniaudio's cache ({e.strerror or e}) to create {target.name}",
+            f"make it writable, or set {ENV_HOME} to a folder you can write to",
+        ) from e
+    try:
         yield
+    finally:
+        lock.release()
 
 
 def _fetch_default_gguf(cached: Path) -> None:
