@@ -368,3 +368,34 @@ def test_a_read_only_cache_that_lacks_a_file_is_one_error_with_the_fix(
         == f"{tmp_path / 'llm'}: cannot write uniaudio's cache (Permission denied) to create model.gguf"
     )
     assert err.value.fix == "make it writable, or set UNIAUDIO_HOME to a folder you can write to"
+
+
+def test_what_killed_runs_left_goes_after_an_hour_on_any_run(tmp_path: Path, conversions) -> None:
+    """A killed conversion's folder, a killed fetch's part file and a killed cache write's
+    temporary file are removed by the next run that reads the cache, not only by the next
+    run that writes the same thing again."""
+    import os
+    import time
+
+    import torch
+
+    from uniaudio_cli.disk_cache import SafetensorsFiles
+
+    gguf = _gguf(tmp_path / "model.gguf")
+    out = llm.convert_gguf(gguf, sha256=SHA)
+    old = time.time() - 7200
+    left = [out.parent / ".convert-abc", out.parent / ".model.gguf.x1.part", out.parent / ".convert-new"]
+    left[0].mkdir()
+    left[1].write_bytes(b"part")
+    left[2].mkdir()
+    for p in left[:2]:
+        os.utime(p, (old, old))
+    assert llm.convert_gguf(gguf, sha256=SHA) == out and conversions == [gguf]
+    assert [p.exists() for p in left] == [False, False, True]  # a live one (recent) stays
+    cache = tmp_path / "prompt-cache"
+    SafetensorsFiles(cache, "test", 2**30).write("k" * 64, {"x": torch.zeros(1)}, {}, "an entry")
+    stale = cache / ".killed.safetensors.99.tmp"
+    stale.write_bytes(b"half")
+    os.utime(stale, (old, old))
+    SafetensorsFiles(cache, "test", 2**30)
+    assert not stale.exists()

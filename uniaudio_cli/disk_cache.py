@@ -61,6 +61,8 @@ class SafetensorsFiles:
         self.format = format
         self.limit_bytes = limit_bytes
         self.version = version
+        if self.root.is_dir():  # entries whose writer was killed, an hour on
+            remove_stale(self.root, ".*.tmp")
 
     def path(self, key: str) -> Path:
         return self.root / f"{key[:32]}.safetensors"

@@ -207,6 +207,10 @@ def convert_gguf(gguf: Path, with_model: bool = False, sha256: str | None = None
     ``uniaudio.json``, so an up-to-date folder is returned without reading the GGUF again.
     """
     out = _gguf_cache(gguf)
+    # What killed runs left in the cache (a conversion, a fetch, a replaced folder) goes after an
+    # hour, on every run, not only when another conversion starts.
+    for pattern in (".convert-*", ".old-*", ".*.part"):
+        remove_stale(out.parent, pattern)
     if _conversion_done(_read_marker(out / CONVERSION_MARKER), with_model, sha256):
         return out
     # Another process may be converting the same file: wait for it, then look again.
