@@ -371,11 +371,11 @@ def test_a_failed_write_is_reported_and_the_batch_goes_on(
 
     publish, calls = audio._publish, []
 
-    def full_once(tmp: str, dest: Path) -> None:
+    def full_once(tmp: str, dest: Path, force: bool) -> None:
         calls.append(dest)
         if len(calls) == 1:
             raise OSError(errno.ENOSPC, "No space left on device")
-        publish(tmp, dest)
+        publish(tmp, dest, force)
 
     monkeypatch.setattr(audio, "_publish", full_once)
     out = tmp_path / "out"
