@@ -2,8 +2,10 @@
 
 The commands refuse audio too long for the LLM's context before they load the models (seconds,
 not the load's ten): the LLM's context length and the codec's token rates are read here from
-config files, without torch. Where a source cannot be read this way (a Hugging Face model id, a
-published ``.pth`` codec), the answer is ``None`` and the tasks' own checks, after loading, apply.
+config files, without torch (a Hugging Face model id's from the local Hugging Face cache; a
+published ``.pth`` codec's rates are its architecture's). Where a source cannot be read this way
+(a model id not cached, a GGUF not converted yet), the answer is ``None`` and the tasks' own
+checks, after loading, apply.
 """
 
 from __future__ import annotations
@@ -53,8 +55,8 @@ def _hub_cache_folder(model_id: str) -> Path | None:
 
 def llm_context_length(llm: str | None) -> int | None:
     """The context length of ``--llm`` (``None``: the embedded default), or ``None`` when it
-    cannot be read without loading (a Hub model id, a GGUF file not converted yet, an
-    unreadable config)."""
+    cannot be read without loading (a Hub model id not in the local cache, a GGUF file not
+    converted yet, an unreadable config)."""
     if llm is None:
         return DEFAULT_CONTEXT_LENGTH
     folder = _llm_folder(llm)
@@ -82,7 +84,7 @@ class CountingTokenizer:
 
 def counting_tokenizer(llm: str | None) -> CountingTokenizer | None:
     """:class:`CountingTokenizer` of ``--llm`` (``None``: the embedded default), or ``None``
-    where it has no ``tokenizer.json`` at hand (a Hub id, a GGUF not converted yet)."""
+    where it has no ``tokenizer.json`` at hand (a Hub id not cached, a GGUF not converted yet)."""
     folder = _llm_folder(llm)
     if folder is None or not (folder / "tokenizer.json").is_file():
         return None
