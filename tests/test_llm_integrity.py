@@ -230,7 +230,10 @@ def test_corrupt_conversion_names_the_folder(tmp_path: Path, conversions) -> Non
         llm.load_vocabulary(str(gguf))
     folder = llm.convert_gguf(gguf)
     assert e.value.message.startswith(f"{folder}: ")
-    assert e.value.fix == f"delete the folder {folder} and re-run; it is converted again"
+    assert (
+        e.value.fix
+        == f"check that {gguf} is intact (fetch it again) and the disk has room, then delete {folder} and re-run"
+    )
 
 
 def test_hub_errors_keep_their_cause(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -399,3 +402,31 @@ def test_what_killed_runs_left_goes_after_an_hour_on_any_run(tmp_path: Path, con
     os.utime(stale, (old, old))
     SafetensorsFiles(cache, "test", 2**30)
     assert not stale.exists()
+
+
+def test_a_damaged_conversion_is_converted_again_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A conversion damaged after it was made (a truncated file) heals itself with a warning, as
+    the prompt and codebook caches do; a conversion that is unreadable again is refused."""
+    import torch
+
+    from tests.test_vocab import _toy_tokenizer_file
+    from uniaudio_cli.paths import save_tensors
+
+    calls: list[Path] = []
+
+    def write(gguf: Path, folder: Path, with_model: bool) -> None:
+        calls.append(gguf)
+        _toy_tokenizer_file(folder)
+        save_tensors({"embeddings": torch.ones(10, 4)}, folder / "embeddings.safetensors")
+
+    monkeypatch.setattr(llm, "_write_conversion", write)
+    gguf = _gguf(tmp_path / "mine.gguf")
+    assert llm.load_vocabulary(str(gguf), full_tokenizer=False).size == 10 and len(calls) == 1
+    folder = llm.convert_gguf(gguf)
+    (folder / "embeddings.safetensors").write_bytes(b"truncated")
+    with caplog.at_level(logging.WARNING, logger="uniaudio_cli.llm"):
+        assert llm.load_vocabulary(str(gguf), full_tokenizer=False).size == 10
+    assert len(calls) == 2 and "is unreadable" in caplog.text and "converting it again" in caplog.text
+    assert llm.load_vocabulary(str(gguf), full_tokenizer=False).size == 10 and len(calls) == 2

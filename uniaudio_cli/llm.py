@@ -294,10 +294,18 @@ def _looks_corrupt(e: BaseException) -> bool:
     return isinstance(e, (OSError, ValueError, EOFError, KeyError)) or "SafetensorError" in names
 
 
+def _drop_conversion(folder: Path, gguf: Path, e: BaseException) -> None:
+    """Mark an unreadable conversion as undone, so that the next :func:`convert_gguf` makes it
+    again from the GGUF (a damaged cache heals itself, as the prompt and codebook caches do)."""
+    log.warning("%s: the cached conversion of %s is unreadable (%s); converting it again", folder, gguf.name, _cause(e))
+    with _cache_lock(folder):
+        (folder / CONVERSION_MARKER).unlink(missing_ok=True)
+
+
 def _corrupt_conversion(folder: Path, gguf: Path, e: BaseException) -> ModelIntegrityError:
     return ModelIntegrityError(
-        f"{folder}: the cached conversion of {gguf.name} is unreadable ({_cause(e)})",
-        f"delete the folder {folder} and re-run; it is converted again",
+        f"{folder}: the cached conversion of {gguf.name} is unreadable, also when made again ({_cause(e)})",
+        f"check that {gguf} is intact (fetch it again) and the disk has room, then delete {folder} and re-run",
     )
 
 
@@ -456,16 +464,20 @@ def load_vocabulary(llm: str | None = None, full_tokenizer: bool = True) -> Voca
     tok: Any
     if is_gguf:
         gguf = Path(source)
-        folder = convert_gguf(gguf, sha256=DEFAULT_GGUF_SHA256 if llm is None else None)
-        try:
-            tok = None if full_tokenizer else _tokenizer_file(folder)
-            if tok is None:
-                from transformers import AutoTokenizer
+        for attempt in range(2):
+            folder = convert_gguf(gguf, sha256=DEFAULT_GGUF_SHA256 if llm is None else None)
+            try:
+                tok = None if full_tokenizer else _tokenizer_file(folder)
+                if tok is None:
+                    from transformers import AutoTokenizer
 
-                tok = AutoTokenizer.from_pretrained(str(folder))
-            emb = load_file(str(folder / "embeddings.safetensors"))["embeddings"]
-        except Exception as e:
-            raise _corrupt_conversion(folder, gguf, e) from e
+                    tok = AutoTokenizer.from_pretrained(str(folder))
+                emb = load_file(str(folder / "embeddings.safetensors"))["embeddings"]
+                break
+            except Exception as e:
+                if attempt:
+                    raise _corrupt_conversion(folder, gguf, e) from e
+                _drop_conversion(folder, gguf, e)
     else:
         emb = _hf_embeddings(source)
         # A Hub id's files are in the cache by now: _hf_embeddings found or refused them.
@@ -531,12 +543,6 @@ def load_llm(
     torch_dtype = resolve_dtype(dtype, dev)
     _, source, is_gguf = resolve_llm(llm)
     expected = DEFAULT_GGUF_SHA256 if llm is None else None
-    folder: Path | str = convert_gguf(Path(source), with_model=True, sha256=expected) if is_gguf else source
-    if isinstance(folder, Path) and folder.is_dir() and not (folder / "config.json").is_file():
-        raise ModelLoadError(f"{folder}: no config.json", _FOLDER_FIX)
-    kwargs: dict[str, Any] = {"dtype": torch_dtype, "low_cpu_mem_usage": True, **_local_only(folder)}
-    if dev.type == "cuda":
-        kwargs["device_map"] = "auto" if dev.index is None else {"": dev.index}
     from transformers.utils import logging as hf_logging
 
     # A local folder loads in seconds: transformers' weight-loading bar is noise on a library
@@ -544,11 +550,24 @@ def load_llm(
     bar = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
-    except Exception as e:
-        if is_gguf and _looks_corrupt(e):
-            raise _corrupt_conversion(Path(folder), Path(source), e) from e
-        raise ModelLoadError(f"{source}: cannot load the LLM ({_cause(e)})", _hub_fix(e, str(source))) from e
+        for attempt in range(2):
+            folder: Path | str = convert_gguf(Path(source), with_model=True, sha256=expected) if is_gguf else source
+            if isinstance(folder, Path) and folder.is_dir() and not (folder / "config.json").is_file():
+                raise ModelLoadError(f"{folder}: no config.json", _FOLDER_FIX)
+            kwargs: dict[str, Any] = {"dtype": torch_dtype, "low_cpu_mem_usage": True, **_local_only(folder)}
+            if dev.type == "cuda":
+                kwargs["device_map"] = "auto" if dev.index is None else {"": dev.index}
+            try:
+                model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+                break
+            except Exception as e:
+                if not (is_gguf and _looks_corrupt(e)):
+                    raise ModelLoadError(
+                        f"{source}: cannot load the LLM ({_cause(e)})", _hub_fix(e, str(source))
+                    ) from e
+                if attempt:
+                    raise _corrupt_conversion(Path(folder), Path(source), e) from e
+                _drop_conversion(Path(folder), Path(source), e)
     finally:
         if bar:
             hf_logging.enable_progress_bar()
