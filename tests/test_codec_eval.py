@@ -114,6 +114,8 @@ def test_mean_interval() -> None:
     one = mean_interval([0.5, None])  # type: ignore[list-item]
     assert (one.mean, one.interval, one.n) == (0.5, None, 1)
     assert mean_interval([]).mean is None
+    two = mean_interval([1.0, 3.0])  # two values: an interval (t with one degree of freedom)
+    assert two.low is not None and two.high - two.mean == pytest.approx(12.706, rel=1e-3)
 
 
 # --------------------------------------------------------------------------- evaluate_codec
@@ -176,6 +178,7 @@ def test_max_files_spreads_over_a_sorted_folder_instead_of_taking_its_first_labe
     assert sum(p.name.startswith("3_") for p in chosen) == 10
     assert spread(files, 500) == files and spread(files, None) == files and spread(files, 0) == files
     assert spread(files[:3], 2) == [files[0], files[1]]
+    assert spread(files[:10], 4) == [files[i] for i in (0, 2, 5, 7)]  # evenly, not bunched at the start
 
 
 def test_codec_report_markdown(tiny_codec: Codec, clip_dir: Path) -> None:

@@ -364,5 +364,8 @@ def test_caption_case_is_ignored_both_ways_and_empty_demonstrations_are_refused(
     demos = [SoundDemo("Dog_Bark", tokens, SR), SoundDemo("rain", tokens, SR)]
     gen = SoundGenerator(llm, codec, demos, GenerateOptions(temperature=0.0))
     assert gen.match_caption("dog bark") == ("Dog_Bark", 1.0)  # exact, not the LLM's guess
+    # Captions with fewer clips sit out the later shots; every clip is in the prompt, interleaved.
+    uneven = SoundGenerator(llm, codec, [*demos, SoundDemo("Dog_Bark", tokens, SR)], GenerateOptions(temperature=0.0))
+    assert [d.caption for d in uneven.ordered_demos()] == ["Dog_Bark", "rain", "Dog_Bark"]
     with pytest.raises(UsageError, match="has no audio tokens"):
         SoundGenerator(llm, codec, [SoundDemo("x", [[], tokens[1], tokens[2]], SR)], GenerateOptions())

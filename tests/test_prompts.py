@@ -258,6 +258,10 @@ def test_classification_ids_pinned(smol_tokenizer) -> None:
     # --repeats 2 copies the demonstration block.
     prefix2 = _classifier_prefix(b, {"dog": [[100, 200]], "rain": [[300]]}, repeats=2)
     assert prefix2 == INDUCTION + (BLOCK + DEMO_DOG + BLOCK + DEMO_RAIN) * 2 + BLOCK
+    # Labels with fewer clips sit out the later shots; every clip is in the prompt.
+    uneven = _classifier_prefix(b, {"dog": [[100, 200], [201]], "rain": [[300]]})
+    dog2 = b.render(b.template.demo, audio={"audio": [201]}, answer="dog")
+    assert uneven == INDUCTION + BLOCK + DEMO_DOG + BLOCK + DEMO_RAIN + BLOCK + dog2 + BLOCK
 
 
 @pytest.mark.integration
