@@ -77,6 +77,16 @@ def test_decode_out_dir_plans_one_file_per_clip_before_loading(tmp_path: Path, c
         "--force",
     )
     assert res.exit_code == 2 and "x_000.wav: 2 inputs would write this one output" in res.stderr, res.output
+    twice = run(
+        "decode",
+        "--codec",
+        str(codec_dir),
+        str(tmp_path / "x_000.json"),
+        str(tmp_path / "x_000.json"),
+        "--out-dir",
+        str(out),
+    )
+    assert twice.exit_code == 2 and "x_000.wav: 2 inputs would write this one output" in twice.stderr
     out.mkdir()
     (out / "x_001.wav").write_bytes(b"kept")
     res = run("decode", "--codec", str(codec_dir), str(tmp_path / "x.jsonl"), "--out-dir", str(out))

@@ -597,7 +597,8 @@ def test_texts_too_long_for_the_context_are_refused_before_loading(
     # No text can fit where the examples alone fill the context.
     res = run("tts", "1+1", "--llm", _tokenizer_folder(tmp_path / "llm90", context=90), "-o", tmp_path / "a.wav")
     assert one_error_line(res) == (
-        "error: the text step's answer examples alone are 517 tokens, more than the LLM's context of 90 (fix: "
+        "error: the text step's answer examples alone take 517 tokens, leaving no room for a question in the "
+        "LLM's context of 90 (fix: "
         "use an LLM with a longer context (SmolLM2's is 8,192), or --mode paper)"
     )
     assert loads == []

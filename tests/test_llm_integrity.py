@@ -340,7 +340,7 @@ def test_a_pytorch_bin_model_gives_its_embeddings_without_loading_the_model(
 def test_an_incomplete_model_folder_is_refused_naming_what_is_missing(tmp_path: Path) -> None:
     folder = tmp_path / "model"
     folder.mkdir()
-    with pytest.raises(ModelLoadError, match=r"model: no tokenizer file \(tokenizer\.json, tokenizer\.model"):
+    with pytest.raises(ModelLoadError, match=r"model: no tokenizer file \(tokenizer\.json, tokenizer_config\.json, tokenizer\.model, \.\.\.\)"):
         llm.load_vocabulary(str(folder))
     (folder / "tokenizer.json").write_text("{}")
     assert llm.resolve_llm(str(folder)) == ("model", folder, False)

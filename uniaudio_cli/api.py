@@ -83,10 +83,10 @@ def load_models(
         # without the model): a mismatched pair is refused before the LLM's weights load,
         # which for a 7B model takes minutes.
         vocab = load_vocabulary(llm)
-        # On CUDA the codec goes where the LLM's first layers will (device_map "auto" starts
-        # on the current device); a fallback to the CPU is resolved, and warned of, once.
+        # On CUDA the codec goes where the LLM's first layers will (device_map "auto" fills the
+        # visible GPUs from index 0); a fallback to the CPU is resolved, and warned of, once.
         if dev.type == "cuda" and dev.index is None:
-            dev = torch.device("cuda", torch.cuda.current_device())
+            dev = torch.device("cuda", 0)
         cdc = load_codec(codec, vocabulary=vocab, device=dev)
         if cdc.bridge.word_list_layer1:
             raise CheckpointError(

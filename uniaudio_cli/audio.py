@@ -217,11 +217,12 @@ def _publish(tmp: str, dest: Path, force: bool) -> None:
             f"{dest}: exists (written by another run meanwhile)", "pass --force to overwrite, or choose another output"
         ) from None
     except OSError:  # a file system without hard links: the check before writing must do
-        if dest.exists():
+        if os.path.lexists(dest):
             raise OutputExistsError(f"{dest}: exists", "pass --force to overwrite, or choose another output") from None
         os.replace(tmp, dest)
         return
-    os.unlink(tmp)
+    with contextlib.suppress(OSError):  # the output is in place; _atomic_output removes it too
+        os.unlink(tmp)
 
 
 def _nearest_existing(path: Path) -> Path:

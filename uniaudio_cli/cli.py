@@ -297,9 +297,8 @@ def decode(
             if p not in counts:
                 with contextlib.suppress(UniaudioError):
                     probe(p)
-    _check_outputs(
-        len(paths), output, out_dir, force, [d for p, n in counts.items() for d in outputs(p, n)] if out_dir else None
-    )
+    planned = [d for p in paths if p in counts for d in outputs(p, counts[p])] if out_dir else None
+    _check_outputs(len(paths), output, out_dir, force, planned)
     model = _load_codec(codec, llm, device, quiet)
 
     def run(path: Path) -> list[Any]:
@@ -460,7 +459,8 @@ def _refuse_long_tts(
     fixed += max(len(builder.answer(t)) for t in clips)
     if fixed >= context:
         raise PromptTooLongError(
-            f"the text step's answer examples alone are {fixed} tokens, more than the LLM's context of {context}",
+            f"the text step's answer examples alone take {fixed} tokens, leaving no room for a question in the "
+            f"LLM's context of {context}",
             "use an LLM with a longer context (SmolLM2's is 8,192), or --mode paper",
         )
     errors = []

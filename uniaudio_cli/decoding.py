@@ -57,10 +57,6 @@ def cache_argument(model: Any) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-# What to do about a prompt too long for the LLM, for a classification prompt (each task that
-# builds prompts passes its own).
-
-
 class PrefixCache:
     """The KV cache of a prompt prefix, computed once and reused for every query.
 

@@ -344,7 +344,16 @@ def resolve_llm(llm: str | None) -> tuple[str, Path | str, bool]:
 
 
 # Files one of which a Hugging Face tokenizer is read from.
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt")
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "vocab.json",
+    "vocab.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tekken.json",
+)
 
 
 _FOLDER_FIX = "pass the folder as the model's save_pretrained wrote it (config.json, tokenizer files, weights)"
@@ -353,8 +362,8 @@ _FOLDER_FIX = "pass the folder as the model's save_pretrained wrote it (config.j
 def _check_model_folder(folder: Path) -> None:
     """Refuse a model folder without a tokenizer, naming what is missing (the loaders' own
     messages do not say that a file is missing); the model's load checks its config.json."""
-    if not any((folder / f).is_file() for f in _TOKENIZER_FILES):
-        raise ModelLoadError(f"{folder}: no tokenizer file ({', '.join(_TOKENIZER_FILES)})", _FOLDER_FIX)
+    if not any((folder / f).is_file() for f in _TOKENIZER_FILES) and not any(folder.glob("*.tiktoken")):
+        raise ModelLoadError(f"{folder}: no tokenizer file ({', '.join(_TOKENIZER_FILES[:3])}, ...)", _FOLDER_FIX)
 
 
 def _special_ids(tok: Any) -> list[int]:
