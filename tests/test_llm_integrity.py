@@ -304,8 +304,6 @@ def test_a_pytorch_bin_model_gives_its_embeddings_without_loading_the_model(
     """A ``pytorch_model.bin``-only folder: the table is read as plain tensors (memory-mapped,
     no pickled code run), not by building the whole model a second time; a file that holds
     other pickled objects is refused, naming it, in one line without terminal escapes."""
-    import pickle
-
     import torch
     import transformers
 
@@ -330,7 +328,9 @@ def test_a_pytorch_bin_model_gives_its_embeddings_without_loading_the_model(
         def __reduce__(self):
             return (print, ("payload ran",))
 
-    (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"model.embed_tokens.weight": Payload()}))
+    torch.save(model.state_dict(), folder / "pytorch_model.bin", _use_new_zipfile_serialization=False)
+    assert torch.equal(llm.load_vocabulary(str(folder)).embeddings, vocab.embeddings)  # the legacy format too
+    torch.save({"model.embed_tokens.weight": Payload()}, folder / "pytorch_model.bin")
     with pytest.raises(ModelLoadError) as err:
         llm.load_vocabulary(str(folder))
     assert err.value.message.startswith(f"{folder / 'pytorch_model.bin'}: not a plain PyTorch weights file")
@@ -340,7 +340,10 @@ def test_a_pytorch_bin_model_gives_its_embeddings_without_loading_the_model(
 def test_an_incomplete_model_folder_is_refused_naming_what_is_missing(tmp_path: Path) -> None:
     folder = tmp_path / "model"
     folder.mkdir()
-    with pytest.raises(ModelLoadError, match=r"model: no tokenizer file \(tokenizer\.json, tokenizer_config\.json, tokenizer\.model, \.\.\.\)"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"model: no tokenizer file \(tokenizer\.json, tokenizer_config\.json, tokenizer\.model, \.\.\.\)",
+    ):
         llm.load_vocabulary(str(folder))
     (folder / "tokenizer.json").write_text("{}")
     assert llm.resolve_llm(str(folder)) == ("model", folder, False)
@@ -430,3 +433,12 @@ def test_a_damaged_conversion_is_converted_again_once(
         assert llm.load_vocabulary(str(gguf), full_tokenizer=False).size == 10
     assert len(calls) == 2 and "is unreadable" in caplog.text and "converting it again" in caplog.text
     assert llm.load_vocabulary(str(gguf), full_tokenizer=False).size == 10 and len(calls) == 2
+
+    # A failure that is not the files' (a missing package, say) is reported, not converted again.
+    def missing(folder: Path) -> None:
+        raise ImportError("requires the protobuf library")
+
+    monkeypatch.setattr(llm, "_tokenizer_file", missing)
+    with pytest.raises(ModelLoadError, match=r"cannot read the tokenizer or embeddings converted from mine\.gguf"):
+        llm.load_vocabulary(str(gguf), full_tokenizer=False)
+    assert len(calls) == 2

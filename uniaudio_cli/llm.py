@@ -294,6 +294,24 @@ def _looks_corrupt(e: BaseException) -> bool:
     return isinstance(e, (OSError, ValueError, EOFError, KeyError)) or "SafetensorError" in names
 
 
+def _damaged(folder: Path) -> bool:
+    """Whether a converted folder's own files are unreadable: a JSON file that does not parse
+    or a safetensors file whose header or length does not hold (what a truncated copy or a full
+    disk leaves), as opposed to a load failing for other reasons (memory, options, a missing
+    package), which converting again would not help."""
+    from safetensors import safe_open
+
+    try:
+        for f in folder.glob("*.json"):
+            json.loads(f.read_text())
+        for f in folder.glob("*.safetensors"):
+            with safe_open(str(f), framework="pt") as sf:
+                sf.keys()
+    except Exception:
+        return True
+    return False
+
+
 def _drop_conversion(folder: Path, gguf: Path, e: BaseException) -> None:
     """Mark an unreadable conversion as undone, so that the next :func:`convert_gguf` makes it
     again from the GGUF (a damaged cache heals itself, as the prompt and codebook caches do)."""
@@ -434,17 +452,24 @@ def _hf_embeddings(source: Path | str) -> torch.Tensor:
             ) from e
     # PyTorch weight files: read as tensors only (never executing pickled code) and memory-
     # mapped, so that only the embedding table is read, not the whole model a second time.
-    for f in sorted(folder.glob("*.bin")):
+    import pickle
+
+    for f in sorted(folder.glob("pytorch_model*.bin")):
         try:
-            state = torch.load(str(f), map_location="cpu", weights_only=True, mmap=True)
-        except Exception as e:
+            try:
+                state = torch.load(str(f), map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError:  # the legacy (pre-zip) format cannot be memory-mapped
+                state = torch.load(str(f), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:  # pickled objects other than tensors: never run them
             raise ModelLoadError(
                 f"{f}: not a plain PyTorch weights file ({_cause(e)})",
                 "convert the model to safetensors from a source you trust, or fetch it in that format",
             ) from e
+        except Exception:
+            break  # unreadable here: the whole model's load below reports it
         for key, value in state.items() if isinstance(state, dict) else ():
             if key.endswith(("embed_tokens.weight", "wte.weight", "tok_embeddings.weight")):
-                return value.float().contiguous()
+                return value.to(torch.float32, copy=True)  # a copy: the mapped file may change
     from transformers import AutoModelForCausalLM
 
     try:
@@ -484,6 +509,11 @@ def load_vocabulary(llm: str | None = None, full_tokenizer: bool = True) -> Voca
                 emb = load_file(str(folder / "embeddings.safetensors"))["embeddings"]
                 break
             except Exception as e:
+                if not _damaged(folder):
+                    raise ModelLoadError(
+                        f"{folder}: cannot read the tokenizer or embeddings converted from {gguf.name} ({_cause(e)})",
+                        "see the cause; run with --debug for the traceback",
+                    ) from e
                 if attempt:
                     raise _corrupt_conversion(folder, gguf, e) from e
                 _drop_conversion(folder, gguf, e)
@@ -570,7 +600,7 @@ def load_llm(
                 model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
                 break
             except Exception as e:
-                if not (is_gguf and _looks_corrupt(e)):
+                if not (is_gguf and _looks_corrupt(e) and _damaged(Path(folder))):
                     raise ModelLoadError(
                         f"{source}: cannot load the LLM ({_cause(e)})", _hub_fix(e, str(source))
                     ) from e
