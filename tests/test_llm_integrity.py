@@ -390,14 +390,22 @@ def test_what_killed_runs_left_goes_after_an_hour_on_any_run(tmp_path: Path, con
     gguf = _gguf(tmp_path / "model.gguf")
     out = llm.convert_gguf(gguf, sha256=SHA)
     old = time.time() - 7200
-    left = [out.parent / ".convert-abc", out.parent / ".model.gguf.x1.part", out.parent / ".convert-new"]
+    live = out.parent / f".convert-{out.name}-abcdefgh"
+    left = [out.parent / ".convert-abcdefgh", out.parent / ".model.gguf.x1.part", out.parent / ".convert-new", live]
     left[0].mkdir()
     left[1].write_bytes(b"part")
     left[2].mkdir()
-    for p in left[:2]:
+    live.mkdir()
+    for p in (left[0], left[1], live):
         os.utime(p, (old, old))
-    assert llm.convert_gguf(gguf, sha256=SHA) == out and conversions == [gguf]
-    assert [p.exists() for p in left] == [False, False, True]  # a live one (recent) stays
+    from filelock import FileLock
+
+    # An hour-old conversion folder whose target's lock is held is a live conversion: kept.
+    with FileLock(str(out.parent / f".{out.name}.lock")):
+        assert llm.convert_gguf(gguf, sha256=SHA) == out and conversions == [gguf]
+    assert [p.exists() for p in left] == [False, False, True, True]  # a recent one stays too
+    llm.convert_gguf(gguf, sha256=SHA)  # the lock released: the killed conversion's folder goes
+    assert not live.exists()
     cache = tmp_path / "prompt-cache"
     SafetensorsFiles(cache, "test", 2**30).write("k" * 64, {"x": torch.zeros(1)}, {}, "an entry")
     stale = cache / ".killed.safetensors.99.tmp"

@@ -82,7 +82,7 @@ def load_models(
         # The codec first, on the LLM's vocabulary (its tokenizer and embedding table, read
         # without the model): a mismatched pair is refused before the LLM's weights load,
         # which for a 7B model takes minutes.
-        vocab = load_vocabulary(llm)
+        vocab = load_vocabulary(llm, convert_model=True)
         # On CUDA the codec goes where the LLM's first layers will (device_map "auto" fills the
         # visible GPUs from index 0); a fallback to the CPU is resolved, and warned of, once.
         if dev.type == "cuda" and dev.index is None:

@@ -209,7 +209,8 @@ def convert_gguf(gguf: Path, with_model: bool = False, sha256: str | None = None
     out = _gguf_cache(gguf)
     # What killed runs left in the cache (a conversion, a fetch, a replaced folder) goes after an
     # hour, on every run, not only when another conversion starts.
-    for pattern in (".convert-*", ".old-*", ".*.part"):
+    _remove_stale_conversions(out.parent)
+    for pattern in (".old-*", ".*.part"):
         remove_stale(out.parent, pattern)
     if _conversion_done(_read_marker(out / CONVERSION_MARKER), with_model, sha256):
         return out
@@ -225,8 +226,8 @@ def convert_gguf(gguf: Path, with_model: bool = False, sha256: str | None = None
                 return out
         what = "tokenizer, embeddings and model" if with_model else "tokenizer and embeddings"
         log.warning("converting %s once (%s) into %s", gguf.name, what, out)
-        remove_stale(out.parent, ".convert-*")  # left by a conversion that was killed
-        tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=out.parent))
+        # Named after its target, whose lock this process holds while it converts.
+        tmp = Path(tempfile.mkdtemp(prefix=f".convert-{out.name}-", dir=out.parent))
         make_shareable(tmp)  # a cache shared between users: mkdtemp makes it private
         try:
             _write_conversion(gguf, tmp, with_model)
@@ -244,6 +245,28 @@ def convert_gguf(gguf: Path, with_model: bool = False, sha256: str | None = None
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _remove_stale_conversions(folder: Path) -> None:
+    """Delete the hour-old ``.convert-<target>-*`` folders of killed conversions in ``folder``,
+    but not one whose target's lock is held: a live conversion of a large GGUF can take an hour
+    without touching its folder's time."""
+    from filelock import FileLock, Timeout
+
+    for p in folder.glob(".convert-*"):
+        owner = p.name[len(".convert-") : -9]  # ".convert-<owner>-" and mkdtemp's 8 characters
+        if owner:
+            lock = FileLock(str(folder / f".{owner}.lock"))
+            try:
+                lock.acquire(timeout=0)
+            except (Timeout, OSError):
+                continue  # converting now, or the lock cannot be taken: leave it
+            try:
+                remove_stale(folder, p.name)
+            finally:
+                lock.release()
+        else:  # named by an older uniaudio: by age alone
+            remove_stale(folder, p.name)
 
 
 def _conversion_done(meta: dict[str, Any], with_model: bool, sha256: str | None) -> bool:
@@ -484,8 +507,11 @@ def _hf_embeddings(source: Path | str) -> torch.Tensor:
     return model.get_input_embeddings().weight.detach().float().contiguous()
 
 
-def load_vocabulary(llm: str | None = None, full_tokenizer: bool = True) -> Vocabulary:
+def load_vocabulary(llm: str | None = None, full_tokenizer: bool = True, convert_model: bool = False) -> Vocabulary:
     """Tokenizer + input-embedding table of ``llm`` (see :func:`resolve_llm`).
+
+    ``convert_model``: a GGUF's first conversion converts the model too, when it is about to be
+    loaded anyway (:func:`load_llm` then finds it done instead of converting again).
 
     ``full_tokenizer=False`` reads the tokenizer as a :class:`~uniaudio_cli.vocab.TokenTable`
     where the model has a ``tokenizer.json`` (the embedded default always does): enough for the
@@ -499,7 +525,7 @@ def load_vocabulary(llm: str | None = None, full_tokenizer: bool = True) -> Voca
     if is_gguf:
         gguf = Path(source)
         for attempt in range(2):
-            folder = convert_gguf(gguf, sha256=DEFAULT_GGUF_SHA256 if llm is None else None)
+            folder = convert_gguf(gguf, with_model=convert_model, sha256=DEFAULT_GGUF_SHA256 if llm is None else None)
             try:
                 tok = None if full_tokenizer else _tokenizer_file(folder)
                 if tok is None:
