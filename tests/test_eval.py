@@ -280,6 +280,17 @@ def test_denoise_eval_resumes(models, tmp_path: Path) -> None:
     assert "codec only (clean resynthesis, upper bound)" in md and "| 0 dB | 10 dB |" in md
     assert "RNNoise (pyrnnoise)" in md
     assert two.examples[0]["uniaudio"].shape == two.examples[0]["clean"].shape
+    assert len(two.examples) == 1  # as many as asked for
+    # Per-SNR figures hold that SNR's records only; no SNR pools them all.
+    for snr in (0.0, 10.0):
+        assert two.values("noisy", "stoi", snr) == [
+            r["metrics"]["noisy"]["stoi"]
+            for r in two.records
+            if r["snr"] == snr and r["metrics"]["noisy"].get("stoi") is not None
+        ]
+    assert len(two.values("noisy", "pesq")) == len(two.values("noisy", "pesq", 0.0)) + len(
+        two.values("noisy", "pesq", 10.0)
+    )
 
 
 # -- TTS --------------------------------------------------------------------------------------
