@@ -364,14 +364,23 @@ def _refuse_long_texts(llm: str | None, texts: list[str], fix: str) -> None:
     from uniaudio_cli.limits import llm_context_length, text_tokens
 
     context = llm_context_length(llm)
-    if context is None:
-        return
+    if context is not None:
+        _refuse_unless_one_fits(texts, lambda t: text_tokens(llm, t), context, "", fix)
+
+
+def _refuse_unless_one_fits(
+    texts: list[str], count: Callable[[str], int | None], context: int, beside: str, fix: str
+) -> None:
+    """Raise :class:`PromptTooLongError` naming every text (its ``count`` of tokens, ``beside``
+    what it is counted with) when none fits ``context``; a text that cannot be counted fits."""
     errors = []
     for t in texts:
-        n = text_tokens(llm, t)
+        n = count(t)
         if n is None or n <= context:
             return
-        errors.append(PromptTooLongError(f"{_short(t)!r}: {n} tokens, more than the LLM's context of {context}", fix))
+        errors.append(
+            PromptTooLongError(f"{_short(t)!r}: {n} tokens{beside}, more than the LLM's context of {context}", fix)
+        )
     errors[0].also = errors[1:]
     raise errors[0]
 
@@ -463,19 +472,13 @@ def _refuse_long_tts(
             f"LLM's context of {context}",
             "use an LLM with a longer context (SmolLM2's is 8,192), or --mode paper",
         )
-    errors = []
-    for t in texts:
-        n = fixed + len(builder.render(builder.template.query, text=t))
-        if n <= context:
-            return
-        errors.append(
-            PromptTooLongError(
-                f"{_short(t)!r}: {n} tokens with the answer examples, more than the LLM's context of {context}",
-                "use a shorter text: the question must fit the LLM's context beside the answer examples",
-            )
-        )
-    errors[0].also = errors[1:]
-    raise errors[0]
+    _refuse_unless_one_fits(
+        texts,
+        lambda t: fixed + len(builder.render(builder.template.query, text=t)),
+        context,
+        " with the answer examples",
+        "use a shorter text: the question must fit the LLM's context beside the answer examples",
+    )
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
@@ -837,11 +840,10 @@ def denoise(
         pairs=pairs,  # type: ignore[arg-type]
         repeats=repeats,
     )
+    chosen_pairs = spread_pairs(pair_set, opts.pair_count(len(pair_set)))
     if demos is not None:  # the shipped pairs are checked by the tests
-        chosen_pairs = spread_pairs(pair_set, opts.pair_count(len(pair_set)))
         check_pairs(chosen_pairs, opts.max_seconds, same_length=opts.mode == "default")
     if opts.mode == "paper":  # its prompt holds every chosen pair, --repeats times
-        chosen_pairs = spread_pairs(pair_set, opts.pair_count(len(pair_set)))
         _refuse_long_demos(
             llm,
             codec,
@@ -957,24 +959,21 @@ def generate(
                     )
                 )
     check_demo_clips((p for clips in chosen.values() for p in clips), opts.max_seconds)
-    if (limit := _context_limit(llm, codec, "all")) is not None:
-        from uniaudio_cli.limits import context_overflow
-
-        # A lower bound of the prompt: the demonstrations' audio (cropped or padded to --crop)
-        # and the clip to write (--seconds, else as long as a cropped demonstration).
-        clips = [p for c in chosen.values() for p in c]
-        demo_seconds = opts.crop * len(clips) if opts.crop else _seconds(clips)
-        clip_seconds = opts.seconds if opts.seconds is not None else (opts.crop or 0.0)
-        overflow = context_overflow(clip_seconds + demo_seconds, limit[1], limit[0])
-        if overflow is not None:
-            raise PromptTooLongError(  # as the same overflow found after loading
-                f"--seconds {opts.seconds:g} beside {demo_seconds:g} s of demonstrations: {overflow}"
-                if opts.seconds is not None
-                else f"{len(clips)} demonstration clips ({demo_seconds:g} s)"
-                + (f" and a {clip_seconds:g} s clip" if clip_seconds else "")
-                + f": {overflow}",
-                "use a shorter --seconds, fewer --shots or captions in --demos, or a shorter --crop",
-            )
+    # A lower bound of the prompt: the demonstrations' audio (cropped or padded to --crop) and the
+    # clip to write (--seconds, else as long as a cropped demonstration).
+    clips = [p for c in chosen.values() for p in c]
+    demo_seconds = opts.crop * len(clips) if opts.crop else _seconds(clips)
+    clip_seconds = opts.seconds if opts.seconds is not None else (opts.crop or 0.0)
+    _refuse_long_demos(
+        llm,
+        codec,
+        clip_seconds + demo_seconds,
+        f"--seconds {opts.seconds:g} beside {demo_seconds:g} s of demonstrations"
+        if opts.seconds is not None
+        else f"{len(clips)} demonstration clips ({demo_seconds:g} s)"
+        + (f" and a {clip_seconds:g} s clip" if clip_seconds else ""),
+        "use a shorter --seconds, fewer --shots or captions in --demos, or a shorter --crop",
+    )
     lm, cdc = load_models(llm, codec, device, dtype, quiet)
     from uniaudio_cli.tasks.generate import SoundGenerator
 
