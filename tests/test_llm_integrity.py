@@ -450,3 +450,22 @@ def test_a_damaged_conversion_is_converted_again_once(
     with pytest.raises(ModelLoadError, match=r"cannot read the tokenizer or embeddings converted from mine\.gguf"):
         llm.load_vocabulary(str(gguf), full_tokenizer=False)
     assert len(calls) == 2
+
+
+def test_the_models_damaged_conversion_is_converted_again_once_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """load_llm heals as load_vocabulary does: a conversion whose files stay unreadable is
+    converted once more, then refused naming it."""
+    conversions: list[Path] = []
+
+    def broken(gguf: Path, folder: Path, with_model: bool) -> None:
+        conversions.append(gguf)
+        (folder / "config.json").write_text('{"model_type": "llama"}')
+        (folder / "model.safetensors").write_bytes(b"truncated")
+
+    monkeypatch.setattr(llm, "_write_conversion", broken)
+    gguf = _gguf(tmp_path / "mine.gguf")
+    with pytest.raises(ModelIntegrityError, match=r"unreadable, also when made again"):
+        llm.load_llm(str(gguf), device="cpu")
+    assert conversions == [gguf, gguf]

